@@ -1,0 +1,89 @@
+// The dlopen table: every libc symbol einhorn calls, with its C signature.
+// Only ffi/ imports this file; everything above it uses the typed wrappers.
+import { dlopen, FFIType, read } from "bun:ffi";
+import { SysError } from "./errno";
+
+const { i32, u32, i64, u64, ptr, cstring } = FFIType;
+
+export const libc = dlopen("libc.so.6", {
+  __errno_location: { args: [], returns: ptr },
+  strerror: { args: [i32], returns: cstring },
+
+  // sockets
+  socket: { args: [i32, i32, i32], returns: i32 },
+  socketpair: { args: [i32, i32, i32, ptr], returns: i32 },
+  bind: { args: [i32, ptr, u32], returns: i32 },
+  connect: { args: [i32, ptr, u32], returns: i32 },
+  listen: { args: [i32, i32], returns: i32 },
+  setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
+  getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+  getsockname: { args: [i32, ptr, ptr], returns: i32 },
+  close: { args: [i32], returns: i32 },
+  // fcntl is variadic; on the SysV x86-64 and AAPCS64 ABIs an int third argument
+  // is passed exactly like a fixed one.
+  fcntl: { args: [i32, i32, i64], returns: i32 },
+  write: { args: [i32, ptr, u64], returns: i64 },
+  open: { args: [cstring, i32, u32], returns: i32 },
+  flock: { args: [i32, i32], returns: i32 },
+  umask: { args: [u32], returns: u32 },
+
+  // processes
+  posix_spawn: { args: [ptr, cstring, ptr, ptr, ptr, ptr], returns: i32 },
+  posix_spawnp: { args: [ptr, cstring, ptr, ptr, ptr, ptr], returns: i32 },
+  posix_spawn_file_actions_init: { args: [ptr], returns: i32 },
+  posix_spawn_file_actions_destroy: { args: [ptr], returns: i32 },
+  posix_spawn_file_actions_adddup2: { args: [ptr, i32, i32], returns: i32 },
+  posix_spawnattr_init: { args: [ptr], returns: i32 },
+  posix_spawnattr_destroy: { args: [ptr], returns: i32 },
+  posix_spawnattr_setflags: { args: [ptr, i32], returns: i32 },
+  posix_spawnattr_setsigmask: { args: [ptr, ptr], returns: i32 },
+  posix_spawnattr_setsigdefault: { args: [ptr, ptr], returns: i32 },
+  posix_spawnattr_setpgroup: { args: [ptr, i32], returns: i32 },
+  sigemptyset: { args: [ptr], returns: i32 },
+  sigfillset: { args: [ptr], returns: i32 },
+  sigaddset: { args: [ptr, i32], returns: i32 },
+  sigdelset: { args: [ptr, i32], returns: i32 },
+  pthread_sigmask: { args: [i32, ptr, ptr], returns: i32 },
+  execve: { args: [cstring, ptr, ptr], returns: i32 },
+  kill: { args: [i32, i32], returns: i32 },
+  waitpid: { args: [i32, ptr, i32], returns: i32 },
+  getpid: { args: [], returns: i32 },
+  getppid: { args: [], returns: i32 },
+  getuid: { args: [], returns: u32 },
+  geteuid: { args: [], returns: u32 },
+  // prctl is variadic too; unsigned long arguments, passed in registers.
+  prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
+  setpriority: { args: [i32, u32, i32], returns: i32 },
+  getpriority: { args: [i32, u32], returns: i32 },
+});
+
+export const sym = libc.symbols;
+
+/** errno of the last failed call on this thread; read it before any other libc call. */
+export function lastErrno(): number {
+  const p = sym.__errno_location();
+  return p === null ? 0 : read.i32(p, 0);
+}
+
+export function strerror(errno: number): string {
+  return String(sym.strerror(errno));
+}
+
+/** Throw a SysError for a -1 return; read errno first, before anything can clobber it. */
+export function check(ret: number, syscall: string, detail?: string): number {
+  if (ret === -1) {
+    const errno = lastErrno();
+    throw new SysError(syscall, errno, strerror(errno), detail);
+  }
+  return ret;
+}
+
+/** For the calls that return an errno value instead of setting errno (posix_spawn, pthread_*). */
+export function checkReturned(ret: number, syscall: string, detail?: string): void {
+  if (ret !== 0) throw new SysError(syscall, ret, strerror(ret), detail);
+}
+
+/** A NUL-terminated copy of a JS string, for `cstring`/`ptr` arguments. */
+export function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`, "utf8");
+}

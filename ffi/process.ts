@@ -1,0 +1,208 @@
+// Process control: posix_spawn with the attributes a supervised worker needs,
+// kill, waitpid, execve, signal masks, prctl, priorities, advisory locks.
+// fork() is deliberately absent: a forked Bun process crashes before exec
+// (see shared/notes/bun-platform.md); glibc's posix_spawn uses CLONE_VFORK
+// and is safe from a multi-threaded runtime.
+import { constants } from "node:os";
+import { ptr } from "bun:ffi";
+import { check, checkReturned, cstr, sym } from "./libc";
+
+export const POSIX_SPAWN_SETPGROUP = 0x02;
+export const POSIX_SPAWN_SETSIGDEF = 0x04;
+export const POSIX_SPAWN_SETSIGMASK = 0x08;
+export const POSIX_SPAWN_SETSID = 0x80;
+
+export const WNOHANG = 1;
+export const PR_SET_PDEATHSIG = 1;
+export const PR_SET_NAME = 15;
+export const PR_SET_CHILD_SUBREAPER = 36;
+export const PRIO_PROCESS = 0;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_CLOEXEC = 0o2000000;
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+
+// glibc: posix_spawnattr_t is 336 bytes, posix_spawn_file_actions_t 80, sigset_t 128.
+// Over-allocate so a different libc layout cannot write past our buffers.
+const ATTR_BYTES = 512;
+const ACTIONS_BYTES = 256;
+const SIGSET_BYTES = 256;
+
+export type SignalName = keyof typeof constants.signals;
+
+/** Signal number for a name with or without the SIG prefix ("USR2", "SIGUSR2"); undefined if unknown. */
+export function signalNumber(name: string): number | undefined {
+  const key = (name.toUpperCase().startsWith("SIG") ? name.toUpperCase() : `SIG${name.toUpperCase()}`) as SignalName;
+  return constants.signals[key];
+}
+
+export function signalName(num: number): string {
+  for (const [name, n] of Object.entries(constants.signals)) if (n === num) return name;
+  return `SIG${num}`;
+}
+
+/** Pointer-array of NUL-terminated strings (argv/envp); keep `keep` alive across the call. */
+function stringArray(items: string[]): { array: BigUint64Array; keep: Buffer[] } {
+  const keep = items.map(cstr);
+  const array = new BigUint64Array(items.length + 1);
+  keep.forEach((b, i) => { array[i] = BigInt(ptr(b)); });
+  return { array, keep };
+}
+
+export interface SpawnOptions {
+  /** Descriptors the child keeps, at the same numbers (dup2(fd, fd) clears FD_CLOEXEC in the child only). */
+  inheritFds?: number[];
+  /** Extra dup2(from, to) moves done in the child before the inherited fds are kept. */
+  dup2?: Array<[from: number, to: number]>;
+  /** Search PATH for the program (posix_spawnp). */
+  searchPath?: boolean;
+  /** Give the child its own process group. */
+  newProcessGroup?: boolean;
+  /** Start a new session instead (implies a new group). */
+  newSession?: boolean;
+}
+
+/**
+ * Start `argv[0]` (or `file`) with `env`. The child gets default dispositions for
+ * every signal and an empty signal mask, whatever the master has installed.
+ * Exec failures (ENOENT, EACCES, ENOEXEC) come back as a SysError here.
+ */
+export function spawn(file: string, argv: string[], env: string[], opts: SpawnOptions = {}): number {
+  const actions = new Uint8Array(ACTIONS_BYTES);
+  const attr = new Uint8Array(ATTR_BYTES);
+  const empty = new Uint8Array(SIGSET_BYTES);
+  const full = new Uint8Array(SIGSET_BYTES);
+  checkReturned(sym.posix_spawn_file_actions_init(ptr(actions)), "posix_spawn_file_actions_init");
+  checkReturned(sym.posix_spawnattr_init(ptr(attr)), "posix_spawnattr_init");
+  try {
+    for (const [from, to] of opts.dup2 ?? []) {
+      checkReturned(sym.posix_spawn_file_actions_adddup2(ptr(actions), from, to), "posix_spawn_file_actions_adddup2");
+    }
+    for (const fd of opts.inheritFds ?? []) {
+      checkReturned(sym.posix_spawn_file_actions_adddup2(ptr(actions), fd, fd), "posix_spawn_file_actions_adddup2");
+    }
+    sym.sigemptyset(ptr(empty));
+    sym.sigfillset(ptr(full));
+    let flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+    if (opts.newSession) flags |= POSIX_SPAWN_SETSID;
+    else if (opts.newProcessGroup ?? true) flags |= POSIX_SPAWN_SETPGROUP;
+    checkReturned(sym.posix_spawnattr_setflags(ptr(attr), flags), "posix_spawnattr_setflags");
+    checkReturned(sym.posix_spawnattr_setsigmask(ptr(attr), ptr(empty)), "posix_spawnattr_setsigmask");
+    checkReturned(sym.posix_spawnattr_setsigdefault(ptr(attr), ptr(full)), "posix_spawnattr_setsigdefault");
+    checkReturned(sym.posix_spawnattr_setpgroup(ptr(attr), 0), "posix_spawnattr_setpgroup");
+
+    const a = stringArray(argv);
+    const e = stringArray(env);
+    const pid = new Int32Array(1);
+    const fn = opts.searchPath ? sym.posix_spawnp : sym.posix_spawn;
+    const ret = fn(ptr(pid), cstr(file), ptr(actions), ptr(attr), ptr(a.array), ptr(e.array));
+    checkReturned(ret, opts.searchPath ? "posix_spawnp" : "posix_spawn", file);
+    void a.keep; void e.keep;
+    return pid[0]!;
+  } finally {
+    sym.posix_spawn_file_actions_destroy(ptr(actions));
+    sym.posix_spawnattr_destroy(ptr(attr));
+  }
+}
+
+/** Replace this process image. Returns only by throwing. */
+export function execve(file: string, argv: string[], env: string[]): never {
+  const a = stringArray(argv);
+  const e = stringArray(env);
+  check(sym.execve(cstr(file), ptr(a.array), ptr(e.array)), "execve", file);
+  void a.keep; void e.keep;
+  throw new Error("execve returned without an error");
+}
+
+export type ExitStatus = { code: number; signal: null } | { code: null; signal: string };
+
+export function decodeWaitStatus(status: number): ExitStatus {
+  const sig = status & 0x7f;
+  if (sig === 0) return { code: (status >> 8) & 0xff, signal: null };
+  return { code: null, signal: signalName(sig) };
+}
+
+/** Non-blocking waitpid: null when no child (of `pid`) has exited yet; throws ECHILD when none exist. */
+export function waitpidNohang(pid = -1): { pid: number; status: ExitStatus } | null {
+  const st = new Int32Array(1);
+  const ret = check(sym.waitpid(pid, ptr(st), WNOHANG), "waitpid");
+  if (ret === 0) return null;
+  return { pid: ret, status: decodeWaitStatus(st[0]!) };
+}
+
+/** kill(2). Returns false for ESRCH (already gone) so callers can race exits safely. */
+export function kill(pid: number, signal: string | number): boolean {
+  const num = typeof signal === "number" ? signal : signalNumber(signal);
+  if (num === undefined) throw new Error(`unknown signal ${signal}`);
+  const ret = sym.kill(pid, num);
+  if (ret === -1) {
+    try { check(ret, "kill", `${pid} ${signal}`); } catch (e) {
+      if ((e as { code?: string }).code === "ESRCH") return false;
+      throw e;
+    }
+  }
+  return true;
+}
+
+export function isAlive(pid: number): boolean {
+  if (sym.kill(pid, 0) === 0) return true;
+  try { check(-1, "kill"); } catch (e) { return (e as { code?: string }).code === "EPERM"; }
+  return false;
+}
+
+export const getpid = (): number => sym.getpid();
+export const getppid = (): number => sym.getppid();
+export const getuid = (): number => sym.getuid();
+export const geteuid = (): number => sym.geteuid();
+
+export function prctl(option: number, arg2: number | bigint = 0): void {
+  check(sym.prctl(option, BigInt(arg2), 0n, 0n, 0n), "prctl", String(option));
+}
+
+export function setpriority(pid: number, nice: number): void {
+  check(sym.setpriority(PRIO_PROCESS, pid, nice), "setpriority", `pid ${pid} nice ${nice}`);
+}
+
+function sigset(signals: number[]): Uint8Array {
+  const set = new Uint8Array(SIGSET_BYTES);
+  sym.sigemptyset(ptr(set));
+  for (const s of signals) sym.sigaddset(ptr(set), s);
+  return set;
+}
+
+/** Block these signals on the calling thread (they stay pending); returns the previous mask. */
+export function blockSignals(signals: number[]): Uint8Array {
+  const old = new Uint8Array(SIGSET_BYTES);
+  checkReturned(sym.pthread_sigmask(SIG_BLOCK, ptr(sigset(signals)), ptr(old)), "pthread_sigmask");
+  return old;
+}
+
+export function setSignalMask(mask: Uint8Array): void {
+  checkReturned(sym.pthread_sigmask(SIG_SETMASK, ptr(mask), null), "pthread_sigmask");
+}
+
+export function unblockAllSignals(): void {
+  setSignalMask(sigset([]));
+}
+
+export function open(path: string, flags: number, mode = 0o644): number {
+  return check(sym.open(cstr(path), flags, mode), "open", path);
+}
+
+/** flock(fd, LOCK_EX|LOCK_NB): false when another process holds the lock. */
+export function tryLockExclusive(fd: number): boolean {
+  const ret = sym.flock(fd, LOCK_EX | LOCK_NB);
+  if (ret === 0) return true;
+  try { check(ret, "flock"); } catch (e) {
+    if ((e as { code?: string }).code === "EAGAIN") return false;
+    throw e;
+  }
+  return false;
+}
+
+export function umask(mask: number): number {
+  return sym.umask(mask);
+}

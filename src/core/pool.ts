@@ -1,0 +1,69 @@
+// Read-only questions about the worker pool. Every decision in step.ts is
+// phrased with these, so the policy reads close to Einhorn's own wording.
+import type { State, Worker } from "./state";
+
+/**
+ * Signals that ask a worker to go away. Only these make a worker "retiring"
+ * and only these are escalated to SIGKILL after the signal timeout: a worker
+ * sent HUP to reopen its logs is still a serving worker.
+ */
+export const RETIRING_SIGNALS = new Set(["SIGUSR2", "SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL"]);
+
+export function normalizeSignal(sig: string): string {
+  const up = sig.toUpperCase();
+  return up.startsWith("SIG") ? up : `SIG${up}`;
+}
+
+export const isRetiring = (w: Worker): boolean => w.signals.some((s) => RETIRING_SIGNALS.has(s.signal));
+export const wasSent = (w: Worker, signal: string): boolean => w.signals.some((s) => s.signal === signal);
+export const isAcked = (w: Worker): boolean => w.ackedAt !== null;
+
+export const currentWorkers = (s: State): Worker[] => s.workers.filter((w) => w.version === s.version);
+export const otherVersionWorkers = (s: State): Worker[] => s.workers.filter((w) => w.version !== s.version);
+export const pendingOfCurrent = (s: State): number => s.pending.filter((p) => p.version === s.version).length;
+
+/** Current-version workers not yet ACKed and not retiring, plus spawns in flight. */
+export function unackedCount(s: State): number {
+  return currentWorkers(s).filter((w) => !isAcked(w) && !isRetiring(w)).length + pendingOfCurrent(s);
+}
+
+/** Reference rule: missing = number - workers of the current version (retiring ones included). */
+export function missingCount(s: State): number {
+  return s.settings.number - currentWorkers(s).length - pendingOfCurrent(s);
+}
+
+export function ackedCurrentCount(s: State): number {
+  return currentWorkers(s).filter((w) => isAcked(w) && !isRetiring(w)).length;
+}
+
+/** Smallest index not held by any live worker (any generation) or spawn in flight. */
+export function freeIndex(s: State): number {
+  const taken = new Set<number>([...s.workers.map((w) => w.index), ...s.pending.map((p) => p.index)]);
+  let i = 0;
+  while (taken.has(i)) i++;
+  return i;
+}
+
+export const BACKOFF_CAP_SECONDS = 30;
+
+/** Reference backoff: seconds * 1.5^deaths, capped at 30 s. In milliseconds. */
+export function backoffMs(seconds: number, deaths: number): number {
+  return Math.min(seconds * 1.5 ** deaths, BACKOFF_CAP_SECONDS) * 1000;
+}
+
+/**
+ * Milliseconds that must pass after the last spawn before the next one.
+ * Policy (an improvement on the original, which waits `seconds` between every
+ * spawn): while an upgrade rolls out and nothing has died before ACKing, the
+ * next new worker starts as soon as max_unacked allows, so a rollout is paced
+ * by the workers' ACKs rather than by a clock. Replacing dead workers keeps
+ * the reference interval, which is what stops a crash loop from spinning.
+ */
+export function spawnIntervalMs(s: State): number {
+  if (s.upgrade && s.consecutiveDeaths === 0) return 0;
+  return backoffMs(s.settings.seconds, s.consecutiveDeaths);
+}
+
+export function findWorker(s: State, pid: number): Worker | undefined {
+  return s.workers.find((w) => w.pid === pid);
+}

@@ -1,0 +1,141 @@
+// The master's whole state as plain, serialisable data. It crosses the
+// master's own execve as a JSON document, so every field is JSON-safe, and
+// `schema` says which layout wrote it: `upgradeState` (below) fills in what
+// an older writer did not know about.
+
+export const STATE_SCHEMA = 1;
+
+export type AckMode = { kind: "timer"; seconds: number } | { kind: "manual" };
+
+export interface Settings {
+  /** Wanted number of workers of the current version. */
+  number: number;
+  /** Base respawn interval, seconds (> 0). */
+  seconds: number;
+  ackMode: AckMode;
+  /** At most this many new, unacknowledged workers at once. */
+  maxUnacked: number;
+  /** During an upgrade, at most number + this many workers alive; null: no cap. */
+  maxUpgradeAdditional: number | null;
+  /** Seconds after a retiring signal before SIGKILL; null: never escalate. */
+  signalTimeout: number | null;
+  /** A new generation whose workers die this many times in a row before ACKing fails the upgrade. */
+  upgradeMaxDeaths: number;
+  /** A new worker not ACKed this many seconds after spawn fails the upgrade; null: wait forever. */
+  ackTimeout: number | null;
+  /** 0 debug, 1 info, 2 errors only (Einhorn's scale). */
+  verbosity: number;
+}
+
+export interface SignalRecord { signal: string; at: number }
+
+export interface Worker {
+  pid: number;
+  index: number;
+  version: number;
+  spawnedAt: number;
+  ackedAt: number | null;
+  /** Every signal einhorn sent this worker, oldest first. */
+  signals: SignalRecord[];
+  lastPing: { at: number; requestId: unknown } | null;
+}
+
+/** A spawn the core asked for and the shell has not yet reported back. */
+export interface PendingSpawn { spawnId: number; index: number; version: number; requestedAt: number }
+
+export interface ExitCounts { total: number; beforeAck: number; lastCode: number | null; lastSignal: string | null; lastAt: number | null }
+
+export interface Upgrade {
+  mode: "smooth" | "fleet";
+  startedAt: number;
+  fromVersion: number;
+  /** New-generation workers that died before ACKing during this upgrade, in a row. */
+  deathsBeforeAck: number;
+}
+
+export interface Stopping {
+  /** Signal sent to every worker; null for QUIT-style immediate exit (already handled). */
+  signal: string;
+  since: number;
+}
+
+export interface State {
+  schema: number;
+  settings: Settings;
+  /** Generation new workers are spawned as. */
+  version: number;
+  /** Highest generation ever used, so a failed upgrade's number is never reused. */
+  lastVersion: number;
+  workers: Worker[];
+  pending: PendingSpawn[];
+  nextSpawnId: number;
+  /** Deaths before ACK since the last ACK: drives the respawn backoff. */
+  consecutiveDeaths: number;
+  lastSpawnAt: number | null;
+  /** The first full spawn at start-up has been made. */
+  started: boolean;
+  stopping: Stopping | null;
+  upgrade: Upgrade | null;
+  /** Exit history per child index, for `state`. */
+  exits: Record<string, ExitCounts>;
+  /** When the master (first incarnation) started. */
+  startedAt: number;
+}
+
+export function initialState(settings: Settings, now: number): State {
+  return {
+    schema: STATE_SCHEMA,
+    settings,
+    version: 0,
+    lastVersion: 0,
+    workers: [],
+    pending: [],
+    nextSpawnId: 1,
+    consecutiveDeaths: 0,
+    lastSpawnAt: null,
+    started: false,
+    stopping: null,
+    upgrade: null,
+    exits: {},
+    startedAt: now,
+  };
+}
+
+export const DEFAULT_SETTINGS: Settings = {
+  number: 1,
+  seconds: 1,
+  ackMode: { kind: "timer", seconds: 1 },
+  maxUnacked: 1,
+  maxUpgradeAdditional: null,
+  signalTimeout: null,
+  upgradeMaxDeaths: 3,
+  ackTimeout: null,
+  verbosity: 1,
+};
+
+/**
+ * Accept a state document written by this or an older version of einhorn:
+ * fields it lacks get defaults. A newer schema than ours is refused, because
+ * we could not know what its extra fields mean for the decisions we make.
+ */
+export function upgradeState(doc: unknown, now: number): State {
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error("state document is not a mapping");
+  const d = doc as Partial<State>;
+  const schema = typeof d.schema === "number" ? d.schema : 0;
+  if (schema > STATE_SCHEMA) throw new Error(`state schema ${schema} is newer than this einhorn understands (${STATE_SCHEMA})`);
+  const base = initialState({ ...DEFAULT_SETTINGS, ...(d.settings ?? {}) }, now);
+  const workers = (d.workers ?? []).map((w) => ({
+    pid: w.pid, index: w.index ?? 0, version: w.version ?? 0, spawnedAt: w.spawnedAt ?? now,
+    ackedAt: w.ackedAt ?? null, signals: w.signals ?? [], lastPing: w.lastPing ?? null,
+  }));
+  return {
+    ...base,
+    ...d,
+    schema: STATE_SCHEMA,
+    settings: base.settings,
+    workers,
+    pending: [],
+    lastVersion: d.lastVersion ?? d.version ?? 0,
+    exits: d.exits ?? {},
+  };
+}

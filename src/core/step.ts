@@ -1,0 +1,366 @@
+// The decision core: step(state, event, now) -> { state, effects, wakeAt }.
+// No clock, no I/O, no Bun. The I/O shell turns signals, timers, child exits
+// and command-socket messages into events, performs the effects in order and
+// calls step again with { type: "tick" } at `wakeAt`.
+import {
+  ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isRetiring, missingCount,
+  normalizeSignal, otherVersionWorkers, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+} from "./pool";
+import type { Settings, State, Worker } from "./state";
+
+export type UpgradeMode = "smooth" | "fleet";
+
+export type Event =
+  | { type: "start" }
+  | { type: "tick" }
+  | { type: "spawned"; spawnId: number; pid: number }
+  | { type: "spawn-failed"; spawnId: number; reason: string }
+  | { type: "exited"; pid: number; code: number | null; signal: string | null }
+  | { type: "ack"; pid: number }
+  | { type: "ping"; pid: number; requestId: unknown }
+  | { type: "inc" }
+  | { type: "dec" }
+  | { type: "set-workers"; number: number }
+  /** Graceful stop: send `signal` to every worker, spawn no more, exit when none is left (INT, TERM, USR2, die). */
+  | { type: "stop"; signal: string }
+  /** QUIT: pass QUIT to every worker and exit at once. */
+  | { type: "quit" }
+  | { type: "signal-workers"; signals: string[] }
+  /** Roll a new generation (the shell has already re-executed the master if it was asked to). */
+  | { type: "upgrade"; mode: UpgradeMode }
+  | { type: "settings"; patch: Partial<Settings> };
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export type Effect =
+  | { type: "spawn"; spawnId: number; index: number; version: number }
+  | { type: "kill"; pid: number; signal: string }
+  | { type: "log"; level: LogLevel; message: string }
+  | { type: "upgrade-progress"; message: string }
+  | { type: "upgrade-finished"; ok: boolean; message: string }
+  | { type: "exit"; code: number };
+
+export interface StepResult { state: State; effects: Effect[]; wakeAt: number | null }
+
+export const MAX_WORKERS = 1000;
+
+class Step {
+  readonly fx: Effect[] = [];
+  constructor(readonly s: State, readonly now: number) {}
+
+  log(level: LogLevel, message: string): void { this.fx.push({ type: "log", level, message }); }
+
+  signal(w: Worker, signal: string): void {
+    const sig = normalizeSignal(signal);
+    w.signals.push({ signal: sig, at: this.now });
+    this.fx.push({ type: "kill", pid: w.pid, signal: sig });
+  }
+
+  spawn(): void {
+    const s = this.s;
+    const spawnId = s.nextSpawnId++;
+    const index = freeIndex(s);
+    s.pending.push({ spawnId, index, version: s.version, requestedAt: this.now });
+    s.lastSpawnAt = this.now;
+    this.fx.push({ type: "spawn", spawnId, index, version: s.version });
+  }
+
+  ack(w: Worker, at: number, how: string): void {
+    const s = this.s;
+    w.ackedAt = at;
+    s.consecutiveDeaths = 0;
+    this.log("info", `Worker ${w.pid} (index ${w.index}) is up: ${how}`);
+    if (s.upgrade && w.version === s.version) {
+      s.upgrade.deathsBeforeAck = 0;
+      this.fx.push({
+        type: "upgrade-progress",
+        message: `Upgrade progress: ${ackedCurrentCount(s)} of ${s.settings.number} new workers up (pid ${w.pid} ACKed)`,
+      });
+    }
+  }
+
+  // --- time-driven housekeeping -------------------------------------------------
+
+  timerAcks(): void {
+    const mode = this.s.settings.ackMode;
+    if (mode.kind !== "timer") return;
+    for (const w of this.s.workers) {
+      const due = w.spawnedAt + mode.seconds * 1000;
+      if (!isAcked(w) && !isRetiring(w) && this.now >= due) this.ack(w, due, `alive for ${mode.seconds}s (timer ACK)`);
+    }
+  }
+
+  escalate(): void {
+    const t = this.s.settings.signalTimeout;
+    if (t === null) return;
+    for (const w of this.s.workers) {
+      const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
+      if (!first || wasSent(w, "SIGKILL")) continue;
+      if (this.now >= first.at + t * 1000) {
+        this.log("warn", `Worker ${w.pid} is still alive ${t}s after ${first.signal}; sending SIGKILL`);
+        this.signal(w, "SIGKILL");
+      }
+    }
+  }
+
+  // --- upgrades --------------------------------------------------------------------
+
+  failUpgrade(reason: string): void {
+    const s = this.s;
+    const up = s.upgrade!;
+    const failed = s.version;
+    s.version = up.fromVersion;
+    s.upgrade = null;
+    s.consecutiveDeaths = 0;
+    const message = `Upgrade failed: ${reason}. Version ${failed} is being stopped; version ${up.fromVersion} keeps serving.`;
+    this.log("error", message);
+    this.fx.push({ type: "upgrade-finished", ok: false, message });
+  }
+
+  checkUpgrade(): void {
+    const s = this.s;
+    const up = s.upgrade;
+    if (!up) return;
+    if (up.deathsBeforeAck >= s.settings.upgradeMaxDeaths) {
+      this.failUpgrade(`${up.deathsBeforeAck} new workers in a row exited before they ACKed`);
+      return;
+    }
+    const timeout = s.settings.ackTimeout;
+    if (timeout !== null) {
+      const late = currentWorkers(s).find((w) => !isAcked(w) && !isRetiring(w) && this.now >= w.spawnedAt + timeout * 1000);
+      if (late) {
+        this.failUpgrade(`new worker ${late.pid} did not ACK within ${timeout}s`);
+        return;
+      }
+    }
+    if (ackedCurrentCount(s) >= s.settings.number) {
+      s.upgrade = null;
+      const secs = ((this.now - up.startedAt) / 1000).toFixed(3);
+      this.log("info", `Upgrade to version ${s.version} done in ${secs}s`);
+      this.fx.push({ type: "upgrade-finished", ok: true, message: "Upgrade done" });
+    }
+  }
+
+  // --- the reconcile pass: replenish, then cull --------------------------------------
+
+  surgeCapReached(): boolean {
+    const s = this.s;
+    const extra = s.settings.maxUpgradeAdditional;
+    if (!s.upgrade || extra === null) return false;
+    return s.workers.length + s.pending.length >= s.settings.number + extra;
+  }
+
+  replenish(): void {
+    const s = this.s;
+    let missing = missingCount(s);
+    if (missing <= 0) return;
+    if (!s.started) {
+      // Reference: at the very first start every worker is spawned at once.
+      s.started = true;
+      this.log("info", `Launching ${missing} new worker${missing === 1 ? "" : "s"}`);
+      while (missing-- > 0) this.spawn();
+      return;
+    }
+    const fleet = s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
+    while (missing > 0) {
+      if (!fleet && unackedCount(s) >= s.settings.maxUnacked) return;
+      if (this.surgeCapReached()) return;
+      const interval = spawnIntervalMs(s);
+      if (!fleet && s.lastSpawnAt !== null && this.now < s.lastSpawnAt + interval) return;
+      this.spawn();
+      missing--;
+      if (!fleet && interval > 0) return; // one spawn per interval
+    }
+  }
+
+  /** Prefer retiring workers that are not serving yet, then the oldest. */
+  static retireOrder(a: Worker, b: Worker): number {
+    return Number(isAcked(a)) - Number(isAcked(b)) || a.spawnedAt - b.spawnedAt;
+  }
+
+  cull(): void {
+    const s = this.s;
+    const others = otherVersionWorkers(s).filter((w) => !isRetiring(w));
+    if (s.upgrade?.mode === "smooth") {
+      // Old workers leave one for one as new ones come up.
+      const keep = Math.max(0, s.settings.number - ackedCurrentCount(s));
+      others.sort(Step.retireOrder).slice(0, Math.max(0, others.length - keep)).forEach((w) => this.signal(w, "SIGUSR2"));
+    } else if (!s.upgrade) {
+      for (const w of others) this.signal(w, "SIGUSR2");
+    }
+    // Too many of the current version (after `dec`): unacked first, then the newest.
+    const current = currentWorkers(s).filter((w) => !isRetiring(w));
+    const excess = current.length - s.settings.number;
+    if (excess > 0) {
+      current
+        .sort((a, b) => Number(isAcked(a)) - Number(isAcked(b)) || b.spawnedAt - a.spawnedAt)
+        .slice(0, excess)
+        .forEach((w) => this.signal(w, "SIGUSR2"));
+    }
+  }
+
+  reconcile(): void {
+    const s = this.s;
+    this.timerAcks();
+    if (s.stopping) {
+      this.escalate();
+      if (s.workers.length === 0 && s.pending.length === 0) {
+        this.log("info", "Last worker is gone; exiting");
+        this.fx.push({ type: "exit", code: 0 });
+      }
+      return;
+    }
+    this.checkUpgrade();
+    this.replenish();
+    this.cull();
+    this.escalate();
+  }
+
+  wakeAt(): number | null {
+    const s = this.s;
+    const times: number[] = [];
+    const mode = s.settings.ackMode;
+    for (const w of s.workers) {
+      if (mode.kind === "timer" && !isAcked(w) && !isRetiring(w)) times.push(w.spawnedAt + mode.seconds * 1000);
+      const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
+      if (first && s.settings.signalTimeout !== null && !wasSent(w, "SIGKILL")) times.push(first.at + s.settings.signalTimeout * 1000);
+      if (s.upgrade && s.settings.ackTimeout !== null && w.version === s.version && !isAcked(w) && !isRetiring(w)) {
+        times.push(w.spawnedAt + s.settings.ackTimeout * 1000);
+      }
+    }
+    if (!s.stopping && s.started && missingCount(s) > 0 && s.lastSpawnAt !== null) {
+      times.push(s.lastSpawnAt + spawnIntervalMs(s));
+    }
+    return times.length ? Math.max(this.now, Math.min(...times)) : null;
+  }
+
+  // --- events -------------------------------------------------------------------------
+
+  apply(e: Event): void {
+    const s = this.s;
+    switch (e.type) {
+      case "start":
+      case "tick":
+        break;
+      case "spawned": {
+        const i = s.pending.findIndex((p) => p.spawnId === e.spawnId);
+        if (i < 0) { this.log("error", `Spawn ${e.spawnId} reported twice (pid ${e.pid})`); break; }
+        const [p] = s.pending.splice(i, 1);
+        const w: Worker = { pid: e.pid, index: p!.index, version: p!.version, spawnedAt: this.now, ackedAt: null, signals: [], lastPing: null };
+        s.workers.push(w);
+        this.log("info", `===> Launched ${e.pid} (index ${w.index}, version ${w.version})`);
+        if (s.stopping) this.signal(w, s.stopping.signal);
+        break;
+      }
+      case "spawn-failed": {
+        const i = s.pending.findIndex((p) => p.spawnId === e.spawnId);
+        if (i < 0) break;
+        const [p] = s.pending.splice(i, 1);
+        this.recordDeath(p!.index, p!.version, null, null, false);
+        this.log("error", `Could not start a worker (index ${p!.index}): ${e.reason}; next try in ${(backoffMs(s.settings.seconds, s.consecutiveDeaths) / 1000).toFixed(1)}s`);
+        break;
+      }
+      case "exited": {
+        const w = findWorker(s, e.pid);
+        if (!w) { this.log("debug", `Reaped ${e.pid}, which is not a worker`); break; }
+        s.workers = s.workers.filter((x) => x !== w);
+        const how = e.signal ? `killed by ${e.signal}` : `exited with status ${e.code}`;
+        const expected = isRetiring(w) || s.stopping !== null;
+        if (!isAcked(w)) this.recordDeath(w.index, w.version, e.code, e.signal, expected);
+        else this.recordExit(w.index, false, e.code, e.signal);
+        const tail = !isAcked(w) && !expected ? ` before ACKing (${s.consecutiveDeaths} in a row)` : "";
+        this.log(expected ? "info" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
+        break;
+      }
+      case "ack": {
+        const w = findWorker(s, e.pid);
+        if (!w) { this.log("warn", `Received an ACK for pid ${e.pid}, which is not a live worker; ignoring`); break; }
+        if (s.settings.ackMode.kind !== "manual") { this.log("warn", `Received a manual ACK from ${e.pid} in timer ACK mode; ignoring`); break; }
+        if (isAcked(w)) { this.log("warn", `Worker ${e.pid} ACKed a second time; ignoring`); break; }
+        this.ack(w, this.now, "manual ACK");
+        break;
+      }
+      case "ping": {
+        const w = findWorker(s, e.pid);
+        if (!w) { this.log("warn", `Received a ping from pid ${e.pid}, which is not a live worker; ignoring`); break; }
+        w.lastPing = { at: this.now, requestId: e.requestId };
+        break;
+      }
+      case "inc":
+        this.setNumber(s.settings.number + 1);
+        break;
+      case "dec":
+        this.setNumber(s.settings.number - 1);
+        break;
+      case "set-workers":
+        this.setNumber(e.number);
+        break;
+      case "stop": {
+        const sig = normalizeSignal(e.signal);
+        s.stopping = { signal: sig, since: this.now };
+        s.upgrade = null;
+        this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
+        for (const w of s.workers) if (!wasSent(w, sig)) this.signal(w, sig);
+        break;
+      }
+      case "quit":
+        s.stopping = { signal: "SIGQUIT", since: this.now };
+        this.log("info", `Quitting: sending SIGQUIT to ${s.workers.length} worker(s) and exiting now`);
+        for (const w of s.workers) this.signal(w, "SIGQUIT");
+        this.fx.push({ type: "exit", code: 0 });
+        return;
+      case "signal-workers":
+        for (const sig of e.signals) for (const w of s.workers) this.signal(w, sig);
+        break;
+      case "upgrade": {
+        if (s.stopping) { this.log("warn", "Not upgrading: the master is stopping"); break; }
+        if (s.upgrade) { this.log("warn", "Not upgrading: an upgrade is already in progress"); break; }
+        s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion: s.version, deathsBeforeAck: 0 };
+        s.version = ++s.lastVersion;
+        s.consecutiveDeaths = 0;
+        this.log("info", `Starting ${e.mode} upgrade to version ${s.version}`);
+        break;
+      }
+      case "settings":
+        s.settings = { ...s.settings, ...e.patch };
+        break;
+    }
+  }
+
+  setNumber(n: number): void {
+    const s = this.s;
+    const next = Math.min(MAX_WORKERS, Math.max(1, Math.floor(n)));
+    if (next !== s.settings.number) this.log("info", `Number of workers: ${s.settings.number} -> ${next}`);
+    s.settings.number = next;
+  }
+
+  recordExit(index: number, beforeAck: boolean, code: number | null, signal: string | null): void {
+    const key = String(index);
+    const c = this.s.exits[key] ?? { total: 0, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: null };
+    c.total++;
+    if (beforeAck) c.beforeAck++;
+    c.lastCode = code;
+    c.lastSignal = signal;
+    c.lastAt = this.now;
+    this.s.exits[key] = c;
+  }
+
+  recordDeath(index: number, version: number, code: number | null, signal: string | null, expected: boolean): void {
+    const s = this.s;
+    this.recordExit(index, true, code, signal);
+    // A worker we asked to leave is not a crash.
+    if (expected) return;
+    s.consecutiveDeaths++;
+    if (s.upgrade && version === s.version) s.upgrade.deathsBeforeAck++;
+  }
+}
+
+export function step(state: State, event: Event, now: number): StepResult {
+  const st = new Step(structuredClone(state), now);
+  // Timer ACKs due by now count before the event: a worker that lived its
+  // ACK period and then died was up, whatever order the wake-ups came in.
+  st.timerAcks();
+  st.apply(event);
+  if (!st.fx.some((f) => f.type === "exit")) st.reconcile();
+  return { state: st.s, effects: st.fx, wakeAt: st.s.stopping && st.fx.some((f) => f.type === "exit") ? null : st.wakeAt() };
+}
