@@ -1,0 +1,52 @@
+// Log lines in Einhorn's format, `[MASTER 1234] INFO: message`, on stderr,
+// through consola; or one JSON object per line for log shippers.
+import { createConsola, type ConsolaInstance, type LogObject } from "consola";
+
+export type LogFormat = "text" | "json";
+export type Role = "master" | "shell" | "exec";
+
+const LABEL: Record<string, string> = { fatal: "FATAL", error: "ERROR", warn: "WARN", info: "INFO", log: "INFO", success: "INFO", debug: "DEBUG", trace: "DEBUG" };
+const JSON_LEVEL: Record<string, string> = { fatal: "fatal", error: "error", warn: "warn", info: "info", log: "info", success: "info", debug: "debug", trace: "debug" };
+
+/** Einhorn's verbosity scale (0 debug, 1 info, 2 errors only) as a consola level. */
+export function consolaLevel(verbosity: number): number {
+  return verbosity <= 0 ? 4 : verbosity === 1 ? 3 : 0;
+}
+
+function messageOf(o: LogObject): string {
+  return o.args.map((a) => (a instanceof Error ? a.message : typeof a === "string" ? a : JSON.stringify(a))).join(" ");
+}
+
+export interface Logger {
+  readonly consola: ConsolaInstance;
+  debug(msg: string): void;
+  info(msg: string): void;
+  warn(msg: string): void;
+  error(msg: string): void;
+  setVerbosity(v: number): void;
+}
+
+export function createLogger(role: Role, format: LogFormat, verbosity: number, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+  const tag = role.toUpperCase();
+  const c = createConsola({
+    level: consolaLevel(verbosity),
+    reporters: [{
+      log(o: LogObject) {
+        const message = messageOf(o);
+        if (format === "json") {
+          write(`${JSON.stringify({ time: o.date.toISOString(), level: JSON_LEVEL[o.type] ?? o.type, pid: process.pid, role, message })}\n`);
+        } else {
+          write(`[${tag} ${process.pid}] ${LABEL[o.type] ?? o.type.toUpperCase()}: ${message}\n`);
+        }
+      },
+    }],
+  });
+  return {
+    consola: c,
+    debug: (m) => c.debug(m),
+    info: (m) => c.info(m),
+    warn: (m) => c.warn(m),
+    error: (m) => c.error(m),
+    setVerbosity: (v) => { c.level = consolaLevel(v); },
+  };
+}

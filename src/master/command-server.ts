@@ -1,0 +1,221 @@
+// The command socket's transport: framing, limits, credentials, back-pressure.
+// What a command does lives in commands.ts; this file only guarantees that no
+// client can crash, block or bloat the master.
+import type { Socket, TCPSocketListener } from "bun";
+import { getPeerCred } from "../../ffi/socket";
+import { geteuid } from "../../ffi/process";
+import { encodeMessage, MAX_LINE_BYTES, type Response } from "../protocol";
+
+/** Connections served at once; more are closed on arrival (with a message) so fds and memory stay bounded. */
+export const MAX_CONNECTIONS = 512;
+/** Output queued for a client that does not read; past this it is disconnected. */
+export const MAX_PENDING_OUTPUT = 8 * 1024 * 1024;
+/** A partial line older than this is dropped with its connection (a client that went silent mid-line). */
+export const PARTIAL_LINE_TIMEOUT_MS = 60_000;
+
+export interface ConnData { conn: Connection }
+
+export class Connection {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private partialSince: number | null = null;
+  closed = false;
+  /** Set by the command layer: a connection subscribed to upgrade progress. */
+  upgradeRequestId: unknown = undefined;
+  waitingUpgrade = false;
+
+  constructor(readonly socket: Socket<ConnData>, readonly peer: { pid: number; uid: number } | null, private readonly server: CommandServer) {}
+
+  /** Send one message; `wait: true` tells the client more will follow for this request. */
+  send(msg: Response): void {
+    if (this.closed) return;
+    this.write(Buffer.from(encodeMessage(msg)));
+  }
+
+  reply(requestId: unknown, message: string, wait = false): void {
+    const msg: Response = { message };
+    if (requestId !== undefined) msg.request_id = requestId;
+    if (wait) msg.wait = true;
+    this.send(msg);
+  }
+
+  private write(data: Buffer): void {
+    if (this.out.length === 0) {
+      const n = this.socket.write(data);
+      if (n === data.length) return;
+      data = data.subarray(Math.max(0, n));
+    }
+    this.out.push(data);
+    this.outBytes += data.length;
+    if (this.outBytes > MAX_PENDING_OUTPUT) {
+      this.server.log("warn", `Command client ${this.describe()} is not reading its answers (${this.outBytes} bytes queued); disconnecting it`);
+      this.close(true);
+    }
+  }
+
+  flush(): void {
+    while (this.out.length && !this.closed) {
+      const head = this.out[0]!;
+      const n = this.socket.write(head);
+      if (n < head.length) {
+        this.out[0] = head.subarray(Math.max(0, n));
+        this.outBytes -= Math.max(0, n);
+        return;
+      }
+      this.out.shift();
+      this.outBytes -= head.length;
+    }
+    if (this.endWhenFlushed && this.out.length === 0) this.socket.end();
+  }
+
+  private endWhenFlushed = false;
+
+  /** Close after what is queued has been written (or at once with `now`). */
+  close(now = false): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.server.forget(this);
+    if (now || this.out.length === 0) this.socket.end();
+    else this.endWhenFlushed = true;
+  }
+
+  describe(): string {
+    return this.peer ? `pid ${this.peer.pid} uid ${this.peer.uid}` : "(unknown peer)";
+  }
+
+  /** Feed received bytes; returns complete lines. Enforces the line limit. */
+  feed(data: Buffer, now: number): string[] | "too-long" {
+    const lines: string[] = [];
+    let start = 0;
+    for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
+      const piece = data.subarray(start, nl);
+      if (this.buffered + piece.length > MAX_LINE_BYTES) return "too-long";
+      this.chunks.push(piece);
+      lines.push(Buffer.concat(this.chunks).toString("utf8").replace(/\r$/, ""));
+      this.chunks = [];
+      this.buffered = 0;
+      start = nl + 1;
+    }
+    const rest = data.subarray(start);
+    if (rest.length) {
+      if (this.buffered + rest.length > MAX_LINE_BYTES) return "too-long";
+      this.chunks.push(Buffer.from(rest));
+      this.buffered += rest.length;
+      this.partialSince ??= now;
+    } else {
+      this.partialSince = null;
+    }
+    return lines;
+  }
+
+  stalePartial(now: number): boolean {
+    return this.partialSince !== null && now - this.partialSince > PARTIAL_LINE_TIMEOUT_MS;
+  }
+}
+
+export interface CommandHandlers {
+  onLine(conn: Connection, line: string): void;
+  onClose?(conn: Connection): void;
+  log(level: "debug" | "info" | "warn" | "error", message: string): void;
+}
+
+export class CommandServer {
+  private listener: TCPSocketListener<ConnData> | null = null;
+  readonly connections = new Set<Connection>();
+  private sweep: ReturnType<typeof setInterval> | null = null;
+  private readonly myUid = geteuid();
+
+  constructor(private readonly handlers: CommandHandlers) {}
+
+  log(level: "debug" | "info" | "warn" | "error", message: string): void {
+    this.handlers.log(level, message);
+  }
+
+  forget(conn: Connection): void {
+    if (this.connections.delete(conn)) this.handlers.onClose?.(conn);
+  }
+
+  private socketHandlers() {
+    return {
+      open: (socket: Socket<ConnData>) => this.accept(socket),
+      data: (socket: Socket<ConnData>, data: Buffer) => this.receive(socket, data),
+      drain: (socket: Socket<ConnData>) => socket.data?.conn?.flush(),
+      close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { c.closed = true; this.forget(c); } },
+      error: (socket: Socket<ConnData>, err: Error) => { this.log("debug", `command connection error: ${err.message}`); },
+    };
+  }
+
+  /** Serve on an already bound and listening UNIX socket descriptor. */
+  listenFd(fd: number): void {
+    // `fd` is accepted by Bun.listen at run time but missing from its type definitions.
+    const listen = Bun.listen as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => TCPSocketListener<ConnData>;
+    this.listener = listen({ fd, socket: this.socketHandlers() });
+    this.sweep = setInterval(() => this.sweepStale(), 10_000);
+    this.sweep.unref?.();
+  }
+
+  /** Treat an already connected descriptor (one end of a socketpair handed to a worker with -g) as a client. */
+  async adoptConnection(fd: number): Promise<void> {
+    const connect = Bun.connect as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => Promise<Socket<ConnData>>;
+    await connect({ fd, socket: this.socketHandlers() });
+  }
+
+  private accept(socket: Socket<ConnData>): void {
+    let peer: { pid: number; uid: number } | null = null;
+    try {
+      const fd = (socket as unknown as { fd?: number }).fd;
+      if (typeof fd === "number" && fd >= 0) peer = getPeerCred(fd);
+    } catch { /* not a UNIX socket: treated as unknown below */ }
+    const conn = new Connection(socket, peer, this);
+    socket.data = { conn };
+    if (!peer || (peer.uid !== this.myUid && peer.uid !== 0)) {
+      this.log("warn", `Refused a command connection from ${conn.describe()}: only uid ${this.myUid} or root may use this socket`);
+      conn.reply(undefined, `Permission denied: uid ${peer?.uid ?? "unknown"} may not use this command socket`);
+      conn.close();
+      return;
+    }
+    if (this.connections.size >= MAX_CONNECTIONS) {
+      this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
+      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`);
+      conn.close();
+      return;
+    }
+    this.connections.add(conn);
+  }
+
+  private receive(socket: Socket<ConnData>, data: Buffer): void {
+    const conn = socket.data?.conn;
+    if (!conn || conn.closed) return;
+    const lines = conn.feed(data, Date.now());
+    if (lines === "too-long") {
+      conn.reply(undefined, `Line too long: the limit is ${MAX_LINE_BYTES} bytes; closing this connection`);
+      conn.close();
+      return;
+    }
+    for (const line of lines) {
+      if (conn.closed) break;
+      if (line.trim() === "") continue;
+      try {
+        this.handlers.onLine(conn, line);
+      } catch (e) {
+        // A bug in one command must not take the master down.
+        this.log("error", `Command failed unexpectedly: ${(e as Error).stack ?? e}`);
+        conn.reply(undefined, `Internal error: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private sweepStale(): void {
+    const now = Date.now();
+    for (const c of this.connections) if (c.stalePartial(now)) c.close(true);
+  }
+
+  /** Stop accepting and drop every connection (master exit). */
+  stop(): void {
+    if (this.sweep) clearInterval(this.sweep);
+    this.listener?.stop(true);
+    for (const c of [...this.connections]) c.close(true);
+  }
+}

@@ -1,0 +1,224 @@
+// What each command-socket command does. Every answer says what was asked and
+// what is allowed when the request is wrong; nothing here can stop the master
+// except the commands that are meant to (die).
+import { stringify } from "yaml";
+import { constants } from "node:os";
+import type { Event, UpgradeMode } from "../core/step";
+import { MAX_WORKERS } from "../core/step";
+import type { Settings, State } from "../core/state";
+import { COMMANDS, decodeLine, ProtocolError, type Request, toRequest } from "../protocol";
+import type { Connection } from "./command-server";
+
+export interface CommandContext {
+  state(): State;
+  dispatch(e: Event): void;
+  report(): unknown;
+  masterPid: number;
+  commandName: string | null;
+  einhornVersion: string;
+  setVerbosity(v: number): void;
+  /** Start an upgrade for this client (progress is streamed to it). */
+  upgrade(conn: Connection, requestId: unknown, mode: UpgradeMode): void;
+  reload(conn: Connection, requestId: unknown): void;
+  log(level: "debug" | "info" | "warn" | "error", message: string): void;
+}
+
+const COMMAND_LIST = Object.keys(COMMANDS).join(", ");
+
+export function helpText(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
+  return ["Commands:", ...Object.entries(COMMANDS).map(([c, d]) => `  ${c.padEnd(width)}  ${d}`)].join("\n");
+}
+
+/** Signals `signal`/`die` accept: every named signal except the job-control ones that would freeze workers silently. */
+export function parseSignalArg(arg: string): string | null {
+  const up = arg.toUpperCase();
+  const name = up.startsWith("SIG") ? up : `SIG${up}`;
+  if (/^\d+$/.test(arg)) {
+    const found = Object.entries(constants.signals).find(([, n]) => n === Number(arg));
+    return found ? found[0] : null;
+  }
+  return name in constants.signals ? name : null;
+}
+
+const short = (sig: string) => sig.replace(/^SIG/, "");
+
+type ConfigKey = "number" | "seconds" | "max_unacked" | "max_upgrade_additional" | "signal_timeout" | "ack_timeout" | "upgrade_max_deaths";
+
+/** The settings `config` may change, each with its validation. */
+const CONFIG_KEYS: Record<ConfigKey, { describe: string; apply(v: unknown): Partial<Settings> }> = {
+  number: { describe: `whole number 1..${MAX_WORKERS}`, apply: (v) => ({ number: wholeNumber(v, 1, MAX_WORKERS) }) },
+  seconds: { describe: "seconds > 0", apply: (v) => ({ seconds: seconds(v, false) }) },
+  max_unacked: { describe: "whole number >= 1", apply: (v) => ({ maxUnacked: wholeNumber(v, 1, 1_000_000) }) },
+  max_upgrade_additional: { describe: "whole number >= 0, or null for no cap", apply: (v) => ({ maxUpgradeAdditional: v === null ? null : wholeNumber(v, 0, 1_000_000) }) },
+  signal_timeout: { describe: "seconds > 0, or null", apply: (v) => ({ signalTimeout: v === null ? null : seconds(v, false) }) },
+  ack_timeout: { describe: "seconds > 0, or null", apply: (v) => ({ ackTimeout: v === null ? null : seconds(v, false) }) },
+  upgrade_max_deaths: { describe: "whole number >= 1", apply: (v) => ({ upgradeMaxDeaths: wholeNumber(v, 1, 1_000_000) }) },
+};
+
+class BadValue extends Error {}
+
+function wholeNumber(v: unknown, min: number, max: number): number {
+  const n = typeof v === "number" ? v : typeof v === "string" && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < min || n > max) throw new BadValue(`${JSON.stringify(v)} is not a whole number from ${min} to ${max}`);
+  return n;
+}
+
+function seconds(v: unknown, zero: boolean): number {
+  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
+  if (!Number.isFinite(n) || n < 0 || (!zero && n === 0)) throw new BadValue(`${JSON.stringify(v)} is not a number of seconds ${zero ? ">= 0" : "> 0"}`);
+  return n;
+}
+
+/** `config` args: a YAML/JSON mapping in one argument, or KEY=VALUE pairs. */
+export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; changes: string[] } | string {
+  if (args.length === 0) return `config needs settings, as KEY=VALUE pairs or a YAML mapping. Known keys: ${Object.keys(CONFIG_KEYS).join(", ")}`;
+  let entries: Array<[string, unknown]>;
+  if (args.length === 1 && !/^[a-z_]+=/.test(args[0]!)) {
+    let doc: unknown;
+    try { doc = decodeLine(args[0]!); } catch (e) { return `config: ${(e as Error).message}`; }
+    if (typeof doc !== "object" || doc === null || Array.isArray(doc)) return "config: expected a mapping like {number: 4}";
+    entries = Object.entries(doc);
+  } else {
+    entries = [];
+    for (const a of args) {
+      const eq = a.indexOf("=");
+      if (eq < 0) return `config: '${a}' is not KEY=VALUE`;
+      const raw = a.slice(eq + 1);
+      entries.push([a.slice(0, eq), raw === "null" ? null : raw]);
+    }
+  }
+  const patch: Partial<Settings> = {};
+  const changes: string[] = [];
+  for (const [key, value] of entries) {
+    const def = CONFIG_KEYS[key as ConfigKey];
+    if (!def) return `config: unknown setting '${key}'. Known settings: ${Object.keys(CONFIG_KEYS).join(", ")}`;
+    try {
+      Object.assign(patch, def.apply(value));
+    } catch (e) {
+      if (e instanceof BadValue) return `config: ${key} must be a ${def.describe}; ${e.message}`;
+      throw e;
+    }
+    changes.push(`${key}=${value === null ? "null" : String(value)}`);
+  }
+  return { patch, changes };
+}
+
+export function handleLine(ctx: CommandContext, conn: Connection, line: string): void {
+  let req: Request;
+  try {
+    req = toRequest(decodeLine(line));
+  } catch (e) {
+    const msg = e instanceof ProtocolError ? e.message : String(e);
+    const text = msg.startsWith("Could not parse") || msg.startsWith("No \"command\"") || msg.startsWith("\"") ? msg : `Could not parse command: ${msg}`;
+    conn.reply(undefined, `${text}. Commands: ${COMMAND_LIST}`);
+    return;
+  }
+  const id = req.id;
+  const reply = (message: string) => conn.reply(id, message);
+  const args = req.args;
+
+  switch (req.command) {
+    case "worker:ack":
+    case "worker:ping": {
+      const pid = typeof req.pid === "number" ? req.pid : typeof req.pid === "string" && /^\d+$/.test(req.pid) ? Number(req.pid) : null;
+      if (pid === null) {
+        ctx.log("warn", `Received ${req.command} without a numeric pid from ${conn.describe()}; ignoring`);
+      } else if (req.command === "worker:ack") {
+        ctx.dispatch({ type: "ack", pid });
+      } else {
+        ctx.dispatch({ type: "ping", pid, requestId: req.request_id ?? null });
+      }
+      // Reference: no answer; the master closes the connection.
+      conn.close();
+      return;
+    }
+    case "ehlo": {
+      const user = typeof req.user === "string" ? req.user : "friend";
+      reply(`Welcome, ${user}! You are speaking to Einhorn Master Process ${ctx.masterPid}${ctx.commandName ? ` (${ctx.commandName})` : ""}.\nThis is Einhorn ${ctx.einhornVersion}.`);
+      return;
+    }
+    case "help":
+      reply(helpText());
+      return;
+    case "state": {
+      const fmt = args[0] ?? "yaml";
+      if (fmt === "json") reply(JSON.stringify(ctx.report()));
+      else if (fmt === "yaml") reply(stringify(ctx.report(), { lineWidth: 0 }));
+      else reply(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
+      return;
+    }
+    case "inc": {
+      const before = ctx.state().settings.number;
+      if (before >= MAX_WORKERS) { reply(`Already at the maximum of ${MAX_WORKERS} workers`); return; }
+      ctx.dispatch({ type: "inc" });
+      reply(`Incrementing number of workers from ${before} -> ${ctx.state().settings.number}`);
+      return;
+    }
+    case "dec": {
+      const before = ctx.state().settings.number;
+      if (before <= 1) { reply(`Can't decrease number of workers (already at 1). Run 'die' or kill ${ctx.masterPid} if you really want to stop einhorn.`); return; }
+      ctx.dispatch({ type: "dec" });
+      reply(`Decrementing number of workers from ${before} -> ${ctx.state().settings.number}`);
+      return;
+    }
+    case "set_workers": {
+      const n = args[0];
+      if (args.length !== 1 || !/^\d+$/.test(n!) || Number(n) < 1 || Number(n) > MAX_WORKERS) {
+        reply(`set_workers takes one whole number from 1 to ${MAX_WORKERS}, got ${args.length ? `'${args.join(" ")}'` : "nothing"}`);
+        return;
+      }
+      const before = ctx.state().settings.number;
+      ctx.dispatch({ type: "set-workers", number: Number(n) });
+      reply(`Altering worker count, ${before} -> ${Number(n)}.`);
+      return;
+    }
+    case "quieter":
+    case "louder": {
+      const v = ctx.state().settings.verbosity + (req.command === "quieter" ? 1 : -1);
+      const next = Math.min(2, Math.max(0, v));
+      ctx.dispatch({ type: "settings", patch: { verbosity: next } });
+      ctx.setVerbosity(next);
+      reply(`Verbosity set to ${next} (0 debug, 1 info, 2 errors only)`);
+      return;
+    }
+    case "signal": {
+      if (args.length === 0) { reply("signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'"); return; }
+      const sigs: string[] = [];
+      for (const a of args) {
+        const s = parseSignalArg(a);
+        if (!s) { reply(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, TTIN, TTOU, WINCH`); return; }
+        sigs.push(s);
+      }
+      const pids = ctx.state().workers.map((w) => w.pid);
+      ctx.dispatch({ type: "signal-workers", signals: sigs });
+      reply(`Successfully sent ${sigs.map(short).join(", ")}s to ${pids.length} processes: [${pids.join(", ")}]`);
+      return;
+    }
+    case "die": {
+      if (args.length > 1) { reply(`die takes at most one signal name, got '${args.join(" ")}'`); return; }
+      const sig = args[0] === undefined ? "SIGUSR2" : parseSignalArg(args[0]);
+      if (!sig) { reply(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
+      const pids = ctx.state().workers.map((w) => w.pid);
+      ctx.dispatch({ type: "stop", signal: sig });
+      reply(`Einhorn is going down! Successfully sent ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
+      return;
+    }
+    case "config": {
+      const parsed = parseConfigArgs(args);
+      if (typeof parsed === "string") { reply(parsed); return; }
+      ctx.dispatch({ type: "settings", patch: parsed.patch });
+      reply(`Config updated: ${parsed.changes.join(", ")}`);
+      return;
+    }
+    case "upgrade":
+    case "upgrade_fleet":
+      ctx.upgrade(conn, id, req.command === "upgrade" ? "smooth" : "fleet");
+      return;
+    case "reload":
+      ctx.reload(conn, id);
+      return;
+    default:
+      reply(`Unrecognized command: ${JSON.stringify(req.command)}. Commands: ${COMMAND_LIST}`);
+  }
+}

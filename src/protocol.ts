@@ -1,0 +1,109 @@
+// Everything einhorn says to the outside world by name, once: environment
+// variables workers read, command names, and the command-socket wire format.
+// Einhorn 1.1.1 clients in Ruby, Go, Python and PHP depend on every string here.
+import { parseDocument, stringify } from "yaml";
+
+export const ENV = {
+  FD_COUNT: "EINHORN_FD_COUNT",
+  FD_PREFIX: "EINHORN_FD_",
+  SOCK_PATH: "EINHORN_SOCK_PATH",
+  SOCK_FD: "EINHORN_SOCK_FD",
+  MASTER_PID: "EINHORN_MASTER_PID",
+  CHILD_INDEX: "EINHORN_CHILD_INDEX",
+  // systemd's socket-passing protocol (sd_listen_fds), offered as an addition.
+  LISTEN_FDS: "LISTEN_FDS",
+  LISTEN_PID: "LISTEN_PID",
+  LISTEN_FDNAMES: "LISTEN_FDNAMES",
+} as const;
+
+/** Every variable einhorn sets for a worker; the master strips these from what it passes through. */
+export function isEinhornWorkerVar(name: string): boolean {
+  return name.startsWith("EINHORN_");
+}
+
+export const COMMANDS = {
+  "worker:ack": "Worker ACK: the worker is up (sent by workers, not people)",
+  "worker:ping": "Worker ping: records when a worker last checked in",
+  ehlo: "Print a welcome banner naming the master",
+  help: "List the commands",
+  state: "Dump the master's state (YAML; 'state json' for one JSON document)",
+  inc: "Increment the number of workers",
+  dec: "Decrement the number of workers (never below 1)",
+  set_workers: "Set the number of workers: set_workers N (1..1000)",
+  quieter: "Decrease the master's log verbosity",
+  louder: "Increase the master's log verbosity",
+  signal: "Send signals to every worker: signal SIG [SIG...]",
+  die: "Send a signal (default USR2) to every worker, stop respawning, exit once they are gone: die [SIG]",
+  config: "Change settings: config KEY=VALUE ... or a YAML mapping",
+  upgrade: "Smooth upgrade: new workers replace old ones one for one as they ACK",
+  upgrade_fleet: "Fleet upgrade: start every new worker, retire all old ones once every new one ACKed",
+  reload: "Re-execute the master without replacing workers",
+} as const;
+
+export type CommandName = keyof typeof COMMANDS;
+
+/** Longest command line the master reads; a longer one is answered with an error and the connection closed. */
+export const MAX_LINE_BYTES = 1024 * 1024;
+/** Aliases are expanded at most this many times per document (billion-laughs guard). */
+export const MAX_ALIAS_COUNT = 100;
+
+export interface Request {
+  command: string;
+  args: string[];
+  id?: unknown;
+  pid?: number;
+  request_id?: unknown;
+  user?: string;
+  /** Any other keys the client sent, kept for commands that read them. */
+  [key: string]: unknown;
+}
+
+export interface Response {
+  message: string;
+  request_id?: unknown;
+  wait?: boolean;
+  [key: string]: unknown;
+}
+
+export const escapeLine = (s: string): string => s.replace(/%/g, "%25").replace(/\n/g, "%0A");
+export const unescapeLine = (s: string): string => s.replace(/%0A/gi, "\n").replace(/%25/g, "%");
+
+/** One message on the wire: a YAML document, `%` and newline escaped, then "\n". */
+export function encodeMessage(msg: Record<string, unknown>): string {
+  return `${escapeLine(`---\n${stringify(msg, { lineWidth: 0 })}`)}\n`;
+}
+
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+/**
+ * Parse one line (without its "\n") into plain data. The `core` schema and an
+ * alias budget keep a hostile client from building objects or exploding memory:
+ * tags are not resolved to types, unknown ones are an error.
+ */
+export function decodeLine(line: string): unknown {
+  const doc = parseDocument(unescapeLine(line), { schema: "core", prettyErrors: false, uniqueKeys: false, strict: false });
+  if (doc.errors.length) throw new ProtocolError(`not a YAML document: ${doc.errors[0]!.message.split("\n")[0]}`);
+  if (doc.warnings.some((w) => w.code === "TAG_RESOLVE_FAILED")) throw new ProtocolError("YAML tags are not accepted");
+  try {
+    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+  } catch (e) {
+    throw new ProtocolError(`not a usable YAML document: ${(e as Error).message.split("\n")[0]}`);
+  }
+}
+
+/** A decoded line as a request; Ruby clients may send symbol-style keys (":command"). */
+export function toRequest(doc: unknown): Request {
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new ProtocolError("Could not parse command: a request is a mapping");
+  const raw: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(doc)) raw[k.startsWith(":") ? k.slice(1) : k] = v;
+  if (raw.command === undefined) throw new ProtocolError("No \"command\" given");
+  if (typeof raw.command !== "string") throw new ProtocolError(`"command" must be a string, got ${JSON.stringify(raw.command)}`);
+  let args: string[] = [];
+  if (raw.args !== undefined && raw.args !== null) {
+    if (!Array.isArray(raw.args)) throw new ProtocolError(`"args" must be a list of strings, got ${JSON.stringify(raw.args)}`);
+    args = raw.args.map((a) => (typeof a === "string" ? a : typeof a === "number" || typeof a === "boolean" ? String(a) : JSON.stringify(a)));
+  }
+  return { ...raw, command: raw.command, args };
+}
