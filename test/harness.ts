@@ -1,0 +1,225 @@
+// Integration-test harness: every test gets its own temp dir (and so its own
+// command socket, pidfile and lockfile), the compiled binary, ports chosen by
+// the kernel, and a leak check. Every process a master starts inherits
+// EINHORN_TEST_TAG; after a test, any live process carrying this test's tag
+// is a leak: it is killed and the test fails.
+import { afterEach, expect } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+
+export const ROOT = resolve(import.meta.dir, "..");
+/** The binary under test: the compiled one unless EINHORN_TEST_BIN names another. */
+export const BIN = process.env.EINHORN_TEST_BIN ?? join(ROOT, "dist", "einhorn");
+export const FIXTURES = join(ROOT, "test", "fixtures");
+/** The Bun runtime from node_modules, for TypeScript worker fixtures. */
+export const BUN = process.execPath;
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+    await sleep(everyMs);
+  }
+}
+
+let counter = 0;
+const tagsInUse = new Set<string>();
+const cleanups: Array<() => Promise<void> | void> = [];
+
+export function onCleanup(fn: () => Promise<void> | void): void {
+  cleanups.push(fn);
+}
+
+export function tempDir(prefix = "einhorn-test-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  onCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Pids of live processes whose environment carries EINHORN_TEST_TAG=tag. */
+export function processesTagged(tag: string): number[] {
+  const needle = `EINHORN_TEST_TAG=${tag}\0`;
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const env = readFileSync(`/proc/${entry}/environ`, "latin1");
+      if (`${env}\0`.includes(needle)) {
+        const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+        if (!/\) Z /.test(stat)) found.push(Number(entry));
+      }
+    } catch { /* gone, or not ours to read */ }
+  }
+  return found;
+}
+
+export interface Master {
+  proc: Subprocess<"ignore", "pipe", "pipe">;
+  pid: number;
+  dir: string;
+  tag: string;
+  sockPath: string;
+  /** Everything the master wrote to stderr/stdout so far. */
+  output(): string;
+  waitForOutput(re: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  /** Resolves with the exit code. */
+  exited: Promise<number>;
+  exitCode(): number | null;
+}
+
+export interface StartOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Directory for the default socket/pid/lock paths (TMPDIR of the master). */
+  dir?: string;
+}
+
+export function startMaster(args: string[], opts: StartOptions = {}): Master {
+  const dir = opts.dir ?? tempDir();
+  const tag = `t${process.pid}-${++counter}-${Date.now()}`;
+  tagsInUse.add(tag);
+  let out = "";
+  const proc = Bun.spawn([BIN, ...args], {
+    cwd: opts.cwd ?? dir,
+    env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let code: number | null = null;
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    const dec = new TextDecoder();
+    for await (const chunk of s) out += dec.decode(chunk, { stream: true });
+  };
+  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
+  const exited = proc.exited.then(async (c) => { await pumps.catch(() => {}); code = c; return c; });
+  const m: Master = {
+    proc,
+    pid: proc.pid,
+    dir,
+    tag,
+    sockPath: join(dir, "einhorn.sock"),
+    output: () => out,
+    waitForOutput: (re, timeoutMs = 10_000) => waitFor(`master output ${re}`, () => out.match(re), timeoutMs),
+    exited,
+    exitCode: () => code,
+  };
+  onCleanup(async () => {
+    // A test that ends with its master still running gets a graceful TERM
+    // (workers get TERM too), then SIGKILL; the leak check runs after this.
+    if (code === null) {
+      proc.kill("SIGTERM");
+      const t = setTimeout(() => proc.kill("SIGKILL"), 3000);
+      await exited;
+      clearTimeout(t);
+    }
+  });
+  return m;
+}
+
+/** Signal the master and wait for it to exit; returns its exit code. */
+export async function stopMaster(m: Master, signal: NodeJS.Signals = "SIGINT", timeoutMs = 10_000): Promise<number> {
+  if (m.exitCode() !== null) return m.exitCode()!;
+  m.proc.kill(signal);
+  const t = setTimeout(() => m.proc.kill("SIGKILL"), timeoutMs);
+  const code = await m.exited;
+  clearTimeout(t);
+  return code;
+}
+
+/** Run the binary to completion (for bad-input cases). */
+export async function runBinary(args: string[], opts: StartOptions & { timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const dir = opts.dir ?? tempDir();
+  const tag = `t${process.pid}-${++counter}-${Date.now()}`;
+  tagsInUse.add(tag);
+  const proc = Bun.spawn([BIN, ...args], {
+    cwd: opts.cwd ?? dir,
+    env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
+    stdin: "ignore", stdout: "pipe", stderr: "pipe",
+    timeout: opts.timeoutMs ?? 15_000,
+  });
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  return { code, stdout, stderr };
+}
+
+/** Send one command over the command socket; collect answers until one without `wait: true`. */
+export async function command(sockPath: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Array<Record<string, unknown>>> {
+  const { encodeMessage, decodeLine } = await import("../src/protocol");
+  return new Promise((resolvePromise, reject) => {
+    const answers: Array<Record<string, unknown>> = [];
+    let buf = "";
+    const timer = setTimeout(() => reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(answers)}`)), timeoutMs);
+    Bun.connect({
+      unix: sockPath,
+      socket: {
+        open(s) { s.write(encodeMessage({ command: cmd, args, id: 1 })); },
+        data(s, d) {
+          buf += d.toString();
+          let nl;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            const line = buf.slice(0, nl);
+            buf = buf.slice(nl + 1);
+            const msg = decodeLine(line) as Record<string, unknown>;
+            answers.push(msg);
+            if (!msg.wait) { clearTimeout(timer); s.end(); resolvePromise(answers); return; }
+          }
+        },
+        close() { clearTimeout(timer); if (!answers.length || answers[answers.length - 1]!.wait) reject(new Error(`connection closed; answers so far ${JSON.stringify(answers)}`)); },
+        error(_s, e) { clearTimeout(timer); reject(e); },
+      },
+    }).catch((e) => { clearTimeout(timer); reject(e); });
+  });
+}
+
+/** The final message text of a command. */
+export async function ask(sockPath: string, cmd: string, args: string[] = []): Promise<string> {
+  const answers = await command(sockPath, cmd, args);
+  return String(answers[answers.length - 1]!.message);
+}
+
+export async function stateJson(sockPath: string): Promise<any> {
+  return JSON.parse(await ask(sockPath, "state", ["json"]));
+}
+
+/** Connect over TCP and read everything the server sends until it closes. */
+export async function fetchLine(port: number, host = "127.0.0.1"): Promise<string> {
+  return new Promise((res, rej) => {
+    let data = "";
+    Bun.connect({ hostname: host, port, socket: {
+      data(_s, d) { data += d.toString(); },
+      close() { res(data); },
+      error(_s, e) { rej(e); },
+      connectError(_s, e) { rej(e); },
+    } }).catch(rej);
+  });
+}
+
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) {
+    try { await fn(); } catch { /* keep cleaning */ }
+  }
+  const leaked: number[] = [];
+  for (const tag of tagsInUse) {
+    // A worker the master just signalled may take a moment to go.
+    let pids = processesTagged(tag);
+    const deadline = Date.now() + 3000;
+    while (pids.length && Date.now() < deadline) { await sleep(50); pids = processesTagged(tag); }
+    for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
+    leaked.push(...pids);
+  }
+  tagsInUse.clear();
+  expect(leaked, "processes left running by this test").toEqual([]);
+});
