@@ -1,5 +1,213 @@
-// placeholder replaced by the einhorn sh implementation
-export async function runShell(_argv: string[]): Promise<number> {
-  process.stderr.write("einhorn sh: not available yet\n");
-  return 2;
+// `einhorn sh`: talk to a running master over its command socket.
+//
+//   einhorn sh [-c NAME | -d PATH] [-e 'cmd args; cmd'] [--timeout SECONDS] [-v]
+//
+// With -e the commands run one after another, each waiting for its final
+// answer; without -e, a terminal on stdin gets the interactive shell and
+// anything else is read as commands, line by line. Every session starts with
+// `ehlo` naming the user.
+//
+// Exit status:
+//   0  every command succeeded (interactive: left with quit, exit or Ctrl-D)
+//   1  a command failed (the master's answer reported an error); later ones were not run
+//   2  bad usage: unknown option, missing value, an unterminated quote
+//   3  the master cannot be reached, refused the session, or the connection was lost
+//   4  --timeout passed before the master answered
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { defineCommand, runCommand } from "citty";
+import { parseScript, type ScriptCommand, ScriptError } from "./shell-script";
+import { err, EXIT, out, runBatch, type SessionOptions } from "./shell-session";
+
+export { EXIT } from "./shell-session";
+
+const SHELL_ARGS = {
+  "socket-path": { type: "string", alias: "d", valueHint: "PATH", description: "The master's command socket (default $TMPDIR/einhorn.sock; einhorn-NAME.sock with -c)" },
+  "command-name": { type: "string", alias: "c", valueHint: "NAME", description: "Talk to the master started with -c NAME" },
+  execute: { type: "string", alias: "e", valueHint: "'CMD ARGS; CMD'", description: "Run these commands (';'-separated, quotes allowed) and exit" },
+  timeout: { type: "string", valueHint: "SECONDS", description: "Give up after SECONDS (-e/stdin: the whole run; interactive: each command)" },
+  verbose: { type: "boolean", alias: "v", description: "-e/stdin: show the master's greeting and each command on stderr" },
+  help: { type: "boolean", alias: "h", description: "Show this help" },
+} as const;
+
+export interface ShellConfig extends SessionOptions {
+  /** The -e script, or null to read commands from stdin (interactively when it is a terminal). */
+  script: string | null;
+  help: boolean;
+}
+
+export class ShellUsageError extends Error {
+  override name = "ShellUsageError";
+}
+
+/** Every spelling citty accepts for our options (it also makes camelCase aliases). */
+const KNOWN_KEYS = new Set(["_", ...Object.entries(SHELL_ARGS).flatMap(([name, def]) => [name, name.replace(/-(\w)/g, (_m, c: string) => c.toUpperCase()), ...("alias" in def ? [def.alias] : [])])]);
+
+function spellings(name: keyof typeof SHELL_ARGS): string {
+  const def = SHELL_ARGS[name];
+  return "alias" in def ? `-${def.alias}/--${name}` : `--${name}`;
+}
+
+/**
+ * citty keeps the last of a repeated option and reads a value-taking option at
+ * the very end as "". For a tool that changes a running service both are
+ * worth refusing, so look at the raw words once before citty does.
+ */
+function checkRawArgs(argv: string[]): void {
+  const valued = Object.entries(SHELL_ARGS).filter(([, d]) => d.type === "string");
+  const seen = new Map<string, number>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--") break;
+    const hit = valued.find(([name, d]) => a === `--${name}` || a === `-${(d as { alias?: string }).alias}`);
+    const attached = valued.find(([name, d]) => a.startsWith(`--${name}=`) || ((d as { alias?: string }).alias !== undefined && a.length > 2 && a.startsWith(`-${(d as { alias?: string }).alias}`) && !a.startsWith("--")));
+    const found = hit ?? attached;
+    if (!found) continue;
+    const name = found[0] as keyof typeof SHELL_ARGS;
+    seen.set(name, (seen.get(name) ?? 0) + 1);
+    if (seen.get(name) === 2) {
+      throw new ShellUsageError(name === "execute"
+        ? "-e/--execute given more than once; put every command in one -e, separated by ';'"
+        : `${spellings(name)} given more than once`);
+    }
+    if (hit) {
+      if (i + 1 >= argv.length) throw new ShellUsageError(`${spellings(name)} needs a value (${(found[1] as { valueHint: string }).valueHint})`);
+      i++; // the value, whatever it looks like
+    }
+  }
+}
+
+const shellCommand = defineCommand({
+  meta: { name: "einhorn sh", description: "Talk to a running einhorn master over its command socket" },
+  args: SHELL_ARGS,
+  run({ args }): ShellConfig {
+    const unknown = Object.keys(args).filter((k) => !KNOWN_KEYS.has(k));
+    if (unknown.length) {
+      const k = unknown[0]!;
+      throw new ShellUsageError(`unknown option '${k.length === 1 ? "-" : "--"}${k}' (einhorn sh -h lists the options)`);
+    }
+    if (args._.length) {
+      throw new ShellUsageError(`unexpected argument '${args._[0]}': commands go in -e, like einhorn sh -e '${args._.join(" ")}'`);
+    }
+    let timeout: number | null = null;
+    if (args.timeout !== undefined) {
+      const n = Number(args.timeout);
+      if (args.timeout.trim() === "" || !Number.isFinite(n) || n <= 0) {
+        throw new ShellUsageError(`--timeout wants a number of seconds greater than 0, got '${args.timeout}'`);
+      }
+      timeout = n;
+    }
+    const socketPathArg = args["socket-path"];
+    const name = args["command-name"];
+    if (socketPathArg === "") throw new ShellUsageError("-d/--socket-path needs a path");
+    if (name === "") throw new ShellUsageError("-c/--command-name needs a name");
+    if (args.execute !== undefined && args.execute.trim() === "") throw new ShellUsageError("-e/--execute needs commands, like -e 'state'");
+    return {
+      // Same defaults as the master (src/cli/master-options.ts).
+      socketPath: socketPathArg ?? join(tmpdir(), name ? `einhorn-${name}.sock` : "einhorn.sock"),
+      script: args.execute ?? null,
+      timeout,
+      verbose: args.verbose === true,
+      help: args.help === true,
+    };
+  },
+});
+
+export async function parseShellArgs(argv: string[]): Promise<ShellConfig> {
+  checkRawArgs(argv);
+  const { result } = await runCommand(shellCommand, { rawArgs: argv });
+  return result as ShellConfig;
+}
+
+export function shellUsage(): string {
+  const rows = Object.entries(SHELL_ARGS).map(([name, d]) => {
+    const alias = "alias" in d ? `-${d.alias}, ` : "    ";
+    const value = d.type === "string" ? ` ${d.valueHint}` : "";
+    return [`${alias}--${name}${value}`, d.description] as const;
+  });
+  const width = Math.max(...rows.map(([n]) => n.length));
+  return [
+    "einhorn sh: talk to a running einhorn master over its command socket.",
+    "",
+    "Usage: einhorn sh [-c NAME | -d PATH] [-e 'cmd args; cmd'] [--timeout SECONDS] [-v]",
+    "",
+    "Without -e, a terminal gets an interactive shell (history in ~/.einhorn_sh_history, Tab",
+    "completes command names, quit/exit/Ctrl-D leaves); other stdin is read as commands, one",
+    "line at a time. Commands run in order, each waiting for its final answer; the first",
+    "failure stops the run. Answers go to stdout, failures and reasons to stderr.",
+    "",
+    "Options:",
+    ...rows.map(([n, d]) => `  ${n.padEnd(width)}  ${d}`),
+    "",
+    "Exit status:",
+    `  ${EXIT.OK}  every command succeeded (interactive: left with quit, exit or Ctrl-D)`,
+    `  ${EXIT.FAILED}  a command failed (the master's answer reported an error)`,
+    `  ${EXIT.USAGE}  bad usage: unknown option, missing value, unterminated quote`,
+    `  ${EXIT.CONNECTION}  cannot connect to the master, it refused the session, or the connection was lost`,
+    `  ${EXIT.TIMEOUT}  --timeout passed before the master answered`,
+    "",
+    "Examples:",
+    "  einhorn sh -e state",
+    "  einhorn sh -c myapp -e 'inc; state json'",
+    "  einhorn sh --timeout 300 -e upgrade",
+  ].join("\n");
+}
+
+/** Commands from stdin, parsed one line at a time as they arrive. */
+async function* stdinCommands(): AsyncGenerator<ScriptCommand[]> {
+  const rl = createInterface({ input: process.stdin, terminal: false, crlfDelay: Infinity });
+  let n = 0;
+  try {
+    for await (const line of rl) {
+      n++;
+      try {
+        yield parseScript(line);
+      } catch (e) {
+        if (e instanceof ScriptError) throw new ScriptError(`stdin line ${n}: ${e.message}`);
+        throw e;
+      }
+    }
+  } finally {
+    rl.close();
+  }
+}
+
+export async function runShell(argv: string[]): Promise<number> {
+  let cfg: ShellConfig;
+  try {
+    cfg = await parseShellArgs(argv);
+  } catch (e) {
+    if (e instanceof ShellUsageError || (e as Error)?.name === "CLIError") {
+      await err(`einhorn sh: ${(e as Error).message}\n${"Usage: einhorn sh [-c NAME | -d PATH] [-e 'cmd args; cmd'] [--timeout SECONDS] [-v]; einhorn sh -h for more"}\n`);
+      return EXIT.USAGE;
+    }
+    throw e;
+  }
+  if (cfg.help) {
+    await out(`${shellUsage()}\n`);
+    return EXIT.OK;
+  }
+  if (cfg.script !== null) {
+    let commands: ScriptCommand[];
+    try {
+      commands = parseScript(cfg.script);
+    } catch (e) {
+      if (e instanceof ScriptError) {
+        await err(`einhorn sh: -e: ${e.message}\n`);
+        return EXIT.USAGE;
+      }
+      throw e;
+    }
+    if (commands.length === 0) {
+      await err("einhorn sh: -e holds no commands\n");
+      return EXIT.USAGE;
+    }
+    return runBatch(cfg, [commands]);
+  }
+  if (process.stdin.isTTY) {
+    const { runInteractive } = await import("./shell-interactive");
+    return runInteractive(cfg);
+  }
+  return runBatch(cfg, stdinCommands());
 }
