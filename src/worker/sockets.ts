@@ -1,0 +1,81 @@
+// The listening sockets a worker inherits (EINHORN_FD_n), checked before use:
+// a descriptor that is closed, not a socket, or a socket that does not listen
+// is reported by name and kind, instead of surfacing later as an odd EINVAL
+// from accept(2) deep inside the runtime.
+import { fstatSync } from "node:fs";
+import { ENV } from "../protocol";
+import { readWorkerEnv, notUnderEinhorn, isWorkerEnv, type Env } from "./env";
+import { EinhornWorkerError } from "./errors";
+
+type SocketFfi = typeof import("../../ffi/socket");
+let ffi: SocketFfi | null = null;
+/**
+ * ffi/socket dlopens libc.so.6; load it only when a descriptor is checked, so
+ * a program that merely imports this module (serve() in development, or on a
+ * system without glibc) does not need it.
+ */
+function socketFfi(): SocketFfi {
+  return (ffi ??= require("../../ffi/socket") as SocketFfi);
+}
+
+const FAMILY_TEXT = { inet: "TCP/IPv4", inet6: "TCP/IPv6", unix: "UNIX", other: "non-IP, non-UNIX" } as const;
+
+export interface ListeningSocket {
+  fd: number;
+  family: "inet" | "inet6" | "unix" | "other";
+}
+
+/** What `fd` is, in words, when it is not a listening stream socket; null when it is one. */
+export function whatIsWrong(fd: number): string | null {
+  let stat;
+  try {
+    stat = fstatSync(fd);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === "EBADF" ? "not an open descriptor" : `not usable (fstat failed: ${code ?? (e as Error).message})`;
+  }
+  if (!stat.isSocket()) {
+    if (stat.isFIFO()) return "a pipe (FIFO), not a socket";
+    if (stat.isFile()) return "a regular file, not a socket";
+    if (stat.isDirectory()) return "a directory, not a socket";
+    if (stat.isCharacterDevice()) return "a character device (a terminal or /dev/null?), not a socket";
+    if (stat.isBlockDevice()) return "a block device, not a socket";
+    return "not a socket";
+  }
+  let d;
+  try {
+    d = socketFfi().describeSocket(fd);
+  } catch (e) {
+    return `a socket that could not be inspected (${(e as Error).message})`;
+  }
+  if (!d.stream) return `a ${FAMILY_TEXT[d.family]} socket that is not a stream socket (datagram?)`;
+  if (!d.listening) return `a ${FAMILY_TEXT[d.family]} stream socket that is not listening (a connection, or never listen()ed)`;
+  return null;
+}
+
+/** Check that `fd` is a listening stream socket; `label` says where the number came from. */
+export function checkListeningFd(fd: number, label = `fd ${fd}`): ListeningSocket {
+  if (!Number.isInteger(fd) || fd < 0) throw new EinhornWorkerError(`${label}: ${JSON.stringify(fd)} is not a file descriptor number`);
+  const problem = whatIsWrong(fd);
+  if (problem) throw new EinhornWorkerError(`${label}: fd ${fd} is ${problem}; expected a listening stream socket`);
+  return { fd, family: socketFfi().describeSocket(fd).family };
+}
+
+/** Every inherited listening socket, in `-b` order, each one checked. */
+export function socketFdsFrom(env: Env = process.env): number[] {
+  if (!isWorkerEnv(env)) throw notUnderEinhorn("socketFds()");
+  return readWorkerEnv(env).fds.map((fd, i) => checkListeningFd(fd, `${ENV.FD_PREFIX}${i}=${fd}`).fd);
+}
+
+/** The n-th inherited listening socket (0 = the first `-b`), checked. */
+export function socketFdFrom(n: number, env: Env = process.env): number {
+  if (!isWorkerEnv(env)) throw notUnderEinhorn(`socketFd(${n})`);
+  const { fds } = readWorkerEnv(env);
+  if (!Number.isInteger(n) || n < 0 || n >= fds.length) {
+    const have = fds.length === 0
+      ? "einhorn passed no sockets (EINHORN_FD_COUNT=0: give the master a -b ADDR)"
+      : `einhorn passed ${fds.length} socket${fds.length === 1 ? "" : "s"} (${ENV.FD_COUNT}=${fds.length}), so the index must be 0..${fds.length - 1}`;
+    throw new EinhornWorkerError(`socketFd(${JSON.stringify(n)}): no such socket; ${have}`);
+  }
+  return checkListeningFd(fds[n]!, `${ENV.FD_PREFIX}${n}=${fds[n]}`).fd;
+}
