@@ -1,0 +1,155 @@
+// Serving a fetch-style handler (Request in, Response out) from node:http:
+// the IncomingMessage becomes a Request whose body streams from the socket,
+// and the Response is written back with back-pressure. A body that is already
+// complete in memory goes out with Content-Length; anything that streams goes
+// out chunked as it is produced.
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+export type FetchHandler = (req: Request) => Response | Promise<Response>;
+
+function requestUrl(req: IncomingMessage): string {
+  const path = req.url && req.url.startsWith("/") ? req.url : `/${req.url ?? ""}`;
+  const host = req.headers.host;
+  if (host) {
+    try {
+      return new URL(path, `http://${host}`).href;
+    } catch { /* a malformed Host header: fall back to the socket's address */ }
+  }
+  const addr = req.socket.localAddress ?? "localhost";
+  const hostPart = addr.includes(":") ? `[${addr}]` : addr;
+  return new URL(path, `http://${hostPart}:${req.socket.localPort ?? 80}`).href;
+}
+
+function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
+  const chunks = req[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const { value, done } = await chunks.next();
+      if (done) controller.close();
+      else controller.enqueue(typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value));
+    },
+    cancel() {
+      // The handler does not want the rest: read and drop it so the connection stays usable.
+      req.resume();
+    },
+  });
+}
+
+/** The Request a fetch handler sees; `signal` aborts when the client goes away first. */
+export function toFetchRequest(req: IncomingMessage, signal: AbortSignal): Request {
+  const headers = new Headers();
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    try {
+      headers.append(raw[i]!, raw[i + 1]!);
+    } catch { /* a header the fetch API does not accept is left out */ }
+  }
+  const method = req.method ?? "GET";
+  const hasBody = method !== "GET" && method !== "HEAD";
+  const init: RequestInit & { duplex?: "half" } = { method, headers, signal };
+  if (hasBody) {
+    init.body = bodyStream(req);
+    init.duplex = "half";
+  }
+  return new Request(requestUrl(req), init);
+}
+
+function waitForDrain(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { res.off("drain", done); res.off("close", done); resolve(); };
+    res.on("drain", done);
+    res.on("close", done);
+  });
+}
+
+/** Resolves true when `p` settles before the event loop's next turn (an in-memory body), else false. */
+function settlesNow<T>(p: Promise<T>): Promise<boolean> {
+  return new Promise((resolve) => {
+    let decided = false;
+    p.then(() => { if (!decided) { decided = true; resolve(true); } }, () => { if (!decided) { decided = true; resolve(true); } });
+    setImmediate(() => { if (!decided) { decided = true; resolve(false); } });
+  });
+}
+
+/** Write a fetch Response to a node ServerResponse. */
+export async function writeFetchResponse(res: ServerResponse, response: Response): Promise<void> {
+  res.statusCode = response.status;
+  if (response.statusText) res.statusMessage = response.statusText;
+  for (const [name, value] of response.headers) {
+    if (name !== "set-cookie") res.setHeader(name, value);
+  }
+  const cookies = response.headers.getSetCookie();
+  if (cookies.length) res.setHeader("set-cookie", cookies);
+
+  if (!response.body) {
+    res.end();
+    return;
+  }
+  const reader = response.body.getReader();
+  const stop = () => { void reader.cancel().catch(() => {}); };
+  res.once("close", stop);
+  try {
+    const first = await reader.read();
+    if (first.done) {
+      res.end();
+      return;
+    }
+    const next = reader.read();
+    if (await settlesNow(next)) {
+      const second = await next;
+      if (second.done) {
+        // The whole body was in memory: one write, with Content-Length.
+        res.end(first.value);
+        return;
+      }
+      if (!res.write(first.value)) await waitForDrain(res);
+      if (!res.write(second.value)) await waitForDrain(res);
+    } else {
+      if (!res.write(first.value)) await waitForDrain(res);
+      const second = await next;
+      if (second.done) { res.end(); return; }
+      if (!res.write(second.value)) await waitForDrain(res);
+    }
+    for (;;) {
+      if (res.destroyed) return;
+      const { value, done } = await reader.read();
+      if (done) break;
+      if (!res.write(value)) await waitForDrain(res);
+    }
+    res.end();
+  } finally {
+    res.off("close", stop);
+  }
+}
+
+/** A node request listener that serves `handler`. */
+export function fetchListener(handler: FetchHandler, onError: (e: unknown) => void) {
+  return async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const aborter = new AbortController();
+    res.once("close", () => { if (!res.writableFinished) aborter.abort(); });
+    let response: Response;
+    try {
+      response = await handler(toFetchRequest(req, aborter.signal));
+      if (!(response instanceof Response)) throw new TypeError(`the fetch handler returned ${Object.prototype.toString.call(response)}, not a Response`);
+    } catch (e) {
+      onError(e);
+      if (!res.headersSent && !res.destroyed) {
+        res.statusCode = 500;
+        res.setHeader("content-type", "text/plain; charset=utf-8");
+        res.end("Internal Server Error\n");
+      }
+      return;
+    }
+    try {
+      await writeFetchResponse(res, response);
+    } catch (e) {
+      onError(e);
+      if (!res.headersSent) {
+        res.statusCode = 500;
+        res.end("Internal Server Error\n");
+      } else {
+        res.destroy();
+      }
+    }
+  };
+}
