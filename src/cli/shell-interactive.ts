@@ -40,6 +40,7 @@ function remember(path: string, line: string): void {
 
 export async function runInteractive(opts: SessionOptions): Promise<number> {
   let rl: Interface | null = null;
+  let lastCommand = "";
   let prompting = false;
   let finish: (code: number) => void = () => {};
   const done = new Promise<number>((r) => { finish = r; });
@@ -61,7 +62,14 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
   try {
     const greeted = await connectAndGreet(opts, new Deadline(opts.timeout), {
       onUnsolicited: (msg: Response) => say(process.stderr, `The master says: ${messageText(msg)}`),
-      onClose: (reason) => {
+      onClose: (reason, pendingCount) => {
+        // A command still waiting reports the loss itself (see drain).
+        if (pendingCount > 0) return;
+        if (lastCommand === "die") {
+          say(process.stdout, `\nThe master has gone, as 'die' asked.\n`);
+          finish(EXIT.OK);
+          return;
+        }
         say(process.stderr, `\nThe master at ${opts.socketPath} went away (${reason}).\n`);
         finish(EXIT.CONNECTION);
       },
@@ -102,6 +110,7 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
     if (cmd.command === "quit" || cmd.command === "exit") return "leave";
     const refused = refuseLocally(cmd);
     if (refused) { process.stderr.write(`${refused}\n`); return "ok"; }
+    lastCommand = cmd.command;
     const { id, answer } = client.request(cmd.command, cmd.args, {}, (msg, failed) => {
       (failed ? process.stderr : process.stdout).write(messageText(msg));
     });
