@@ -71,6 +71,13 @@ function settlesNow<T>(p: Promise<T>): Promise<boolean> {
   });
 }
 
+/**
+ * Bodies whose chunks are all at hand are buffered up to this size and sent
+ * with Content-Length; past it (or as soon as a chunk has to be waited for)
+ * the body is streamed chunked.
+ */
+export const MAX_BUFFERED_BODY = 8 * 1024 * 1024;
+
 /** Write a fetch Response to a node ServerResponse. */
 export async function writeFetchResponse(res: ServerResponse, response: Response): Promise<void> {
   res.statusCode = response.status;
@@ -89,32 +96,33 @@ export async function writeFetchResponse(res: ServerResponse, response: Response
   const stop = () => { void reader.cancel().catch(() => {}); };
   res.once("close", stop);
   try {
-    const first = await reader.read();
-    if (first.done) {
-      res.end();
+    // Phase 1: collect chunks while each read completes at once (an in-memory body).
+    const held: Uint8Array[] = [];
+    let size = 0;
+    let next = reader.read();
+    let streaming = false;
+    for (;;) {
+      if (!(await settlesNow(next)) || size > MAX_BUFFERED_BODY) { streaming = true; break; }
+      const r = await next;
+      if (r.done) break;
+      held.push(r.value);
+      size += r.value.length;
+      next = reader.read();
+    }
+    if (!streaming) {
+      // The whole body was at hand: one write, and node:http adds Content-Length.
+      res.end(held.length === 1 ? held[0] : Buffer.concat(held));
       return;
     }
-    const next = reader.read();
-    if (await settlesNow(next)) {
-      const second = await next;
-      if (second.done) {
-        // The whole body was in memory: one write, with Content-Length.
-        res.end(first.value);
-        return;
-      }
-      if (!res.write(first.value)) await waitForDrain(res);
-      if (!res.write(second.value)) await waitForDrain(res);
-    } else {
-      if (!res.write(first.value)) await waitForDrain(res);
-      const second = await next;
-      if (second.done) { res.end(); return; }
-      if (!res.write(second.value)) await waitForDrain(res);
-    }
+    // Phase 2: stream. Send what we hold (or at least the headers) before waiting.
+    if (held.length === 0) res.flushHeaders();
+    for (const chunk of held) if (!res.write(chunk)) await waitForDrain(res);
     for (;;) {
-      if (res.destroyed) return;
-      const { value, done } = await reader.read();
+      const { value, done } = await next;
       if (done) break;
+      if (res.destroyed) return;
       if (!res.write(value)) await waitForDrain(res);
+      next = reader.read();
     }
     res.end();
   } finally {
