@@ -1,0 +1,99 @@
+// The programs in examples/ under the compiled master, and on their own.
+import { describe, expect, test } from "bun:test";
+import net from "node:net";
+import { join } from "node:path";
+import { BUN, fetchLine, onCleanup, ROOT, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
+
+const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
+const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
+
+async function allAcked(m: Master, n: number): Promise<any> {
+  return waitFor(`${n} acked workers`, async () => {
+    const s = await stateJson(m.sockPath);
+    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+  });
+}
+
+async function exitRecorded(m: Master, index: number): Promise<any> {
+  return waitFor(`exit of index ${index}`, async () => {
+    const s = await stateJson(m.sockPath);
+    return s.exits[String(index)]?.total >= 1 ? s.exits[String(index)] : null;
+  });
+}
+
+/** Run an example outside einhorn with PORT=0; resolves with the port it printed. */
+async function runAlone(path: string, re: RegExp) {
+  const proc = Bun.spawn([BUN, path], { env: { ...process.env, PORT: "0" }, stdout: "pipe", stderr: "pipe" });
+  onCleanup(async () => { proc.kill("SIGKILL"); await proc.exited; });
+  let out = "";
+  void (async () => { for await (const c of proc.stdout) out += new TextDecoder().decode(c); })();
+  const port = Number((await waitFor(`${path} to print its port`, () => re.exec(out)))[1]);
+  return { proc, port };
+}
+
+const TIME_LINE = /^The time is \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \(worker (\d+), index (\S+)\)\n$/;
+
+describe("examples/time-server.ts", () => {
+  test("under einhorn: each connection gets the time, from an ACKed worker; USR2 makes it exit 0", async () => {
+    const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, TIME_SERVER]);
+    const s = await allAcked(m, 2);
+    const port = s.listeners[0].port;
+    const pids = new Set(s.workers.map((w: any) => w.pid));
+    for (let i = 0; i < 3; i++) {
+      const line = await fetchLine(port);
+      const match = TIME_LINE.exec(line);
+      expect(match).not.toBeNull();
+      expect(pids.has(Number(match![1]))).toBe(true);
+      expect(["0", "1"]).toContain(match![2]!);
+    }
+    const w = s.workers[0];
+    process.kill(w.pid, "SIGUSR2");
+    expect((await exitRecorded(m, w.index)).last_code).toBe(0);
+    // The other worker still answers on the shared socket.
+    expect(await fetchLine(port)).toMatch(TIME_LINE);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("on its own it listens on PORT", async () => {
+    const { proc, port } = await runAlone(TIME_SERVER, /listening on 127\.0\.0\.1:(\d+)/);
+    expect(await fetchLine(port)).toMatch(new RegExp(`\\(worker ${proc.pid}, index -\\)\\n$`));
+    proc.kill("SIGUSR2");
+    expect(await proc.exited).toBe(0);
+  });
+});
+
+describe("examples/http-worker.ts", () => {
+  test("under einhorn: serves, and a slow request survives the worker's graceful shutdown", async () => {
+    const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, HTTP_WORKER]);
+    const s = await allAcked(m, 2);
+    const port = s.listeners[0].port;
+    const hello = await (await fetch(`http://127.0.0.1:${port}/`)).text();
+    expect(hello).toMatch(/^Hello from worker \d+ \(index [01]\)\n$/);
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { ok: boolean; pid: number };
+    expect(health.ok).toBe(true);
+    expect(s.workers.map((w: any) => w.pid)).toContain(health.pid);
+
+    // A slow request on a raw connection, then USR2 to both workers (either may have taken it).
+    let data = "";
+    const sock = net.connect(port, "127.0.0.1");
+    sock.on("data", (d) => { data += d.toString(); });
+    const closed = new Promise<void>((r) => sock.on("close", () => r()));
+    sock.write("GET /slow?ms=600 HTTP/1.1\r\nHost: t\r\n\r\n");
+    await Bun.sleep(150);
+    for (const w of s.workers) process.kill(w.pid, "SIGUSR2");
+    await closed;
+    expect(data).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(data).toMatch(/\r\nConnection: close\r\n/i);
+    expect(data).toMatch(/slept 600 ms in worker \d+\n$/);
+    await m.waitForOutput(/draining \d+ connection\(s\), then exiting/);
+    for (const w of s.workers) expect((await exitRecorded(m, w.index)).last_code).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("on its own it listens on PORT", async () => {
+    const { proc, port } = await runAlone(HTTP_WORKER, /listening on http:\/\/localhost:(\d+)\//);
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(`Hello from worker ${proc.pid} (index -)\n`);
+    proc.kill("SIGUSR2");
+    expect(await proc.exited).toBe(0);
+  });
+});
