@@ -71,6 +71,9 @@ interface Conn {
   inFlight: Set<ServerResponse>;
 }
 
+/** During a drain, a connection accepted at the last moment may stay this long without a request. */
+const LATE_CONNECTION_GRACE_MS = 1000;
+
 const log = (level: string, message: string) => console.error(`[einhorn worker ${process.pid}] ${level}: ${message}`);
 
 function defaultPort(env: Record<string, string | undefined>): number {
@@ -167,8 +170,9 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     conns.set(sock, { inFlight: new Set() });
     sock.once("close", () => { conns.delete(sock); maybeDone(); });
     httpServer.emit("connection", sock);
-    // Accepted in the instant the drain began: serve it, but only one request.
-    if (draining) closeIdle(sock);
+    // Accepted in the instant the drain began: its requests get `Connection:
+    // close`; if none arrives soon, close it rather than wait for the timeout.
+    if (draining) setTimeout(() => closeIdle(sock), LATE_CONNECTION_GRACE_MS).unref();
   });
 
   if (fd !== null) {
@@ -205,7 +209,7 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     return closed;
   };
 
-  onGracefulShutdown(shutdown);
+  const unregister = onGracefulShutdown(shutdown);
   if (opts.exitOnShutdown !== false) exitAfterGracefulShutdown();
 
   let acked = false;
@@ -213,6 +217,7 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     try {
       acked = await ack();
     } catch (e) {
+      unregister();
       netServer.close();
       httpServer.close();
       throw e;
