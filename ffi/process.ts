@@ -86,6 +86,12 @@ export function spawn(file: string, argv: string[], env: string[], opts: SpawnOp
     }
     sym.sigemptyset(ptr(empty));
     sym.sigfillset(ptr(full));
+    // glibc's sigfillset leaves out its two internal signals (32 and 33), and
+    // its posix_spawn then sets them to SIG_IGN in the child; the worker
+    // should start with every disposition at its default, so add their bits
+    // by hand (sigaddset refuses them). Bit (sig - 1) of the little-endian mask.
+    full[3]! |= 0x80; // signal 32
+    full[4]! |= 0x01; // signal 33
     let flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
     if (opts.newSession) flags |= POSIX_SPAWN_SETSID;
     else if (opts.newProcessGroup ?? true) flags |= POSIX_SPAWN_SETPGROUP;

@@ -105,7 +105,9 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
     for await (const chunk of s) out += dec.decode(chunk, { stream: true });
   };
   const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
-  const exited = proc.exited.then(async (c) => { await pumps.catch(() => {}); code = c; return c; });
+  // Output pipes may stay open after the master exits (orphaned workers hold
+  // them); give the readers a moment, not forever.
+  const exited = proc.exited.then(async (c) => { await Promise.race([pumps.catch(() => {}), sleep(300)]); code = c; return c; });
   const m: Master = {
     proc,
     pid: proc.pid,
@@ -194,16 +196,37 @@ export async function stateJson(sockPath: string): Promise<any> {
   return JSON.parse(await ask(sockPath, "state", ["json"]));
 }
 
-/** Connect over TCP and read everything the server sends until it closes. */
-export async function fetchLine(port: number, host = "127.0.0.1"): Promise<string> {
+/**
+ * Connect (TCP, or a UNIX path) and read everything the server sends until it
+ * closes. node:net, because Bun.connect reports ECONNRESET when a server
+ * writes and closes before the connect callback runs.
+ */
+export async function fetchLine(port: number | string, host = "127.0.0.1"): Promise<string> {
+  if (typeof port === "string") {
+    // Bun's UNIX-socket clients (Bun.connect and node:net alike) report
+    // ECONNRESET from connect when the server writes and closes at once;
+    // plain blocking syscalls have no such race.
+    const sock = await import("../ffi/socket");
+    const { readSync } = await import("node:fs");
+    const fd = sock.socket("unix");
+    try {
+      sock.connect(fd, { family: "unix", path: port });
+      const buf = Buffer.alloc(4096);
+      let out = "";
+      for (let n; (n = readSync(fd, buf)) > 0; ) out += buf.subarray(0, n).toString();
+      return out;
+    } finally {
+      sock.close(fd);
+    }
+  }
+  const net = await import("node:net");
   return new Promise((res, rej) => {
     let data = "";
-    Bun.connect({ hostname: host, port, socket: {
-      data(_s, d) { data += d.toString(); },
-      close() { res(data); },
-      error(_s, e) { rej(e); },
-      connectError(_s, e) { rej(e); },
-    } }).catch(rej);
+    const c = net.createConnection({ host, port });
+    c.setEncoding("utf8");
+    c.on("data", (d: string) => { data += d; });
+    c.on("end", () => res(data));
+    c.on("error", rej);
   });
 }
 

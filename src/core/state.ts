@@ -136,6 +136,8 @@ export function upgradeState(doc: unknown, now: number): State {
     workers,
     pending: [],
     lastVersion: d.lastVersion ?? d.version ?? 0,
+    // A writer that did not record `started` but had workers was past its first start.
+    started: d.started ?? workers.length > 0,
     exits: d.exits ?? {},
   };
 }

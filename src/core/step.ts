@@ -38,6 +38,8 @@ export type Effect =
   | { type: "log"; level: LogLevel; message: string }
   | { type: "upgrade-progress"; message: string }
   | { type: "upgrade-finished"; ok: boolean; message: string }
+  /** An upgrade request that did not start; only its requester is told (the running upgrade's waiters are not). */
+  | { type: "upgrade-refused"; message: string }
   | { type: "exit"; code: number };
 
 export interface StepResult { state: State; effects: Effect[]; wakeAt: number | null }
@@ -150,6 +152,35 @@ class Step {
     return s.workers.length + s.pending.length >= s.settings.number + extra;
   }
 
+  /** Spawning waits on something other than the clock: unacked workers or the surge cap. */
+  spawnBlocked(): boolean {
+    const s = this.s;
+    const fleet = s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
+    return (!fleet && unackedCount(s) >= s.settings.maxUnacked) || this.surgeCapReached();
+  }
+
+  /**
+   * With a surge cap, a rollout can reach a point where no new worker may
+   * start until an old one leaves, and (fleet, or smooth with no new worker
+   * in flight) no old one would leave until new ones ACK. Break that tie by
+   * retiring old workers to make room, oldest first, once every new worker
+   * started so far has ACKed: capacity dips by at most the room made.
+   */
+  makeRoom(): void {
+    const s = this.s;
+    if (!s.upgrade || !this.surgeCapReached() || unackedCount(s) > 0) return;
+    const room = Math.min(missingCount(s), s.workers.length + s.pending.length - (s.settings.number + (s.settings.maxUpgradeAdditional ?? 0)) + 1);
+    if (room <= 0) return;
+    const old = otherVersionWorkers(s).filter((w) => !isRetiring(w)).sort(Step.retireOrder);
+    const retiringOld = otherVersionWorkers(s).filter(isRetiring).length;
+    // Old workers already on their way out will free room by themselves.
+    const needed = room - retiringOld;
+    for (const w of old.slice(0, Math.max(0, needed))) {
+      this.log("info", `Surge cap reached: retiring old worker ${w.pid} to make room for the new version`);
+      this.signal(w, "SIGUSR2");
+    }
+  }
+
   replenish(): void {
     const s = this.s;
     let missing = missingCount(s);
@@ -212,6 +243,7 @@ class Step {
     }
     this.checkUpgrade();
     this.replenish();
+    this.makeRoom();
     this.cull();
     this.escalate();
   }
@@ -228,7 +260,10 @@ class Step {
         times.push(w.spawnedAt + s.settings.ackTimeout * 1000);
       }
     }
-    if (!s.stopping && s.started && missingCount(s) > 0 && s.lastSpawnAt !== null) {
+    // Wake for the next spawn only when the interval is all that holds it back:
+    // a spawn blocked by max_unacked or the surge cap waits for an ACK or an
+    // exit, which are events of their own (waking "now" would spin).
+    if (!s.stopping && s.started && missingCount(s) > 0 && s.lastSpawnAt !== null && !this.spawnBlocked()) {
       times.push(s.lastSpawnAt + spawnIntervalMs(s));
     }
     return times.length ? Math.max(this.now, Math.min(...times)) : null;
@@ -298,6 +333,7 @@ class Step {
       case "stop": {
         const sig = normalizeSignal(e.signal);
         s.stopping = { signal: sig, since: this.now };
+        if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
         s.upgrade = null;
         this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
         for (const w of s.workers) if (!wasSent(w, sig)) this.signal(w, sig);
@@ -313,8 +349,12 @@ class Step {
         for (const sig of e.signals) for (const w of s.workers) this.signal(w, sig);
         break;
       case "upgrade": {
-        if (s.stopping) { this.log("warn", "Not upgrading: the master is stopping"); break; }
-        if (s.upgrade) { this.log("warn", "Not upgrading: an upgrade is already in progress"); break; }
+        if (s.stopping || s.upgrade) {
+          const why = s.stopping ? "the master is stopping" : "an upgrade is already in progress";
+          this.log("warn", `Not upgrading: ${why}`);
+          this.fx.push({ type: "upgrade-refused", message: `Upgrade refused: ${why}` });
+          break;
+        }
         s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion: s.version, deathsBeforeAck: 0 };
         s.version = ++s.lastVersion;
         s.consecutiveDeaths = 0;
@@ -329,6 +369,7 @@ class Step {
 
   setNumber(n: number): void {
     const s = this.s;
+    if (!Number.isFinite(n)) { this.log("warn", `Ignoring a worker count that is not a number: ${n}`); return; }
     const next = Math.min(MAX_WORKERS, Math.max(1, Math.floor(n)));
     if (next !== s.settings.number) this.log("info", `Number of workers: ${s.settings.number} -> ${next}`);
     s.settings.number = next;
@@ -362,5 +403,6 @@ export function step(state: State, event: Event, now: number): StepResult {
   st.timerAcks();
   st.apply(event);
   if (!st.fx.some((f) => f.type === "exit")) st.reconcile();
+  if (st.fx.some((f) => f.type === "exit")) return { state: st.s, effects: st.fx, wakeAt: null };
   return { state: st.s, effects: st.fx, wakeAt: st.s.stopping && st.fx.some((f) => f.type === "exit") ? null : st.wakeAt() };
 }

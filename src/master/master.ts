@@ -45,6 +45,7 @@ export class Master {
   private exiting = false;
   private readonly pid = getpid();
   private upgradeWaiters = new Set<{ conn: Connection; id: unknown }>();
+  private refusedUpgrade: string | null = null;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
@@ -220,6 +221,10 @@ export class Master {
         break;
       case "upgrade-progress":
         for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, true);
+        break;
+      case "upgrade-refused":
+        // Told to whoever asked for this upgrade (see requestUpgrade); the running one's waiters keep waiting.
+        this.refusedUpgrade = fx.message;
         break;
       case "upgrade-finished":
         for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, false);
