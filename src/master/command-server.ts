@@ -34,10 +34,16 @@ export class Connection {
     this.write(Buffer.from(encodeMessage(msg)));
   }
 
-  reply(requestId: unknown, message: string, wait = false): void {
+  /**
+   * Answer a request. `wait: true` says more messages follow for it; `error:
+   * true` (an addition to Einhorn's protocol, ignored by its clients) says the
+   * request failed, so scripts need not parse the text.
+   */
+  reply(requestId: unknown, message: string, opts: { wait?: boolean; error?: boolean } = {}): void {
     const msg: Response = { message };
     if (requestId !== undefined) msg.request_id = requestId;
-    if (wait) msg.wait = true;
+    if (opts.wait) msg.wait = true;
+    if (opts.error) msg.error = true;
     this.send(msg);
   }
 
@@ -172,13 +178,13 @@ export class CommandServer {
     socket.data = { conn };
     if (!peer || (peer.uid !== this.myUid && peer.uid !== 0)) {
       this.log("warn", `Refused a command connection from ${conn.describe()}: only uid ${this.myUid} or root may use this socket`);
-      conn.reply(undefined, `Permission denied: uid ${peer?.uid ?? "unknown"} may not use this command socket`);
+      conn.reply(undefined, `Permission denied: uid ${peer?.uid ?? "unknown"} may not use this command socket`, { error: true });
       conn.close();
       return;
     }
     if (this.connections.size >= MAX_CONNECTIONS) {
       this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
-      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`);
+      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}, { error: true }); try again later`);
       conn.close();
       return;
     }
@@ -190,7 +196,7 @@ export class CommandServer {
     if (!conn || conn.closed) return;
     const lines = conn.feed(data, Date.now());
     if (lines === "too-long") {
-      conn.reply(undefined, `Line too long: the limit is ${MAX_LINE_BYTES} bytes; closing this connection`);
+      conn.reply(undefined, `Line too long: the limit is ${MAX_LINE_BYTES} bytes; closing this connection`, { error: true });
       conn.close();
       return;
     }
@@ -202,7 +208,7 @@ export class CommandServer {
       } catch (e) {
         // A bug in one command must not take the master down.
         this.log("error", `Command failed unexpectedly: ${(e as Error).stack ?? e}`);
-        conn.reply(undefined, `Internal error: ${(e as Error).message}`);
+        conn.reply(undefined, `Internal error: ${(e as Error).message}`, { error: true });
       }
     }
   }

@@ -111,11 +111,12 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
   } catch (e) {
     const msg = e instanceof ProtocolError ? e.message : String(e);
     const text = msg.startsWith("Could not parse") || msg.startsWith("No \"command\"") || msg.startsWith("\"") ? msg : `Could not parse command: ${msg}`;
-    conn.reply(undefined, `${text}. Commands: ${COMMAND_LIST}`);
+    conn.reply(undefined, `${text}. Commands: ${COMMAND_LIST}`, { error: true });
     return;
   }
   const id = req.id;
   const reply = (message: string) => conn.reply(id, message);
+  const refuse = (message: string) => conn.reply(id, message, { error: true });
   const args = req.args;
 
   switch (req.command) {
@@ -145,19 +146,19 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       const fmt = args[0] ?? "yaml";
       if (fmt === "json") reply(JSON.stringify(ctx.report()));
       else if (fmt === "yaml") reply(stringify(ctx.report(), { lineWidth: 0 }));
-      else reply(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
+      else refuse(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
       return;
     }
     case "inc": {
       const before = ctx.state().settings.number;
-      if (before >= MAX_WORKERS) { reply(`Already at the maximum of ${MAX_WORKERS} workers`); return; }
+      if (before >= MAX_WORKERS) { refuse(`Already at the maximum of ${MAX_WORKERS} workers`); return; }
       ctx.dispatch({ type: "inc" });
       reply(`Incrementing number of workers from ${before} -> ${ctx.state().settings.number}`);
       return;
     }
     case "dec": {
       const before = ctx.state().settings.number;
-      if (before <= 1) { reply(`Can't decrease number of workers (already at 1). Run 'die' or kill ${ctx.masterPid} if you really want to stop einhorn.`); return; }
+      if (before <= 1) { refuse(`Can't decrease number of workers (already at 1). Run 'die' or kill ${ctx.masterPid} if you really want to stop einhorn.`); return; }
       ctx.dispatch({ type: "dec" });
       reply(`Decrementing number of workers from ${before} -> ${ctx.state().settings.number}`);
       return;
@@ -165,7 +166,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     case "set_workers": {
       const n = args[0];
       if (args.length !== 1 || !/^\d+$/.test(n!) || Number(n) < 1 || Number(n) > MAX_WORKERS) {
-        reply(`set_workers takes one whole number from 1 to ${MAX_WORKERS}, got ${args.length ? `'${args.join(" ")}'` : "nothing"}`);
+        refuse(`set_workers takes one whole number from 1 to ${MAX_WORKERS}, got ${args.length ? `'${args.join(" ")}'` : "nothing"}`);
         return;
       }
       const before = ctx.state().settings.number;
@@ -183,11 +184,11 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       return;
     }
     case "signal": {
-      if (args.length === 0) { reply("signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'"); return; }
+      if (args.length === 0) { refuse("signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'"); return; }
       const sigs: string[] = [];
       for (const a of args) {
         const s = parseSignalArg(a);
-        if (!s) { reply(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, TTIN, TTOU, WINCH`); return; }
+        if (!s) { refuse(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, TTIN, TTOU, WINCH`); return; }
         sigs.push(s);
       }
       const pids = ctx.state().workers.map((w) => w.pid);
@@ -196,9 +197,9 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       return;
     }
     case "die": {
-      if (args.length > 1) { reply(`die takes at most one signal name, got '${args.join(" ")}'`); return; }
+      if (args.length > 1) { refuse(`die takes at most one signal name, got '${args.join(" ")}'`); return; }
       const sig = args[0] === undefined ? "SIGUSR2" : parseSignalArg(args[0]);
-      if (!sig) { reply(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
+      if (!sig) { refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
       const pids = ctx.state().workers.map((w) => w.pid);
       ctx.dispatch({ type: "stop", signal: sig });
       reply(`Einhorn is going down! Successfully sent ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
@@ -206,7 +207,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     }
     case "config": {
       const parsed = parseConfigArgs(args);
-      if (typeof parsed === "string") { reply(parsed); return; }
+      if (typeof parsed === "string") { refuse(parsed); return; }
       ctx.dispatch({ type: "settings", patch: parsed.patch });
       reply(`Config updated: ${parsed.changes.join(", ")}`);
       return;
@@ -219,6 +220,6 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       ctx.reload(conn, id);
       return;
     default:
-      reply(`Unrecognized command: ${JSON.stringify(req.command)}. Commands: ${COMMAND_LIST}`);
+      refuse(`Unrecognized command: ${JSON.stringify(req.command)}. Commands: ${COMMAND_LIST}`);
   }
 }

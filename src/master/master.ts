@@ -139,13 +139,13 @@ export class Master {
       einhornVersion: EINHORN_VERSION,
       setVerbosity: (v: number) => this.log.setVerbosity(v),
       upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.requestUpgrade(conn, id, mode),
-      reload: (conn: Connection, id: unknown) => conn.reply(id, "reload is not available yet: master re-execution lands with the upgrade work. Nothing was changed."),
+      reload: (conn: Connection, id: unknown) => conn.reply(id, "reload is not available yet: master re-execution lands with the upgrade work. Nothing was changed.", { error: true }),
       log: (level: "debug" | "info" | "warn" | "error", message: string) => this.log[level](message),
     };
   }
 
   private requestUpgrade(conn: Connection, id: unknown, _mode: UpgradeMode): void {
-    conn.reply(id, "upgrade is not available yet: seamless upgrades land with the upgrade work. Nothing was changed.");
+    conn.reply(id, "upgrade is not available yet: seamless upgrades land with the upgrade work. Nothing was changed.", { error: true });
   }
 
   private installSignals(): void {
@@ -220,14 +220,14 @@ export class Master {
         }
         break;
       case "upgrade-progress":
-        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, true);
+        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, { wait: true });
         break;
       case "upgrade-refused":
         // Told to whoever asked for this upgrade (see requestUpgrade); the running one's waiters keep waiting.
         this.refusedUpgrade = fx.message;
         break;
       case "upgrade-finished":
-        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, false);
+        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, { error: !fx.ok });
         this.upgradeWaiters.clear();
         break;
       case "exit":
