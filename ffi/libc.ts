@@ -26,6 +26,7 @@ export const libc = dlopen("libc.so.6", {
   open: { args: [cstring, i32, u32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
   umask: { args: [u32], returns: u32 },
+  memfd_create: { args: [cstring, u32], returns: i32 },
 
   // processes
   posix_spawn: { args: [ptr, cstring, ptr, ptr, ptr, ptr], returns: i32 },

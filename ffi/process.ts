@@ -212,3 +212,16 @@ export function tryLockExclusive(fd: number): boolean {
 export function umask(mask: number): number {
   return sym.umask(mask);
 }
+
+/** An anonymous in-memory file (memfd_create(2)); inheritable across exec unless `cloexec`. */
+export function memfdCreate(name: string, cloexec = false): number {
+  const MFD_CLOEXEC = 1;
+  return check(sym.memfd_create(cstr(name), cloexec ? MFD_CLOEXEC : 0), "memfd_create", name);
+}
+
+/** The calling thread's current signal mask, as raw sigset_t bytes. */
+export function currentSignalMask(): Uint8Array {
+  const old = new Uint8Array(SIGSET_BYTES);
+  checkReturned(sym.pthread_sigmask(SIG_BLOCK, ptr(sigset([])), ptr(old)), "pthread_sigmask");
+  return old;
+}

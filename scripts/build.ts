@@ -1,16 +1,28 @@
-// Build the standalone executable dist/einhorn (Bun runtime included).
+// Build the standalone executable (Bun runtime included).
+//   bun scripts/build.ts [--outfile PATH] [--tag NAME]
+// --tag bakes a build tag into the version label (einhorn 0.1.0+NAME).
 import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 
-mkdirSync("dist", { recursive: true });
+const args = process.argv.slice(2);
+const opt = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const outfile = opt("--outfile") ?? "dist/einhorn";
+const tag = opt("--tag");
+
+mkdirSync(dirname(outfile), { recursive: true });
 const started = performance.now();
 const result = await Bun.build({
   entrypoints: ["src/cli/main.ts"],
-  compile: { outfile: "dist/einhorn" },
+  compile: { outfile },
   minify: true,
   sourcemap: "linked",
+  define: tag ? { __EINHORN_BUILD_TAG__: JSON.stringify(tag) } : {},
 });
 if (!result.success) {
   for (const log of result.logs) console.error(log);
   process.exit(1);
 }
-console.log(`built dist/einhorn in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+console.log(`built ${outfile}${tag ? ` (tag ${tag})` : ""} in ${((performance.now() - started) / 1000).toFixed(1)}s`);

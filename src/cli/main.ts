@@ -5,7 +5,7 @@
 // that is itself called `sh`, put an option or `--` first: `einhorn -- sh -c ...`.
 import { MASTER_OPTIONS, parseMasterArgs, UsageError } from "./master-options";
 import { StartError } from "../master/errors";
-import { EINHORN_VERSION } from "../version";
+import { EINHORN_VERSION, einhornVersionLabel } from "../version";
 import { selfCommand } from "./self";
 
 /** The master's usage, from the same table the parser uses. */
@@ -57,10 +57,30 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   }
   if (config.version) {
-    process.stdout.write(`einhorn ${EINHORN_VERSION}\n`);
+    process.stdout.write(`einhorn ${einhornVersionLabel()}\n`);
     process.exit(0);
   }
-  if (config.upgradeCheck) process.exit(0);
+  if (config.upgradeCheck) {
+    // The preflight of an upgrade: this binary starts, and says which handed-over state it reads.
+    const { HANDOFF_SCHEMA } = await import("../master/handoff");
+    const { STATE_SCHEMA } = await import("../core/state");
+    process.stdout.write(`${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
+    process.exit(0);
+  }
+  if (config.withStateFd !== null) {
+    const { Master, loadHandoff } = await import("../master/master");
+    const { close } = await import("../../ffi/socket");
+    let doc;
+    try {
+      doc = loadHandoff(config.withStateFd);
+      close(config.withStateFd);
+    } catch (e) {
+      fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
+    }
+    const master = new Master({ config: { ...doc.config, withStateFd: null }, selfCommand: selfCommand(), env: { ...process.env } });
+    await master.resume(doc);
+    return;
+  }
   if (config.preload) fail("-p/--preload is not available yet in this version (it lands with the worker-side work); nothing was started", 2);
   if (config.program.length === 0) {
     process.stderr.write(`${masterUsage()}\n`);

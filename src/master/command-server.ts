@@ -87,6 +87,30 @@ export class Connection {
     else this.endWhenFlushed = true;
   }
 
+  /** The connection's descriptor (for handing it across the master's re-exec). */
+  get fd(): number {
+    return (this.socket as unknown as { fd?: number }).fd ?? -1;
+  }
+
+  /** Whether the connection can be handed to the next master image (not closing, known fd). */
+  get transferable(): boolean {
+    return !this.closed && !this.endWhenFlushed && this.fd >= 0;
+  }
+
+  /** Unfinished input and unwritten output, to carry across the re-exec. */
+  exportBuffers(): { partialIn: Buffer; pendingOut: Buffer } {
+    return { partialIn: Buffer.concat(this.chunks), pendingOut: Buffer.concat(this.out) };
+  }
+
+  importBuffers(partialIn: Buffer, pendingOut: Buffer, now: number): void {
+    if (partialIn.length) {
+      this.chunks = [partialIn];
+      this.buffered = partialIn.length;
+      this.partialSince = now;
+    }
+    if (pendingOut.length) this.write(pendingOut);
+  }
+
   describe(): string {
     return this.peer ? `pid ${this.peer.pid} uid ${this.peer.uid}` : "(unknown peer)";
   }
@@ -163,9 +187,11 @@ export class CommandServer {
   }
 
   /** Treat an already connected descriptor (one end of a socketpair handed to a worker with -g) as a client. */
-  async adoptConnection(fd: number): Promise<void> {
+  async adoptConnection(fd: number): Promise<Connection | null> {
     const connect = Bun.connect as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => Promise<Socket<ConnData>>;
-    await connect({ fd, socket: this.socketHandlers() });
+    const socket = await connect({ fd, socket: this.socketHandlers() });
+    const conn = socket.data?.conn ?? null;
+    return conn && !conn.closed ? conn : null;
   }
 
   private accept(socket: Socket<ConnData>): void {

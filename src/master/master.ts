@@ -3,30 +3,50 @@
 // into core events, and performs the effects the core returns, in order.
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
-import { getpid, kill, setpriority, waitpidNohang } from "../../ffi/process";
+import {
+  blockSignals, currentSignalMask, type ExitStatus, execve, getpid, kill, memfdCreate, setpriority, setSignalMask,
+  signalNumber, spawn, unblockAllSignals, waitpidNohang,
+} from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
-import { initialState, type State } from "../core/state";
+import { initialState, type State, upgradeState } from "../core/state";
 import { type Effect, type Event, step, type UpgradeMode } from "../core/step";
 import type { MasterConfig } from "../cli/master-options";
 import { createLogger, type Logger } from "../logging";
-import { EINHORN_VERSION } from "../version";
+import { EINHORN_VERSION, einhornVersionLabel } from "../version";
+import { parseBindSpec } from "./bind-spec";
+import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
+import { shellSplit } from "./shell-split";
 import { CommandServer, type Connection } from "./command-server";
 import { handleLine } from "./commands";
 import { StartError } from "./errors";
-import { acquireLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
+import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
-import { spawnWorker, type WorkerPlan } from "./spawner";
+import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
+import { readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
+/** How long the new binary's `--upgrade-check` may take before the upgrade is declared failed. */
+const PREFLIGHT_TIMEOUT_MS = 30_000;
+/** Signals the master handles; blocked across its own execve so none is lost. */
+const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
+
+type WaiterKind = "upgrade" | "reload";
+interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
 
 export interface MasterOptions {
   config: MasterConfig;
   selfCommand: string[];
   /** The environment the master was started with (restored on re-exec). */
   env: Record<string, string | undefined>;
+}
+
+/** Read and check the handoff document on `fd` (a master continuing after its own execve). */
+export function loadHandoff(fd: number): Handoff {
+  const doc = readHandoff(fd);
+  return validateHandoffDoc(doc);
 }
 
 export class Master {
@@ -44,8 +64,14 @@ export class Master {
   private safety: ReturnType<typeof setInterval> | null = null;
   private exiting = false;
   private readonly pid = getpid();
-  private upgradeWaiters = new Set<{ conn: Connection; id: unknown }>();
-  private refusedUpgrade: string | null = null;
+  private waiters = new Set<Waiter>();
+  /** An upgrade or reload between its request and the execve (preflight running). */
+  private preparing: WaiterKind | null = null;
+  /** Children that are not workers (the preflight), with what to do when they exit. */
+  private sideChildren = new Map<number, (status: ExitStatus) => void>();
+  private reexecs = 0;
+  private history: Array<{ version: string; at: number }> = [];
+  private startEnv: Record<string, string> = {};
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
@@ -56,6 +82,8 @@ export class Master {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
+    this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
+    this.history = [{ version: einhornVersionLabel(), at: Date.now() }];
     try {
       this.lock = acquireLock(cfg.lockfile);
       writePidfile(cfg.pidfile);
@@ -72,16 +100,6 @@ export class Master {
       if (e instanceof SysError) throw new StartError(e.message);
       throw e;
     }
-    if (cfg.commandName) process.title = `einhorn: ${cfg.commandName}`;
-    this.plan = {
-      program: cfg.program,
-      listenerFds: this.listeners.map((l) => l.fd),
-      sockPath: cfg.socketPath,
-      selfCommand: this.opts.selfCommand,
-      killChildrenOnExit: cfg.killChildrenOnExit,
-      workerNice: cfg.nice.worker,
-      baseEnv: this.opts.env,
-    };
     this.state = initialState({
       number: cfg.number,
       seconds: cfg.seconds,
@@ -93,9 +111,74 @@ export class Master {
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
     }, Date.now());
-    this.installSignals();
+    this.boot();
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.program.join(" ")}`);
     this.dispatch({ type: "start" });
+  }
+
+  /**
+   * Continue as the next image of a master that re-executed itself: adopt its
+   * lock, sockets, command socket and client connections from the handoff,
+   * then carry on with what it asked for (the rollout of an upgrade).
+   */
+  async resume(doc: Handoff): Promise<void> {
+    const t0 = Date.now();
+    this.startEnv = doc.startEnv;
+    this.history = [...doc.history, { version: einhornVersionLabel(), at: t0 }];
+    this.reexecs = doc.reexecs;
+    this.lock = adoptLock(doc.lock.fd, doc.lock.path);
+    sock.setCloexec(doc.lock.fd, true);
+    for (const l of doc.listeners) {
+      sock.setCloexec(l.fd, true);
+      this.listeners.push({ fd: l.fd, spec: parseBindSpec(l.specText), bound: l.bound, unixPath: l.unixPath });
+    }
+    sock.setCloexec(doc.commandFd, true);
+    this.commandFd = doc.commandFd;
+    this.serveCommands(doc.commandFd);
+    this.state = upgradeState(doc.state, t0);
+    this.boot();
+    // Handlers are in place: let the signals held since before the exec in.
+    if (doc.signalMask) setSignalMask(Uint8Array.from(Buffer.from(doc.signalMask, "hex")));
+    else unblockAllSignals();
+    for (const c of doc.connections) {
+      try {
+        sock.setCloexec(c.fd, true);
+        const conn = await this.server!.adoptConnection(c.fd);
+        if (!conn) continue;
+        conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
+        if (c.waiting && doc.pending) this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
+      } catch (e) {
+        this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
+      }
+    }
+    const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
+    this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept`);
+    this.reap();
+    if (doc.pending?.kind === "upgrade") {
+      this.notify("upgrade", `Master re-executed as einhorn ${einhornVersionLabel()} (pid ${this.pid} kept, ${took} ms since the request); starting the new workers`, false);
+      this.dispatch({ type: "upgrade", mode: doc.pending.mode });
+    } else if (doc.pending?.kind === "reload") {
+      this.notify("reload", `Reload done: master ${this.pid} is now einhorn ${einhornVersionLabel()} (${took} ms)`, true);
+      this.dispatch({ type: "tick" });
+    } else {
+      this.dispatch({ type: "tick" });
+    }
+  }
+
+  /** What a fresh start and a resumed image share once sockets and state are in place. */
+  private boot(): void {
+    const cfg = this.cfg;
+    if (cfg.commandName) process.title = `einhorn: ${cfg.commandName}`;
+    this.plan = {
+      program: cfg.program,
+      listenerFds: this.listeners.map((l) => l.fd),
+      sockPath: cfg.socketPath,
+      selfCommand: this.opts.selfCommand,
+      killChildrenOnExit: cfg.killChildrenOnExit,
+      workerNice: cfg.nice.worker,
+      baseEnv: this.opts.env,
+    };
+    this.installSignals();
   }
 
   private openCommandSocket(): void {
@@ -111,13 +194,17 @@ export class Master {
       throw e;
     }
     this.commandFd = fd;
+    this.serveCommands(fd);
+    this.log.debug(`Command socket listening at ${path} (fd ${fd})`);
+  }
+
+  private serveCommands(fd: number): void {
     this.server = new CommandServer({
       onLine: (conn, line) => handleLine(this.commandContext(), conn, line),
-      onClose: (conn) => { for (const w of this.upgradeWaiters) if (w.conn === conn) this.upgradeWaiters.delete(w); },
+      onClose: (conn) => { for (const w of this.waiters) if (w.conn === conn) this.waiters.delete(w); },
       log: (level, message) => this.log[level](message),
     });
     this.server.listenFd(fd);
-    this.log.debug(`Command socket listening at ${path} (fd ${fd})`);
   }
 
   private commandContext() {
@@ -125,27 +212,179 @@ export class Master {
       state: () => this.state,
       dispatch: (e: Event) => this.dispatch(e),
       report: () => buildStateReport(this.state, {
-        einhornVersion: EINHORN_VERSION,
+        einhornVersion: einhornVersionLabel(),
         masterPid: this.pid,
         commandName: this.cfg.commandName,
         socketPath: this.cfg.socketPath,
         program: this.cfg.program,
         listeners: this.listeners,
         verbosity: this.state.settings.verbosity,
-        reexecs: 0,
+        reexecs: this.reexecs,
       }),
       masterPid: this.pid,
       commandName: this.cfg.commandName,
-      einhornVersion: EINHORN_VERSION,
+      einhornVersion: einhornVersionLabel(),
       setVerbosity: (v: number) => this.log.setVerbosity(v),
       upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.requestUpgrade(conn, id, mode),
-      reload: (conn: Connection, id: unknown) => conn.reply(id, "reload is not available yet: master re-execution lands with the upgrade work. Nothing was changed.", { error: true }),
+      reload: (conn: Connection, id: unknown) => this.requestReexec("reload", null, { conn, id }),
       log: (level: "debug" | "info" | "warn" | "error", message: string) => this.log[level](message),
     };
   }
 
-  private requestUpgrade(conn: Connection, id: unknown, _mode: UpgradeMode): void {
-    conn.reply(id, "upgrade is not available yet: seamless upgrades land with the upgrade work. Nothing was changed.", { error: true });
+  private requestUpgrade(conn: Connection, id: unknown, mode: UpgradeMode): void {
+    this.requestReexec("upgrade", mode, { conn, id });
+  }
+
+  /** Send a message to the clients waiting on an upgrade or reload; `final` ends their wait. */
+  private notify(kind: WaiterKind, message: string, final: boolean, error = false): void {
+    for (const w of this.waiters) {
+      if (w.kind !== kind) continue;
+      w.conn.reply(w.id, message, { wait: !final, error });
+      if (final) this.waiters.delete(w);
+    }
+  }
+
+  /** The command that starts the next master image: --reexec-as, else this same binary. */
+  private reexecCommand(): string[] {
+    return this.cfg.reexecAs ? shellSplit(this.cfg.reexecAs) : this.opts.selfCommand;
+  }
+
+  /** The environment the master started with, minus --drop-env-var names. */
+  private restoredEnv(): Record<string, string> {
+    const env = { ...this.startEnv };
+    for (const name of this.cfg.dropEnvVars) delete env[name];
+    return env;
+  }
+
+  /**
+   * Upgrade (or reload): every upgrade first re-executes the master, so a new
+   * einhorn binary on disk is picked up too. A preflight runs the new binary
+   * with --upgrade-check in the restored environment; only if that passes does
+   * the master hand its state over and exec. Anything failing before the exec
+   * leaves the running master and its workers exactly as they were.
+   */
+  requestReexec(kind: WaiterKind, mode: UpgradeMode | null, client: { conn: Connection; id: unknown } | null): void {
+    const refuse = (why: string) => {
+      this.log.warn(`${kind === "upgrade" ? "Upgrade" : "Reload"} refused: ${why}`);
+      client?.conn.reply(client.id, `${kind === "upgrade" ? "Upgrade" : "Reload"} refused: ${why}`, { error: true });
+    };
+    if (this.state.stopping) return refuse("the master is stopping");
+    if (this.preparing) return refuse(`an ${this.preparing} is already being prepared`);
+    if (this.state.upgrade) return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
+    if (client) this.waiters.add({ ...client, kind });
+    this.preparing = kind;
+    const opening = kind === "reload" ? "Reloading einhorn, as commanded" : mode === "fleet" ? "Upgrading fleet, as commanded" : "Upgrading smoothly, as commanded";
+    this.log.info(opening);
+    this.notify(kind, opening, false);
+    const requestedAt = Date.now();
+    this.preflight((result) => {
+      if (!result.ok) {
+        this.preparing = null;
+        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${result.reason}. Nothing was changed; the current workers keep serving.`;
+        this.log.error(message);
+        this.notify(kind, message, true, true);
+        return;
+      }
+      this.notify(kind, `Preflight passed (${result.detail}); re-executing the master`, false);
+      try {
+        this.reexec(kind === "upgrade" ? { kind, mode: mode!, requestedAt } : { kind: "reload", requestedAt });
+      } catch (e) {
+        this.preparing = null;
+        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: could not re-execute the master: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
+        this.log.error(message);
+        this.notify(kind, message, true, true);
+      }
+    });
+  }
+
+  /** Run `NEW --upgrade-check`; `done` gets ok with what the new binary reported, or the reason it failed. */
+  private preflight(done: (r: { ok: true; detail: string } | { ok: false; reason: string }) => void): void {
+    const cmd = this.reexecCommand();
+    const env = this.restoredEnv();
+    let out: number;
+    let pid: number;
+    try {
+      const file = resolveProgram(cmd[0]!, env.PATH);
+      out = memfdCreate("einhorn-preflight", true);
+      pid = spawn(file, [...cmd, "--upgrade-check"], Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
+    } catch (e) {
+      setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
+      return;
+    }
+    const outFd = out;
+    const finish = (r: { ok: true; detail: string } | { ok: false; reason: string }) => {
+      clearTimeout(timer);
+      this.sideChildren.delete(pid);
+      try { sock.close(outFd); } catch { /* already closed */ }
+      // Leave the reaper's loop before acting (the re-exec must not run inside it).
+      setTimeout(() => done(r), 0);
+    };
+    const timer = setTimeout(() => {
+      kill(pid, "SIGKILL");
+      finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not finish within ${PREFLIGHT_TIMEOUT_MS / 1000}s` });
+    }, PREFLIGHT_TIMEOUT_MS);
+    this.sideChildren.set(pid, (status) => {
+      let text = "";
+      try { text = readFileSync(`/proc/self/fd/${outFd}`, "utf8"); } catch { /* no output */ }
+      const tail = text.trim().split("\n").slice(-3).join(" | ");
+      if (status.code !== 0) {
+        const how = status.signal ? `was killed by ${status.signal}` : `exited with status ${status.code}`;
+        finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' ${how}${tail ? `: ${tail}` : ""}` });
+        return;
+      }
+      let info: { einhorn?: string; handoffSchema?: number } = {};
+      try { info = JSON.parse(text.trim().split("\n").pop() ?? ""); } catch { /* checked below */ }
+      if (typeof info.handoffSchema !== "number") {
+        finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not report the state format it reads (is it einhorn?)${tail ? `: ${tail}` : ""}` });
+      } else if (info.handoffSchema < HANDOFF_SCHEMA) {
+        finish({ ok: false, reason: `the new einhorn (${info.einhorn}) reads handed-over state up to schema ${info.handoffSchema}, but this master writes schema ${HANDOFF_SCHEMA}` });
+      } else {
+        finish({ ok: true, detail: `new einhorn ${info.einhorn}` });
+      }
+    });
+  }
+
+  /** Hand everything to the next image of this master and execve it. Returns only by throwing. */
+  private reexec(pending: NonNullable<Handoff["pending"]>): void {
+    const cmd = this.reexecCommand();
+    const env = this.restoredEnv();
+    const file = resolveProgram(cmd[0]!, env.PATH);
+    const conns = [...(this.server?.connections ?? [])].filter((c) => c.transferable);
+    const doc: Handoff = {
+      schema: HANDOFF_SCHEMA,
+      writerVersion: einhornVersionLabel(),
+      writtenAt: Date.now(),
+      state: this.state,
+      config: this.cfg,
+      startEnv: this.startEnv,
+      listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
+      commandFd: this.commandFd!,
+      lock: { fd: this.lock!.fd, path: this.lock!.path },
+      connections: conns.map((c) => {
+        const b = c.exportBuffers();
+        const waiting = [...this.waiters].find((w) => w.conn === c);
+        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64") };
+      }),
+      pending,
+      reexecs: this.reexecs + 1,
+      signalMask: Buffer.from(currentSignalMask()).toString("hex"),
+      history: this.history,
+    };
+    const stateFd = writeHandoff(doc);
+    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd)];
+    for (const fd of keep) sock.setCloexec(fd, false);
+    const oldMask = blockSignals(HANDLED_SIGNALS.map((n) => signalNumber(n)!));
+    const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
+    this.log.info(`Re-executing: ${argv.join(" ")}`);
+    try {
+      execve(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
+    } catch (e) {
+      // Still the old image: put every descriptor and the signal mask back as they were.
+      for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
+      try { sock.close(stateFd); } catch { /* already closed */ }
+      setSignalMask(oldMask);
+      throw e;
+    }
   }
 
   private installSignals(): void {
@@ -172,7 +411,7 @@ export class Master {
         this.dispatch({ type: "quit" });
         break;
       case "SIGHUP":
-        this.log.warn("SIGHUP asks for a smooth upgrade, which is not available yet in this version; ignoring");
+        this.requestReexec("upgrade", "smooth", null);
         break;
     }
   }
@@ -220,15 +459,14 @@ export class Master {
         }
         break;
       case "upgrade-progress":
-        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, { wait: true });
+        this.notify("upgrade", fx.message, false);
         break;
       case "upgrade-refused":
-        // Told to whoever asked for this upgrade (see requestUpgrade); the running one's waiters keep waiting.
-        this.refusedUpgrade = fx.message;
+        // Requests are refused before they reach the core (requestReexec); nothing waits on this one.
         break;
       case "upgrade-finished":
-        for (const w of this.upgradeWaiters) w.conn.reply(w.id, fx.message, { error: !fx.ok });
-        this.upgradeWaiters.clear();
+        this.preparing = null;
+        this.notify("upgrade", fx.message, true, !fx.ok);
         break;
       case "exit":
         this.exit(fx.code);
@@ -268,7 +506,9 @@ export class Master {
         return;
       }
       if (!r) return;
-      this.dispatch({ type: "exited", pid: r.pid, code: r.status.code, signal: r.status.signal });
+      const side = this.sideChildren.get(r.pid);
+      if (side) side(r.status);
+      else this.dispatch({ type: "exited", pid: r.pid, code: r.status.code, signal: r.status.signal });
     }
   }
 

@@ -1,0 +1,90 @@
+// The document a master hands to its own next image across execve: its whole
+// state plus which inherited descriptors are what. Versioned like State: a
+// reader accepts older documents (missing fields get defaults) and refuses
+// newer ones, and `--upgrade-check` reports the version a binary reads so an
+// upgrade to a binary that could not read it is refused before the exec.
+import { fstatSync, readSync, writeSync } from "node:fs";
+import type { MasterConfig } from "../cli/master-options";
+import type { SockAddr } from "../../ffi/sockaddr";
+import { memfdCreate } from "../../ffi/process";
+import type { State } from "../core/state";
+import type { UpgradeMode } from "../core/step";
+
+export const HANDOFF_SCHEMA = 1;
+
+export interface HandedConnection {
+  fd: number;
+  /** Request id of an upgrade/reload this client is waiting on, when it waits on one. */
+  waiting: { requestId: unknown } | null;
+  /** Bytes received but not yet a whole line, and answers not yet written (base64). */
+  partialIn: string;
+  pendingOut: string;
+}
+
+export interface Handoff {
+  schema: number;
+  writerVersion: string;
+  writtenAt: number;
+  state: State;
+  config: MasterConfig;
+  /** The environment the first master started with; every re-exec restores it (minus --drop-env-var). */
+  startEnv: Record<string, string>;
+  listeners: Array<{ fd: number; specText: string; bound: SockAddr; unixPath: string | null }>;
+  commandFd: number;
+  lock: { fd: number; path: string };
+  connections: HandedConnection[];
+  /** What the next image does first. */
+  pending: { kind: "upgrade"; mode: UpgradeMode; requestedAt: number } | { kind: "reload"; requestedAt: number } | null;
+  reexecs: number;
+  /** The signal mask to restore once the new image's handlers are in place (hex of sigset_t). */
+  signalMask: string;
+  /** Version of the einhorn that first started, and of each image since. */
+  history: Array<{ version: string; at: number }>;
+}
+
+/** Write the document into a fresh inheritable memfd; returns its descriptor. */
+export function writeHandoff(doc: Handoff): number {
+  const fd = memfdCreate("einhorn-handoff");
+  const data = Buffer.from(JSON.stringify(doc));
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off, off);
+  return fd;
+}
+
+export function readHandoff(fd: number): unknown {
+  const size = fstatSync(fd).size;
+  const buf = Buffer.alloc(size);
+  let off = 0;
+  while (off < size) {
+    const n = readSync(fd, buf, off, size - off, off);
+    if (n <= 0) break;
+    off += n;
+  }
+  return JSON.parse(buf.subarray(0, off).toString("utf8"));
+}
+
+export function validateHandoff(doc: unknown): Handoff {
+  if (typeof doc !== "object" || doc === null) throw new Error("the handed-over state is not a JSON object");
+  const d = doc as Partial<Handoff>;
+  const schema = typeof d.schema === "number" ? d.schema : 0;
+  if (schema > HANDOFF_SCHEMA) throw new Error(`the handed-over state has schema ${schema}; this einhorn reads up to ${HANDOFF_SCHEMA}`);
+  for (const k of ["state", "config", "listeners", "commandFd", "lock"] as const) {
+    if (d[k] === undefined) throw new Error(`the handed-over state lacks '${k}'`);
+  }
+  return {
+    schema: HANDOFF_SCHEMA,
+    writerVersion: d.writerVersion ?? "unknown",
+    writtenAt: d.writtenAt ?? Date.now(),
+    state: d.state!,
+    config: d.config!,
+    startEnv: d.startEnv ?? {},
+    listeners: d.listeners!,
+    commandFd: d.commandFd!,
+    lock: d.lock!,
+    connections: d.connections ?? [],
+    pending: d.pending ?? null,
+    reexecs: d.reexecs ?? 0,
+    signalMask: d.signalMask ?? "",
+    history: d.history ?? [],
+  };
+}
