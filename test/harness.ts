@@ -85,6 +85,8 @@ export interface StartOptions {
   cwd?: string;
   /** Directory for the default socket/pid/lock paths (TMPDIR of the master). */
   dir?: string;
+  /** Run this binary instead of BIN (e.g. a copy the test replaces on disk). */
+  bin?: string;
 }
 
 export function startMaster(args: string[], opts: StartOptions = {}): Master {
@@ -92,7 +94,7 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
   const tag = `t${process.pid}-${++counter}-${Date.now()}`;
   tagsInUse.add(tag);
   let out = "";
-  const proc = Bun.spawn([BIN, ...args], {
+  const proc = Bun.spawn([opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? dir,
     env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
     stdin: "ignore",

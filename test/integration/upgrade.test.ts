@@ -1,0 +1,267 @@
+// Seamless upgrades against the compiled binary: the master re-executes
+// itself (pid kept, binary replaced on disk), rolls the workers, and fails
+// safe when the new version is broken.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  BIN, FIXTURES, fetchLine, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+} from "../harness";
+
+const PY = ["python3", join(FIXTURES, "worker.py")];
+const VERSIONED = join(FIXTURES, "versioned-worker.sh");
+
+let buildDir = "";
+/** A second binary of the same source, tagged "next", so a test can swap it in on disk. */
+let NEXT_BIN = "";
+
+beforeAll(() => {
+  buildDir = mkdtempSync(join(tmpdir(), "einhorn-next-"));
+  NEXT_BIN = join(buildDir, "einhorn-next");
+  const p = Bun.spawnSync([process.execPath, join(ROOT, "scripts/build.ts"), "--outfile", NEXT_BIN, "--tag", "next"], { cwd: ROOT });
+  if (p.exitCode !== 0) throw new Error(`building the tagged binary failed: ${p.stderr}`);
+});
+afterAll(() => rmSync(buildDir, { recursive: true, force: true }));
+
+function sh(sock: string, script: string) {
+  return runBinary(["sh", "-d", sock, "-e", script, "--timeout", "60"]);
+}
+
+/** Wait until exactly `n` workers exist, all ACKed and not retiring (of `version` when given). */
+async function serving(sock: string, n: number, version?: number) {
+  return waitFor(`${n} acked workers${version === undefined ? "" : ` of version ${version}`}`, async () => {
+    const s = await stateJson(sock);
+    const ok = s.workers.length === n && s.workers.every((w: any) => w.acked && !w.retiring && (version === undefined || w.version === version));
+    return ok ? s : null;
+  }, 20_000);
+}
+
+const pids = (s: any): number[] => s.workers.map((w: any) => w.pid).sort();
+
+describe("smooth upgrade", () => {
+  test("re-executes the replaced binary in place; the waiting shell gets every message; the new program version serves", async () => {
+    const dir = tempDir();
+    const bin = join(dir, "einhorn");
+    copyFileSync(BIN, bin);
+    writeFileSync(join(dir, "mode"), "v1");
+    const m = startMaster(["-n", "3", "-m", "manual", "-b", "127.0.0.1:0", "--", VERSIONED], { dir, bin });
+    const s0 = await serving(m.sockPath, 3);
+    const port = s0.listeners[0].port;
+    expect(await fetchLine(port)).toMatch(/ v1\n$/);
+    expect(s0.einhorn_version).not.toContain("next");
+    const inodeBefore = statSync(`/proc/${m.pid}/exe`).ino;
+
+    // A new einhorn binary and a new program version appear on disk.
+    copyFileSync(NEXT_BIN, `${bin}.tmp`);
+    renameSync(`${bin}.tmp`, bin);
+    writeFileSync(join(dir, "mode"), "v2");
+
+    const r = await sh(m.sockPath, "upgrade");
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split("\n");
+    expect(lines[0]).toBe("Upgrading smoothly, as commanded");
+    expect(lines).toContain("Preflight passed (new einhorn 0.1.0+next); re-executing the master");
+    expect(lines.some((l) => /^Master re-executed as einhorn 0\.1\.0\+next \(pid \d+ kept/.test(l))).toBe(true);
+    expect(lines.filter((l) => l.startsWith("Upgrade progress:"))).toHaveLength(3);
+    expect(lines.at(-1)).toBe("Upgrade done");
+
+    const s1 = await serving(m.sockPath, 3, 1);
+    expect(s1.master.pid).toBe(m.pid);
+    expect(s1.master.reexecs).toBe(1);
+    expect(s1.einhorn_version).toBe("0.1.0+next");
+    expect(statSync(`/proc/${m.pid}/exe`).ino).not.toBe(inodeBefore);
+    expect(s1.listeners[0].port).toBe(port);
+    for (const p of pids(s0)) expect(pids(s1)).not.toContain(p);
+    for (let i = 0; i < 5; i++) expect(await fetchLine(port)).toMatch(/ v2\n$/);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("with max-unacked 1, old workers leave one for one as new ones ACK; a second upgrade works too", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "a");
+    const m = startMaster(["-n", "3", "-m", "manual", "--max-unacked", "1", "--", VERSIONED], { dir });
+    await serving(m.sockPath, 3);
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    // Order in the log: each new worker's ACK is followed by one old worker's exit before the next launch completes the set.
+    const log = m.output();
+    const upgradeLog = log.slice(log.indexOf("Starting smooth upgrade"));
+    const events = [...upgradeLog.matchAll(/===> Launched \d+ \(index \d+, version (\d)\)|===> Worker \d+ \(index (\d+)\) exited/g)].map((x) => (x[1] ? `new` : "old-exit"));
+    expect(events.filter((e) => e === "new")).toHaveLength(3);
+    // Smooth: an old worker exits before the last new one is launched.
+    expect(events.indexOf("old-exit")).toBeLessThan(events.lastIndexOf("new"));
+    await serving(m.sockPath, 3, 1);
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    const s = await serving(m.sockPath, 3, 2);
+    expect(s.master.reexecs).toBe(2);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("SIGHUP starts a smooth upgrade", async () => {
+    const m = startMaster(["-n", "2", "-m", "0.1", "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    m.proc.kill("SIGHUP");
+    const s1 = await serving(m.sockPath, 2, 1);
+    expect(s1.master.pid).toBe(s0.master.pid);
+    expect(s1.master.reexecs).toBe(1);
+    expect(await stopMaster(m)).toBe(0);
+  });
+});
+
+describe("fleet upgrade and reload", () => {
+  test("upgrade_fleet starts every new worker before any old one is asked to leave", async () => {
+    const sig = tempDir();
+    const m = startMaster(["-n", "3", "-m", "0.2", "--max-unacked", "1", "--", ...PY, "--signals", sig]);
+    const s0 = await serving(m.sockPath, 3);
+    const r = await sh(m.sockPath, "upgrade_fleet");
+    expect(r.code).toBe(0);
+    expect(r.stdout.split("\n")[0]).toBe("Upgrading fleet, as commanded");
+    const log = m.output().slice(m.output().indexOf("Starting fleet upgrade"));
+    const lastLaunch = log.lastIndexOf("===> Launched");
+    const firstOldExit = Math.min(...s0.workers.map((w: any) => log.indexOf(`===> Worker ${w.pid} `)).filter((i: number) => i >= 0));
+    expect(lastLaunch).toBeGreaterThan(0);
+    expect(firstOldExit).toBeGreaterThan(lastLaunch);
+    await serving(m.sockPath, 3, 1);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("reload re-executes the master and keeps every worker", async () => {
+    const m = startMaster(["-n", "2", "-m", "0", "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const r = await sh(m.sockPath, "reload");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("Reloading einhorn, as commanded");
+    expect(r.stdout.trim().split("\n").at(-1)).toMatch(/^Reload done: master \d+ is now einhorn /);
+    const s1 = await stateJson(m.sockPath);
+    expect(s1.master.reexecs).toBe(1);
+    expect(pids(s1)).toEqual(pids(s0));
+    expect(s1.master.version).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  });
+});
+
+describe("re-exec details", () => {
+  test("--reexec-as runs the given command; --drop-env-var and the start environment are restored for new workers", async () => {
+    const rep = tempDir();
+    const m = startMaster(["-n", "1", "-m", "0", "--reexec-as", `${NEXT_BIN}`, "--drop-env-var", "TEST_DROP", "--", ...PY, "--report", rep],
+      { env: { TEST_KEEP: "kept", TEST_DROP: "dropped" } });
+    const s0 = await serving(m.sockPath, 1);
+    const first = await waitFor("first report", () => existsSync(join(rep, `${s0.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s0.workers[0].pid}.json`), "utf8")));
+    expect(first.env.TEST_DROP).toBe("dropped");
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    const s1 = await serving(m.sockPath, 1, 1);
+    expect(s1.einhorn_version).toBe("0.1.0+next");
+    const second = await waitFor("second report", () => existsSync(join(rep, `${s1.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s1.workers[0].pid}.json`), "utf8")));
+    expect(second.env.TEST_KEEP).toBe("kept");
+    expect(second.env.TEST_DROP).toBeUndefined();
+    const environ = readFileSync(`/proc/${m.pid}/environ`, "latin1").split("\0");
+    expect(environ).toContain("TEST_KEEP=kept");
+    expect(environ.some((e) => e.startsWith("TEST_DROP="))).toBe(false);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("a worker that dies during the re-exec is reaped and replaced; a signal sent during it is not lost", async () => {
+    const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const victim = s0.workers[0];
+    // Kill a worker and TERM the master the moment the preflight passed, which
+    // is just before the execve: both land in or around the exec window.
+    const shell = Bun.spawn([BIN, "sh", "-d", m.sockPath, "-e", "upgrade"], { stdout: "pipe", stderr: "pipe" });
+    let out = "";
+    const dec = new TextDecoder();
+    for await (const chunk of shell.stdout) {
+      out += dec.decode(chunk);
+      if (out.includes("Preflight passed")) {
+        process.kill(victim.pid, "SIGKILL");
+        m.proc.kill("SIGTERM");
+        break;
+      }
+    }
+    const code = await m.exited;
+    expect(code).toBe(0);
+    await shell.exited;
+    expect(m.output()).toMatch(new RegExp(`Worker ${victim.pid} \\(index ${victim.index}\\) killed by SIGKILL`));
+    expect(m.output()).toContain("Received SIGTERM");
+    await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+  });
+
+  test("a master started with --with-state-fd on a bad descriptor refuses clearly", async () => {
+    const r = await runBinary(["--with-state-fd", "77", "--", "true"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^einhorn: cannot continue from the state on fd 77: /);
+  });
+
+  test("--upgrade-check reports the state formats this binary reads", async () => {
+    const r = await runBinary(["--upgrade-check"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ einhorn: expect.any(String), handoffSchema: 1, stateSchema: 1 });
+  });
+});
+
+describe("upgrades that fail safe", () => {
+  test("a new version that exits at once: the upgrade fails with a reason, old workers keep serving, a later upgrade works", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "v1");
+    const m = startMaster(["-n", "3", "-m", "manual", "-s", "0.05", "-b", "127.0.0.1:0", "--", VERSIONED], { dir });
+    const s0 = await serving(m.sockPath, 3);
+    writeFileSync(join(dir, "mode"), "broken");
+    const r = await sh(m.sockPath, "upgrade");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("Upgrade failed: 3 new workers in a row exited before they ACKed");
+    const s1 = await serving(m.sockPath, 3, 0);
+    expect(pids(s1)).toEqual(pids(s0));
+    expect(s1.master.upgrade).toBeNull();
+    expect(await fetchLine(s1.listeners[0].port)).toMatch(/ v1\n$/);
+
+    writeFileSync(join(dir, "mode"), "v3");
+    const again = await sh(m.sockPath, "upgrade");
+    expect(again.code).toBe(0);
+    const s2 = await serving(m.sockPath, 3);
+    expect(s2.master.version).toBeGreaterThan(1); // the failed generation's number is not reused
+    expect(await fetchLine(s2.listeners[0].port)).toMatch(/ v3\n$/);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("a new version that never ACKs: --ack-timeout fails the upgrade and stops the new workers", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "v1");
+    const m = startMaster(["-n", "2", "-m", "manual", "--ack-timeout", "1", "--", VERSIONED], { dir });
+    const s0 = await serving(m.sockPath, 2);
+    writeFileSync(join(dir, "mode"), "silent");
+    const r = await sh(m.sockPath, "upgrade");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/Upgrade failed: new worker \d+ did not ACK within 1s/);
+    const s1 = await serving(m.sockPath, 2, 0);
+    expect(pids(s1)).toEqual(pids(s0));
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("a failing preflight changes nothing and says why", async () => {
+    const m = startMaster(["-n", "2", "-m", "0", "--reexec-as", "/bin/false", "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const r = await sh(m.sockPath, "upgrade");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("Upgrade failed: preflight '/bin/false --upgrade-check' exited with status 1");
+    const s1 = await stateJson(m.sockPath);
+    expect(pids(s1)).toEqual(pids(s0));
+    expect(s1.master.reexecs).toBe(0);
+    expect(s1.master.version).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("a second upgrade while one is being prepared or rolling is refused", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "v1");
+    const m = startMaster(["-n", "1", "-m", "manual", "--", VERSIONED], { dir });
+    await serving(m.sockPath, 1);
+    writeFileSync(join(dir, "mode"), "silent");
+    const first = Bun.spawn([BIN, "sh", "-d", m.sockPath, "-e", "upgrade"], { stdout: "pipe", stderr: "pipe" });
+    await waitFor("rollout started", async () => (await stateJson(m.sockPath)).master.upgrade !== null);
+    const second = await sh(m.sockPath, "upgrade");
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/Upgrade refused: an upgrade \(to version 1\) is still rolling out/);
+    first.kill("SIGTERM");
+    await first.exited;
+    expect(await stopMaster(m)).toBe(0);
+  });
+});
