@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""An HTTP worker in plain Python (standard library only) for einhorn.
+
+    einhorn -n 3 -m manual -b 127.0.0.1:8080 -- python3 examples/python-worker.py
+
+It serves on the socket einhorn passes in EINHORN_FD_0, ACKs with the raw JSON
+line every Einhorn worker library sends, and on SIGUSR2 stops accepting,
+finishes what it is serving (answering with `Connection: close`) and exits.
+"""
+import json, os, signal, socket, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+draining = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = ("Hello from python worker %d (index %s)\n" % (os.getpid(), os.environ.get("EINHORN_CHILD_INDEX", "-"))).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        if draining.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def ack():
+    """Tell the master this worker is up: one JSON line on the command socket."""
+    line = (json.dumps({"command": "worker:ack", "pid": os.getpid()}) + "\n").encode()
+    if "EINHORN_SOCK_FD" in os.environ:  # einhorn -g: already connected
+        os.write(int(os.environ["EINHORN_SOCK_FD"]), line)
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+        c.connect(os.environ["EINHORN_SOCK_PATH"])
+        c.sendall(line)
+
+
+def main():
+    if "EINHORN_FD_0" not in os.environ:
+        sys.exit("run me under einhorn: einhorn -b 127.0.0.1:8080 -m manual -- python3 %s" % sys.argv[0])
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = socket.socket(fileno=int(os.environ["EINHORN_FD_0"]))
+    server.daemon_threads = False  # finish in-flight requests before exiting
+    server.block_on_close = True
+
+    def on_usr2(signum, frame):
+        draining.set()
+        # shutdown() waits for serve_forever to return, so call it from another thread.
+        threading.Thread(target=server.shutdown).start()
+
+    signal.signal(signal.SIGUSR2, on_usr2)
+    ack()
+    server.serve_forever(poll_interval=0.1)
+    server.server_close()  # joins the request threads
+
+
+if __name__ == "__main__":
+    main()
