@@ -46,6 +46,8 @@ export type CommandName = keyof typeof COMMANDS;
 export const MAX_LINE_BYTES = 1024 * 1024;
 /** Aliases are expanded at most this many times per document (billion-laughs guard). */
 export const MAX_ALIAS_COUNT = 100;
+/** Collections nest at most this deep in a message; a request needs three levels. */
+export const MAX_DEPTH = 64;
 
 export interface Request {
   command: string;
@@ -77,32 +79,67 @@ export class ProtocolError extends Error {
   override name = "ProtocolError";
 }
 
+/** A short, safe rendering of a client's value for an error message. */
+function preview(v: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    text = Array.isArray(v) ? "a list" : typeof v;
+  }
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** Throws unless `v` nests collections at most MAX_DEPTH deep (walked without recursion). */
+function checkDepth(v: unknown): void {
+  const stack: Array<[unknown, number]> = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (typeof x !== "object" || x === null) continue;
+    if (d >= MAX_DEPTH) throw new ProtocolError(`collections are nested more than ${MAX_DEPTH} levels deep`);
+    for (const child of Object.values(x)) if (typeof child === "object" && child !== null) stack.push([child, d + 1]);
+  }
+}
+
 /**
  * Parse one line (without its "\n") into plain data. The `core` schema and an
  * alias budget keep a hostile client from building objects or exploding memory:
- * tags are not resolved to types, unknown ones are an error.
+ * tags are not resolved to types (not even YAML 1.1's !!binary, !!set, !!omap,
+ * !!timestamp), unknown ones are an error, and so is nesting past MAX_DEPTH.
  */
 export function decodeLine(line: string): unknown {
-  const doc = parseDocument(unescapeLine(line), { schema: "core", prettyErrors: false, uniqueKeys: false, strict: false });
-  if (doc.errors.length) throw new ProtocolError(`not a YAML document: ${doc.errors[0]!.message.split("\n")[0]}`);
+  const doc = parseDocument(unescapeLine(line), { schema: "core", resolveKnownTags: false, prettyErrors: false, uniqueKeys: false, strict: false });
+  if (doc.errors.length) {
+    const err = doc.errors[0]!;
+    // The parser recurses per nesting level; a very deep document overflows the stack.
+    if (/call stack/i.test(err.message)) throw new ProtocolError(`not a usable YAML document: collections are nested too deeply (the limit is ${MAX_DEPTH} levels)`);
+    if (err.code === "MULTIPLE_DOCS") throw new ProtocolError("not a YAML document: a line holds exactly one document, this one holds several");
+    throw new ProtocolError(`not a YAML document: ${err.message.split("\n")[0]}`);
+  }
   if (doc.warnings.some((w) => w.code === "TAG_RESOLVE_FAILED")) throw new ProtocolError("YAML tags are not accepted");
+  let value: unknown;
   try {
-    return doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    value = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (e) {
     throw new ProtocolError(`not a usable YAML document: ${(e as Error).message.split("\n")[0]}`);
   }
+  checkDepth(value);
+  return value;
 }
 
 /** A decoded line as a request; Ruby clients may send symbol-style keys (":command"). */
 export function toRequest(doc: unknown): Request {
-  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new ProtocolError("Could not parse command: a request is a mapping");
-  const raw: Record<string, unknown> = {};
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc) || Object.getPrototypeOf(doc) !== Object.prototype) {
+    throw new ProtocolError("Could not parse command: a request is a mapping");
+  }
+  // No prototype: a "__proto__" key from the client stays an ordinary key.
+  const raw: Record<string, unknown> = Object.create(null);
   for (const [k, v] of Object.entries(doc)) raw[k.startsWith(":") ? k.slice(1) : k] = v;
   if (raw.command === undefined) throw new ProtocolError("No \"command\" given");
-  if (typeof raw.command !== "string") throw new ProtocolError(`"command" must be a string, got ${JSON.stringify(raw.command)}`);
+  if (typeof raw.command !== "string") throw new ProtocolError(`"command" must be a string, got ${preview(raw.command)}`);
   let args: string[] = [];
   if (raw.args !== undefined && raw.args !== null) {
-    if (!Array.isArray(raw.args)) throw new ProtocolError(`"args" must be a list of strings, got ${JSON.stringify(raw.args)}`);
+    if (!Array.isArray(raw.args)) throw new ProtocolError(`"args" must be a list of strings, got ${preview(raw.args)}`);
     args = raw.args.map((a) => (typeof a === "string" ? a : typeof a === "number" || typeof a === "boolean" ? String(a) : JSON.stringify(a)));
   }
   return { ...raw, command: raw.command, args };
