@@ -48,6 +48,14 @@ export const MAX_LINE_BYTES = 1024 * 1024;
 export const MAX_ALIAS_COUNT = 100;
 /** Collections nest at most this deep in a message; a request needs three levels. */
 export const MAX_DEPTH = 64;
+/**
+ * Longest request the master parses as YAML (characters, after unescaping).
+ * The YAML parser costs about 1-3 us and several hundred bytes of memory per
+ * character, so a 1 MiB YAML line would stall the master for seconds and grow
+ * it by hundreds of MB; Ruby clients send well under 1 KiB. JSON requests
+ * (what every other client sends) take the fast path and may fill the line.
+ */
+export const MAX_YAML_REQUEST_CHARS = 16 * 1024;
 
 export interface Request {
   command: string;
@@ -79,6 +87,8 @@ export class ProtocolError extends Error {
   override name = "ProtocolError";
 }
 
+const NOT_JSON = Symbol("not JSON");
+
 /** A short, safe rendering of a client's value for an error message. */
 function preview(v: unknown): string {
   let text: string;
@@ -97,8 +107,38 @@ function checkDepth(v: unknown): void {
     const [x, d] = stack.pop()!;
     if (typeof x !== "object" || x === null) continue;
     if (d >= MAX_DEPTH) throw new ProtocolError(`collections are nested more than ${MAX_DEPTH} levels deep`);
-    for (const child of Object.values(x)) if (typeof child === "object" && child !== null) stack.push([child, d + 1]);
+    // Arrays by index: Object.values on a long array is slow (150 ms for 500k items in Bun).
+    const children: unknown[] = Array.isArray(x) ? x : Object.values(x);
+    for (let i = 0; i < children.length; i++) {
+      const child = children[i];
+      if (typeof child === "object" && child !== null) stack.push([child, d + 1]);
+    }
   }
+}
+
+/**
+ * How deep JSON.parse could get in `text` before it finishes or fails. It
+ * keeps JSON.parse from ever seeing a deep document: the parser allocates per
+ * level before it finds the error, about 80 MB for a line of a million "[".
+ */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) {
+      inString = true;
+    } else if (c === 91 || c === 123) {
+      if (++depth > max) max = depth;
+    } else if (c === 93 || c === 125) {
+      depth--;
+    }
+  }
+  return max;
 }
 
 /**
@@ -107,8 +147,22 @@ function checkDepth(v: unknown): void {
  * tags are not resolved to types (not even YAML 1.1's !!binary, !!set, !!omap,
  * !!timestamp), unknown ones are an error, and so is nesting past MAX_DEPTH.
  */
-export function decodeLine(line: string): unknown {
-  const doc = parseDocument(unescapeLine(line), { schema: "core", resolveKnownTags: false, prettyErrors: false, uniqueKeys: false, strict: false });
+export function decodeLine(line: string, limits: { maxYamlChars?: number } = {}): unknown {
+  const text = unescapeLine(line);
+  // JSON is YAML, and JSON.parse is native and linear: try it first for what looks like JSON.
+  if (/^\s*[[{]/.test(text) && jsonDepth(text) <= MAX_DEPTH) {
+    let value: unknown = NOT_JSON;
+    try { value = JSON.parse(text); } catch { /* YAML flow syntax, or broken: the YAML parser says which */ }
+    if (value !== NOT_JSON) {
+      checkDepth(value);
+      return value;
+    }
+  }
+  if (limits.maxYamlChars !== undefined && text.length > limits.maxYamlChars) {
+    if (/^\s*[[{]/.test(text) && jsonDepth(text) > MAX_DEPTH) throw new ProtocolError(`collections are nested more than ${MAX_DEPTH} levels deep`);
+    throw new ProtocolError(`YAML request too long: ${text.length} characters, the limit is ${limits.maxYamlChars} (JSON requests may use the whole line)`);
+  }
+  const doc = parseDocument(text, { schema: "core", resolveKnownTags: false, prettyErrors: false, uniqueKeys: false, strict: false });
   if (doc.errors.length) {
     const err = doc.errors[0]!;
     // The parser recurses per nesting level; a very deep document overflows the stack.
@@ -143,4 +197,9 @@ export function toRequest(doc: unknown): Request {
     args = raw.args.map((a) => (typeof a === "string" ? a : typeof a === "number" || typeof a === "boolean" ? String(a) : JSON.stringify(a)));
   }
   return { ...raw, command: raw.command, args };
+}
+
+/** A request line as the master reads it: decoded with the request limits, then checked. */
+export function decodeRequest(line: string): Request {
+  return toRequest(decodeLine(line, { maxYamlChars: MAX_YAML_REQUEST_CHARS }));
 }

@@ -6,7 +6,7 @@ import { constants } from "node:os";
 import type { Event, UpgradeMode } from "../core/step";
 import { MAX_WORKERS } from "../core/step";
 import type { Settings, State } from "../core/state";
-import { COMMANDS, decodeLine, ProtocolError, type Request, toRequest } from "../protocol";
+import { COMMANDS, decodeLine, decodeRequest, MAX_YAML_REQUEST_CHARS, ProtocolError, type Request } from "../protocol";
 import type { Connection } from "./command-server";
 
 export interface CommandContext {
@@ -76,7 +76,7 @@ export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; cha
   let entries: Array<[string, unknown]>;
   if (args.length === 1 && !/^[a-z_]+=/.test(args[0]!)) {
     let doc: unknown;
-    try { doc = decodeLine(args[0]!); } catch (e) { return `config: ${(e as Error).message}`; }
+    try { doc = decodeLine(args[0]!, { maxYamlChars: MAX_YAML_REQUEST_CHARS }); } catch (e) { return `config: ${(e as Error).message}`; }
     if (typeof doc !== "object" || doc === null || Array.isArray(doc)) return "config: expected a mapping like {number: 4}";
     entries = Object.entries(doc);
   } else {
@@ -107,7 +107,7 @@ export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; cha
 export function handleLine(ctx: CommandContext, conn: Connection, line: string): void {
   let req: Request;
   try {
-    req = toRequest(decodeLine(line));
+    req = decodeRequest(line);
   } catch (e) {
     const msg = e instanceof ProtocolError ? e.message : String(e);
     const text = msg.startsWith("Could not parse") || msg.startsWith("No \"command\"") || msg.startsWith("\"") ? msg : `Could not parse command: ${msg}`;
