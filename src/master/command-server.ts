@@ -210,7 +210,7 @@ export class CommandServer {
     }
     if (this.connections.size >= MAX_CONNECTIONS) {
       this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
-      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}, { error: true }); try again later`);
+      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`, { error: true });
       conn.close();
       return;
     }
