@@ -126,6 +126,7 @@ export class Connection {
       lines.push(Buffer.concat(this.chunks).toString("utf8").replace(/\r$/, ""));
       this.chunks = [];
       this.buffered = 0;
+      this.partialSince = null;
       start = nl + 1;
     }
     const rest = data.subarray(start);
