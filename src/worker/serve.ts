@@ -30,6 +30,14 @@ export interface ServeOptions {
   hostname?: string;
   /** Longest time a graceful shutdown waits for in-flight requests before closing their connections. Default 30 000 ms. */
   drainTimeoutMs?: number;
+  /**
+   * During a graceful shutdown, how long an idle keep-alive connection stays
+   * open waiting for its next request (answered with `Connection: close`)
+   * before it is closed. Closing it at once races with a client that is
+   * sending on it at that instant, which the client sees as ECONNRESET.
+   * Default 2000 ms.
+   */
+  idleCloseMs?: number;
   /** Under einhorn, send the ACK once listening. Default true. */
   ack?: boolean;
   /** Exit 0 once a SIGUSR2 shutdown has drained (and every onGracefulShutdown callback settled). Default true. */
@@ -100,6 +108,7 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
   }
   const onError = opts.onError ?? ((e: unknown) => log("error", `request failed: ${(e as Error)?.stack ?? e}`));
   const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
+  const idleCloseMs = opts.idleCloseMs ?? 2_000;
   const underEinhorn = isWorkerEnv();
 
   // Which socket: an explicit fd, einhorn's, or (development) a port of our own.
@@ -194,7 +203,9 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     // socket and keep accepting; the kernel queue is theirs now.
     netServer.close();
     for (const [sock, c] of conns) {
-      if (c.inFlight.size === 0) closeIdle(sock);
+      // Idle keep-alive connections get a moment: a client reusing one now
+      // gets its answer (with `Connection: close`) instead of a reset.
+      if (c.inFlight.size === 0) setTimeout(() => closeIdle(sock), idleCloseMs).unref();
       else for (const res of c.inFlight) if (!res.headersSent) res.setHeader("Connection", "close");
     }
     drainTimer = setTimeout(() => {
