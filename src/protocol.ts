@@ -78,9 +78,21 @@ export interface Response {
 export const escapeLine = (s: string): string => s.replace(/%/g, "%25").replace(/\n/g, "%0A");
 export const unescapeLine = (s: string): string => s.replace(/%0A/gi, "\n").replace(/%25/g, "%");
 
+/**
+ * YAML that reads back as the same data under YAML 1.2 (our decoder, most
+ * libraries) and YAML 1.1 (Ruby's Psych, which Einhorn's own client uses):
+ * written with the 1.1 rules, strings that 1.1 would take for something else
+ * ("yes", "on", "1:20", "2001-12-14", an ISO time) are quoted. Unquoted, Psych
+ * turns them into booleans, integers or Time objects, and its safe YAML.load
+ * refuses the whole document over a Time.
+ */
+export function toYaml(value: unknown): string {
+  return stringify(value, { lineWidth: 0, version: "1.1" });
+}
+
 /** One message on the wire: a YAML document, `%` and newline escaped, then "\n". */
 export function encodeMessage(msg: Record<string, unknown>): string {
-  return `${escapeLine(`---\n${stringify(msg, { lineWidth: 0 })}`)}\n`;
+  return `${escapeLine(`---\n${toYaml(msg)}`)}\n`;
 }
 
 export class ProtocolError extends Error {

@@ -1,12 +1,11 @@
 // What each command-socket command does. Every answer says what was asked and
 // what is allowed when the request is wrong; nothing here can stop the master
 // except the commands that are meant to (die).
-import { stringify } from "yaml";
 import { constants } from "node:os";
 import type { Event, UpgradeMode } from "../core/step";
 import { MAX_WORKERS } from "../core/step";
 import type { Settings, State } from "../core/state";
-import { COMMANDS, decodeLine, decodeRequest, MAX_YAML_REQUEST_CHARS, ProtocolError, type Request } from "../protocol";
+import { COMMANDS, decodeLine, decodeRequest, MAX_YAML_REQUEST_CHARS, ProtocolError, type Request, toYaml } from "../protocol";
 import type { Connection } from "./command-server";
 
 export interface CommandContext {
@@ -145,7 +144,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     case "state": {
       const fmt = args[0] ?? "yaml";
       if (fmt === "json") reply(JSON.stringify(ctx.report()));
-      else if (fmt === "yaml") reply(stringify(ctx.report(), { lineWidth: 0 }));
+      else if (fmt === "yaml") reply(toYaml(ctx.report()));
       else refuse(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
       return;
     }

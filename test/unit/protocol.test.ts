@@ -29,6 +29,9 @@ describe("encodeMessage: the exact bytes of a response", () => {
     ["empty message, boolean request_id", { message: "", request_id: true }, "---%0Amessage: \"\"%0Arequest_id: true%0A\n"],
     ["error flag; YAML-special text is quoted", { message: "a: b # c", error: true }, "---%0Amessage: \"a: b # c\"%0Aerror: true%0A\n"],
     ["leading spaces are kept", { message: "  leading", error: true }, "---%0Amessage: \"  leading\"%0Aerror: true%0A\n"],
+    // Ruby's Psych reads YAML 1.1: unquoted, these would come back as true, 80 and a Time.
+    ["YAML 1.1 booleans are quoted", { message: "yes", request_id: "on" }, "---%0Amessage: \"yes\"%0Arequest_id: \"on\"%0A\n"],
+    ["YAML 1.1 sexagesimal and timestamps are quoted", { message: "1:20", request_id: "2026-11-22T12:17:37.012Z" }, "---%0Amessage: \"1:20\"%0Arequest_id: \"2026-11-22T12:17:37.012Z\"%0A\n"],
   ];
   for (const [name, msg, line] of golden) {
     test(name, () => {
@@ -85,7 +88,7 @@ describe("decoding what real clients send", () => {
   ];
   for (const [name, line, req] of ruby) {
     test(`Ruby client: ${name}`, () => {
-      expect(decodeRequest(line)).toEqual(req);
+      expect(decodeRequest(line) as Record<string, unknown>).toEqual(req);
     });
   }
 
