@@ -201,6 +201,29 @@ export function schedCpuMs(pid: number): number {
   return ns / 1e6;
 }
 
+/**
+ * CPU time of the whole machine (busy jiffies from /proc/stat) and of this
+ * runner with every child it has reaped (its own utime+stime+cutime+cstime;
+ * masters reap their workers, so workers count too once their master has
+ * been reaped). The difference over a benchmark is what other processes on
+ * the machine used meanwhile: noise, on a shared machine.
+ */
+export function cpuAccounting(): { machineBusyMs: number; oursMs: number; wallMs: number } {
+  const cpu = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal
+  const busy = cpu[0]! + cpu[1]! + cpu[2]! + cpu[5]! + cpu[6]! + cpu[7]!;
+  const stat = readFileSync("/proc/self/stat", "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ours = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  return { machineBusyMs: (busy * 1000) / CLK_TCK, oursMs: (ours * 1000) / CLK_TCK, wallMs: performance.now() };
+}
+
+/** Share of the machine's CPU capacity (all cores) used by processes other than this run, between two readings. */
+export function othersCpuShare(a: ReturnType<typeof cpuAccounting>, b: ReturnType<typeof cpuAccounting>): number {
+  const others = Math.max(0, b.machineBusyMs - a.machineBusyMs - (b.oursMs - a.oursMs));
+  return others / ((b.wallMs - a.wallMs) * availableParallelism());
+}
+
 export function isAlive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

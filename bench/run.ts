@@ -10,9 +10,12 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, relative, resolve } from "node:path";
 import {
-  BENCH_DIR, BIN, type BenchContext, type Benchmark, cleanupNotes, ensureDir, killAllNow, machineInfo, removeScratch, ROOT,
-  round, stopAll, type SummaryRow,
+  BENCH_DIR, BIN, type BenchContext, type Benchmark, cleanupNotes, cpuAccounting, ensureDir, killAllNow, machineInfo, removeScratch, ROOT,
+  othersCpuShare, round, stopAll, type SummaryRow,
 } from "./harness";
+
+/** Above this share of the machine used by other processes, a benchmark's figures get a note. */
+const NOISY_SHARE = 0.05;
 import { commandRoundtrip } from "./command-roundtrip";
 import { dataPath } from "./data-path";
 import { masterCpu } from "./master-cpu";
@@ -81,6 +84,9 @@ interface ResultFile {
   quick: boolean;
   runs: number;
   machine: ReturnType<typeof machineInfo>;
+  /** Share of all cores' CPU time used by processes outside this run while the benchmark ran (0..1). */
+  other_processes_cpu_share: number;
+  load_average_at_end: number[];
   parameters: Record<string, unknown>;
   samples: unknown;
   results: Record<string, unknown>;
@@ -115,7 +121,8 @@ function summaryMarkdown(files: ResultFile[], title: string): string {
   const differs = files.some((f) => f.machine.einhorn_binary_sha256 !== m?.einhorn_binary_sha256);
   out.push("Measured:", "");
   for (const f of files) {
-    out.push(`- ${f.benchmark}: ${f.started_at} (${f.quick ? "quick" : "full"} run, ${f.runs} run(s) per figure, ${f.duration_s} s)${differs ? `, binary ${f.machine.einhorn_binary} (sha256 ${f.machine.einhorn_binary_sha256?.slice(0, 12) ?? "?"})` : ""}`);
+    const others = typeof f.other_processes_cpu_share === "number" ? `, other processes ${(f.other_processes_cpu_share * 100).toFixed(0)}% of the CPU` : "";
+    out.push(`- ${f.benchmark}: ${f.started_at} (${f.quick ? "quick" : "full"} run, ${f.runs} run(s) per figure, ${f.duration_s} s${others})${differs ? `, binary ${f.machine.einhorn_binary} (sha256 ${f.machine.einhorn_binary_sha256?.slice(0, 12) ?? "?"})` : ""}`);
   }
   const notes = files.flatMap((f) => f.notes.map((n) => `- ${f.benchmark}: ${n}`));
   if (notes.length) out.push("", "Notes:", "", ...notes);
@@ -168,17 +175,26 @@ async function main(): Promise<number> {
     let file: ResultFile;
     const base = { benchmark: b.name, description: b.description, started_at: startedAt.toISOString(), quick: args.quick, runs, machine: machineInfo() };
     const cleanupBefore = cleanupNotes.length;
+    const cpu0 = cpuAccounting();
+    // What else ran on the machine meanwhile (measured after every process of ours was reaped).
+    const noise = () => {
+      const share = othersCpuShare(cpu0, cpuAccounting());
+      if (share > NOISY_SHARE) notes.push(`other processes used ${(share * 100).toFixed(0)}% of the machine's CPU during this benchmark; its figures may be disturbed`);
+      return { other_processes_cpu_share: round(share, 3), load_average_at_end: machineInfo().load_average_at_start };
+    };
     try {
       const r = await b.run(ctx);
       await stopAll();
       notes.push(...cleanupNotes.slice(cleanupBefore));
-      file = { ...base, status: "ok", error: null, finished_at: new Date().toISOString(), duration_s: round((performance.now() - t0) / 1000, 1), ...r, notes };
+      const n = noise();
+      file = { ...base, status: "ok", error: null, finished_at: new Date().toISOString(), duration_s: round((performance.now() - t0) / 1000, 1), ...n, ...r, notes };
     } catch (e) {
       await stopAll();
       notes.push(...cleanupNotes.slice(cleanupBefore));
+      const n = noise();
       const msg = (e as Error).stack ?? String(e);
       console.error(`  [${b.name}] FAILED: ${msg}`);
-      file = { ...base, status: "failed", error: (e as Error).message ?? String(e), finished_at: new Date().toISOString(), duration_s: round((performance.now() - t0) / 1000, 1), parameters: {}, samples: null, results: {}, summary: [], notes };
+      file = { ...base, status: "failed", error: (e as Error).message ?? String(e), finished_at: new Date().toISOString(), duration_s: round((performance.now() - t0) / 1000, 1), ...n, parameters: {}, samples: null, results: {}, summary: [], notes };
     }
     writeFileSync(join(outDir, `${b.name}.json`), `${JSON.stringify(file, null, 2)}\n`);
     thisRun.push(file);
