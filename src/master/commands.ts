@@ -47,11 +47,11 @@ type ConfigKey = "number" | "seconds" | "max_unacked" | "max_upgrade_additional"
 /** The settings `config` may change, each with its validation. */
 const CONFIG_KEYS: Record<ConfigKey, { describe: string; apply(v: unknown): Partial<Settings> }> = {
   number: { describe: `whole number 1..${MAX_WORKERS}`, apply: (v) => ({ number: wholeNumber(v, 1, MAX_WORKERS) }) },
-  seconds: { describe: "seconds > 0", apply: (v) => ({ seconds: seconds(v, false) }) },
+  seconds: { describe: "number of seconds > 0", apply: (v) => ({ seconds: seconds(v, false) }) },
   max_unacked: { describe: "whole number >= 1", apply: (v) => ({ maxUnacked: wholeNumber(v, 1, 1_000_000) }) },
   max_upgrade_additional: { describe: "whole number >= 0, or null for no cap", apply: (v) => ({ maxUpgradeAdditional: v === null ? null : wholeNumber(v, 0, 1_000_000) }) },
-  signal_timeout: { describe: "seconds > 0, or null", apply: (v) => ({ signalTimeout: v === null ? null : seconds(v, false) }) },
-  ack_timeout: { describe: "seconds > 0, or null", apply: (v) => ({ ackTimeout: v === null ? null : seconds(v, false) }) },
+  signal_timeout: { describe: "number of seconds > 0, or null", apply: (v) => ({ signalTimeout: v === null ? null : seconds(v, false) }) },
+  ack_timeout: { describe: "number of seconds > 0, or null", apply: (v) => ({ ackTimeout: v === null ? null : seconds(v, false) }) },
   upgrade_max_deaths: { describe: "whole number >= 1", apply: (v) => ({ upgradeMaxDeaths: wholeNumber(v, 1, 1_000_000) }) },
 };
 
