@@ -193,7 +193,7 @@ export const dataPath: Benchmark = {
         {
           measure: "HTTP throughput, 4 workers: einhorn / SO_REUSEPORT",
           value: `${rpsRatio.toFixed(2)}×`,
-          detail: `einhorn ${Math.round(rpsA)} req/s, reuseport ${Math.round(rpsB)} req/s; ${tool}${tool === "wrk" ? ` -t${threads}` : ""} -c${connections}, ${samples.length} × ${durationMs / 1000} s each; connections per worker: einhorn ${spreads("einhorn")}; reuseport ${spreads("reuseport")}`,
+          detail: `median of ${samples.length} per-pair ratios (range ${Math.min(...samples.map((s) => s.rps_ratio)).toFixed(2)}–${Math.max(...samples.map((s) => s.rps_ratio)).toFixed(2)}); medians einhorn ${Math.round(rpsA)} req/s, reuseport ${Math.round(rpsB)} req/s; ${tool}${tool === "wrk" ? ` -t${threads}` : ""} -c${connections}, ${samples.length} × ${durationMs / 1000} s each; connections per worker: einhorn ${spreads("einhorn")}; reuseport ${spreads("reuseport")}`,
           reference: "≈ 1.0 (einhorn is not in the data path)",
         },
         {
