@@ -113,6 +113,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     conn.reply(undefined, `${text}. Commands: ${COMMAND_LIST}`, { error: true });
     return;
   }
+  ctx.log("debug", `Received command ${JSON.stringify(req.command)}${req.args.length ? ` ${JSON.stringify(req.args).slice(0, 200)}` : ""} from ${conn.describe()}`);
   const id = req.id;
   const reply = (message: string) => conn.reply(id, message);
   const refuse = (message: string) => conn.reply(id, message, { error: true });

@@ -347,13 +347,21 @@ describe("commands", () => {
     expect(m.output()).toContain("DEBUG: Command socket listening");
     expect((await stateJson(m.sockPath)).master.verbosity).toBe(0);
 
+    // At 0 every command is logged at debug level.
+    await final(m.sockPath, "ehlo");
+    await m.waitForOutput(/DEBUG: Received command "ehlo" from pid \d+ uid \d+/);
+
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 1 (0 debug, 1 info, 2 errors only)");
+    let mark = m.output().length;
+    await final(m.sockPath, "help");
+    await sleep(200);
+    expect(m.output().slice(mark)).not.toContain("DEBUG:");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)"); // stays at 2
     expect((await stateJson(m.sockPath)).master.verbosity).toBe(2);
 
     // Errors only: a launch (info) and an ACK for a stranger (warn) leave no line.
-    let mark = m.output().length;
+    mark = m.output().length;
     await final(m.sockPath, "inc");
     await workersUp(m, 2);
     await (await Client.open(m.sockPath)).send('{"command":"worker:ack","pid":1}\n');
@@ -370,6 +378,7 @@ describe("commands", () => {
     expect((await final(m.sockPath, "louder")).message).toBe("Verbosity set to 0 (0 debug, 1 info, 2 errors only)");
     expect((await final(m.sockPath, "louder")).message).toBe("Verbosity set to 0 (0 debug, 1 info, 2 errors only)"); // stays at 0
     expect((await stateJson(m.sockPath)).master.verbosity).toBe(0);
+    await m.waitForOutput(/DEBUG: Received command "louder" from pid/); // debug lines are back
   });
 
   test("signal reaches every worker, by any spelling; a bad name sends nothing", async () => {
