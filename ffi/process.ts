@@ -23,6 +23,7 @@ export const O_RDWR = 2;
 export const O_CREAT = 0o100;
 export const O_CLOEXEC = 0o2000000;
 const SIG_BLOCK = 0;
+const SIG_UNBLOCK = 1;
 const SIG_SETMASK = 2;
 
 // glibc: posix_spawnattr_t is 336 bytes, posix_spawn_file_actions_t 80, sigset_t 128.
@@ -57,6 +58,8 @@ export interface SpawnOptions {
   inheritFds?: number[];
   /** Extra dup2(from, to) moves done in the child before the inherited fds are kept. */
   dup2?: Array<[from: number, to: number]>;
+  /** Descriptors closed in the child after the dup2 moves (temporaries of a remap). */
+  close?: number[];
   /** Search PATH for the program (posix_spawnp). */
   searchPath?: boolean;
   /** Give the child its own process group. */
@@ -80,6 +83,9 @@ export function spawn(file: string, argv: string[], env: string[], opts: SpawnOp
   try {
     for (const [from, to] of opts.dup2 ?? []) {
       checkReturned(sym.posix_spawn_file_actions_adddup2(ptr(actions), from, to), "posix_spawn_file_actions_adddup2");
+    }
+    for (const fd of opts.close ?? []) {
+      checkReturned(sym.posix_spawn_file_actions_addclose(ptr(actions), fd), "posix_spawn_file_actions_addclose");
     }
     for (const fd of opts.inheritFds ?? []) {
       checkReturned(sym.posix_spawn_file_actions_adddup2(ptr(actions), fd, fd), "posix_spawn_file_actions_adddup2");
@@ -224,4 +230,14 @@ export function currentSignalMask(): Uint8Array {
   const old = new Uint8Array(SIGSET_BYTES);
   checkReturned(sym.pthread_sigmask(SIG_BLOCK, ptr(sigset([])), ptr(old)), "pthread_sigmask");
   return old;
+}
+
+export function unblockSignals(signals: number[]): void {
+  checkReturned(sym.pthread_sigmask(SIG_UNBLOCK, ptr(sigset(signals)), null), "pthread_sigmask");
+}
+
+/** Whether every one of `signals` is blocked on the calling thread. */
+export function signalsBlocked(signals: number[]): boolean {
+  const mask = currentSignalMask();
+  return signals.every((s) => sym.sigismember(ptr(mask), s) === 1);
 }

@@ -4,8 +4,22 @@
 // real program in place; the parent-death signal survives the exec.
 import { execve, getpid, getppid, prctl, PR_SET_PDEATHSIG, signalNumber } from "../../ffi/process";
 import { ENV } from "../protocol";
+import { setCloexec } from "../../ffi/socket";
 import { resolveProgram } from "../master/spawner";
 import { StartError } from "../master/errors";
+
+/** The descriptors the environment tells the worker about: EINHORN_FD_n, EINHORN_SOCK_FD. */
+export function passedFds(env: Record<string, string | undefined>): number[] {
+  const fds: number[] = [];
+  const count = Number(env[ENV.FD_COUNT] ?? 0);
+  for (let i = 0; i < count; i++) {
+    const v = env[`${ENV.FD_PREFIX}${i}`];
+    if (v !== undefined && /^\d+$/.test(v)) fds.push(Number(v));
+  }
+  const sockFd = env[ENV.SOCK_FD];
+  if (sockFd !== undefined && /^\d+$/.test(sockFd)) fds.push(Number(sockFd));
+  return fds;
+}
 
 export function runExecHelper(argv: string[]): never {
   let pdeathsig: number | null = null;
@@ -30,6 +44,17 @@ export function runExecHelper(argv: string[]): never {
   }
   const env = { ...process.env };
   if (listenPid) env[ENV.LISTEN_PID] = String(getpid());
+  // Bun marks inherited descriptors from 4 up close-on-exec when it starts
+  // (see notes/bun-platform.md), which would drop the worker's sockets at the
+  // exec below: clear the flag on exactly the descriptors the worker is told about.
+  for (const fd of passedFds(env)) {
+    try {
+      setCloexec(fd, false);
+    } catch (e) {
+      process.stderr.write(`einhorn _exec: descriptor ${fd} for ${program[0]} is not open: ${(e as Error).message}\n`);
+      process.exit(1);
+    }
+  }
   try {
     const file = resolveProgram(program[0]!, env.PATH);
     execve(file, program, Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`));

@@ -5,6 +5,7 @@ import { delimiter, join } from "node:path";
 import { getpid, setpriority, spawn } from "../../ffi/process";
 import { ENV, isEinhornWorkerVar } from "../protocol";
 import { StartError } from "./errors";
+import { SD_LISTEN_FDS_START } from "./systemd";
 
 export interface WorkerPlan {
   /** PROGRAM ARGS as given on the command line; PROGRAM is looked up in PATH like exec does. */
@@ -17,6 +18,10 @@ export interface WorkerPlan {
   workerNice: number | null;
   /** The environment workers inherit, before einhorn's own variables. */
   baseEnv: Record<string, string | undefined>;
+  /** Also present the sockets with systemd's protocol: at fds 3, 4, ..., LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES. */
+  listenFds: boolean;
+  /** LISTEN_FDNAMES entries, one per listener. */
+  listenNames: string[];
 }
 
 /** Find PROGRAM as execvp(3) would; a clear StartError when it cannot run. Exit codes follow the shell: 127, 126. */
@@ -41,37 +46,81 @@ export function resolveProgram(program: string, pathVar = process.env.PATH ?? "/
   );
 }
 
-export function workerEnv(plan: WorkerPlan, index: number, sockFd: number | null): string[] {
+/** Where each descriptor sits in the worker: the master's own numbers, or 3, 4, ... with --listen-fds. */
+export interface FdLayout {
+  listeners: number[];
+  sockFd: number | null;
+  /** dup2 moves and closes that put them there (empty when the numbers are kept). */
+  dup2: Array<[number, number]>;
+  close: number[];
+  /** Descriptors kept at their own number (FD_CLOEXEC cleared in the child). */
+  inherit: number[];
+}
+
+export function fdLayout(listenerFds: number[], sockFd: number | null, listenFds: boolean): FdLayout {
+  const sources = sockFd === null ? listenerFds : [...listenerFds, sockFd];
+  if (!listenFds) return { listeners: listenerFds, sockFd, dup2: [], close: [], inherit: sources };
+  // Move every source through a temporary above all sources and targets first,
+  // so that no target overwrites a source that has not moved yet.
+  const targets = sources.map((_, i) => SD_LISTEN_FDS_START + i);
+  const base = Math.max(...sources, ...targets) + 1;
+  const temps = sources.map((_, i) => base + i);
+  return {
+    listeners: targets.slice(0, listenerFds.length),
+    sockFd: sockFd === null ? null : targets[targets.length - 1]!,
+    dup2: [...sources.map((fd, i): [number, number] => [fd, temps[i]!]), ...temps.map((t, i): [number, number] => [t, targets[i]!])],
+    close: temps,
+    inherit: [],
+  };
+}
+
+export function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): string[] {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(plan.baseEnv)) if (v !== undefined && !isEinhornWorkerVar(k)) env[k] = v;
-  env[ENV.FD_COUNT] = String(plan.listenerFds.length);
-  plan.listenerFds.forEach((fd, i) => { env[`${ENV.FD_PREFIX}${i}`] = String(fd); });
+  for (const [k, v] of Object.entries(plan.baseEnv)) {
+    if (v !== undefined && !isEinhornWorkerVar(k) && k !== ENV.LISTEN_FDS && k !== ENV.LISTEN_PID && k !== ENV.LISTEN_FDNAMES) env[k] = v;
+  }
+  env[ENV.FD_COUNT] = String(layout.listeners.length);
+  layout.listeners.forEach((fd, i) => { env[`${ENV.FD_PREFIX}${i}`] = String(fd); });
   env[ENV.SOCK_PATH] = plan.sockPath;
-  if (sockFd !== null) env[ENV.SOCK_FD] = String(sockFd);
+  if (layout.sockFd !== null) env[ENV.SOCK_FD] = String(layout.sockFd);
   env[ENV.MASTER_PID] = String(getpid());
   env[ENV.CHILD_INDEX] = String(index);
+  if (plan.listenFds) {
+    env[ENV.LISTEN_FDS] = String(layout.listeners.length);
+    env[ENV.LISTEN_FDNAMES] = plan.listenNames.join(":");
+    // LISTEN_PID must be the worker's own pid, known only in the child: the _exec helper sets it.
+  }
   return Object.entries(env).map(([k, v]) => `${k}=${v}`);
 }
 
 /**
  * Spawn a worker; returns its pid. Exec failures throw a SysError.
- * With -k the child is first our own binary in `_exec` mode, which sets the
- * parent-death signal (posix_spawn has no hook for prctl) and then execs the
- * program in the same pid.
+ * With -k or --listen-fds the child is first our own binary in `_exec` mode,
+ * which sets the parent-death signal and/or LISTEN_PID (posix_spawn has no
+ * hook for either) and then execs the program in the same pid.
  */
 export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null): number {
-  const env = workerEnv(plan, index, sockFd);
-  const inherit = sockFd === null ? plan.listenerFds : [...plan.listenerFds, sockFd];
+  const layout = fdLayout(plan.listenerFds, sockFd, plan.listenFds);
+  const env = workerEnv(plan, index, layout);
   let file: string;
   let argv: string[];
-  if (plan.killChildrenOnExit) {
+  if (plan.killChildrenOnExit || plan.listenFds) {
     file = plan.selfCommand[0]!;
-    argv = [...plan.selfCommand, "_exec", "--pdeathsig", "SIGUSR2", "--parent", String(getpid()), "--", ...plan.program];
+    argv = [...plan.selfCommand, "_exec"];
+    if (plan.killChildrenOnExit) argv.push("--pdeathsig", "SIGUSR2", "--parent", String(getpid()));
+    if (plan.listenFds) argv.push("--listen-pid");
+    argv.push("--", ...plan.program);
   } else {
     file = plan.program[0]!;
     argv = plan.program;
   }
-  const pid = spawn(file, argv, env, { inheritFds: inherit, searchPath: !plan.killChildrenOnExit, newProcessGroup: true });
+  const pid = spawn(file, argv, env, {
+    inheritFds: layout.inherit,
+    dup2: layout.dup2,
+    close: layout.close,
+    searchPath: file === plan.program[0],
+    newProcessGroup: true,
+  });
   if (plan.workerNice !== null) setpriority(pid, plan.workerNice);
   return pid;
 }
