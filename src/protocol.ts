@@ -16,9 +16,17 @@ export const ENV = {
   LISTEN_FDNAMES: "LISTEN_FDNAMES",
 } as const;
 
-/** Every variable einhorn sets for a worker; the master strips these from what it passes through. */
+/**
+ * The variables einhorn sets for a worker. The master strips exactly these
+ * from the environment it passes through (a master run inside another
+ * einhorn's worker must not leak the outer one's values); any other
+ * EINHORN_-prefixed variable is the operator's and passes through.
+ */
 export function isEinhornWorkerVar(name: string): boolean {
-  return name.startsWith("EINHORN_");
+  return (
+    name === ENV.FD_COUNT || name === ENV.SOCK_PATH || name === ENV.SOCK_FD || name === ENV.MASTER_PID ||
+    name === ENV.CHILD_INDEX || (name.startsWith(ENV.FD_PREFIX) && /^\d+$/.test(name.slice(ENV.FD_PREFIX.length)))
+  );
 }
 
 export const COMMANDS = {
