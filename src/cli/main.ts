@@ -29,6 +29,33 @@ export function masterUsage(): string {
   ].join("\n");
 }
 
+/**
+ * A master's runtime threads must start with the signals it handles blocked
+ * (they inherit the main thread's mask when the runtime creates them), so that
+ * only the main thread ever takes those signals. A fresh start does not have
+ * that mask yet: block the signals and exec this same command once. The mask
+ * is the marker, so this happens at most once; re-executed masters inherit it.
+ */
+function bootstrapSignalMask(argv: string[]): void {
+  // Imported lazily so that `einhorn --version` and `einhorn sh` never load libc.
+  const { blockSignals, execve, signalsBlocked } = require("../../ffi/process") as typeof import("../../ffi/process");
+  const { handledSignalNumbers } = require("../master/master") as typeof import("../master/master");
+  const sigs = handledSignalNumbers();
+  if (signalsBlocked(sigs)) return;
+  // Sockets passed by systemd must survive this exec; the runtime marked
+  // every inherited descriptor from 4 up close-on-exec when it started.
+  const { keepSystemdSocketsAcrossExec } = require("../master/systemd") as typeof import("../master/systemd");
+  keepSystemdSocketsAcrossExec(process.env, process.pid);
+  blockSignals(sigs);
+  const self = selfCommand();
+  try {
+    execve(self[0]!, [...self, ...argv], Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`));
+  } catch (e) {
+    // Carry on in this image: signals may then be lost during the first re-exec only.
+    process.stderr.write(`einhorn: warning: could not re-execute to set the signal mask: ${(e as Error).message}\n`);
+  }
+}
+
 function fail(message: string, code: number): never {
   process.stderr.write(`einhorn: ${message}\n`);
   process.exit(code);
@@ -40,12 +67,17 @@ export async function main(argv: string[]): Promise<void> {
     const { runExecHelper } = await import("./exec-helper");
     runExecHelper(argv.slice(1));
   }
+  if (first === "_preload") {
+    const { runPreload } = await import("./preload");
+    await runPreload(argv.slice(1));
+    return;
+  }
   if (first === "sh") {
     const { runShell } = await import("./shell");
     process.exit(await runShell(argv.slice(1)));
   }
 
-  let config;
+  let config: import("./master-options").MasterConfig;
   try {
     config = parseMasterArgs(argv);
   } catch (e) {
@@ -61,7 +93,13 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   }
   if (config.upgradeCheck) {
-    // The preflight of an upgrade: this binary starts, and says which handed-over state it reads.
+    // The preflight of an upgrade: this binary starts, can load the preload
+    // module (if any), and says which handed-over state it reads.
+    if (config.preload) {
+      const { checkPreload } = await import("./preload");
+      const why = await checkPreload(config.preload);
+      if (why) fail(`preload ${config.preload}: ${why}`, 1);
+    }
     const { HANDOFF_SCHEMA } = await import("../master/handoff");
     const { STATE_SCHEMA } = await import("../core/state");
     process.stdout.write(`${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
@@ -81,17 +119,33 @@ export async function main(argv: string[]): Promise<void> {
     await master.resume(doc);
     return;
   }
-  if (config.preload) fail("-p/--preload is not available yet in this version (it lands with the worker-side work); nothing was started", 2);
-  if (config.program.length === 0) {
+  if (config.preload) {
+    // Checked in a throwaway process (module side effects stay out of the
+    // master) before anything is bound or spawned. The master's own fds are
+    // not yet anything a child could inherit, and nothing reaps yet, so
+    // Bun.spawnSync is safe here.
+    const { resolve } = await import("node:path");
+    const { existsSync } = await import("node:fs");
+    const abs = resolve(config.preload);
+    if (!existsSync(abs)) fail(`-p/--preload: no such file: ${config.preload}`, 2);
+    const r = Bun.spawnSync([...selfCommand(), "_preload", "--check", abs], { stdout: "ignore", stderr: "pipe", env: process.env });
+    if (r.exitCode !== 0) fail(r.stderr.toString().trim().replace(/^einhorn: /, "") || `preload ${config.preload} failed to load`, 1);
+    config = { ...config, preload: abs };
+  } else if (config.program.length === 0) {
     process.stderr.write(`${masterUsage()}\n`);
     fail("no PROGRAM given: einhorn [options] [--] PROGRAM [ARGS...]", 2);
   }
 
   const { resolveProgram } = await import("../master/spawner");
   const { Master } = await import("../master/master");
+  bootstrapSignalMask(argv);
   try {
-    resolveProgram(config.program[0]!);
-    const master = new Master({ config, selfCommand: selfCommand(), env: { ...process.env } });
+    if (!config.preload) resolveProgram(config.program[0]!);
+    const { takeSystemdSockets } = await import("../master/systemd");
+    const { getpid } = await import("../../ffi/process");
+    // Sockets from systemd socket activation; the LISTEN_* variables are consumed here.
+    const systemd = takeSystemdSockets(process.env, getpid());
+    const master = new Master({ config, selfCommand: selfCommand(), env: { ...process.env }, systemd });
     await master.start();
   } catch (e) {
     if (e instanceof StartError) fail(e.message, e.exitCode);

@@ -29,7 +29,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "kill-children-on-exit", short: "k", description: "Workers get SIGUSR2 when the master dies, even by SIGKILL" },
   { long: "ack-mode", short: "m", value: "MODE", description: "'manual', or seconds a worker must live to count as up (timer; default 1)" },
   { long: "number", short: "n", value: "N", description: "Number of workers (default 1)" },
-  { long: "preload", short: "p", value: "PATH", description: "Preload a Bun/TypeScript module exporting einhorn_main and run workers from it" },
+  { long: "preload", short: "p", value: "PATH", description: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv)" },
   { long: "quiet", short: "q", description: "Quieter logs (repeatable)" },
   { long: "verbose", short: "v", description: "Louder logs (repeatable)" },
   { long: "seconds", short: "s", value: "N", description: "Base respawn interval in seconds (default 1, > 0)" },
@@ -42,6 +42,8 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "reexec-as", value: "CMDLINE", description: "Command line used instead of this binary when the master re-executes itself" },
   { long: "nice", value: "MASTER[:WORKER[:RENICE_CMD]]", description: "Nice levels for the master and workers" },
   { long: "log-format", value: "FORMAT", description: "'text' (default) or 'json' (one object per line)" },
+  { long: "listen-fds", description: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" },
+  { long: "subreaper", description: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" },
   { long: "with-state-fd", value: "FD", hidden: true, description: "Internal: continue a master whose state is readable on FD" },
   { long: "upgrade-check", hidden: true, description: "Internal: exit 0 if this binary can start" },
   { long: "version", description: "Print the version and exit" },
@@ -72,6 +74,8 @@ export interface MasterConfig {
   reexecAs: string | null;
   nice: { master: number | null; worker: number | null; reniceCmd: string | null };
   logFormat: "text" | "json";
+  listenFds: boolean;
+  subreaper: boolean;
   withStateFd: number | null;
   upgradeCheck: boolean;
   version: boolean;
@@ -239,6 +243,8 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     reexecAs: last(raw, "reexec-as") ?? null,
     nice,
     logFormat,
+    listenFds: has("listen-fds"),
+    subreaper: has("subreaper"),
     withStateFd: stateFd ?? null,
     upgradeCheck: has("upgrade-check"),
     version: has("version"),

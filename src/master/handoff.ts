@@ -40,6 +40,8 @@ export interface Handoff {
   signalMask: string;
   /** Version of the einhorn that first started, and of each image since. */
   history: Array<{ version: string; at: number }>;
+  /** Signals the old image received while preparing the exec; the new image acts on them. */
+  signals: string[];
 }
 
 /** Write the document into a fresh inheritable memfd; returns its descriptor. */
@@ -86,5 +88,6 @@ export function validateHandoff(doc: unknown): Handoff {
     reexecs: d.reexecs ?? 0,
     signalMask: d.signalMask ?? "",
     history: d.history ?? [],
+    signals: d.signals ?? [],
   };
 }

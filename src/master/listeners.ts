@@ -9,6 +9,7 @@ import { formatSockAddr, type SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
+import { selectSystemdSocket, type SystemdSockets } from "./systemd";
 
 export interface Listener {
   fd: number;
@@ -21,6 +22,7 @@ export interface Listener {
 
 async function resolve(spec: BindSpec): Promise<SockAddr> {
   const a = spec.address;
+  if (a.kind === "systemd") throw new Error("systemd sockets are not resolved");
   if (a.kind === "unix") return { family: "unix", path: a.path };
   if (a.v6) {
     if (isIP(a.host) !== 6) throw new StartError(`bad bind address '${spec.text}': '${a.host}' is not an IPv6 address`, 2);
@@ -70,7 +72,13 @@ export function bindUnix(fd: number, path: string, mode: number): void {
   chmodSync(path, mode);
 }
 
-export async function openListener(spec: BindSpec, backlog: number): Promise<Listener> {
+export async function openListener(spec: BindSpec, backlog: number, systemd: SystemdSockets | null = null): Promise<Listener> {
+  if (spec.address.kind === "systemd") {
+    // Already bound and listening (systemd did it); einhorn only sets the blocking mode asked for.
+    const fd = selectSystemdSocket(systemd, spec.address.select, spec.text);
+    sock.setNonblocking(fd, spec.nonblock);
+    return { fd, spec, bound: sock.getsockname(fd), unixPath: null };
+  }
   const addr = await resolve(spec);
   if (addr.family === "unix") clearStaleUnixSocket(addr.path, "bind path");
   const fd = sock.socket(addr.family);

@@ -4,8 +4,8 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, currentSignalMask, type ExitStatus, execve, getpid, kill, memfdCreate, setpriority, setSignalMask,
-  signalNumber, spawn, unblockAllSignals, waitpidNohang,
+  blockSignals, type ExitStatus, execve, getpid, kill, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setSignalMask,
+  signalNumber, spawn, unblockAllSignals, unblockSignals, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
@@ -17,13 +17,14 @@ import { EINHORN_VERSION, einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
 import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
 import { shellSplit } from "./shell-split";
+import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
 import { handleLine } from "./commands";
 import { StartError } from "./errors";
 import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
@@ -31,7 +32,8 @@ const SAFETY_REAP_MS = 5_000;
 /** How long the new binary's `--upgrade-check` may take before the upgrade is declared failed. */
 const PREFLIGHT_TIMEOUT_MS = 30_000;
 /** Signals the master handles; blocked across its own execve so none is lost. */
-const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
+export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
+export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
 
 type WaiterKind = "upgrade" | "reload";
 interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
@@ -41,6 +43,8 @@ export interface MasterOptions {
   selfCommand: string[];
   /** The environment the master was started with (restored on re-exec). */
   env: Record<string, string | undefined>;
+  /** Sockets passed by systemd socket activation, for `-b systemd:NAME`. */
+  systemd?: SystemdSockets | null;
 }
 
 /** Read and check the handoff document on `fd` (a master continuing after its own execve). */
@@ -72,6 +76,9 @@ export class Master {
   private reexecs = 0;
   private history: Array<{ version: string; at: number }> = [];
   private startEnv: Record<string, string> = {};
+  /** Set while the exec is being prepared: signals are then deferred to the next image. */
+  private execing = false;
+  private deferredSignals: string[] = [];
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
@@ -88,8 +95,13 @@ export class Master {
       this.lock = acquireLock(cfg.lockfile);
       writePidfile(cfg.pidfile);
       if (cfg.nice.master !== null) setpriority(0, cfg.nice.master);
+      if (cfg.subreaper || this.pid === 1) {
+        // Orphaned grandchildren of the workers are reparented to us and reaped like any child.
+        prctl(PR_SET_CHILD_SUBREAPER, 1);
+        this.log.debug(`Acting as child subreaper${this.pid === 1 ? " (running as PID 1)" : ""}`);
+      }
       for (const spec of cfg.binds) {
-        const l = await openListener(spec, cfg.backlog);
+        const l = await openListener(spec, cfg.backlog, this.opts.systemd ?? null);
         this.listeners.push(l);
         const asked = spec.address.kind === "tcp" && spec.address.port === 0 ? ` (port 0 asked; the kernel chose ${formatSockAddr(l.bound)})` : "";
         this.log.info(`Bound ${spec.text} on fd ${l.fd} as ${formatSockAddr(l.bound)}${asked}${spec.nonblock ? ", non-blocking" : ""}`);
@@ -112,7 +124,7 @@ export class Master {
       verbosity: cfg.verbosity,
     }, Date.now());
     this.boot();
-    this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.program.join(" ")}`);
+    this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
     this.dispatch({ type: "start" });
   }
 
@@ -126,6 +138,8 @@ export class Master {
     this.startEnv = doc.startEnv;
     this.history = [...doc.history, { version: einhornVersionLabel(), at: t0 }];
     this.reexecs = doc.reexecs;
+    // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
+    if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
     this.lock = adoptLock(doc.lock.fd, doc.lock.path);
     sock.setCloexec(doc.lock.fd, true);
     for (const l of doc.listeners) {
@@ -151,10 +165,17 @@ export class Master {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }
     }
+    for (const sig of doc.signals) {
+      this.log.info(`Acting on ${sig}, received during the re-exec`);
+      this.onSignal(sig);
+    }
     const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
     this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept`);
     this.reap();
-    if (doc.pending?.kind === "upgrade") {
+    if (doc.pending && this.state.stopping) {
+      this.notify(doc.pending.kind, `${doc.pending.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
+      this.dispatch({ type: "tick" });
+    } else if (doc.pending?.kind === "upgrade") {
       this.notify("upgrade", `Master re-executed as einhorn ${einhornVersionLabel()} (pid ${this.pid} kept, ${took} ms since the request); starting the new workers`, false);
       this.dispatch({ type: "upgrade", mode: doc.pending.mode });
     } else if (doc.pending?.kind === "reload") {
@@ -170,7 +191,10 @@ export class Master {
     const cfg = this.cfg;
     if (cfg.commandName) process.title = `einhorn: ${cfg.commandName}`;
     this.plan = {
-      program: cfg.program,
+      // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
+      program: cfg.preload ? [...this.opts.selfCommand, "_preload", cfg.preload, "--", ...cfg.program] : cfg.program,
+      listenFds: cfg.listenFds,
+      listenNames: this.listeners.map((l) => l.spec.name ?? "einhorn"),
       listenerFds: this.listeners.map((l) => l.fd),
       sockPath: cfg.socketPath,
       selfCommand: this.opts.selfCommand,
@@ -286,14 +310,12 @@ export class Master {
         return;
       }
       this.notify(kind, `Preflight passed (${result.detail}); re-executing the master`, false);
-      try {
-        this.reexec(kind === "upgrade" ? { kind, mode: mode!, requestedAt } : { kind: "reload", requestedAt });
-      } catch (e) {
+      this.reexec(kind === "upgrade" ? { kind, mode: mode!, requestedAt } : { kind: "reload", requestedAt }, (e) => {
         this.preparing = null;
-        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: could not re-execute the master: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
+        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: could not re-execute the master: ${e.message}. Nothing was changed; the current workers keep serving.`;
         this.log.error(message);
         this.notify(kind, message, true, true);
-      }
+      });
     });
   }
 
@@ -306,7 +328,8 @@ export class Master {
     try {
       const file = resolveProgram(cmd[0]!, env.PATH);
       out = memfdCreate("einhorn-preflight", true);
-      pid = spawn(file, [...cmd, "--upgrade-check"], Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
+      const check = [...cmd, "--upgrade-check", ...(this.cfg.preload ? ["--preload", this.cfg.preload] : [])];
+      pid = spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
     } catch (e) {
       setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
       return;
@@ -344,8 +367,53 @@ export class Master {
     });
   }
 
-  /** Hand everything to the next image of this master and execve it. Returns only by throwing. */
-  private reexec(pending: NonNullable<Handoff["pending"]>): void {
+  /**
+   * Hand everything to the next image of this master and execve it; `failed`
+   * is called (in the old image, everything restored) if the exec fails.
+   *
+   * Signals: the handled ones are blocked on the main thread (the new image
+   * inherits that mask and lets them in once its handlers exist), but Bun's
+   * other threads may still catch one, and Bun then dispatches it to JS on a
+   * later event-loop turn, which an execve would discard. So the exec waits
+   * one turn: a signal caught before the block reaches onSignal, which defers
+   * it into the handoff for the next image. What remains unprotected is the
+   * moment between that turn and the execve itself (writing the handoff).
+   */
+  private reexec(pending: NonNullable<Handoff["pending"]>, failed: (e: Error) => void): void {
+    this.execing = true;
+    this.deferredSignals = [];
+    const oldMask = blockSignals(handledSignalNumbers());
+    setTimeout(() => {
+      try {
+        this.execNow(pending, oldMask);
+      } catch (e) {
+        this.execing = false;
+        setSignalMask(oldMask);
+        const replay = this.deferredSignals.splice(0);
+        failed(e as Error);
+        for (const sig of replay) this.onSignal(sig);
+      }
+    }, 2);
+  }
+
+  /** Threads of this process, other than the main one, that could take a handled signal (should be none). */
+  static signalTakingThreads(): string[] {
+    const bits = handledSignalNumbers().reduce((m, n) => m | (1n << BigInt(n - 1)), 0n);
+    const found: string[] = [];
+    for (const tid of readdirSync("/proc/self/task")) {
+      if (tid === String(process.pid)) continue;
+      try {
+        const status = readFileSync(`/proc/self/task/${tid}/status`, "latin1");
+        const blk = BigInt(`0x${/^SigBlk:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0"}`);
+        if ((blk & bits) !== bits) found.push(`${tid} (${/^Name:\s*(.*)$/m.exec(status)?.[1] ?? "?"})`);
+      } catch { /* thread ended */ }
+    }
+    return found;
+  }
+
+  private execNow(pending: NonNullable<Handoff["pending"]>, oldMask: Uint8Array): void {
+    const takers = Master.signalTakingThreads();
+    if (takers.length) this.log.warn(`Threads that could take a signal during the re-exec (it would be lost): ${takers.join(", ")}`);
     const cmd = this.reexecCommand();
     const env = this.restoredEnv();
     const file = resolveProgram(cmd[0]!, env.PATH);
@@ -367,13 +435,13 @@ export class Master {
       }),
       pending,
       reexecs: this.reexecs + 1,
-      signalMask: Buffer.from(currentSignalMask()).toString("hex"),
+      signalMask: Buffer.from(oldMask).toString("hex"),
       history: this.history,
+      signals: this.deferredSignals,
     };
     const stateFd = writeHandoff(doc);
     const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd)];
     for (const fd of keep) sock.setCloexec(fd, false);
-    const oldMask = blockSignals(HANDLED_SIGNALS.map((n) => signalNumber(n)!));
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
     this.log.info(`Re-executing: ${argv.join(" ")}`);
     try {
@@ -382,12 +450,27 @@ export class Master {
       // Still the old image: put every descriptor and the signal mask back as they were.
       for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
       try { sock.close(stateFd); } catch { /* already closed */ }
-      setSignalMask(oldMask);
       throw e;
     }
   }
 
+  /**
+   * Install the handlers, then let the handled signals in on the main thread.
+   * A master always starts with them blocked (see bootstrapSignalMask in
+   * cli/main.ts, and the re-exec), so Bun's own threads, which inherited that
+   * mask, never take them: only the main thread does, and blocking it before
+   * an execve leaves a signal pending across the exec instead of lost.
+   */
   private installSignals(): void {
+    this.installHandlers();
+    // JSC creates its GC helper threads lazily, from the main thread, at the
+    // first collection: force one now, while the main thread still blocks the
+    // handled signals, so those threads inherit the block like the others.
+    Bun.gc(true);
+    unblockSignals(handledSignalNumbers());
+  }
+
+  private installHandlers(): void {
     process.on("SIGCHLD", () => this.reap());
     process.on("SIGINT", () => this.onSignal("SIGINT"));
     process.on("SIGUSR2", () => this.onSignal("SIGUSR2"));
@@ -398,6 +481,11 @@ export class Master {
   }
 
   private onSignal(sig: string): void {
+    if (this.execing) {
+      this.log.info(`Received ${sig} while re-executing; the next image will act on it`);
+      this.deferredSignals.push(sig);
+      return;
+    }
     this.log.info(`Received ${sig}`);
     switch (sig) {
       case "SIGINT":
