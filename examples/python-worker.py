@@ -1,20 +1,34 @@
 #!/usr/bin/env python3
 """An HTTP worker in plain Python (standard library only) for einhorn.
 
-    einhorn -n 3 -m manual -b 127.0.0.1:8080 -- python3 examples/python-worker.py
+    einhorn -n 3 -m manual -b 127.0.0.1:8080,n -- python3 examples/python-worker.py
 
 It serves on the socket einhorn passes in EINHORN_FD_0, ACKs with the raw JSON
 line every Einhorn worker library sends, and on SIGUSR2 stops accepting,
 finishes what it is serving (answering with `Connection: close`) and exits.
 """
-import json, os, signal, socket, sys, threading
+import json, os, signal, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-draining = threading.Event()
+class Draining:
+    """Set once from the SIGUSR2 handler; read by request threads and the main loop."""
+    flag = False
+
+    def set_flag(self):
+        self.flag = True
+
+    def is_set(self):
+        return self.flag
+
+
+draining = Draining()
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # An idle keep-alive connection is closed after this many seconds; without
+    # it a client that keeps one open would hold a draining worker forever.
+    timeout = 2
 
     def do_GET(self):
         body = ("Hello from python worker %d (index %s)\n" % (os.getpid(), os.environ.get("EINHORN_CHILD_INDEX", "-"))).encode()
@@ -48,18 +62,31 @@ def main():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler, bind_and_activate=False)
     server.socket.close()
     server.socket = socket.socket(fileno=int(os.environ["EINHORN_FD_0"]))
+    # socketserver waits in select() and then accepts. The listening socket is
+    # shared by every worker, so another worker may take the connection in
+    # between: a blocking accept() would then hang until the next one comes,
+    # and a draining worker would never stop. Non-blocking, that accept just
+    # fails with EAGAIN. This is what einhorn's `,n` bind flag is for; set it
+    # here too in case the master was started without it.
+    server.socket.setblocking(False)
     server.daemon_threads = False  # finish in-flight requests before exiting
     server.block_on_close = True
 
+    # The signal handler only flips a flag: starting a thread (or taking any
+    # lock) inside a Python signal handler can deadlock when the signal lands
+    # while the main thread holds that lock, e.g. inside Thread.start().
     def on_usr2(signum, frame):
-        draining.set()
-        # shutdown() waits for serve_forever to return, so call it from another thread.
-        threading.Thread(target=server.shutdown).start()
+        draining.set_flag()
 
     signal.signal(signal.SIGUSR2, on_usr2)
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    serving.start()
     ack()
-    server.serve_forever(poll_interval=0.1)
-    server.server_close()  # joins the request threads
+    while not draining.flag:
+        time.sleep(0.1)
+    server.shutdown()       # stop accepting; the kernel queue belongs to the other workers
+    server.server_close()   # joins the request threads: in-flight requests finish
+    serving.join()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 // the kernel, and a leak check. Every process a master starts inherits
 // EINHORN_TEST_TAG; after a test, any live process carrying this test's tag
 // is a leak: it is killed and the test fails.
-import { afterEach, expect } from "bun:test";
+import { expect } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -87,6 +87,10 @@ export interface StartOptions {
   dir?: string;
   /** Run this binary instead of BIN (e.g. a copy the test replaces on disk). */
   bin?: string;
+  /** Start the binary through this command (the binary and its arguments follow it). */
+  wrap?: string[];
+  /** Descriptors the master inherits at 3, 4, ... (as systemd passes sockets). */
+  extraFds?: number[];
 }
 
 export function startMaster(args: string[], opts: StartOptions = {}): Master {
@@ -94,13 +98,11 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
   const tag = `t${process.pid}-${++counter}-${Date.now()}`;
   tagsInUse.add(tag);
   let out = "";
-  const proc = Bun.spawn([opts.bin ?? BIN, ...args], {
+  const proc = Bun.spawn([...(opts.wrap ?? []), opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? dir,
     env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+    stdio: ["ignore", "pipe", "pipe", ...(opts.extraFds ?? [])],
+  }) as unknown as Subprocess<"ignore", "pipe", "pipe">;
   let code: number | null = null;
   const pump = async (s: ReadableStream<Uint8Array>) => {
     const dec = new TextDecoder();
@@ -232,7 +234,13 @@ export async function fetchLine(port: number | string, host = "127.0.0.1"): Prom
   });
 }
 
-afterEach(async () => {
+/**
+ * Run this test's cleanups, then fail it if any process it started is still
+ * alive. Registered for every test file by test/setup.ts (bunfig preload): a
+ * hook registered here would only apply to the first file that imports this
+ * module, since a module is evaluated once per `bun test` process.
+ */
+export async function cleanupAndCheckLeaks(): Promise<void> {
   for (const fn of cleanups.splice(0).reverse()) {
     try { await fn(); } catch { /* keep cleaning */ }
   }
@@ -247,4 +255,4 @@ afterEach(async () => {
   }
   tagsInUse.clear();
   expect(leaked, "processes left running by this test").toEqual([]);
-});
+}

@@ -15,10 +15,9 @@ import {
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
-// The harness's afterEach (cleanups and leak check) is registered once per bun
-// process, in the scope of the first test file that imports the harness; in a
-// run of several files it may never run for this one. So this file stops its
-// own masters, closes its clients and removes its directories as well.
+// This file also tracks its own masters, clients and directories and closes
+// them after each test (before the harness's global cleanup and leak check,
+// test/setup.ts), so a hostile-client test never leaves sockets half-open.
 const ours = { masters: [] as Master[], clients: [] as Array<{ destroy(): void }>, dirs: [] as string[] };
 
 function start(args: string[], opts?: StartOptions): Master {

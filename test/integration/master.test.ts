@@ -370,9 +370,14 @@ describe("bad input gets one clear line and a documented exit code", () => {
     expect(h.stdout).toContain("--max-unacked N");
   });
 
-  test("options not available yet say so instead of doing nothing", async () => {
-    const r = await runBinary(["-p", "./app.ts", "--", "true"]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain("not available yet");
+  test("an operator's own EINHORN_-prefixed variables pass through to workers; einhorn's own are replaced", async () => {
+    const rep = tempDir();
+    const m = startMaster(["-m", "0", "--", ...PY, "--report", rep], { env: { EINHORN_APP_MODE: "blue", EINHORN_CHILD_INDEX: "99", EINHORN_FD_7: "7" } });
+    const s = await waitFor("a worker", async () => ((await stateJson(m.sockPath)).workers.length === 1 ? stateJson(m.sockPath) : null));
+    const r = await waitFor("report", () => existsSync(join(rep, `${s.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s.workers[0].pid}.json`), "utf8")));
+    expect(r.env.EINHORN_APP_MODE).toBe("blue");
+    expect(r.env.EINHORN_CHILD_INDEX).toBe("0");
+    expect(r.env.EINHORN_FD_7).toBeUndefined();
+    expect(await stopMaster(m)).toBe(0);
   });
 });

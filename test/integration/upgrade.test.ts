@@ -177,12 +177,37 @@ describe("re-exec details", () => {
         break;
       }
     }
-    const code = await m.exited;
+    const code = await Promise.race([m.exited, sleep(10_000).then(() => null)]);
+    if (code === null) console.log(`master did not exit after TERM:\n${m.output()}`);
     expect(code).toBe(0);
     await shell.exited;
     expect(m.output()).toMatch(new RegExp(`Worker ${victim.pid} \\(index ${victim.index}\\) killed by SIGKILL`));
     expect(m.output()).toContain("Received SIGTERM");
     await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+  });
+
+  test("only the master's main thread ever takes the signals it handles, fresh and after a re-exec", async () => {
+    // What makes a signal survive the re-exec: every other thread blocks them,
+    // so blocking the main thread before execve leaves them pending, not lost.
+    const handled = ["HUP", "INT", "QUIT", "USR2", "TERM", "CHLD"].map((n) => ({ HUP: 1, INT: 2, QUIT: 3, USR2: 12, TERM: 15, CHLD: 17 } as Record<string, number>)[n]!);
+    const bits = handled.reduce((m, n) => m | (1n << BigInt(n - 1)), 0n);
+    const takers = (pid: number) => readdirSync(`/proc/${pid}/task`).filter((t) => {
+      if (t === String(pid)) return false;
+      try {
+        const blk = BigInt(`0x${/^SigBlk:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/task/${t}/status`, "latin1"))![1]}`);
+        return (blk & bits) !== bits;
+      } catch { return false; }
+    });
+    const m = startMaster(["-n", "2", "-m", "0", "--", ...PY]);
+    await serving(m.sockPath, 2);
+    for (let i = 0; i < 20; i++) await stateJson(m.sockPath); // some work, some garbage
+    expect(readdirSync(`/proc/${m.pid}/task`).length).toBeGreaterThan(1);
+    expect(takers(m.pid)).toEqual([]);
+    expect((await sh(m.sockPath, "reload")).code).toBe(0);
+    for (let i = 0; i < 20; i++) await stateJson(m.sockPath);
+    expect(takers(m.pid)).toEqual([]);
+    expect(m.output()).not.toContain("could take a signal");
+    expect(await stopMaster(m)).toBe(0);
   });
 
   test("a master started with --with-state-fd on a bad descriptor refuses clearly", async () => {
