@@ -241,3 +241,12 @@ export function signalsBlocked(signals: number[]): boolean {
   const mask = currentSignalMask();
   return signals.every((s) => sym.sigismember(ptr(mask), s) === 1);
 }
+
+/**
+ * The name ps -e, top and pgrep show (/proc/PID/comm) for the calling thread;
+ * the kernel keeps the first 15 bytes.
+ */
+export function setProcessName(name: string): void {
+  const buf = cstr(name);
+  check(sym.prctl(PR_SET_NAME, BigInt(ptr(buf)), 0n, 0n, 0n), "prctl", "PR_SET_NAME");
+}

@@ -4,7 +4,7 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, type ExitStatus, execve, getpid, kill, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setSignalMask,
+  blockSignals, type ExitStatus, execve, getpid, kill, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
   signalNumber, spawn, unblockAllSignals, unblockSignals, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
@@ -189,7 +189,12 @@ export class Master {
   /** What a fresh start and a resumed image share once sockets and state are in place. */
   private boot(): void {
     const cfg = this.cfg;
-    if (cfg.commandName) process.title = `einhorn: ${cfg.commandName}`;
+    if (cfg.commandName) {
+      // Einhorn shows "einhorn: NAME" in ps. The kernel's process name is what
+      // ps -e, top and pgrep show; it holds 15 bytes, so long names are cut.
+      process.title = `einhorn: ${cfg.commandName}`;
+      try { setProcessName(`einhorn: ${cfg.commandName}`); } catch { /* cosmetic */ }
+    }
     this.plan = {
       // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
       program: cfg.preload ? [...this.opts.selfCommand, "_preload", cfg.preload, "--", ...cfg.program] : cfg.program,

@@ -277,6 +277,17 @@ describe("files and logs", () => {
     expect(existsSync(join(dir, "p"))).toBe(false);
   });
 
+  test("-c NAME is the process name ps shows; --nice sets master and worker priorities", async () => {
+    const dir = tempDir();
+    const m = startMaster(["-c", "web", "--nice", "5:10", "-m", "0", "--", "sleep", "1000"], { dir });
+    const s = await workersUp(join(dir, "einhorn-web.sock"), 1);
+    expect(readFileSync(`/proc/${m.pid}/comm`, "utf8").trim()).toBe("einhorn: web");
+    const nice = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
+    expect(nice(m.pid)).toBe(5);
+    expect(nice(s.workers[0].pid)).toBe(10);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
   test("--log-format json writes one JSON object per line", async () => {
     const m = startMaster(["--log-format", "json", "-m", "0", "--", ...PY]);
     await workersUp(m.sockPath, 1);
