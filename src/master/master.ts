@@ -418,7 +418,11 @@ export class Master {
 
   private execNow(pending: NonNullable<Handoff["pending"]>, oldMask: Uint8Array): void {
     const takers = Master.signalTakingThreads();
-    if (takers.length) this.log.warn(`Threads that could take a signal during the re-exec (it would be lost): ${takers.join(", ")}`);
+    // The runtime may have started threads since start-up (JSC's JIT workers
+    // appear when code gets hot) that do not block the handled signals; a
+    // signal one of them takes between here and the execve is lost. Rare (the
+    // window is the handoff write), but say so in the debug log.
+    if (takers.length) this.log.debug(`Threads that could take a signal during the re-exec: ${takers.join(", ")}`);
     const cmd = this.reexecCommand();
     const env = this.restoredEnv();
     const file = resolveProgram(cmd[0]!, env.PATH);
