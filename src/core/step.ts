@@ -13,7 +13,8 @@ export type UpgradeMode = "smooth" | "fleet";
 export type Event =
   | { type: "start" }
   | { type: "tick" }
-  | { type: "spawned"; spawnId: number; pid: number }
+  /** `at`: when the process was started (the shell may report it a little later); default: now. */
+  | { type: "spawned"; spawnId: number; pid: number; at?: number }
   | { type: "spawn-failed"; spawnId: number; reason: string }
   | { type: "exited"; pid: number; code: number | null; signal: string | null }
   | { type: "ack"; pid: number }
@@ -281,7 +282,7 @@ class Step {
         const i = s.pending.findIndex((p) => p.spawnId === e.spawnId);
         if (i < 0) { this.log("error", `Spawn ${e.spawnId} reported twice (pid ${e.pid})`); break; }
         const [p] = s.pending.splice(i, 1);
-        const w: Worker = { pid: e.pid, index: p!.index, version: p!.version, spawnedAt: this.now, ackedAt: null, signals: [], lastPing: null };
+        const w: Worker = { pid: e.pid, index: p!.index, version: p!.version, spawnedAt: e.at ?? this.now, ackedAt: null, signals: [], lastPing: null };
         s.workers.push(w);
         this.log("info", `===> Launched ${e.pid} (index ${w.index}, version ${w.version})`);
         if (s.stopping) this.signal(w, s.stopping.signal);

@@ -584,7 +584,7 @@ export class Master {
           try { sock.close(masterEnd); } catch { /* gone */ }
         });
       }
-      this.queue.push({ type: "spawned", spawnId, pid });
+      this.queue.push({ type: "spawned", spawnId, pid, at: Date.now() });
     } catch (e) {
       if (pair) for (const fd of pair) { try { sock.close(fd); } catch { /* already closed */ } }
       this.queue.push({ type: "spawn-failed", spawnId, reason: (e as Error).message });

@@ -1326,3 +1326,16 @@ describe("open questions", () => {
     expect(sim.state.workers.every((w) => w.version === 1)).toBe(true);
   });
 });
+
+describe("spawn time", () => {
+  test("a worker's spawnedAt is when the shell started it, when reported, not when the event was handled", async () => {
+    const { step } = await import("../../src/core/step");
+    const { initialState, DEFAULT_SETTINGS } = await import("../../src/core/state");
+    let s = initialState({ ...DEFAULT_SETTINGS, number: 1, ackMode: { kind: "manual" } }, 0);
+    const r = step(s, { type: "start" }, 1000);
+    s = r.state;
+    const spawn = r.effects.find((e) => e.type === "spawn") as { spawnId: number };
+    s = step(s, { type: "spawned", spawnId: spawn.spawnId, pid: 42, at: 1001 }, 1050).state;
+    expect(s.workers[0]!.spawnedAt).toBe(1001);
+  });
+});
