@@ -102,6 +102,22 @@ describe("serving", () => {
     expect(existsSync(unixPath)).toBe(false);
   });
 
+  test("-l sets the listen backlog (default 100)", async () => {
+    const m = startMaster(["-l", "7", "-b", "127.0.0.1:0", "-b", "127.0.0.1:0,r", "-l", "7", "-m", "0", "--", "sleep", "1000"]);
+    const s = await workersUp(m.sockPath, 1);
+    const backlog = (port: number) => {
+      const out = Bun.spawnSync(["ss", "-ltnH", `sport = :${port}`]).stdout.toString().trim().split(/\s+/);
+      return Number(out[2]); // State Recv-Q Send-Q: for a listener, Send-Q is the backlog
+    };
+    expect(backlog(s.listeners[0].port)).toBe(7);
+    expect(backlog(s.listeners[1].port)).toBe(7);
+    expect(await stopMaster(m)).toBe(0);
+    const d = startMaster(["-b", "127.0.0.1:0", "-m", "0", "--", "sleep", "1000"]);
+    const t = await workersUp(d.sockPath, 1);
+    expect(backlog(t.listeners[0].port)).toBe(100);
+    expect(await stopMaster(d)).toBe(0);
+  });
+
   test("a stale UNIX socket file is replaced; a regular file at the path is refused", async () => {
     const dir = tempDir();
     const stale = join(dir, "stale.sock");
