@@ -22,6 +22,8 @@ export interface LoadOptions {
   seriesIntervalMs?: number;
   /** Pause after a failed connect before the next attempt, so a refusing port cannot make the loop spin. Default 10. */
   reconnectPauseMs?: number;
+  /** Built-in only: called for every counted outcome (ms since the load began at its end, its latency, ok, error kind). */
+  onSample?: (tMs: number, latencyMs: number, ok: boolean, kind: string | null) => void;
   /** wrk only: threads. Default 2. */
   threads?: number;
 }
@@ -313,6 +315,7 @@ export async function runBuiltinLoad(opts: LoadOptions): Promise<LoadResult> {
 
   const record = (o: Outcome, t0: number, t1: number) => {
     if (t1 > end) return; // finished after the window: not counted, as wrk does
+    opts.onSample?.(t1 - start, t1 - t0, o.ok, o.ok ? null : o.kind);
     if (o.ok) {
       successes++;
       latencies.push(t1 - t0);
