@@ -20,6 +20,9 @@ import { commandRoundtrip } from "./command-roundtrip";
 import { dataPath } from "./data-path";
 import { masterCpu } from "./master-cpu";
 import { masterMemory } from "./master-memory";
+import { preloadSpawn } from "./preload-spawn";
+import { rolloutTime } from "./rollout-time";
+import { upgradeUnderLoad } from "./upgrade-under-load";
 import { spawnLatency } from "./spawn-latency";
 import { startup } from "./startup";
 
@@ -43,6 +46,9 @@ const REGISTRY: Benchmark[] = [
   // measures; startMaster/pollState/command in harness.ts drive the master,
   // and runBuiltinLoad in load.ts gives load with a per-100 ms series of
   // successes and errors by kind.
+  rolloutTime,
+  upgradeUnderLoad,
+  preloadSpawn,
 ];
 
 interface Args { names: string[]; quick: boolean; runs: number | null; out: string | null; load: string | null; list: boolean; help: boolean }
