@@ -24,7 +24,7 @@ import { StartError } from "./errors";
 import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
@@ -37,6 +37,20 @@ export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => s
 
 type WaiterKind = "upgrade" | "reload";
 interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
+
+/** Everything in a file descriptor from offset 0 (pread), without opening anything. */
+function readWhole(fd: number): string {
+  const chunks: Buffer[] = [];
+  let pos = 0;
+  for (;;) {
+    const buf = Buffer.alloc(64 * 1024);
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n <= 0) break;
+    chunks.push(buf.subarray(0, n));
+    pos += n;
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -353,7 +367,9 @@ export class Master {
     }, PREFLIGHT_TIMEOUT_MS);
     this.sideChildren.set(pid, (status) => {
       let text = "";
-      try { text = readFileSync(`/proc/self/fd/${outFd}`, "utf8"); } catch { /* no output */ }
+      // Read through the descriptor already open: opening /proc/self/fd/N
+      // would need one more, which is exactly what is missing under EMFILE.
+      try { text = readWhole(outFd); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
       const tail = text.trim().split("\n").slice(-3).join(" | ");
       if (status.code !== 0) {
         const how = status.signal ? `was killed by ${status.signal}` : `exited with status ${status.code}`;
