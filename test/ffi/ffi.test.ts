@@ -1,0 +1,177 @@
+// The ffi/ layer against the real kernel: no master, no mocks.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SysError, errnoName, Errno } from "../../ffi/errno";
+import * as proc from "../../ffi/process";
+import { formatSockAddr, packSockAddr, unpackSockAddr, type SockAddr } from "../../ffi/sockaddr";
+import * as sock from "../../ffi/socket";
+
+function waitExit(pid: number, timeoutMs = 5000): proc.ExitStatus {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = proc.waitpidNohang(pid);
+    if (r) return r.status;
+    if (Date.now() > deadline) throw new Error(`pid ${pid} did not exit`);
+    Bun.sleepSync(5);
+  }
+}
+
+describe("sockaddr", () => {
+  const cases: Array<[SockAddr, string]> = [
+    [{ family: "inet", host: "127.0.0.1", port: 8080 }, "127.0.0.1:8080"],
+    [{ family: "inet6", host: "::1", port: 443, scopeId: 0 }, "[::1]:443"],
+    [{ family: "inet6", host: "2001:db8::1:0:0:1", port: 1, scopeId: 0 }, "[2001:db8::1:0:0:1]:1"],
+    [{ family: "inet6", host: "::", port: 0, scopeId: 0 }, "[::]:0"],
+    [{ family: "unix", path: "/run/app.sock" }, "unix:/run/app.sock"],
+  ];
+  for (const [addr, text] of cases) {
+    test(`pack/unpack round trip: ${text}`, () => {
+      const b = packSockAddr(addr);
+      expect(unpackSockAddr(b, b.length)).toEqual(addr);
+      expect(formatSockAddr(addr)).toBe(text);
+    });
+  }
+  test("an embedded IPv4 tail and a long UNIX path", () => {
+    const b = packSockAddr({ family: "inet6", host: "::ffff:10.1.2.3", port: 5 });
+    expect([...b.subarray(8, 24)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
+    expect(() => packSockAddr({ family: "unix", path: `/${"x".repeat(120)}` })).toThrow(/UNIX socket path is 121 bytes, the limit is 107/);
+  });
+});
+
+describe("sockets", () => {
+  test("bind, listen, getsockname with a kernel-chosen port; options and flags read back", () => {
+    const fd = sock.socket("inet");
+    try {
+      sock.setsockoptInt(fd, sock.SOL_SOCKET, sock.SO_REUSEADDR, 1);
+      expect(sock.getsockoptInt(fd, sock.SOL_SOCKET, sock.SO_REUSEADDR)).toBe(1);
+      sock.bind(fd, { family: "inet", host: "127.0.0.1", port: 0 });
+      sock.listen(fd, 10);
+      const a = sock.getsockname(fd) as { port: number };
+      expect(a.port).toBeGreaterThan(0);
+      expect(sock.describeSocket(fd)).toEqual({ family: "inet", listening: true, stream: true });
+      expect(sock.isNonblocking(fd)).toBe(false);
+      sock.setNonblocking(fd, true);
+      expect(sock.isNonblocking(fd)).toBe(true);
+      expect(sock.fcntl(fd, sock.F_GETFD) & sock.FD_CLOEXEC).toBe(sock.FD_CLOEXEC); // created close-on-exec
+      sock.setCloexec(fd, false);
+      expect(sock.fcntl(fd, sock.F_GETFD) & sock.FD_CLOEXEC).toBe(0);
+    } finally {
+      sock.close(fd);
+    }
+  });
+
+  test("errors carry syscall, errno, code and a readable message naming the address", () => {
+    const a = sock.socket("inet");
+    const b = sock.socket("inet");
+    try {
+      sock.bind(a, { family: "inet", host: "127.0.0.1", port: 0 });
+      sock.listen(a, 1);
+      const port = (sock.getsockname(a) as { port: number }).port;
+      let err: unknown;
+      try { sock.bind(b, { family: "inet", host: "127.0.0.1", port }); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(SysError);
+      const e = err as SysError;
+      expect([e.syscall, e.errno, e.code]).toEqual(["bind", Errno.EADDRINUSE!, "EADDRINUSE"]);
+      expect(e.message).toBe(`bind 127.0.0.1:${port}: EADDRINUSE (Address already in use)`);
+      expect(() => sock.bind(sock.socket("inet"), { family: "inet", host: "192.0.2.1", port: 80 })).toThrow(/^bind 192\.0\.2\.1:80: EADDRNOTAVAIL/);
+      expect(() => sock.close(987654)).toThrow(/^close 987654: EBADF \(Bad file descriptor\)$/);
+      expect(errnoName(99999)).toBe("E99999");
+    } finally {
+      sock.close(a);
+      sock.close(b);
+    }
+  });
+
+  test("socketpair peers report this process's credentials", () => {
+    const [x, y] = sock.socketpair();
+    try {
+      expect(sock.getPeerCred(x)).toEqual({ pid: process.pid, uid: proc.geteuid(), gid: expect.any(Number) });
+      expect(sock.describeSocket(y)).toEqual({ family: "unix", listening: false, stream: true });
+    } finally {
+      sock.close(x);
+      sock.close(y);
+    }
+  });
+});
+
+describe("processes", () => {
+  test("posix_spawn: exit codes and signals decode; only the named descriptors reach the child", () => {
+    const dir = mkdtempSync(join(tmpdir(), "einhorn-ffi-"));
+    const fd = sock.socket("inet");
+    try {
+      const pid = proc.spawn("/bin/sh", ["sh", "-c", `ls /proc/self/fd > ${dir}/fds; exit 7`], [], { inheritFds: [fd] });
+      expect(waitExit(pid)).toEqual({ code: 7, signal: null });
+      const fds = readFileSync(join(dir, "fds"), "utf8").trim().split("\n").map(Number);
+      expect(fds).toContain(fd);
+      expect(fds.filter((f) => f > 2 && f !== fd).length).toBeLessThanOrEqual(1); // ls's own directory fd
+      const killed = proc.spawn("/bin/sleep", ["sleep", "10"], []);
+      expect(proc.kill(killed, "SIGTERM")).toBe(true);
+      expect(waitExit(killed)).toEqual({ code: null, signal: "SIGTERM" });
+      expect(proc.kill(killed, "SIGTERM")).toBe(false); // reaped: ESRCH is "already gone", not an error
+    } finally {
+      sock.close(fd);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("posix_spawn: dup2 moves through temporaries; exec failures are synchronous errors", () => {
+    const dir = mkdtempSync(join(tmpdir(), "einhorn-ffi-"));
+    const a = sock.socket("inet");
+    try {
+      const pid = proc.spawn("/bin/sh", ["sh", "-c", `readlink /proc/self/fd/3 > ${dir}/three`], [], { dup2: [[a, 50], [50, 3]], close: [50] });
+      expect(waitExit(pid).code).toBe(0);
+      expect(readFileSync(join(dir, "three"), "utf8")).toMatch(/^socket:\[\d+\]\n$/);
+      expect(() => proc.spawn("/nonexistent/prog", ["x"], [])).toThrow(/^posix_spawn \/nonexistent\/prog: ENOENT/);
+      const f = join(dir, "noexec.sh");
+      writeFileSync(f, "#!/bin/sh\n");
+      chmodSync(f, 0o644);
+      expect(() => proc.spawn(f, [f], [])).toThrow(/: EACCES \(Permission denied\)$/);
+    } finally {
+      sock.close(a);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("signal masks: block, query, restore", () => {
+    const usr1 = proc.signalNumber("USR1")!;
+    expect(proc.signalNumber("SIGUSR1")).toBe(usr1);
+    expect(proc.signalName(usr1)).toBe("SIGUSR1");
+    expect(proc.signalsBlocked([usr1])).toBe(false);
+    const old = proc.blockSignals([usr1]);
+    try {
+      expect(proc.signalsBlocked([usr1])).toBe(true);
+    } finally {
+      proc.setSignalMask(old);
+    }
+    expect(proc.signalsBlocked([usr1])).toBe(false);
+  });
+
+  test("flock: a second open of a locked file cannot take the lock; memfd holds what is written", () => {
+    const dir = mkdtempSync(join(tmpdir(), "einhorn-ffi-"));
+    try {
+      const path = join(dir, "lock");
+      const a = proc.open(path, proc.O_RDWR | proc.O_CREAT | proc.O_CLOEXEC);
+      const b = proc.open(path, proc.O_RDWR | proc.O_CREAT | proc.O_CLOEXEC);
+      expect(proc.tryLockExclusive(a)).toBe(true);
+      expect(proc.tryLockExclusive(b)).toBe(false);
+      sock.close(a);
+      expect(proc.tryLockExclusive(b)).toBe(true);
+      sock.close(b);
+      const m = proc.memfdCreate("ffi-test", true);
+      const { writeSync, readSync } = require("node:fs") as typeof import("node:fs");
+      writeSync(m, Buffer.from("hello"), 0, 5, 0);
+      const buf = Buffer.alloc(5);
+      expect(readSync(m, buf, 0, 5, 0)).toBe(5);
+      expect(buf.toString()).toBe("hello");
+      sock.close(m);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("waitpid with nothing to wait for is ECHILD", () => {
+    expect(() => proc.waitpidNohang(999_999)).toThrow(/^waitpid: ECHILD/);
+  });
+});
