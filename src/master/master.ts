@@ -4,8 +4,8 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, type ExitStatus, execve, getpid, kill, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
-  signalNumber, spawn, unblockAllSignals, unblockSignals, waitpidNohang,
+  blockSignals, type ExitStatus, execve, getpid, kill, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
+  signalNumber, unblockAllSignals, unblockSignals, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
@@ -16,6 +16,7 @@ import { createLogger, type Logger } from "../logging";
 import { EINHORN_VERSION, einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
 import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
+import { type PreflightResult, runPreflight } from "./preflight";
 import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
@@ -24,33 +25,17 @@ import { StartError } from "./errors";
 import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
-import { readdirSync, readFileSync, readSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
-/** How long the new binary's `--upgrade-check` may take before the upgrade is declared failed. */
-const PREFLIGHT_TIMEOUT_MS = 30_000;
 /** Signals the master handles; blocked across its own execve so none is lost. */
 export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
 export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
 
 type WaiterKind = "upgrade" | "reload";
 interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
-
-/** Everything in a file descriptor from offset 0 (pread), without opening anything. */
-function readWhole(fd: number): string {
-  const chunks: Buffer[] = [];
-  let pos = 0;
-  for (;;) {
-    const buf = Buffer.alloc(64 * 1024);
-    const n = readSync(fd, buf, 0, buf.length, pos);
-    if (n <= 0) break;
-    chunks.push(buf.subarray(0, n));
-    pos += n;
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -338,54 +323,15 @@ export class Master {
     });
   }
 
-  /** Run `NEW --upgrade-check`; `done` gets ok with what the new binary reported, or the reason it failed. */
-  private preflight(done: (r: { ok: true; detail: string } | { ok: false; reason: string }) => void): void {
-    const cmd = this.reexecCommand();
-    const env = this.restoredEnv();
-    let out: number;
-    let pid: number;
-    try {
-      const file = resolveProgram(cmd[0]!, env.PATH);
-      out = memfdCreate("einhorn-preflight", true);
-      const check = [...cmd, "--upgrade-check", ...(this.cfg.preload ? ["--preload", this.cfg.preload] : [])];
-      pid = spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
-    } catch (e) {
-      setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
-      return;
-    }
-    const outFd = out;
-    const finish = (r: { ok: true; detail: string } | { ok: false; reason: string }) => {
-      clearTimeout(timer);
-      this.sideChildren.delete(pid);
-      try { sock.close(outFd); } catch { /* already closed */ }
-      // Leave the reaper's loop before acting (the re-exec must not run inside it).
-      setTimeout(() => done(r), 0);
-    };
-    const timer = setTimeout(() => {
-      kill(pid, "SIGKILL");
-      finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not finish within ${PREFLIGHT_TIMEOUT_MS / 1000}s` });
-    }, PREFLIGHT_TIMEOUT_MS);
-    this.sideChildren.set(pid, (status) => {
-      let text = "";
-      // Read through the descriptor already open: opening /proc/self/fd/N
-      // would need one more, which is exactly what is missing under EMFILE.
-      try { text = readWhole(outFd); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
-      const tail = text.trim().split("\n").slice(-3).join(" | ");
-      if (status.code !== 0) {
-        const how = status.signal ? `was killed by ${status.signal}` : `exited with status ${status.code}`;
-        finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' ${how}${tail ? `: ${tail}` : ""}` });
-        return;
-      }
-      let info: { einhorn?: string; handoffSchema?: number } = {};
-      try { info = JSON.parse(text.trim().split("\n").pop() ?? ""); } catch { /* checked below */ }
-      if (typeof info.handoffSchema !== "number") {
-        finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not report the state format it reads (is it einhorn?)${tail ? `: ${tail}` : ""}` });
-      } else if (info.handoffSchema < HANDOFF_SCHEMA) {
-        finish({ ok: false, reason: `the new einhorn (${info.einhorn}) reads handed-over state up to schema ${info.handoffSchema}, but this master writes schema ${HANDOFF_SCHEMA}` });
-      } else {
-        finish({ ok: true, detail: `new einhorn ${info.einhorn}` });
-      }
-    });
+  /** Run `NEW --upgrade-check` (see preflight.ts); `done` gets the verdict. */
+  private preflight(done: (r: PreflightResult) => void): void {
+    runPreflight({
+      cmd: this.reexecCommand(),
+      env: this.restoredEnv(),
+      preload: this.cfg.preload,
+      watchChild: (pid, onExit) => this.sideChildren.set(pid, onExit),
+      unwatchChild: (pid) => this.sideChildren.delete(pid),
+    }, done);
   }
 
   /**

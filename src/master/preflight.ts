@@ -1,0 +1,99 @@
+// The preflight of an upgrade or reload: run the next master image's command
+// with --upgrade-check (in the environment it will get) and judge what it
+// says, before the running master commits to an execve.
+import { readSync } from "node:fs";
+import { HANDOFF_SCHEMA } from "./handoff";
+import { type ExitStatus, kill, memfdCreate, spawn } from "../../ffi/process";
+import { close } from "../../ffi/socket";
+import { resolveProgram } from "./spawner";
+
+/** How long `--upgrade-check` may take before the upgrade is declared failed. */
+export const PREFLIGHT_TIMEOUT_MS = 30_000;
+
+export type PreflightResult = { ok: true; detail: string } | { ok: false; reason: string };
+
+export interface PreflightOptions {
+  /** The command that starts the next image (--reexec-as, or this binary). */
+  cmd: string[];
+  env: Record<string, string>;
+  /** A -p module the next image must be able to load. */
+  preload: string | null;
+  timeoutMs?: number;
+  /** Have the master's reaper call `onExit` when `pid` exits (it is not a worker). */
+  watchChild(pid: number, onExit: (status: ExitStatus) => void): void;
+  unwatchChild(pid: number): void;
+}
+
+/**
+ * What the preflight's exit status and output mean. It must exit 0 and end
+ * its output with the JSON line --upgrade-check prints, naming a handoff
+ * schema at least as new as the one this master writes.
+ */
+export function judgePreflight(cmd: string[], status: ExitStatus, output: string): PreflightResult {
+  const what = `preflight '${cmd.join(" ")} --upgrade-check'`;
+  const tail = output.trim().split("\n").slice(-3).join(" | ");
+  if (status.code !== 0) {
+    const how = status.signal ? `was killed by ${status.signal}` : `exited with status ${status.code}`;
+    return { ok: false, reason: `${what} ${how}${tail ? `: ${tail}` : ""}` };
+  }
+  let info: { einhorn?: string; handoffSchema?: number } = {};
+  try { info = JSON.parse(output.trim().split("\n").pop() ?? ""); } catch { /* judged below */ }
+  if (typeof info.handoffSchema !== "number") {
+    return { ok: false, reason: `${what} did not report the state format it reads (is it einhorn?)${tail ? `: ${tail}` : ""}` };
+  }
+  if (info.handoffSchema < HANDOFF_SCHEMA) {
+    return { ok: false, reason: `the new einhorn (${info.einhorn}) reads handed-over state up to schema ${info.handoffSchema}, but this master writes schema ${HANDOFF_SCHEMA}` };
+  }
+  return { ok: true, detail: `new einhorn ${info.einhorn}` };
+}
+
+/** Everything in a file descriptor from offset 0 (pread), without opening anything. */
+function readWhole(fd: number): string {
+  const chunks: Buffer[] = [];
+  let pos = 0;
+  for (;;) {
+    const buf = Buffer.alloc(64 * 1024);
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n <= 0) break;
+    chunks.push(buf.subarray(0, n));
+    pos += n;
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Start the preflight; `done` is called once, on a later event-loop turn, with the verdict. */
+export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): void {
+  const { cmd, env } = opts;
+  const timeoutMs = opts.timeoutMs ?? PREFLIGHT_TIMEOUT_MS;
+  let out: number;
+  let pid: number;
+  try {
+    const file = resolveProgram(cmd[0]!, env.PATH);
+    // Output goes to an in-memory file, read after the exit: a pipe could fill and stall the check.
+    out = memfdCreate("einhorn-preflight", true);
+    const check = [...cmd, "--upgrade-check", ...(opts.preload ? ["--preload", opts.preload] : [])];
+    pid = spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
+  } catch (e) {
+    setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
+    return;
+  }
+  const outFd = out;
+  const finish = (r: PreflightResult) => {
+    clearTimeout(timer);
+    opts.unwatchChild(pid);
+    try { close(outFd); } catch { /* already closed */ }
+    // Leave the reaper's loop before acting: the re-exec must not run inside it.
+    setTimeout(() => done(r), 0);
+  };
+  const timer = setTimeout(() => {
+    kill(pid, "SIGKILL");
+    finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not finish within ${timeoutMs / 1000}s` });
+  }, timeoutMs);
+  opts.watchChild(pid, (status) => {
+    let text: string;
+    // Read through the descriptor already open: opening /proc/self/fd/N
+    // would need one more, which is exactly what is missing under EMFILE.
+    try { text = readWhole(outFd); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
+    finish(judgePreflight(cmd, status, text));
+  });
+}
