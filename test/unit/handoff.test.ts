@@ -1,0 +1,45 @@
+// The handoff document across the master's execve: older writers' documents
+// are accepted with defaults, newer ones refused.
+import { describe, expect, test } from "bun:test";
+import { HANDOFF_SCHEMA, readHandoff, validateHandoff, writeHandoff } from "../../src/master/handoff";
+import { DEFAULT_SETTINGS, initialState } from "../../src/core/state";
+import { close } from "../../ffi/socket";
+
+const minimal = {
+  state: initialState(DEFAULT_SETTINGS, 0),
+  config: { program: ["true"] },
+  listeners: [],
+  commandFd: 5,
+  lock: { fd: 6, path: "/tmp/einhorn.lock" },
+};
+
+describe("validateHandoff", () => {
+  test("a document from an older writer (no schema, no connections, signals, history) gets defaults", () => {
+    const h = validateHandoff(minimal);
+    expect(h.schema).toBe(HANDOFF_SCHEMA);
+    expect(h.connections).toEqual([]);
+    expect(h.signals).toEqual([]);
+    expect(h.history).toEqual([]);
+    expect(h.pending).toBeNull();
+    expect(h.reexecs).toBe(0);
+    expect(h.writerVersion).toBe("unknown");
+    expect(h.commandFd).toBe(5);
+  });
+
+  test("a newer schema, or a document missing what cannot be defaulted, is refused", () => {
+    expect(() => validateHandoff({ ...minimal, schema: HANDOFF_SCHEMA + 1 })).toThrow(`the handed-over state has schema ${HANDOFF_SCHEMA + 1}; this einhorn reads up to ${HANDOFF_SCHEMA}`);
+    const { lock: _, ...noLock } = minimal;
+    expect(() => validateHandoff(noLock)).toThrow("the handed-over state lacks 'lock'");
+    expect(() => validateHandoff("text")).toThrow("the handed-over state is not a JSON object");
+  });
+
+  test("written to a memfd and read back whole", () => {
+    const doc = validateHandoff({ ...minimal, signals: ["SIGTERM"], history: [{ version: "0.1.0", at: 1 }] });
+    const fd = writeHandoff(doc);
+    try {
+      expect(validateHandoff(readHandoff(fd))).toEqual(doc);
+    } finally {
+      close(fd);
+    }
+  });
+});
