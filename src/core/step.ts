@@ -305,13 +305,15 @@ class Step {
         if (!isAcked(w)) this.recordDeath(w.index, w.version, e.code, e.signal, expected);
         else this.recordExit(w.index, false, e.code, e.signal);
         const tail = !isAcked(w) && !expected ? ` before ACKing (${s.consecutiveDeaths} in a row)` : "";
-        this.log(expected ? "info" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
+        // Asked to leave: info. Left on its own: an error, unless it exited 0 (then a warning).
+        this.log(expected ? "info" : e.code === 0 ? "warn" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
         break;
       }
       case "ack": {
         const w = findWorker(s, e.pid);
         if (!w) { this.log("warn", `Received an ACK for pid ${e.pid}, which is not a live worker; ignoring`); break; }
-        if (s.settings.ackMode.kind !== "manual") { this.log("warn", `Received a manual ACK from ${e.pid} in timer ACK mode; ignoring`); break; }
+        // Expected from workers that always ACK (the einhorn/worker helper does): logged, ignored.
+        if (s.settings.ackMode.kind !== "manual") { this.log("info", `Received a manual ACK from ${e.pid} in timer ACK mode; ignoring`); break; }
         if (isAcked(w)) { this.log("warn", `Worker ${e.pid} ACKed a second time; ignoring`); break; }
         this.ack(w, this.now, "manual ACK");
         break;
