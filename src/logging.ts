@@ -28,7 +28,25 @@ export interface Logger {
   setVerbosity(v: number): void;
 }
 
-export function createLogger(role: Role, format: LogFormat, verbosity: number, write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
+let stderrGuarded = false;
+
+/**
+ * Write a log line to stderr. Logging must never stop the master: when the
+ * reader of a piped stderr goes away (EPIPE), lines are dropped instead.
+ */
+function writeStderr(line: string): void {
+  if (!stderrGuarded) {
+    stderrGuarded = true;
+    process.stderr.on("error", () => { /* reader gone: drop log output */ });
+  }
+  try {
+    process.stderr.write(line);
+  } catch {
+    /* reader gone: drop log output */
+  }
+}
+
+export function createLogger(role: Role, format: LogFormat, verbosity: number, write: (line: string) => void = writeStderr): Logger {
   const tag = role.toUpperCase();
   const c = createConsola({
     level: consolaLevel(verbosity),

@@ -8,6 +8,7 @@
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec";
+import { shellSplit } from "../master/shell-split";
 
 export interface OptionDef {
   long: string;
@@ -209,7 +210,16 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     const [mst, wrk, ...cmd] = niceText.split(":");
     if (mst) nice.master = niceLevel(mst, "master", niceText);
     if (wrk) nice.worker = niceLevel(wrk, "worker", niceText);
-    if (cmd.length) nice.reniceCmd = cmd.join(":");
+    if (cmd.length) {
+      throw new UsageError(`--nice: a RENICE_CMD ('${cmd.join(":")}') is not supported; einhorn sets worker priorities itself with setpriority(2), so give --nice MASTER:WORKER`);
+    }
+  }
+
+  const reexecAs = last(raw, "reexec-as") ?? null;
+  if (reexecAs !== null) {
+    let words: string[];
+    try { words = shellSplit(reexecAs); } catch (e) { throw new UsageError(`--reexec-as: ${(e as Error).message}`); }
+    if (words.length === 0) throw new UsageError("--reexec-as wants a command line, got an empty one");
   }
 
   const logFormat = last(raw, "log-format") ?? "text";
@@ -240,7 +250,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     ackTimeout: secondsOpt(raw, "ack-timeout", false) ?? null,
     upgradeMaxDeaths: intOpt(raw, "upgrade-max-deaths", 1) ?? 3,
     dropEnvVars: raw.get("drop-env-var") ?? [],
-    reexecAs: last(raw, "reexec-as") ?? null,
+    reexecAs,
     nice,
     logFormat,
     listenFds: has("listen-fds"),

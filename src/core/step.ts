@@ -47,6 +47,19 @@ export interface StepResult { state: State; effects: Effect[]; wakeAt: number | 
 
 export const MAX_WORKERS = 1000;
 
+/**
+ * A worker's signal history stays bounded (a cron job sending `signal HUP`
+ * daily would otherwise grow it, and with it every state copy and answer):
+ * the first retiring signals, which drive escalation, are kept, plus the
+ * most recent others.
+ */
+const MAX_SIGNAL_RECORDS = 32;
+function trimSignals(list: Worker["signals"]): Worker["signals"] {
+  const retiring = list.filter((x) => RETIRING_SIGNALS.has(x.signal)).slice(0, 8);
+  const recent = list.filter((x) => !retiring.includes(x)).slice(-(MAX_SIGNAL_RECORDS - retiring.length - 8));
+  return [...retiring, ...recent].sort((a, b) => a.at - b.at);
+}
+
 class Step {
   readonly fx: Effect[] = [];
   constructor(readonly s: State, readonly now: number) {}
@@ -56,6 +69,7 @@ class Step {
   signal(w: Worker, signal: string): void {
     const sig = normalizeSignal(signal);
     w.signals.push({ signal: sig, at: this.now });
+    if (w.signals.length > MAX_SIGNAL_RECORDS) w.signals = trimSignals(w.signals);
     this.fx.push({ type: "kill", pid: w.pid, signal: sig });
   }
 
@@ -352,13 +366,18 @@ class Step {
         for (const sig of e.signals) for (const w of s.workers) this.signal(w, sig);
         break;
       case "upgrade": {
-        if (s.stopping || s.upgrade) {
-          const why = s.stopping ? "the master is stopping" : "an upgrade is already in progress";
-          this.log("warn", `Not upgrading: ${why}`);
-          this.fx.push({ type: "upgrade-refused", message: `Upgrade refused: ${why}` });
+        if (s.stopping) {
+          this.log("warn", "Not upgrading: the master is stopping");
+          this.fx.push({ type: "upgrade-refused", message: "Upgrade refused: the master is stopping" });
           break;
         }
-        s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion: s.version, deathsBeforeAck: 0 };
+        // Reference: an upgrade during an upgrade bumps the version and starts
+        // over. The generation being rolled out is abandoned (it is not the
+        // current version any more, so it is retired); a failure now falls
+        // back to the version that was serving before the first one.
+        const fromVersion = s.upgrade ? s.upgrade.fromVersion : s.version;
+        if (s.upgrade) this.log("info", `Upgrade to version ${s.version} superseded; starting over`);
+        s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion, deathsBeforeAck: 0 };
         s.version = ++s.lastVersion;
         s.consecutiveDeaths = 0;
         this.log("info", `Starting ${e.mode} upgrade to version ${s.version}`);

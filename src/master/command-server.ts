@@ -24,6 +24,8 @@ export class Connection {
   closed = false;
   /** Set by the command layer: a connection subscribed to upgrade progress. */
   upgradeRequestId: unknown = undefined;
+  /** A worker's -g connection, not a client's. */
+  worker = false;
   waitingUpgrade = false;
 
   constructor(readonly socket: Socket<ConnData>, readonly peer: { pid: number; uid: number } | null, private readonly server: CommandServer) {}
@@ -164,6 +166,13 @@ export class CommandServer {
     this.handlers.log(level, message);
   }
 
+  /** Connections from clients, not counting the workers' -g connections. */
+  clientCount(): number {
+    let n = 0;
+    for (const c of this.connections) if (!c.worker) n++;
+    return n;
+  }
+
   forget(conn: Connection): void {
     if (this.connections.delete(conn)) this.handlers.onClose?.(conn);
   }
@@ -209,7 +218,12 @@ export class CommandServer {
       conn.close();
       return;
     }
-    if (this.connections.size >= MAX_CONNECTIONS) {
+    // A worker's -g connection (one end of a socketpair the master made, so
+    // its peer is the master itself) is not a client: it never counts
+    // against the limit, or a large -g pool would lock operators out.
+    const own = peer !== null && peer.pid === process.pid;
+    conn.worker = own;
+    if (!own && this.clientCount() >= MAX_CONNECTIONS) {
       this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
       conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`, { error: true });
       conn.close();

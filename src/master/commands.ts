@@ -29,15 +29,21 @@ export function helpText(): string {
   return ["Commands:", ...Object.entries(COMMANDS).map(([c, d]) => `  ${c.padEnd(width)}  ${d}`)].join("\n");
 }
 
-/** Signals `signal`/`die` accept: every named signal except the job-control ones that would freeze workers silently. */
+/**
+ * Job-control signals stop workers without ending them: the master would then
+ * wait forever for a worker that never exits (escalation to SIGKILL only
+ * follows signals that ask a worker to leave), so `signal` and `die` refuse them.
+ */
+const JOB_CONTROL = new Set(["SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU"]);
+
+/** Signals `signal`/`die` accept: every named signal except the job-control ones. */
 export function parseSignalArg(arg: string): string | null {
   const up = arg.toUpperCase();
   const name = up.startsWith("SIG") ? up : `SIG${up}`;
-  if (/^\d+$/.test(arg)) {
-    const found = Object.entries(constants.signals).find(([, n]) => n === Number(arg));
-    return found ? found[0] : null;
-  }
-  return name in constants.signals ? name : null;
+  let found: string | null = null;
+  if (/^\d+$/.test(arg)) found = Object.entries(constants.signals).find(([, n]) => n === Number(arg))?.[0] ?? null;
+  else if (name in constants.signals) found = name;
+  return found && !JOB_CONTROL.has(found) ? found : null;
 }
 
 const short = (sig: string) => sig.replace(/^SIG/, "");
@@ -201,8 +207,9 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       const sig = args[0] === undefined ? "SIGUSR2" : parseSignalArg(args[0]);
       if (!sig) { refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
       const pids = ctx.state().workers.map((w) => w.pid);
+      // Answer first: with no worker left the stop exits the master at once.
+      reply(`Einhorn is going down! Sending ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
       ctx.dispatch({ type: "stop", signal: sig });
-      reply(`Einhorn is going down! Successfully sent ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
       return;
     }
     case "config": {

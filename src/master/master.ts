@@ -149,6 +149,8 @@ export class Master {
     this.commandFd = doc.commandFd;
     this.serveCommands(doc.commandFd);
     this.state = upgradeState(doc.state, t0);
+    // Verbosity changed with quieter/louder lives in the state, not in the options.
+    this.log.setVerbosity(this.state.settings.verbosity);
     this.boot();
     // Handlers are in place: let the signals held since before the exec in.
     if (doc.signalMask) setSignalMask(Uint8Array.from(Buffer.from(doc.signalMask, "hex")));
@@ -164,7 +166,16 @@ export class Master {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }
     }
-    for (const sig of doc.signals) {
+    const deferred = doc.signals.filter((sig) => {
+      // A HUP asks for the upgrade (or re-exec) that is happening right now.
+      if (sig === "SIGHUP" && doc.pending) {
+        this.log.info("Dropping SIGHUP received during the re-exec: this re-exec is already an upgrade or reload");
+        return false;
+      }
+      return true;
+    });
+    // Stop signals are acted on before the pending upgrade starts rolling.
+    for (const sig of deferred.filter((x) => x !== "SIGHUP")) {
       this.log.info(`Acting on ${sig}, received during the re-exec`);
       this.onSignal(sig);
     }
@@ -183,6 +194,7 @@ export class Master {
     } else {
       this.dispatch({ type: "tick" });
     }
+    if (deferred.includes("SIGHUP")) this.onSignal("SIGHUP");
   }
 
   /** What a fresh start and a resumed image share once sockets and state are in place. */
@@ -298,13 +310,32 @@ export class Master {
     };
     if (this.state.stopping) return refuse("the master is stopping");
     if (this.preparing) return refuse(`an ${this.preparing} is already being prepared`);
-    if (this.state.upgrade) return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
+    if (this.state.upgrade) {
+      if (kind === "reload") return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
+      // Reference: a new upgrade supersedes a rollout in progress (one stuck on
+      // workers that never ACK would otherwise block every later fix).
+      this.notify("upgrade", `Upgrade to version ${this.state.version} superseded by a newer upgrade`, true, true);
+    }
     if (client) this.waiters.add({ ...client, kind });
     this.preparing = kind;
     const opening = kind === "reload" ? "Reloading einhorn, as commanded" : mode === "fleet" ? "Upgrading fleet, as commanded" : "Upgrading smoothly, as commanded";
     this.log.info(opening);
     this.notify(kind, opening, false);
     const requestedAt = Date.now();
+    const abandon = (e: unknown) => {
+      this.preparing = null;
+      const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
+      this.log.error(message);
+      this.notify(kind, message, true, true);
+    };
+    try {
+      this.startPreflight(kind, mode, requestedAt);
+    } catch (e) {
+      abandon(e);
+    }
+  }
+
+  private startPreflight(kind: WaiterKind, mode: UpgradeMode | null, requestedAt: number): void {
     this.preflight((result) => {
       if (!result.ok) {
         this.preparing = null;
@@ -537,7 +568,7 @@ export class Master {
     let pair: [number, number] | null = null;
     try {
       if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
-      const pid = spawnWorker(this.plan, index, pair ? pair[1] : null);
+      const pid = spawnWorker(this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`));
       if (pair) {
         sock.close(pair[1]);
         const masterEnd = pair[0];

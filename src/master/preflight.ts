@@ -65,15 +65,17 @@ function readWhole(fd: number): string {
 export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): void {
   const { cmd, env } = opts;
   const timeoutMs = opts.timeoutMs ?? PREFLIGHT_TIMEOUT_MS;
-  let out: number;
+  let out = -1;
   let pid: number;
   try {
+    if (cmd.length === 0) throw new Error("no command to run");
     const file = resolveProgram(cmd[0]!, env.PATH);
     // Output goes to an in-memory file, read after the exit: a pipe could fill and stall the check.
     out = memfdCreate("einhorn-preflight", true);
     const check = [...cmd, "--upgrade-check", ...(opts.preload ? ["--preload", opts.preload] : [])];
     pid = spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
   } catch (e) {
+    if (out >= 0) { try { close(out); } catch { /* already closed */ } }
     setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
     return;
   }

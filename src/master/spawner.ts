@@ -99,7 +99,7 @@ export function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): st
  * which sets the parent-death signal and/or LISTEN_PID (posix_spawn has no
  * hook for either) and then execs the program in the same pid.
  */
-export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null): number {
+export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null, warn: (e: Error) => void = () => {}): number {
   const layout = fdLayout(plan.listenerFds, sockFd, plan.listenFds);
   const env = workerEnv(plan, index, layout);
   let file: string;
@@ -121,6 +121,10 @@ export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | nu
     searchPath: file === plan.program[0],
     newProcessGroup: true,
   });
-  if (plan.workerNice !== null) setpriority(pid, plan.workerNice);
+  // The worker runs from here on: a failure to renice it is reported, never
+  // turned into a spawn failure (that would leave a running, untracked worker).
+  if (plan.workerNice !== null) {
+    try { setpriority(pid, plan.workerNice); } catch (e) { warn(e as Error); }
+  }
   return pid;
 }

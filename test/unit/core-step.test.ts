@@ -1033,17 +1033,16 @@ describe("failed upgrades", () => {
     expect(logs(fx, "info")).toContain("Starting smooth upgrade to version 2");
   });
 
-  test("upgrade refused while another upgrade runs", () => {
+  test("an upgrade during an upgrade supersedes it (reference: bump the version and start over)", () => {
     const sim = ready(2);
     sim.send({ type: "upgrade", mode: "smooth" }, 1000);
-    const before = structuredClone(sim.state);
-    const fx = sim.send({ type: "upgrade", mode: "fleet" }, 1100);
-    expect(fx).toEqual([
-      { type: "log", level: "warn", message: "Not upgrading: an upgrade is already in progress" },
-      { type: "upgrade-refused", message: "Upgrade refused: an upgrade is already in progress" },
-    ]);
-    expect(sim.state.upgrade).toEqual(before.upgrade);
     expect(sim.state.version).toBe(1);
+    const fx = sim.send({ type: "upgrade", mode: "fleet" }, 1100);
+    expect(fx).toContainEqual({ type: "log", level: "info", message: "Upgrade to version 1 superseded; starting over" });
+    expect(sim.state.version).toBe(2);
+    expect(sim.state.upgrade).toEqual({ mode: "fleet", startedAt: 1100, fromVersion: 0, deathsBeforeAck: 0 });
+    // Version 1 workers are not the current version any more: they are not counted as the new generation.
+    expect(sim.state.workers.filter((w) => w.version === 2).length + sim.state.pending.length).toBeGreaterThan(0);
   });
 
   test("upgrade refused while stopping", () => {
