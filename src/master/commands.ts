@@ -208,7 +208,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       if (!sig) { refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
       const pids = ctx.state().workers.map((w) => w.pid);
       // Answer first: with no worker left the stop exits the master at once.
-      reply(`Einhorn is going down! Sending ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
+      reply(`Einhorn is going down! Successfully sent ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
       ctx.dispatch({ type: "stop", signal: sig });
       return;
     }
