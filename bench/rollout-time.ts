@@ -15,7 +15,7 @@
 // The master re-exec part is the request to the "Master re-executed" line.
 //
 // One master per (variant, N) serves all its runs: the first generation starts
-// without the delay (ack-after.py only sleeps while a flag file exists), then
+// without the delay (ack-now.py --delay-while only sleeps while a flag file exists), then
 // each run is one upgrade, after which the next waits until the old workers
 // are gone.
 import { writeFileSync } from "node:fs";
@@ -26,7 +26,7 @@ import {
 } from "./harness";
 import { timedUpgrade } from "./upgrade-common";
 
-const WORKER = join(WORKERS_DIR, "ack-after.py");
+const WORKER = join(WORKERS_DIR, "ack-now.py");
 
 type Kind = "instant" | "delay200";
 interface Variant { kind: Kind; maxUnacked: "default" | "N" }
@@ -44,7 +44,7 @@ async function measure(ctx: BenchContext, py: string, v: Variant, n: number, run
   const label = `rollout-${v.kind}-${v.maxUnacked === "N" ? "mN" : "mdef"}-${n}`;
   const args = ["-n", String(n), "-m", "manual", ...(v.maxUnacked === "N" ? ["--max-unacked", String(n)] : [])];
   // The flag file lives in the master's directory; it is created once the first generation is up.
-  const m = startMaster(args, [py, "-S", WORKER, String(delay), "DELAYFLAG"], { label });
+  const m = startMaster(args, [py, "-S", WORKER, "--ack", "--delay", String(delay), "--delay-while", "DELAYFLAG"], { label });
   const flag = join(m.dir, "DELAYFLAG");
   const out: RunSample[] = [];
   try {
@@ -128,7 +128,7 @@ export const rolloutTime: Benchmark = {
     }
     return {
       parameters: {
-        worker: `${py} -S bench/workers/ack-after.py DELAY_MS FLAG (-m manual)`, ns: fits, cpus, default_max_unacked: cpus, limits, variants,
+        worker: `${py} -S bench/workers/ack-now.py --ack --delay DELAY_MS --delay-while FLAG (-m manual)`, ns: fits, cpus, default_max_unacked: cpus, limits, variants,
         model: "overhead = total - S x ceil(N / max_unacked); S = 200 ms for the delayed workers (the sleep; their ~15 ms interpreter start counts as overhead), and for the instant workers the median acked_at - spawned_at of the new generation (master clock, ms resolution; includes interpreter start and CPU contention). Master re-exec = request to the 'Master re-executed' progress line. One master per (variant, N); the first generation starts without the delay, each run is one upgrade; the next run waits until the old generation is gone.",
       },
       samples,

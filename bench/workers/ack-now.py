@@ -1,14 +1,31 @@
 #!/usr/bin/env python3
-"""The lightest useful Einhorn worker: with --ack it sends the manual ACK the
-moment it starts (over EINHORN_SOCK_FD when given, else EINHORN_SOCK_PATH),
-then does nothing until a signal. SIGUSR2 exits 0; SIGTERM kills it.
+"""The lightest useful Einhorn worker: with --ack it sends the manual ACK
+(over EINHORN_SOCK_FD when given, else EINHORN_SOCK_PATH), then does nothing
+until a signal. SIGUSR2 exits 0; SIGTERM kills it.
+--delay MS first sleeps MS milliseconds: a worker that takes that long to load
+before it can serve (rollout-time). With --delay-while PATH it sleeps only
+while that file exists, so a benchmark can start its first generation
+quickly and time the upgrade's.
 Run with `python3 -S` so start-up time is the interpreter's, not site's."""
 import os
 import signal
 import socket
 import sys
+import time
 
-if "--ack" in sys.argv:
+args = sys.argv[1:]
+
+
+def opt(name):
+    return args[args.index(name) + 1] if name in args else None
+
+
+signal.signal(signal.SIGUSR2, lambda *_: sys.exit(0))
+delay = opt("--delay")
+if delay is not None and (opt("--delay-while") is None or os.path.exists(opt("--delay-while"))):
+    time.sleep(int(delay) / 1000.0)
+
+if "--ack" in args:
     line = ('{"command":"worker:ack","pid":%d}\n' % os.getpid()).encode()
     fd = os.environ.get("EINHORN_SOCK_FD")
     if fd is not None:
@@ -20,6 +37,5 @@ if "--ack" in sys.argv:
         conn.sendall(line)
         conn.close()
 
-signal.signal(signal.SIGUSR2, lambda *_: sys.exit(0))
 while True:
     signal.pause()
