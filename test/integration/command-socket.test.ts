@@ -351,6 +351,9 @@ describe("commands", () => {
     await m.waitForOutput(/DEBUG: Received command "ehlo" from pid \d+ uid \d+/);
 
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 1 (0 debug, 1 info, 2 errors only)");
+    // The "quieter" request itself was logged at debug level (still 0 then);
+    // that line may reach the pipe after the answer, so wait for it first.
+    await m.waitForOutput(/DEBUG: Received command "quieter"/);
     let mark = m.output().length;
     await final(m.sockPath, "help");
     await sleep(200);
