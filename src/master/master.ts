@@ -31,6 +31,15 @@ import { buildStateReport } from "./state-report";
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
 /** Signals the master handles; blocked across its own execve so none is lost. */
+/**
+ * How long the master waits, with its handled signals blocked, before the
+ * execve: a signal another runtime thread caught just before the block
+ * reaches onSignal within this time and is carried into the handoff. 2 ms
+ * lost a TERM sent right at "Preflight passed" in 5 of 20 runs; 25 ms costs
+ * an upgrade 25 ms.
+ */
+const REEXEC_SIGNAL_GRACE_MS = 25;
+
 export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
 export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
 
@@ -373,9 +382,10 @@ export class Master {
    * inherits that mask and lets them in once its handlers exist), but Bun's
    * other threads may still catch one, and Bun then dispatches it to JS on a
    * later event-loop turn, which an execve would discard. So the exec waits
-   * one turn: a signal caught before the block reaches onSignal, which defers
-   * it into the handoff for the next image. What remains unprotected is the
-   * moment between that turn and the execve itself (writing the handoff).
+   * REEXEC_SIGNAL_GRACE_MS: a signal caught before or during that time reaches
+   * onSignal, which defers it into the handoff for the next image. What
+   * remains unprotected is a signal taken by such a thread in the moment
+   * between that wait and the execve itself (writing the handoff).
    */
   private reexec(pending: NonNullable<Handoff["pending"]>, failed: (e: Error) => void): void {
     this.execing = true;
@@ -391,7 +401,7 @@ export class Master {
         failed(e as Error);
         for (const sig of replay) this.onSignal(sig);
       }
-    }, 2);
+    }, REEXEC_SIGNAL_GRACE_MS);
   }
 
   /** Threads of this process, other than the main one, that could take a handled signal (should be none). */
