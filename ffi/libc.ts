@@ -27,6 +27,7 @@ export const libc = dlopen("libc.so.6", {
   flock: { args: [i32, i32], returns: i32 },
   umask: { args: [u32], returns: u32 },
   memfd_create: { args: [cstring, u32], returns: i32 },
+  getrlimit: { args: [i32, ptr], returns: i32 },
 
   // processes
   posix_spawn: { args: [ptr, cstring, ptr, ptr, ptr, ptr], returns: i32 },

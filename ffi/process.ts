@@ -250,3 +250,13 @@ export function setProcessName(name: string): void {
   const buf = cstr(name);
   check(sym.prctl(PR_SET_NAME, BigInt(ptr(buf)), 0n, 0n, 0n), "prctl", "PR_SET_NAME");
 }
+
+export const RLIMIT_NOFILE = 7;
+
+/** getrlimit(2): the soft and hard limits (Infinity for RLIM_INFINITY). */
+export function getrlimit(resource: number): { soft: number; hard: number } {
+  const v = new BigUint64Array(2);
+  check(sym.getrlimit(resource, ptr(v)), "getrlimit", String(resource));
+  const num = (x: bigint) => (x === 0xffffffffffffffffn ? Infinity : Number(x));
+  return { soft: num(v[0]!), hard: num(v[1]!) };
+}

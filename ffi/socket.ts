@@ -18,6 +18,7 @@ export const SO_DOMAIN = 39;
 export const IPPROTO_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
 
+export const F_DUPFD_CLOEXEC = 1030;
 export const F_GETFD = 1;
 export const F_SETFD = 2;
 export const F_GETFL = 3;
@@ -111,4 +112,9 @@ export function describeSocket(fd: number): { family: SockAddr["family"] | "othe
     listening: getsockoptInt(fd, SOL_SOCKET, SO_ACCEPTCONN) === 1,
     stream: getsockoptInt(fd, SOL_SOCKET, SO_TYPE) === SOCK_STREAM,
   };
+}
+
+/** A close-on-exec duplicate of `fd` (same open file description). */
+export function dupCloexec(fd: number): number {
+  return fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }

@@ -2,9 +2,27 @@
 // What a command does lives in commands.ts; this file only guarantees that no
 // client can crash, block or bloat the master.
 import type { Socket, TCPSocketListener } from "bun";
-import { getPeerCred } from "../../ffi/socket";
-import { geteuid } from "../../ffi/process";
+import { readdirSync } from "node:fs";
+import { dupCloexec, getPeerCred } from "../../ffi/socket";
+import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 import { encodeMessage, MAX_LINE_BYTES, type Response } from "../protocol";
+
+/** Below this many free descriptors the master stops accepting command connections (see checkHeadroom). */
+export const DESCRIPTOR_RESERVE = 8;
+const HEADROOM_CHECK_MS = 1_000;
+const HEADROOM_CHECK_LOW_MS = 100;
+
+/** Free descriptors: RLIMIT_NOFILE's soft limit minus those open (0 when even counting them fails). */
+export function descriptorHeadroom(): number {
+  let open: number;
+  try {
+    open = readdirSync("/proc/self/fd").length;
+  } catch {
+    return 0; // listing /proc/self/fd needs a descriptor itself: none left
+  }
+  const { soft } = getrlimit(RLIMIT_NOFILE);
+  return soft === Infinity ? Number.MAX_SAFE_INTEGER : soft - open;
+}
 
 /** Connections served at once; more are closed on arrival (with a message) so fds and memory stay bounded. */
 export const MAX_CONNECTIONS = 512;
@@ -187,13 +205,59 @@ export class CommandServer {
     };
   }
 
-  /** Serve on an already bound and listening UNIX socket descriptor. */
+  /**
+   * Serve on an already bound and listening UNIX socket descriptor. Bun gets
+   * a duplicate: the original stays the master's (it is what a re-exec hands
+   * over), and accepting can be paused by stopping Bun's listener alone.
+   */
   listenFd(fd: number): void {
-    // `fd` is accepted by Bun.listen at run time but missing from its type definitions.
-    const listen = Bun.listen as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => TCPSocketListener<ConnData>;
-    this.listener = listen({ fd, socket: this.socketHandlers() });
+    this.sourceFd = fd;
+    this.startListening();
     this.sweep = setInterval(() => this.sweepStale(), 10_000);
     this.sweep.unref?.();
+    this.scheduleHeadroomCheck(HEADROOM_CHECK_MS);
+  }
+
+  private sourceFd = -1;
+  private paused = false;
+  private headroomTimer: ReturnType<typeof setTimeout> | null = null;
+
+  private startListening(): void {
+    // `fd` is accepted by Bun.listen at run time but missing from its type definitions.
+    const listen = Bun.listen as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => TCPSocketListener<ConnData>;
+    this.listener = listen({ fd: dupCloexec(this.sourceFd), socket: this.socketHandlers() });
+  }
+
+  /**
+   * Out of descriptors, accept(2) fails with EMFILE while the connection
+   * stays queued, and Bun's accept loop retries at once, forever: a busy core
+   * and nothing logged. So the master watches its own headroom (open
+   * descriptors against RLIMIT_NOFILE) and stops accepting while it is short;
+   * waiting clients stay in the kernel's queue and are served once it recovers.
+   */
+  private scheduleHeadroomCheck(ms: number): void {
+    this.headroomTimer = setTimeout(() => this.checkHeadroom(), ms);
+    this.headroomTimer.unref?.();
+  }
+
+  private checkHeadroom(): void {
+    const left = descriptorHeadroom();
+    if (!this.paused && left < DESCRIPTOR_RESERVE) {
+      this.paused = true;
+      this.listener?.stop(false);
+      this.listener = null;
+      this.log("warn", `Only ${Math.max(0, left)} file descriptors left (EMFILE risk): not accepting command connections until some are free; waiting clients stay queued`);
+    } else if (this.paused && left >= 2 * DESCRIPTOR_RESERVE) {
+      try {
+        this.startListening();
+        this.paused = false;
+        this.log("info", `File descriptors are available again (${left} left): accepting command connections`);
+      } catch (e) {
+        this.log("warn", `Could not resume accepting command connections: ${(e as Error).message}`);
+      }
+    }
+    // Look more often while short, to pause before a spin and resume promptly.
+    this.scheduleHeadroomCheck(this.paused || left < 4 * DESCRIPTOR_RESERVE ? HEADROOM_CHECK_LOW_MS : HEADROOM_CHECK_MS);
   }
 
   /** Treat an already connected descriptor (one end of a socketpair handed to a worker with -g) as a client. */
@@ -262,6 +326,7 @@ export class CommandServer {
   /** Stop accepting and drop every connection (master exit). */
   stop(): void {
     if (this.sweep) clearInterval(this.sweep);
+    if (this.headroomTimer) clearTimeout(this.headroomTimer);
     this.listener?.stop(true);
     for (const c of [...this.connections]) c.close(true);
   }

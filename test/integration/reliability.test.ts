@@ -597,7 +597,12 @@ describe("resource limits", () => {
     const fails = failures(m);
     for (const f of fails) expect(spawnFailure.exec(f.message)![1]).toBe("socketpair: EMFILE (Too many open files)");
     const nextTry = fails.map((f) => Number(spawnFailure.exec(f.message)![2]));
-    expect(nextTry[nextTry.length - 1]!).toBeGreaterThan(nextTry[0]!);
+    // Every retry waits at least the base interval (-s 0.1, shown rounded).
+    // Growth is not asserted here: short of descriptors, the master also stops
+    // accepting command connections, which frees one, so a spawn can succeed
+    // in between and its ACK rightly resets the backoff (growth is covered by
+    // the crash-loop test).
+    for (const t of nextTry) expect(t).toBeGreaterThanOrEqual(0.1);
     expect(cpuFraction, `master CPU: ${(cpuFraction * 100).toFixed(1)}% of one core`).toBeLessThan(0.2);
 
     expect(m.exitCode()).toBeNull();
@@ -643,44 +648,37 @@ describe("resource limits", () => {
     expect(await stopMaster(m)).toBe(0);
   }, 40_000);
 
-  // BUG (src/master/command-server.ts, CommandServer.listenFd: the command
-  // socket is served by Bun.listen({ fd })): when accept4() on the command
-  // socket fails with EMFILE, the master neither logs it nor backs off. The
-  // pending connection keeps the socket readable, so the event loop calls
-  // accept4 again at once, forever: strace shows accept4(cmd fd) = -1 EMFILE
-  // alternating with epoll_pwait2 thousands of times a second, and the master
-  // uses a whole core until descriptors free up. It does stay up, answers on
-  // connections it already has, and serves the waiting ones once descriptors
-  // are back. Expected: the failure logged with its errno name, accepting
-  // paused or paced (e.g. a spare descriptor closed to accept-and-close, or a
-  // retry timer), and low CPU meanwhile, as this test asserts.
-  test.todo("RLIMIT_NOFILE: command connections past the descriptor limit are logged with EMFILE and wait without the master spinning; they are served once descriptors free up", async () => {
+  // Found by this suite: with the descriptors exhausted, accept(2) on the
+  // command socket failed with EMFILE and Bun's accept loop retried at once,
+  // forever (a busy core, nothing logged). The master now watches its own
+  // headroom and stops accepting while it is short; clients wait in the
+  // kernel's queue and are served once descriptors are back.
+  test("RLIMIT_NOFILE: short of descriptors, the master stops accepting command connections (logged, no spinning) and serves the waiting ones once descriptors are back", async () => {
     const m = startMaster(["--log-format", "json", "-n", "1", "-m", "0", "--", "sleep", "100000"]);
     await settled(m.sockPath, 1);
     const held = new CommandConnection(m.sockPath);
     await held.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
-    // Two descriptor numbers left: two more connections are accepted, the rest wait.
+    // Two descriptor numbers left: below the master's reserve.
     prlimit(m.pid, "nofile", Math.max(...fdNumbers(m.pid)) + 1 + 2, hard);
+    await waitFor("the warning", () => logLines(m).some((l) => l.level === "warn" && /EMFILE/.test(l.message) && /not accepting command connections/.test(l.message)), 5_000);
 
     const extra = Array.from({ length: 5 }, () => new CommandConnection(m.sockPath));
     const answered = extra.map((c) => c.ask("ehlo", [], 20_000).then(() => true, () => false));
-    await waitFor("two connections served", () => extra.filter((c) => c.answeredOnce).length >= 2, 5_000);
     const cpu0 = cpuSeconds(m.pid);
     const wall0 = performance.now();
     await sleep(2_000);
     const cpuFraction = (cpuSeconds(m.pid) - cpu0) / ((performance.now() - wall0) / 1000);
-    expect(extra.filter((c) => c.answeredOnce)).toHaveLength(2);
     expect(cpuFraction, `master CPU while connections wait: ${(cpuFraction * 100).toFixed(1)}% of one core`).toBeLessThan(0.2);
-    expect(logLines(m).some((l) => (l.level === "error" || l.level === "warn") && /EMFILE/.test(l.message))).toBe(true);
     expect(m.exitCode()).toBeNull();
+    // A connection it already had is still served.
     expect((await held.state()).workers).toHaveLength(1);
 
-    // Descriptors free up: the waiting connections are served.
-    for (const c of extra.filter((x) => x.answeredOnce)) c.close();
+    // Descriptors free up: every waiting connection is served.
     prlimit(m.pid, "nofile", hard, hard);
     expect((await Promise.all(answered)).filter(Boolean).length).toBe(5);
+    await waitFor("the resume line", () => logLines(m).some((l) => /accepting command connections/.test(l.message) && l.level === "info"), 5_000);
     for (const c of [held, ...extra]) c.close();
     expect(await stopMaster(m)).toBe(0);
   });
