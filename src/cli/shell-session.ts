@@ -141,9 +141,16 @@ export function describeFatal(e: unknown, socketPath: string): { text: string; c
 export async function runBatch(opts: SessionOptions, batches: AsyncIterable<ScriptCommand[]> | Iterable<ScriptCommand[]>): Promise<number> {
   const deadline = new Deadline(opts.timeout);
   let client: ShellClient | null = null;
+  // The master can go away while the shell waits for more commands on stdin
+  // (`tail -f cmds | einhorn sh`): that ends the run with exit 3, not 0 at EOF.
+  let markLost: (e: Error) => void = () => {};
+  const lost = new Promise<never>((_, reject) => { markLost = reject; });
+  lost.catch(() => { /* raced below */ });
+  let dying = false;
   try {
     const greeted = await connectAndGreet(opts, deadline, {
       onUnsolicited: (msg) => void err(`einhorn sh: the master says: ${messageText(msg) || "(empty message)\n"}`),
+      onClose: (reason) => markLost(new ConnectionLost(reason)),
     });
     client = greeted.client;
     if (opts.verbose) await err(greeted.banner);
@@ -151,7 +158,9 @@ export async function runBatch(opts: SessionOptions, batches: AsyncIterable<Scri
     const iterator = (Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : (batches as Iterable<ScriptCommand[]>)[Symbol.iterator]()) as AsyncIterator<ScriptCommand[]> | Iterator<ScriptCommand[]>;
     for (;;) {
       // Reading stdin counts against --timeout too: the deadline covers the whole run.
-      const next = await deadline.race(Promise.resolve(iterator.next()), "more commands on stdin");
+      const reading = deadline.race(Promise.resolve(iterator.next()), "more commands on stdin");
+      // After `die` the master closes the connection on purpose.
+      const next = await (dying ? reading : Promise.race([reading, lost]));
       if (next.done) break;
       const commands = next.value;
       for (let i = 0; i < commands.length; i++) {
@@ -174,6 +183,7 @@ export async function runBatch(opts: SessionOptions, batches: AsyncIterable<Scri
           await reportSkipped(commands.slice(i + 1));
           return EXIT.FAILED;
         }
+        if (cmd.command === "die") dying = true;
       }
     }
     return EXIT.OK;

@@ -91,10 +91,12 @@ const shellCommand = defineCommand({
       throw new ShellUsageError(`unexpected argument '${args._[0]}': commands go in -e, like einhorn sh -e '${args._.join(" ")}'`);
     }
     let timeout: number | null = null;
+    const MAX_TIMEOUT_SECONDS = 2_147_483;
     if (args.timeout !== undefined) {
       const n = Number(args.timeout);
-      if (args.timeout.trim() === "" || !Number.isFinite(n) || n <= 0) {
-        throw new ShellUsageError(`--timeout wants a number of seconds greater than 0, got '${args.timeout}'`);
+      // Timers hold at most 2^31-1 ms; a larger value would fire at once.
+      if (args.timeout.trim() === "" || !Number.isFinite(n) || n <= 0 || n > MAX_TIMEOUT_SECONDS) {
+        throw new ShellUsageError(`--timeout wants a number of seconds greater than 0 and at most ${MAX_TIMEOUT_SECONDS} (about 24 days; leave it out to wait forever), got '${args.timeout}'`);
       }
       timeout = n;
     }

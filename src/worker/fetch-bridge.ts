@@ -10,14 +10,17 @@ export type FetchHandler = (req: Request) => Response | Promise<Response>;
 function requestUrl(req: IncomingMessage): string {
   const path = req.url && req.url.startsWith("/") ? req.url : `/${req.url ?? ""}`;
   const host = req.headers.host;
+  // Concatenate rather than resolve: resolving "//evil.example/x" against a
+  // base would make it the URL's host, and the Host header would be ignored.
   if (host) {
     try {
-      return new URL(path, `http://${host}`).href;
+      const u = new URL(`http://${host}${path}`);
+      if (u.host === host.toLowerCase() || u.host === new URL(`http://${host}`).host) return u.href;
     } catch { /* a malformed Host header: fall back to the socket's address */ }
   }
   const addr = req.socket.localAddress ?? "localhost";
   const hostPart = addr.includes(":") ? `[${addr}]` : addr;
-  return new URL(path, `http://${hostPart}:${req.socket.localPort ?? 80}`).href;
+  return new URL(`http://${hostPart}:${req.socket.localPort ?? 80}${path}`).href;
 }
 
 function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
@@ -56,6 +59,7 @@ export function toFetchRequest(req: IncomingMessage, signal: AbortSignal): Reque
 
 function waitForDrain(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
+    if (res.destroyed) { resolve(); return; }
     const done = () => { res.off("drain", done); res.off("close", done); resolve(); };
     res.on("drain", done);
     res.on("close", done);
@@ -83,7 +87,11 @@ export async function writeFetchResponse(res: ServerResponse, response: Response
   res.statusCode = response.status;
   if (response.statusText) res.statusMessage = response.statusText;
   for (const [name, value] of response.headers) {
-    if (name !== "set-cookie") res.setHeader(name, value);
+    // Framing is node:http's: it sets Content-Length or chunked from the bytes
+    // actually written. A copied length (e.g. from a fetch() whose body Bun
+    // decompressed) would desynchronise a keep-alive connection.
+    if (name === "set-cookie" || name === "content-length" || name === "transfer-encoding") continue;
+    res.setHeader(name, value);
   }
   const cookies = response.headers.getSetCookie();
   if (cookies.length) res.setHeader("set-cookie", cookies);
@@ -116,7 +124,10 @@ export async function writeFetchResponse(res: ServerResponse, response: Response
     }
     // Phase 2: stream. Send what we hold (or at least the headers) before waiting.
     if (held.length === 0) res.flushHeaders();
-    for (const chunk of held) if (!res.write(chunk)) await waitForDrain(res);
+    for (const chunk of held) {
+      if (res.destroyed) return; // the client left: 'drain' would never come
+      if (!res.write(chunk)) await waitForDrain(res);
+    }
     for (;;) {
       const { value, done } = await next;
       if (done) break;

@@ -131,10 +131,35 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     resolveClosed();
   };
 
-  /** A connection with nothing in flight, during a drain: close our side; the client sees EOF. */
+  /**
+   * A connection with nothing in flight, during a drain: close our side; the
+   * client sees EOF. One that does not close its side in turn (some pooled
+   * clients only notice EOF when they next use the socket) is destroyed after
+   * idleCloseMs, so it cannot hold the worker until drainTimeoutMs.
+   */
   const closeIdle = (sock: net.Socket) => {
     // Give node:http a turn first: a response marked `Connection: close` ends the socket itself.
-    setImmediate(() => { if (!sock.destroyed && conns.get(sock)?.inFlight.size === 0) sock.end(); });
+    setImmediate(() => {
+      if (sock.destroyed || conns.get(sock)?.inFlight.size !== 0) return;
+      sock.end();
+      setTimeout(() => { if (!sock.destroyed) sock.destroy(); }, idleCloseMs).unref();
+    });
+  };
+
+  /**
+   * During a drain, only the last response in flight on a connection says
+   * `Connection: close`: node:http closes the socket after that response, so
+   * marking an earlier one would drop the answers to requests pipelined
+   * behind it (their handlers would run, their responses would be lost).
+   */
+  const markLastForClose = (c: Conn) => {
+    let last: ServerResponse | undefined;
+    for (const r of c.inFlight) last = r;
+    for (const r of c.inFlight) {
+      if (r.headersSent) continue;
+      if (r === last) r.setHeader("Connection", "close");
+      else if (r.getHeader("Connection") === "close") r.removeHeader("Connection");
+    }
   };
 
   const userListener: RequestListener = opts.fetch
@@ -164,7 +189,7 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
     if (!conn) { conn = { inFlight: new Set() }; conns.set(sock, conn); }
     const c = conn;
     c.inFlight.add(res);
-    if (draining) res.setHeader("Connection", "close");
+    if (draining) markLastForClose(c);
     const done = () => {
       if (!c.inFlight.delete(res)) return;
       if (draining && c.inFlight.size === 0) closeIdle(sock);
@@ -206,7 +231,7 @@ export async function serve(opts: ServeOptions): Promise<WorkerServer> {
       // Idle keep-alive connections get a moment: a client reusing one now
       // gets its answer (with `Connection: close`) instead of a reset.
       if (c.inFlight.size === 0) setTimeout(() => closeIdle(sock), idleCloseMs).unref();
-      else for (const res of c.inFlight) if (!res.headersSent) res.setHeader("Connection", "close");
+      else markLastForClose(c);
     }
     drainTimer = setTimeout(() => {
       drainTimer = null;

@@ -266,3 +266,31 @@ describe("interactive einhorn sh (tmux)", () => {
     expect(await m.exited).toBe(0);
   });
 });
+
+describe("edge cases found in review", () => {
+  test("--timeout beyond what a timer can hold is a usage error, not an instant timeout", async () => {
+    const r = await runBinary(["sh", "-d", "/nonexistent.sock", "--timeout", "3000000", "-e", "state"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("at most 2147483");
+  });
+
+  test("with commands piped on stdin, a master that dies while the shell waits for more input ends it with exit 3", async () => {
+    const m = startMaster(["-m", "0", "--", "sleep", "1000"]);
+    await waitFor("the master", async () => (await stateJson(m.sockPath)).workers.length === 1);
+    const sh = Bun.spawn([BIN, "sh", "-d", m.sockPath], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    onCleanup(async () => { sh.kill("SIGKILL"); await sh.exited; });
+    sh.stdin.write("inc\n");
+    await sh.stdin.flush();
+    const s = await waitFor("inc applied", async () => {
+      const st = await stateJson(m.sockPath);
+      return st.settings.number === 2 && st.workers.length === 2 ? st : null;
+    });
+    m.proc.kill("SIGKILL");
+    await m.exited;
+    // Without -k the workers outlive the master: end them here.
+    for (const w of s.workers) { try { process.kill(w.pid, "SIGKILL"); } catch { /* gone */ } }
+    const code = await Promise.race([sh.exited, new Promise((r) => setTimeout(() => r("still waiting"), 10_000))]);
+    expect(code).toBe(3);
+    expect(await new Response(sh.stderr).text()).toMatch(/lost the connection to the master/);
+  });
+});
