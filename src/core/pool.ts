@@ -64,6 +64,14 @@ export function spawnIntervalMs(s: State): number {
   return backoffMs(s.settings.seconds, s.consecutiveDeaths);
 }
 
+/**
+ * A fleet rollout that nothing has died in yet: every new worker starts at
+ * once, unpaced by max_unacked or the respawn interval.
+ */
+export function isFleetRollout(s: State): boolean {
+  return s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
+}
+
 export function findWorker(s: State, pid: number): Worker | undefined {
   return s.workers.find((w) => w.pid === pid);
 }

@@ -3,7 +3,7 @@
 // and command-socket messages into events, performs the effects in order and
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
-  ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isRetiring, missingCount,
+  ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
   normalizeSignal, otherVersionWorkers, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
 } from "./pool";
 import type { Settings, State, Worker } from "./state";
@@ -170,8 +170,7 @@ class Step {
   /** Spawning waits on something other than the clock: unacked workers or the surge cap. */
   spawnBlocked(): boolean {
     const s = this.s;
-    const fleet = s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
-    return (!fleet && unackedCount(s) >= s.settings.maxUnacked) || this.surgeCapReached();
+    return (!isFleetRollout(s) && unackedCount(s) >= s.settings.maxUnacked) || this.surgeCapReached();
   }
 
   /**
@@ -207,10 +206,9 @@ class Step {
       while (missing-- > 0) this.spawn();
       return;
     }
-    const fleet = s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
+    const fleet = isFleetRollout(s);
     while (missing > 0) {
-      if (!fleet && unackedCount(s) >= s.settings.maxUnacked) return;
-      if (this.surgeCapReached()) return;
+      if (this.spawnBlocked()) return;
       const interval = spawnIntervalMs(s);
       if (!fleet && s.lastSpawnAt !== null && this.now < s.lastSpawnAt + interval) return;
       this.spawn();
