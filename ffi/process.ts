@@ -3,6 +3,7 @@
 // fork() is deliberately absent: a forked Bun process crashes before exec
 // (see shared/notes/bun-platform.md); glibc's posix_spawn uses CLONE_VFORK
 // and is safe from a multi-threaded runtime.
+import { readSync } from "node:fs";
 import { constants } from "node:os";
 import { ptr } from "bun:ffi";
 import { check, checkReturned, cstr, sym } from "./libc";
@@ -217,6 +218,23 @@ export function tryLockExclusive(fd: number): boolean {
 
 export function umask(mask: number): number {
   return sym.umask(mask);
+}
+
+/**
+ * Everything in a file from offset 0, read through `fd` itself with pread
+ * (no new descriptor: it works when none is left, and leaves the offset alone).
+ */
+export function readAll(fd: number): Buffer {
+  const chunks: Buffer[] = [];
+  let pos = 0;
+  for (;;) {
+    const buf = Buffer.alloc(64 * 1024);
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n <= 0) break;
+    chunks.push(buf.subarray(0, n));
+    pos += n;
+  }
+  return Buffer.concat(chunks);
 }
 
 /** An anonymous in-memory file (memfd_create(2)); inheritable across exec unless `cloexec`. */

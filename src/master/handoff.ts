@@ -3,10 +3,10 @@
 // reader accepts older documents (missing fields get defaults) and refuses
 // newer ones, and `--upgrade-check` reports the version a binary reads so an
 // upgrade to a binary that could not read it is refused before the exec.
-import { fstatSync, readSync, writeSync } from "node:fs";
+import { writeSync } from "node:fs";
 import type { MasterConfig } from "../cli/master-options";
 import type { SockAddr } from "../../ffi/sockaddr";
-import { memfdCreate } from "../../ffi/process";
+import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";
 import type { UpgradeMode } from "../core/step";
 
@@ -54,15 +54,7 @@ export function writeHandoff(doc: Handoff): number {
 }
 
 export function readHandoff(fd: number): unknown {
-  const size = fstatSync(fd).size;
-  const buf = Buffer.alloc(size);
-  let off = 0;
-  while (off < size) {
-    const n = readSync(fd, buf, off, size - off, off);
-    if (n <= 0) break;
-    off += n;
-  }
-  return JSON.parse(buf.subarray(0, off).toString("utf8"));
+  return JSON.parse(readAll(fd).toString("utf8"));
 }
 
 export function validateHandoff(doc: unknown): Handoff {

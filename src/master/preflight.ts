@@ -1,9 +1,8 @@
 // The preflight of an upgrade or reload: run the next master image's command
 // with --upgrade-check (in the environment it will get) and judge what it
 // says, before the running master commits to an execve.
-import { readSync } from "node:fs";
 import { HANDOFF_SCHEMA } from "./handoff";
-import { type ExitStatus, kill, memfdCreate, spawn } from "../../ffi/process";
+import { type ExitStatus, kill, memfdCreate, readAll, spawn } from "../../ffi/process";
 import { close } from "../../ffi/socket";
 import { resolveProgram } from "./spawner";
 
@@ -47,20 +46,6 @@ export function judgePreflight(cmd: string[], status: ExitStatus, output: string
   return { ok: true, detail: `new einhorn ${info.einhorn}` };
 }
 
-/** Everything in a file descriptor from offset 0 (pread), without opening anything. */
-function readWhole(fd: number): string {
-  const chunks: Buffer[] = [];
-  let pos = 0;
-  for (;;) {
-    const buf = Buffer.alloc(64 * 1024);
-    const n = readSync(fd, buf, 0, buf.length, pos);
-    if (n <= 0) break;
-    chunks.push(buf.subarray(0, n));
-    pos += n;
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
 /** Start the preflight; `done` is called once, on a later event-loop turn, with the verdict. */
 export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): void {
   const { cmd, env } = opts;
@@ -95,7 +80,7 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
     let text: string;
     // Read through the descriptor already open: opening /proc/self/fd/N
     // would need one more, which is exactly what is missing under EMFILE.
-    try { text = readWhole(outFd); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
+    try { text = readAll(outFd).toString("utf8"); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
     finish(judgePreflight(cmd, status, text));
   });
 }
