@@ -12,6 +12,20 @@ export const SD_LISTEN_FDS_START = 3;
 export interface SystemdSockets { fds: number[]; names: string[] }
 
 /**
+ * The descriptors LISTEN_FDS announces for process `pid` (sd_listen_fds
+ * rules: none when unset or when LISTEN_PID names another process); a
+ * LISTEN_FDS that is not a number is an error.
+ */
+function listenFdsFor(env: Record<string, string | undefined>, pid: number): number[] | null {
+  const count = env[ENV.LISTEN_FDS];
+  if (count === undefined) return null;
+  if (!/^\d+$/.test(count)) throw new StartError(`LISTEN_FDS is '${count}', not a number of descriptors`);
+  const forPid = env[ENV.LISTEN_PID];
+  if (forPid !== undefined && forPid !== String(pid)) return null;
+  return Array.from({ length: Number(count) }, (_, i) => SD_LISTEN_FDS_START + i);
+}
+
+/**
  * The sockets systemd passed to process `pid`, or null when none were (or
  * they were meant for another process: LISTEN_PID differs). As sd_listen_fds
  * does with unset_environment, the variables are removed from `env` so that
@@ -19,17 +33,13 @@ export interface SystemdSockets { fds: number[]; names: string[] }
  * descriptors are made close-on-exec so only the ones einhorn hands on leak.
  */
 export function takeSystemdSockets(env: Record<string, string | undefined>, pid: number): SystemdSockets | null {
-  const count = env[ENV.LISTEN_FDS];
-  const forPid = env[ENV.LISTEN_PID];
+  const fds = listenFdsFor(env, pid);
   const names = env[ENV.LISTEN_FDNAMES];
   delete env[ENV.LISTEN_FDS];
   delete env[ENV.LISTEN_PID];
   delete env[ENV.LISTEN_FDNAMES];
-  if (count === undefined) return null;
-  if (!/^\d+$/.test(count)) throw new StartError(`LISTEN_FDS is '${count}', not a number of descriptors`);
-  if (forPid !== undefined && forPid !== String(pid)) return null;
-  const n = Number(count);
-  const fds = Array.from({ length: n }, (_, i) => SD_LISTEN_FDS_START + i);
+  if (!fds) return null;
+  const n = fds.length;
   for (const fd of fds) {
     try { setCloexec(fd, true); } catch (e) {
       throw new StartError(`LISTEN_FDS says ${n} socket(s) start at fd 3, but fd ${fd} is not open: ${(e as Error).message}`);
@@ -55,10 +65,9 @@ export function selectSystemdSocket(sd: SystemdSockets | null, select: string, t
 
 /** Clear FD_CLOEXEC on the descriptors systemd passed to `pid`, so an exec of this same process keeps them. */
 export function keepSystemdSocketsAcrossExec(env: Record<string, string | undefined>, pid: number): void {
-  const count = env[ENV.LISTEN_FDS];
-  if (count === undefined || !/^\d+$/.test(count)) return;
-  if (env[ENV.LISTEN_PID] !== undefined && env[ENV.LISTEN_PID] !== String(pid)) return;
-  for (let i = 0; i < Number(count); i++) {
-    try { setCloexec(SD_LISTEN_FDS_START + i, false); } catch { /* reported once the master reads them */ }
+  let fds: number[] | null;
+  try { fds = listenFdsFor(env, pid); } catch { return; } // reported once the master reads them
+  for (const fd of fds ?? []) {
+    try { setCloexec(fd, false); } catch { /* reported once the master reads them */ }
   }
 }
