@@ -20,7 +20,7 @@ import { type PreflightResult, runPreflight } from "./preflight";
 import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
-import { handleLine } from "./commands";
+import { type CommandContext, handleLine } from "./commands";
 import { StartError } from "./errors";
 import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
@@ -91,6 +91,7 @@ export class Master {
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity);
+    this.commands = this.commandContext();
   }
 
   // --- start-up ----------------------------------------------------------------
@@ -249,14 +250,17 @@ export class Master {
 
   private serveCommands(fd: number): void {
     this.server = new CommandServer({
-      onLine: (conn, line) => handleLine(this.commandContext(), conn, line),
+      onLine: (conn, line) => handleLine(this.commands, conn, line),
       onClose: (conn) => { for (const w of this.waiters) if (w.conn === conn) this.waiters.delete(w); },
       log: (level, message) => this.log[level](message),
     });
     this.server.listenFd(fd);
   }
 
-  private commandContext() {
+  /** What command handlers may see and do; built once in the constructor (it reads the options). */
+  private readonly commands: CommandContext;
+
+  private commandContext(): CommandContext {
     return {
       state: () => this.state,
       dispatch: (e: Event) => this.dispatch(e),
@@ -483,12 +487,11 @@ export class Master {
   }
 
   private installHandlers(): void {
-    process.on("SIGCHLD", () => this.reap());
-    process.on("SIGINT", () => this.onSignal("SIGINT"));
-    process.on("SIGUSR2", () => this.onSignal("SIGUSR2"));
-    process.on("SIGTERM", () => this.onSignal("SIGTERM"));
-    process.on("SIGQUIT", () => this.onSignal("SIGQUIT"));
-    process.on("SIGHUP", () => this.onSignal("SIGHUP"));
+    // One list (HANDLED_SIGNALS) is both what is handled here and what the
+    // re-exec blocks, so the two cannot drift apart.
+    for (const sig of HANDLED_SIGNALS) {
+      process.on(sig as NodeJS.Signals, () => (sig === "SIGCHLD" ? this.reap() : this.onSignal(sig)));
+    }
     this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
   }
 
