@@ -16,7 +16,18 @@ mkdirSync(dirname(outfile), { recursive: true });
 const started = performance.now();
 const result = await Bun.build({
   entrypoints: ["src/cli/main.ts"],
-  compile: { outfile },
+  compile: {
+    outfile,
+    // A server tool must not change behaviour with the directory it is started
+    // in: a compiled Bun binary would otherwise load `.env` (into the master's
+    // and so every worker's environment) and `bunfig.toml` from the cwd.
+    autoloadDotenv: false,
+    autoloadBunfig: false,
+    // ... but a `-p` module is a Bun program of the user's and resolves its npm
+    // packages from its own node_modules like one (this also reads the nearest
+    // package.json for "imports"/"type"; see test/integration/build-flags.test.ts).
+    autoloadPackageJson: true,
+  },
   minify: true,
   // Precompiled bytecode: `einhorn --version` 32.7 -> 10.9 ms and the idle
   // master 1.2 MB smaller than parsing the bundle at every start (measured
