@@ -3,31 +3,12 @@
 // the master; the first argument may instead name a subcommand: `sh` (the
 // shell) or a hidden internal one starting with `_`. To run a worker program
 // that is itself called `sh`, put an option or `--` first: `einhorn -- sh -c ...`.
-import { MASTER_OPTIONS, parseMasterArgs, UsageError } from "./master-options";
+import { parseMasterArgs, UsageError } from "./master-options";
+import { einhornUsage } from "./usage";
+import { isPreloadModule } from "./preload";
 import { StartError } from "../master/errors";
-import { EINHORN_VERSION, einhornVersionLabel } from "../version";
+import { einhornVersionLabel } from "../version";
 import { selfCommand } from "./self";
-
-/** The master's usage, from the same table the parser uses. */
-export function masterUsage(): string {
-  const rows = MASTER_OPTIONS.filter((o) => !o.hidden).map((o) => {
-    const names = `${o.short ? `-${o.short}, ` : "    "}--${o.long}${o.value ? ` ${o.value}` : ""}`;
-    return [names, o.description] as const;
-  });
-  const width = Math.max(...rows.map(([n]) => n.length));
-  return [
-    `einhorn ${EINHORN_VERSION}: run N copies of PROGRAM sharing listening sockets; keep them up, upgrade them without dropping a connection.`,
-    "",
-    "Usage: einhorn [options] [--] PROGRAM [ARGS...]",
-    "       einhorn sh [-c NAME | -d PATH] [-e 'cmd args; cmd'] [--timeout SECONDS]",
-    "",
-    "Options:",
-    ...rows.map(([n, d]) => `  ${n.padEnd(width)}  ${d}`),
-    "",
-    "Exit status: 0 stopped cleanly; 1 could not start or failed at run time; 2 bad usage;",
-    "126 PROGRAM is not executable; 127 PROGRAM not found; 70 internal error.",
-  ].join("\n");
-}
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -85,8 +66,13 @@ export async function main(argv: string[]): Promise<void> {
     throw e;
   }
   if (config.help) {
-    process.stdout.write(`${masterUsage()}\n`);
+    process.stdout.write(einhornUsage(true));
     process.exit(0);
+  }
+  if (config.program.length === 0 && !config.version && !config.upgradeCheck && config.withStateFd === null && !config.preload) {
+    // Reference: without a program, Einhorn prints its usage to stdout and exits 1.
+    process.stdout.write(einhornUsage(false));
+    process.exit(1);
   }
   if (config.version) {
     process.stdout.write(`einhorn ${einhornVersionLabel()}\n`);
@@ -119,6 +105,18 @@ export async function main(argv: string[]): Promise<void> {
     await master.resume(doc);
     return;
   }
+  let postload: string | null = null;
+  if (config.preload && !isPreloadModule(config.preload)) {
+    // Reference: Einhorn "proceeds with postload" when it cannot preload; the
+    // workers then run PROGRAM as given. Said once the master's log is up.
+    postload = `-p ${config.preload} is not a Bun/TypeScript module (${config.program.length ? "preloading only loads .ts/.js files" : "and no PROGRAM was given"}); proceeding without preload: workers run ${config.program.length ? `'${config.program.join(" ")}'` : "nothing"} as given`;
+    config = { ...config, preload: null };
+    if (config.program.length === 0) {
+      process.stderr.write(`einhorn: ${postload}\n`);
+      process.stdout.write(einhornUsage(false));
+      process.exit(1);
+    }
+  }
   if (config.preload) {
     // Checked in a throwaway process (module side effects stay out of the
     // master) before anything is bound or spawned. The master's own fds are
@@ -131,9 +129,6 @@ export async function main(argv: string[]): Promise<void> {
     const r = Bun.spawnSync([...selfCommand(), "_preload", "--check", abs], { stdout: "ignore", stderr: "pipe", env: process.env });
     if (r.exitCode !== 0) fail(r.stderr.toString().trim().replace(/^einhorn: /, "") || `preload ${config.preload} failed to load`, 1);
     config = { ...config, preload: abs };
-  } else if (config.program.length === 0) {
-    process.stderr.write(`${masterUsage()}\n`);
-    fail("no PROGRAM given: einhorn [options] [--] PROGRAM [ARGS...]", 2);
   }
 
   const { resolveProgram } = await import("../master/spawner");
@@ -146,6 +141,7 @@ export async function main(argv: string[]): Promise<void> {
     // Sockets from systemd socket activation; the LISTEN_* variables are consumed here.
     const systemd = takeSystemdSockets(process.env, getpid());
     const master = new Master({ config, selfCommand: selfCommand(), env: { ...process.env }, systemd });
+    if (postload) master.log.warn(postload);
     await master.start();
   } catch (e) {
     if (e instanceof StartError) fail(e.message, e.exitCode);

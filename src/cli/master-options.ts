@@ -30,7 +30,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "kill-children-on-exit", short: "k", description: "Workers get SIGUSR2 when the master dies, even by SIGKILL" },
   { long: "ack-mode", short: "m", value: "MODE", description: "'manual', or seconds a worker must live to count as up (timer; default 1)" },
   { long: "number", short: "n", value: "N", description: "Number of workers (default 1)" },
-  { long: "preload", short: "p", value: "PATH", description: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv)" },
+  { long: "preload", short: "p", value: "PATH", description: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv); any other file is ignored with a warning" },
   { long: "quiet", short: "q", description: "Quieter logs (repeatable)" },
   { long: "verbose", short: "v", description: "Louder logs (repeatable)" },
   { long: "seconds", short: "s", value: "N", description: "Base respawn interval in seconds (default 1, > 0)" },

@@ -12,6 +12,18 @@ import { pathToFileURL } from "node:url";
 
 export const PRELOAD_ENTRY = "einhorn_main";
 
+/**
+ * The files -p can preload: what Bun loads as a module. Anything else
+ * (`app.rb`, `app.py`, an extensionless script) is not ours to load; as
+ * Einhorn "proceeds with postload" when it cannot preload, the master then
+ * warns and runs PROGRAM as given.
+ */
+const MODULE_EXTENSIONS = [".ts", ".tsx", ".mts", ".cts", ".js", ".jsx", ".mjs", ".cjs"];
+
+export function isPreloadModule(path: string): boolean {
+  return MODULE_EXTENSIONS.some((ext) => path.toLowerCase().endsWith(ext));
+}
+
 let registered = false;
 
 /**

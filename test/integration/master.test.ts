@@ -360,11 +360,12 @@ describe("bad input gets one clear line and a documented exit code", () => {
     });
   }
 
-  test("no program: usage and exit 2", async () => {
-    const r = await runBinary([]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain("Usage: einhorn [options] [--] PROGRAM [ARGS...]");
-    expect(r.stderr.trim().split("\n").at(-1)).toBe("einhorn: no PROGRAM given: einhorn [options] [--] PROGRAM [ARGS...]");
+  test("options but no program: Einhorn's usage on stdout and exit 1", async () => {
+    const r = await runBinary(["-n", "2"]);
+    expect(r.code).toBe(1);
+    expect(r.stdout.split("\n")[0]).toBe("## Usage");
+    expect(r.stdout).toContain("\n### Options\n");
+    expect(r.stderr).toBe("");
   });
 
   test("a program that is not executable: exit 126, no crash loop", async () => {
