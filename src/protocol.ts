@@ -35,6 +35,7 @@ export const COMMANDS = {
   ehlo: "Print a welcome banner naming the master",
   help: "List the commands",
   state: "Dump the master's state (YAML; 'state json' for one JSON document)",
+  status: "Workers at a glance: state, uptime, CPU, memory, restarts ('status json' for scripts)",
   inc: "Increment the number of workers",
   dec: "Decrement the number of workers (never below 1)",
   set_workers: "Set the number of workers: set_workers N (1..1000)",

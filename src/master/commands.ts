@@ -12,6 +12,8 @@ export interface CommandContext {
   state(): State;
   dispatch(e: Event): void;
   report(): unknown;
+  /** `status`: the table (text) or its data (json). */
+  status(format: "text" | "json"): string;
   masterPid: number;
   commandName: string | null;
   einhornVersion: string;
@@ -153,6 +155,12 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       if (fmt === "json") reply(JSON.stringify(ctx.report()));
       else if (fmt === "yaml") reply(toYaml(ctx.report()));
       else refuse(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
+      return;
+    }
+    case "status": {
+      const fmt = args[0] ?? "text";
+      if (fmt !== "json" && fmt !== "text") { refuse(`status takes 'json' or nothing (the table), got '${args.join(" ")}'`); return; }
+      reply(ctx.status(fmt));
       return;
     }
     case "inc": {

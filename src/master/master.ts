@@ -27,6 +27,7 @@ import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./l
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
+import { renderStatus, StatusCollector } from "./status-report";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -259,6 +260,7 @@ export class Master {
 
   /** What command handlers may see and do; built once in the constructor (it reads the options). */
   private readonly commands: CommandContext;
+  private readonly statusCollector = new StatusCollector();
 
   private commandContext(): CommandContext {
     return {
@@ -274,6 +276,12 @@ export class Master {
         verbosity: this.state.settings.verbosity,
         reexecs: this.reexecs,
       }),
+      status: (format) => {
+        const data = this.statusCollector.collect(this.state, {
+          masterPid: this.pid, einhornVersion: einhornVersionLabel(), commandName: this.cfg.commandName, socketPath: this.cfg.socketPath, listeners: this.listeners,
+        }, Date.now());
+        return format === "json" ? JSON.stringify(data) : renderStatus(data);
+      },
       masterPid: this.pid,
       commandName: this.cfg.commandName,
       einhornVersion: einhornVersionLabel(),
