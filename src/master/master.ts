@@ -28,6 +28,7 @@ import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 import { renderStatus, StatusCollector } from "./status-report";
+import { AckWaitReporter } from "./ack-wait";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -501,6 +502,20 @@ export class Master {
       process.on(sig as NodeJS.Signals, () => (sig === "SIGCHLD" ? this.reap() : this.onSignal(sig)));
     }
     this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
+    this.everySecond = setInterval(() => this.housekeeping(), 1_000);
+  }
+
+  private everySecond: ReturnType<typeof setInterval> | null = null;
+  private readonly ackWait = new AckWaitReporter();
+
+  /** Once a second: reports and checks that are not driven by the core's clock. */
+  private housekeeping(): void {
+    if (this.exiting || this.execing) return;
+    const report = this.ackWait.check(this.state, Date.now());
+    if (report) {
+      this.log.warn(report);
+      this.notify("upgrade", report, false);
+    }
   }
 
   private onSignal(sig: string): void {
@@ -637,6 +652,7 @@ export class Master {
     this.exiting = true;
     if (this.wakeTimer) clearTimeout(this.wakeTimer);
     if (this.safety) clearInterval(this.safety);
+    if (this.everySecond) clearInterval(this.everySecond);
     this.server?.stop();
     this.cleanupFiles();
     this.log.info(`Exiting with status ${code}`);
