@@ -9,6 +9,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec";
 import { shellSplit } from "../master/shell-split";
+import { normalizeSignal, RETIRE_SIGNAL_CHOICES } from "../core/pool";
 
 export interface OptionDef {
   long: string;
@@ -27,7 +28,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "pidfile", short: "e", value: "PATH", description: "Pidfile path" },
   { long: "lockfile", short: "f", value: "PATH", description: "Lockfile path" },
   { long: "command-socket-as-fd", short: "g", description: "Give each worker EINHORN_SOCK_FD, a descriptor already connected to the command socket" },
-  { long: "kill-children-on-exit", short: "k", description: "Workers get SIGUSR2 when the master dies, even by SIGKILL" },
+  { long: "kill-children-on-exit", short: "k", description: "Workers get SIGUSR2 (the --retire-signal) when the master dies, even by SIGKILL" },
   { long: "ack-mode", short: "m", value: "MODE", description: "'manual', or seconds a worker must live to count as up (timer; default 1)" },
   { long: "number", short: "n", value: "N", description: "Number of workers (default 1)" },
   { long: "preload", short: "p", value: "PATH", description: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv); any other file is ignored with a warning" },
@@ -35,6 +36,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "verbose", short: "v", description: "Louder logs (repeatable)" },
   { long: "seconds", short: "s", value: "N", description: "Base respawn interval in seconds (default 1, > 0)" },
   { long: "signal-timeout", short: "t", value: "T", description: "SIGKILL a worker still alive T seconds after a signal asked it to leave" },
+  { long: "retire-signal", value: "SIG", description: "What workers get to leave, on upgrade and graceful stop (USR2, TERM, QUIT or INT; default USR2). One still alive 30s later is named in a warning" },
   { long: "max-unacked", value: "N", description: "At most N new unacknowledged workers at once (default: number of CPUs)" },
   { long: "max-upgrade-additional", value: "N", description: "During an upgrade, at most number + N workers alive" },
   { long: "ack-timeout", value: "SECONDS", description: "Fail an upgrade whose new worker has not ACKed within SECONDS" },
@@ -67,6 +69,8 @@ export interface MasterConfig {
   verbosity: number;
   seconds: number;
   signalTimeout: number | null;
+  /** Normalised (SIGTERM, not TERM). */
+  retireSignal: string;
   maxUnacked: number;
   maxUpgradeAdditional: number | null;
   ackTimeout: number | null;
@@ -174,6 +178,16 @@ function niceLevel(v: string, which: string, whole: string): number {
   return Number(v);
 }
 
+function retireSignalOpt(raw: Raw): string {
+  const v = last(raw, "retire-signal");
+  if (v === undefined) return "SIGUSR2";
+  const sig = normalizeSignal(v.trim());
+  if (!(RETIRE_SIGNAL_CHOICES as readonly string[]).includes(sig)) {
+    throw new UsageError(`--retire-signal wants one of ${RETIRE_SIGNAL_CHOICES.map((s) => s.slice(3)).join(", ")} (a signal that asks a worker to leave), got '${v}'`);
+  }
+  return sig;
+}
+
 export interface Defaults { tmpdir?: string; cpus?: number }
 
 export function parseMasterArgs(argv: string[], defaults: Defaults = {}): MasterConfig {
@@ -245,6 +259,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     verbosity,
     seconds: secondsOpt(raw, "seconds", false) ?? 1,
     signalTimeout: secondsOpt(raw, "signal-timeout", false) ?? null,
+    retireSignal: retireSignalOpt(raw),
     maxUnacked: intOpt(raw, "max-unacked", 1) ?? Math.max(1, defaults.cpus ?? availableParallelism()),
     maxUpgradeAdditional: intOpt(raw, "max-upgrade-additional", 0) ?? null,
     ackTimeout: secondsOpt(raw, "ack-timeout", false) ?? null,

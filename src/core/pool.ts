@@ -9,6 +9,17 @@ import type { State, Worker } from "./state";
  */
 export const RETIRING_SIGNALS = new Set(["SIGUSR2", "SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL"]);
 
+/** What --retire-signal may name: the retiring signals a worker can handle (not KILL). */
+export const RETIRE_SIGNAL_CHOICES = ["SIGUSR2", "SIGTERM", "SIGQUIT", "SIGINT"] as const;
+
+/**
+ * A worker still alive this long after it was asked to leave gets a warning
+ * naming it (once): the usual cause is a server that gives the retire signal
+ * another meaning (gunicorn and puma re-exec on USR2) and never leaves. With
+ * -t, the escalation to SIGKILL is warned about again when it happens.
+ */
+export const RETIRE_GRACE_SECONDS = 30;
+
 export function normalizeSignal(sig: string): string {
   const up = sig.toUpperCase();
   return up.startsWith("SIG") ? up : `SIG${up}`;

@@ -19,6 +19,11 @@ export interface Settings {
   maxUpgradeAdditional: number | null;
   /** Seconds after a retiring signal before SIGKILL; null: never escalate. */
   signalTimeout: number | null;
+  /**
+   * What a worker is sent to make it leave on upgrade, `dec` and graceful stop
+   * (USR2, as Einhorn; servers that give USR2 another meaning want TERM/QUIT).
+   */
+  retireSignal: string;
   /** A new generation whose workers die this many times in a row before ACKing fails the upgrade. */
   upgradeMaxDeaths: number;
   /** A new worker not ACKed this many seconds after spawn fails the upgrade; null: wait forever. */
@@ -37,6 +42,8 @@ export interface Worker {
   ackedAt: number | null;
   /** Every signal einhorn sent this worker, oldest first. */
   signals: SignalRecord[];
+  /** A warning said this worker outlived RETIRE_GRACE_SECONDS after being asked to leave (said once). */
+  retireWarned?: boolean;
   lastPing: { at: number; requestId: unknown } | null;
 }
 
@@ -108,6 +115,7 @@ export const DEFAULT_SETTINGS: Settings = {
   maxUnacked: 1,
   maxUpgradeAdditional: null,
   signalTimeout: null,
+  retireSignal: "SIGUSR2",
   upgradeMaxDeaths: 3,
   ackTimeout: null,
   verbosity: 1,
@@ -127,6 +135,7 @@ export function upgradeState(doc: unknown, now: number): State {
   const workers = (d.workers ?? []).map((w) => ({
     pid: w.pid, index: w.index ?? 0, version: w.version ?? 0, spawnedAt: w.spawnedAt ?? now,
     ackedAt: w.ackedAt ?? null, signals: w.signals ?? [], lastPing: w.lastPing ?? null,
+    ...(w.retireWarned ? { retireWarned: true } : {}),
   }));
   return {
     ...base,

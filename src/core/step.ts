@@ -4,7 +4,7 @@
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
   ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
-  normalizeSignal, otherVersionWorkers, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+  normalizeSignal, otherVersionWorkers, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
 } from "./pool";
 import type { Settings, State, Worker } from "./state";
 
@@ -22,8 +22,11 @@ export type Event =
   | { type: "inc" }
   | { type: "dec" }
   | { type: "set-workers"; number: number }
-  /** Graceful stop: send `signal` to every worker, spawn no more, exit when none is left (INT, TERM, USR2, die). */
-  | { type: "stop"; signal: string }
+  /**
+   * Graceful stop: send `signal` (default: the retire signal) to every worker,
+   * spawn no more, exit when none is left (INT, TERM, USR2, die).
+   */
+  | { type: "stop"; signal?: string }
   /** QUIT: pass QUIT to every worker and exit at once. */
   | { type: "quit" }
   | { type: "signal-workers"; signals: string[] }
@@ -107,15 +110,29 @@ class Step {
     }
   }
 
+  /** Ask a worker to leave with the configured retire signal. */
+  retire(w: Worker): void {
+    this.signal(w, this.s.settings.retireSignal);
+  }
+
+  /**
+   * Workers asked to leave that are still alive: a warning naming each one
+   * after RETIRE_GRACE_SECONDS (unless -t kills it sooner), and with -t, a
+   * warning then SIGKILL at the signal timeout.
+   */
   escalate(): void {
     const t = this.s.settings.signalTimeout;
-    if (t === null) return;
     for (const w of this.s.workers) {
       const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
       if (!first || wasSent(w, "SIGKILL")) continue;
-      if (this.now >= first.at + t * 1000) {
-        this.log("warn", `Worker ${w.pid} is still alive ${t}s after ${first.signal}; sending SIGKILL`);
+      const name = `Worker ${w.pid} (index ${w.index}, version ${w.version})`;
+      if (t !== null && this.now >= first.at + t * 1000) {
+        this.log("warn", `${name} is still alive ${t}s after ${first.signal}; sending SIGKILL (-t ${t})`);
         this.signal(w, "SIGKILL");
+      } else if (!w.retireWarned && this.now >= first.at + RETIRE_GRACE_SECONDS * 1000) {
+        w.retireWarned = true;
+        const next = t !== null ? `; SIGKILL in ${t - RETIRE_GRACE_SECONDS}s (-t ${t})` : "; it is never killed without -t";
+        this.log("warn", `${name} is still alive ${RETIRE_GRACE_SECONDS}s after ${first.signal}: does it handle ${first.signal}? (choose another with --retire-signal)${next}`);
       }
     }
   }
@@ -191,7 +208,7 @@ class Step {
     const needed = room - retiringOld;
     for (const w of old.slice(0, Math.max(0, needed))) {
       this.log("info", `Surge cap reached: retiring old worker ${w.pid} to make room for the new version`);
-      this.signal(w, "SIGUSR2");
+      this.retire(w);
     }
   }
 
@@ -228,9 +245,9 @@ class Step {
     if (s.upgrade?.mode === "smooth") {
       // Old workers leave one for one as new ones come up.
       const keep = Math.max(0, s.settings.number - ackedCurrentCount(s));
-      others.sort(Step.retireOrder).slice(0, Math.max(0, others.length - keep)).forEach((w) => this.signal(w, "SIGUSR2"));
+      others.sort(Step.retireOrder).slice(0, Math.max(0, others.length - keep)).forEach((w) => this.retire(w));
     } else if (!s.upgrade) {
-      for (const w of others) this.signal(w, "SIGUSR2");
+      for (const w of others) this.retire(w);
     }
     // Too many of the current version (after `dec`): unacked first, then the newest.
     const current = currentWorkers(s).filter((w) => !isRetiring(w));
@@ -239,7 +256,7 @@ class Step {
       current
         .sort((a, b) => Number(isAcked(a)) - Number(isAcked(b)) || b.spawnedAt - a.spawnedAt)
         .slice(0, excess)
-        .forEach((w) => this.signal(w, "SIGUSR2"));
+        .forEach((w) => this.retire(w));
     }
   }
 
@@ -268,7 +285,10 @@ class Step {
     for (const w of s.workers) {
       if (mode.kind === "timer" && !isAcked(w) && !isRetiring(w)) times.push(w.spawnedAt + mode.seconds * 1000);
       const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
-      if (first && s.settings.signalTimeout !== null && !wasSent(w, "SIGKILL")) times.push(first.at + s.settings.signalTimeout * 1000);
+      if (first && !wasSent(w, "SIGKILL")) {
+        if (s.settings.signalTimeout !== null) times.push(first.at + s.settings.signalTimeout * 1000);
+        if (!w.retireWarned) times.push(first.at + RETIRE_GRACE_SECONDS * 1000);
+      }
       if (s.upgrade && s.settings.ackTimeout !== null && w.version === s.version && !isAcked(w) && !isRetiring(w)) {
         times.push(w.spawnedAt + s.settings.ackTimeout * 1000);
       }
@@ -346,7 +366,7 @@ class Step {
         this.setNumber(e.number);
         break;
       case "stop": {
-        const sig = normalizeSignal(e.signal);
+        const sig = normalizeSignal(e.signal ?? s.settings.retireSignal);
         s.stopping = { signal: sig, since: this.now };
         if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
         s.upgrade = null;

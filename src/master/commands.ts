@@ -212,7 +212,8 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     }
     case "die": {
       if (args.length > 1) { refuse(`die takes at most one signal name, got '${args.join(" ")}'`); return; }
-      const sig = args[0] === undefined ? "SIGUSR2" : parseSignalArg(args[0]);
+      // Without a name, the retire signal (USR2 unless --retire-signal), as a graceful stop.
+      const sig = args[0] === undefined ? ctx.state().settings.retireSignal : parseSignalArg(args[0]);
       if (!sig) { refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
       const pids = ctx.state().workers.map((w) => w.pid);
       // Answer first: with no worker left the stop exits the master at once.

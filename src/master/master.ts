@@ -130,6 +130,8 @@ export class Master {
       maxUnacked: cfg.maxUnacked,
       maxUpgradeAdditional: cfg.maxUpgradeAdditional,
       signalTimeout: cfg.signalTimeout,
+      // A handoff document from before --retire-signal has no value here.
+      retireSignal: cfg.retireSignal ?? "SIGUSR2",
       upgradeMaxDeaths: cfg.upgradeMaxDeaths,
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
@@ -227,6 +229,7 @@ export class Master {
       sockPath: cfg.socketPath,
       selfCommand: this.opts.selfCommand,
       killChildrenOnExit: cfg.killChildrenOnExit,
+      retireSignal: cfg.retireSignal ?? "SIGUSR2",
       workerNice: cfg.nice.worker,
       baseEnv: this.opts.env,
     };
@@ -528,7 +531,8 @@ export class Master {
     switch (sig) {
       case "SIGINT":
       case "SIGUSR2":
-        this.dispatch({ type: "stop", signal: "SIGUSR2" });
+        // The graceful stop: workers get the retire signal (USR2 unless --retire-signal).
+        this.dispatch({ type: "stop" });
         break;
       case "SIGTERM":
         this.dispatch({ type: "stop", signal: "SIGTERM" });

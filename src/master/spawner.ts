@@ -15,6 +15,8 @@ export interface WorkerPlan {
   /** How to run this einhorn binary (for the exec helper). */
   selfCommand: string[];
   killChildrenOnExit: boolean;
+  /** Sent to workers when the master dies with -k (--retire-signal). */
+  retireSignal: string;
   workerNice: number | null;
   /** The environment workers inherit, before einhorn's own variables. */
   baseEnv: Record<string, string | undefined>;
@@ -107,7 +109,7 @@ export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | nu
   if (plan.killChildrenOnExit || plan.listenFds) {
     file = plan.selfCommand[0]!;
     argv = [...plan.selfCommand, "_exec"];
-    if (plan.killChildrenOnExit) argv.push("--pdeathsig", "SIGUSR2", "--parent", String(getpid()));
+    if (plan.killChildrenOnExit) argv.push("--pdeathsig", plan.retireSignal, "--parent", String(getpid()));
     if (plan.listenFds) argv.push("--listen-pid");
     argv.push("--", ...plan.program);
   } else {

@@ -662,7 +662,7 @@ describe("stopping", () => {
       expect(kills(fx)).toEqual(pids.map((p) => [p, sent]));
       expect(sim.state.stopping).toEqual({ signal: sent, since: 1000 });
       expect(exits(fx)).toEqual([]);
-      expect(sim.wakeAt).toBeNull();
+      expect(sim.wakeAt).toBe(1000 + 30_000); // only the retire-grace warning is due
       const all: Effect[] = [];
       all.push(...sim.exit(pids[0]!, 1100, 0));
       all.push(...sim.tick(60_000));
@@ -743,8 +743,8 @@ describe("stopping", () => {
     const fx = sim.tick(15_000);
     expect(kills(fx)).toEqual([[b!, "SIGKILL"], [c!, "SIGKILL"]]);
     expect(logs(fx, "warn")).toEqual([
-      `Worker ${b} is still alive 5s after SIGUSR2; sending SIGKILL`,
-      `Worker ${c} is still alive 5s after SIGUSR2; sending SIGKILL`,
+      `Worker ${b} (index 1, version 0) is still alive 5s after SIGUSR2; sending SIGKILL (-t 5)`,
+      `Worker ${c} (index 2, version 0) is still alive 5s after SIGUSR2; sending SIGKILL (-t 5)`,
     ]);
     expect(sim.wakeAt).toBeNull();
     expect(kills(sim.tick(99_000))).toEqual([]);
@@ -755,6 +755,8 @@ describe("stopping", () => {
   test("no signal timeout: never escalated", () => {
     const sim = ready(1, { signalTimeout: null });
     sim.send({ type: "stop", signal: "TERM" }, 100);
+    expect(sim.wakeAt).toBe(30_100); // the retire-grace warning, nothing more
+    expect(kills(sim.tick(30_100))).toEqual([]);
     expect(sim.wakeAt).toBeNull();
     expect(kills(sim.tick(10_000_000))).toEqual([]);
   });
@@ -1115,7 +1117,7 @@ describe("wake-ups never spin", () => {
     const sim = ready(2, { maxUnacked: 2, maxUpgradeAdditional: 1 });
     sim.send({ type: "upgrade", mode: "smooth" }, 1000);
     sim.ack(sim.pids(1)[0]!, 1100); // one old retiring, 3 alive: capped until it exits
-    expect(sim.wakeAt).toBeNull();
+    expect(sim.wakeAt).toBe(1100 + 30_000); // not for a spawn: only the retiring worker's grace warning
     expect(sim.spins).toEqual([]);
   });
 });
@@ -1338,5 +1340,86 @@ describe("spawn time", () => {
     const spawn = r.effects.find((e) => e.type === "spawn") as { spawnId: number };
     s = step(s, { type: "spawned", spawnId: spawn.spawnId, pid: 42, at: 1001 }, 1050).state;
     expect(s.workers[0]!.spawnedAt).toBe(1001);
+  });
+});
+
+describe("--retire-signal", () => {
+  const choices: [string, string][] = [["USR2", "SIGUSR2"], ["TERM", "SIGTERM"], ["QUIT", "SIGQUIT"], ["INT", "SIGINT"]];
+  for (const [name, sig] of choices) {
+    test(`${name}: smooth upgrade, dec, stop and die-without-a-name all send ${sig}`, () => {
+      const sim = ready(2, { retireSignal: sig });
+      const old = sim.pids(0);
+      sim.send({ type: "upgrade", mode: "smooth" }, 1000);
+      const n1 = sim.pids(1)[0]!;
+      expect(kills(sim.ack(n1, 1100))).toEqual([[old[0]!, sig]]);
+      const n2 = sim.pids(1)[1]!;
+      expect(kills(sim.ack(n2, 1200))).toEqual([[old[1]!, sig]]);
+      for (const p of old) sim.exit(p, 1300);
+      expect(kills(sim.send({ type: "dec" }, 2000))).toHaveLength(1);
+      expect(kills(sim.history.at(-1)!.effects)[0]![1]).toBe(sig);
+      const live = sim.state.workers.filter((w) => w.signals.length === 0).map((w) => w.pid);
+      expect(kills(sim.send({ type: "stop" }, 3000))).toEqual(live.map((p) => [p, sig]));
+      expect(sim.state.stopping).toEqual({ signal: sig, since: 3000 });
+    });
+  }
+
+  test("an explicit stop signal (TERM to the master, die QUIT) wins over the retire signal", () => {
+    const sim = ready(2, { retireSignal: "SIGQUIT" });
+    expect(kills(sim.send({ type: "stop", signal: "TERM" }, 1000)).map(([, s]) => s)).toEqual(["SIGTERM", "SIGTERM"]);
+  });
+
+  test("fleet upgrade and the surge cap's room-making retire with it too", () => {
+    const sim = ready(2, { retireSignal: "SIGTERM", maxUpgradeAdditional: 0 });
+    sim.send({ type: "upgrade", mode: "fleet" }, 1000);
+    const all = sim.history.flatMap((r) => kills(r.effects));
+    expect(all.length).toBeGreaterThan(0);
+    expect(all.every(([, s]) => s === "SIGTERM")).toBe(true);
+  });
+
+  test("a retiring worker still alive after the grace is named in one warning; no -t: never killed", () => {
+    const sim = ready(1, { retireSignal: "SIGUSR2" });
+    const [w] = sim.pids();
+    sim.send({ type: "upgrade", mode: "smooth" }, 1000);
+    sim.ack(sim.pids(1)[0]!, 1100); // the old worker gets USR2 at 1100
+    expect(sim.wakeAt).toBe(1100 + 30_000);
+    expect(logs(sim.advance(1100 + 29_999), "warn")).toEqual([]);
+    const warned = sim.advance(1100 + 30_000);
+    expect(logs(warned, "warn")).toEqual([
+      `Worker ${w} (index 0, version 0) is still alive 30s after SIGUSR2: does it handle SIGUSR2? (choose another with --retire-signal); it is never killed without -t`,
+    ]);
+    expect(kills(warned)).toEqual([]);
+    expect(sim.wakeAt).toBeNull();
+    expect(logs(sim.tick(1100 + 600_000), "warn")).toEqual([]); // once
+    expect(sim.state.workers.map((x) => x.pid)).toContain(w!);
+  });
+
+  const escalation: [string, number, number[]][] = [
+    ["-t 60: a warning at 30 s, then a warning and SIGKILL at 60 s", 60, [30_000, 60_000]],
+    ["-t 10: no grace warning; a warning and SIGKILL at 10 s", 10, [10_000]],
+    ["-t 30: one warning, with the SIGKILL", 30, [30_000]],
+  ];
+  for (const [title, t, warnAt] of escalation) {
+    test(title, () => {
+      const sim = ready(1, { signalTimeout: t, retireSignal: "SIGTERM" });
+      const [w] = sim.pids();
+      sim.send({ type: "stop" }, 5000);
+      expect(sim.w(w!).signals.map((x) => x.signal)).toEqual(["SIGTERM"]);
+      sim.advance(5000 + 120_000);
+      const warnings: [number, string][] = [];
+      for (const r of sim.history) for (const m of logs(r.effects, "warn")) if (m.includes(`Worker ${w} (index 0, version 0)`)) warnings.push([r.at - 5000, m]);
+      expect(warnings.map(([a]) => a)).toEqual(warnAt);
+      expect(warnings.at(-1)![1]).toBe(`Worker ${w} (index 0, version 0) is still alive ${t}s after SIGTERM; sending SIGKILL (-t ${t})`);
+      if (warnAt.length === 2) expect(warnings[0]![1]).toContain(`SIGKILL in ${t - 30}s (-t ${t})`);
+      expect(sim.history.flatMap((r) => kills(r.effects))).toContainEqual([w!, "SIGKILL"]);
+    });
+  }
+
+  test("a state document from before --retire-signal reads as USR2", () => {
+    const sim = ready(1);
+    const doc = JSON.parse(JSON.stringify(sim.state));
+    delete doc.settings.retireSignal;
+    expect(upgradeState(doc, 0).settings.retireSignal).toBe("SIGUSR2");
+    const warned = { ...doc, workers: doc.workers.map((w: Worker) => ({ ...w, retireWarned: true })) };
+    expect(upgradeState(warned, 0).workers[0]!.retireWarned).toBe(true);
   });
 });
