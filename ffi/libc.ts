@@ -1,5 +1,6 @@
 // The dlopen table: every libc symbol einhorn calls, with its C signature.
 // Only ffi/ imports this file; everything above it uses the typed wrappers.
+import { osBytes } from "./os-string";
 import { dlopen, FFIType, read } from "bun:ffi";
 import { SysError } from "./errno";
 
@@ -87,7 +88,11 @@ export function checkReturned(ret: number, syscall: string, detail?: string): vo
   if (ret !== 0) throw new SysError(syscall, ret, strerror(ret), detail);
 }
 
-/** A NUL-terminated copy of a JS string, for `cstring`/`ptr` arguments. */
+/**
+ * A NUL-terminated copy of a JS string, for `cstring`/`ptr` arguments. The
+ * bytes are osBytes(s): a string carrying raw non-UTF-8 bytes (see
+ * os-string.ts) reaches the kernel as exactly those bytes.
+ */
 export function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, "utf8");
+  return Buffer.concat([osBytes(s), Buffer.of(0)]);
 }

@@ -1,6 +1,7 @@
 // Packing and unpacking of struct sockaddr_in, sockaddr_in6 and sockaddr_un
 // (Linux layouts). Addresses arrive here already parsed; this file only knows bytes.
 import { isIPv4, isIPv6 } from "node:net";
+import { osBytes, osString } from "./os-string";
 
 export const AF_UNIX = 1;
 export const AF_INET = 2;
@@ -57,7 +58,7 @@ export function packSockAddr(addr: SockAddr): Buffer {
       return b;
     }
     case "unix": {
-      const path = Buffer.from(addr.path, "utf8");
+      const path = osBytes(addr.path);
       if (path.length >= UNIX_PATH_MAX) {
         throw new Error(`UNIX socket path is ${path.length} bytes, the limit is ${UNIX_PATH_MAX - 1}: ${addr.path}`);
       }
@@ -98,7 +99,7 @@ export function unpackSockAddr(b: Buffer, len: number): SockAddr {
   if (family === AF_UNIX) {
     const raw = b.subarray(2, len);
     const nul = raw.indexOf(0);
-    return { family: "unix", path: raw.subarray(0, nul < 0 ? raw.length : nul).toString("utf8") };
+    return { family: "unix", path: osString(raw.subarray(0, nul < 0 ? raw.length : nul)) };
   }
   throw new Error(`unknown address family ${family}`);
 }

@@ -4,6 +4,7 @@
 // real program in place; the parent-death signal survives the exec.
 import { execve, getpid, getppid, prctl, PR_SET_PDEATHSIG, signalNumber } from "../../ffi/process";
 import { ENV } from "../protocol";
+import { osEnviron } from "../../ffi/os-string";
 import { setCloexec } from "../../ffi/socket";
 import { resolveProgram } from "../master/spawner";
 import { StartError } from "../master/errors";
@@ -42,7 +43,8 @@ export function runExecHelper(argv: string[]): never {
     process.stderr.write(`einhorn _exec: master ${parent} is gone; not starting ${program[0]}\n`);
     process.exit(1);
   }
-  const env = { ...process.env };
+  // Bytes, not text: values that are not UTF-8 pass through intact (see ffi/os-string.ts).
+  const env: Record<string, string | undefined> = osEnviron();
   if (listenPid) env[ENV.LISTEN_PID] = String(getpid());
   // Bun marks inherited descriptors from 4 up close-on-exec when it starts
   // (see notes/bun-platform.md), which would drop the worker's sockets at the

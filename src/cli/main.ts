@@ -9,6 +9,7 @@ import { isPreloadModule } from "./preload";
 import { StartError } from "../master/errors";
 import { einhornVersionLabel } from "../version";
 import { selfCommand } from "./self";
+import { osArgs, osEnviron } from "../../ffi/os-string";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -17,7 +18,7 @@ import { selfCommand } from "./self";
  * that mask yet: block the signals and exec this same command once. The mask
  * is the marker, so this happens at most once; re-executed masters inherit it.
  */
-function bootstrapSignalMask(argv: string[]): void {
+function bootstrapSignalMask(argv: string[], env: Record<string, string>): void {
   // Imported lazily so that `einhorn --version` and `einhorn sh` never load libc.
   const { blockSignals, execve, signalsBlocked } = require("../../ffi/process") as typeof import("../../ffi/process");
   const { handledSignalNumbers } = require("../master/master") as typeof import("../master/master");
@@ -26,11 +27,11 @@ function bootstrapSignalMask(argv: string[]): void {
   // Sockets passed by systemd must survive this exec; the runtime marked
   // every inherited descriptor from 4 up close-on-exec when it started.
   const { keepSystemdSocketsAcrossExec } = require("../master/systemd") as typeof import("../master/systemd");
-  keepSystemdSocketsAcrossExec(process.env, process.pid);
+  keepSystemdSocketsAcrossExec(env, process.pid);
   blockSignals(sigs);
   const self = selfCommand();
   try {
-    execve(self[0]!, [...self, ...argv], Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined).map(([k, v]) => `${k}=${v}`));
+    execve(self[0]!, [...self, ...argv], Object.entries(env).map(([k, v]) => `${k}=${v}`));
   } catch (e) {
     // Carry on in this image: signals may then be lost during the first re-exec only.
     process.stderr.write(`einhorn: warning: could not re-execute to set the signal mask: ${(e as Error).message}\n`);
@@ -101,7 +102,7 @@ export async function main(argv: string[]): Promise<void> {
     } catch (e) {
       fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
     }
-    const master = new Master({ config: { ...doc.config, withStateFd: null }, selfCommand: selfCommand(), env: { ...process.env } });
+    const master = new Master({ config: { ...doc.config, withStateFd: null }, selfCommand: selfCommand(), env: osEnviron() });
     await master.resume(doc);
     return;
   }
@@ -133,14 +134,17 @@ export async function main(argv: string[]): Promise<void> {
 
   const { resolveProgram } = await import("../master/spawner");
   const { Master } = await import("../master/master");
-  bootstrapSignalMask(argv);
+  // The environment as bytes (osEnviron): values that are not UTF-8 reach the workers intact.
+  const env = osEnviron();
+  bootstrapSignalMask(argv, env);
   try {
-    if (!config.preload) resolveProgram(config.program[0]!);
+    if (!config.preload) resolveProgram(config.program[0]!, env.PATH);
     const { takeSystemdSockets } = await import("../master/systemd");
     const { getpid } = await import("../../ffi/process");
     // Sockets from systemd socket activation; the LISTEN_* variables are consumed here.
-    const systemd = takeSystemdSockets(process.env, getpid());
-    const master = new Master({ config, selfCommand: selfCommand(), env: { ...process.env }, systemd });
+    const systemd = takeSystemdSockets(env, getpid());
+    for (const k of Object.keys(process.env)) if (!(k in env) && k.startsWith("LISTEN_")) delete process.env[k];
+    const master = new Master({ config, selfCommand: selfCommand(), env, systemd });
     if (postload) master.log.warn(postload);
     await master.start();
   } catch (e) {
@@ -150,7 +154,8 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 if (import.meta.main) {
-  main(process.argv.slice(2)).catch((e) => {
+  // The arguments as bytes (osArgs): Bun's process.argv has each non-UTF-8 byte replaced by U+FFFD.
+  main(osArgs()).catch((e) => {
     // Anything reaching here is a bug, not bad input; say so plainly.
     process.stderr.write(`einhorn: internal error: ${(e as Error).stack ?? e}\n`);
     process.exit(70);

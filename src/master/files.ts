@@ -5,12 +5,13 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { O_CLOEXEC, O_CREAT, O_RDWR, open, tryLockExclusive } from "../../ffi/process";
 import { close } from "../../ffi/socket";
 import { StartError } from "./errors";
+import { fsPath } from "../../ffi/os-string";
 
 export interface HeldLock { fd: number; path: string }
 
 function readPid(path: string): string | null {
   try {
-    const t = readFileSync(path, "utf8").trim();
+    const t = readFileSync(fsPath(path), "utf8").trim();
     return /^\d+$/.test(t) ? t : null;
   } catch {
     return null;
@@ -32,7 +33,7 @@ export function acquireLock(path: string): HeldLock {
         "give this one other paths with -c NAME (or -f/-e/-d), or stop the other one first",
     );
   }
-  writeFileSync(path, `${process.pid}\n`);
+  writeFileSync(fsPath(path), `${process.pid}\n`);
   return { fd, path };
 }
 
@@ -43,7 +44,7 @@ export function adoptLock(fd: number, path: string): HeldLock {
 
 export function writePidfile(path: string): void {
   try {
-    writeFileSync(path, `${process.pid}\n`);
+    writeFileSync(fsPath(path), `${process.pid}\n`);
   } catch (e) {
     throw new StartError(`cannot write pidfile ${path}: ${(e as Error).message}`);
   }
@@ -51,5 +52,5 @@ export function writePidfile(path: string): void {
 
 /** Remove a file we wrote, but only while it still names us (another master may own it now). */
 export function removeOwnFile(path: string): void {
-  if (readPid(path) === String(process.pid)) rmSync(path, { force: true });
+  if (readPid(path) === String(process.pid)) rmSync(fsPath(path), { force: true });
 }

@@ -10,6 +10,12 @@ import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";
 import type { UpgradeMode } from "../core/step";
 
+// Strings in the document (program, arguments, environment, paths) may carry
+// raw non-UTF-8 bytes as lone surrogates U+DC80..U+DCFF (ffi/os-string.ts).
+// JSON writes those as \udcXX escapes and reads them back unchanged, so the
+// format is the same and schema 1 stands: a document from an older writer has
+// plain strings only, and an older reader keeps such a string as the text it
+// always made of it.
 export const HANDOFF_SCHEMA = 1;
 
 export interface HandedConnection {

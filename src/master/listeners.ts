@@ -10,6 +10,7 @@ import * as sock from "../../ffi/socket";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
 import { selectSystemdSocket, type SystemdSockets } from "./systemd";
+import { fsPath } from "../../ffi/os-string";
 
 export interface Listener {
   fd: number;
@@ -44,7 +45,7 @@ async function resolve(spec: BindSpec): Promise<SockAddr> {
 export function clearStaleUnixSocket(path: string, what: string): void {
   let st;
   try {
-    st = lstatSync(path);
+    st = lstatSync(fsPath(path));
   } catch {
     return;
   }
@@ -55,7 +56,7 @@ export function clearStaleUnixSocket(path: string, what: string): void {
     throw new StartError(`${what} ${path} is in use: something is accepting connections on it`);
   } catch (e) {
     if (!(e instanceof SysError) || e.code !== "ECONNREFUSED") throw e;
-    rmSync(path, { force: true });
+    rmSync(fsPath(path), { force: true });
   } finally {
     sock.close(probe);
   }
@@ -69,7 +70,7 @@ export function bindUnix(fd: number, path: string, mode: number): void {
   } finally {
     umask(old);
   }
-  chmodSync(path, mode);
+  chmodSync(fsPath(path), mode);
 }
 
 export async function openListener(spec: BindSpec, backlog: number, systemd: SystemdSockets | null = null): Promise<Listener> {

@@ -29,6 +29,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
+import { fsPath } from "../../ffi/os-string";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -645,8 +646,8 @@ export class Master {
   // --- leaving -----------------------------------------------------------------------
 
   private cleanupFiles(): void {
-    if (this.commandFd !== null) rmSync(this.cfg.socketPath, { force: true });
-    for (const l of this.listeners) if (l.unixPath) rmSync(l.unixPath, { force: true });
+    if (this.commandFd !== null) rmSync(fsPath(this.cfg.socketPath), { force: true });
+    for (const l of this.listeners) if (l.unixPath) rmSync(fsPath(l.unixPath), { force: true });
     removeOwnFile(this.cfg.pidfile);
     if (this.lock) removeOwnFile(this.lock.path);
   }

@@ -6,6 +6,7 @@ import { getpid, setpriority, spawn } from "../../ffi/process";
 import { ENV, isEinhornWorkerVar } from "../protocol";
 import { StartError } from "./errors";
 import { SD_LISTEN_FDS_START } from "./systemd";
+import { fsPath } from "../../ffi/os-string";
 
 export interface WorkerPlan {
   /** PROGRAM ARGS as given on the command line; PROGRAM is looked up in PATH like exec does. */
@@ -32,10 +33,10 @@ export function resolveProgram(program: string, pathVar = process.env.PATH ?? "/
   let found: string | null = null;
   for (const c of candidates) {
     let st;
-    try { st = statSync(c); } catch { continue; }
+    try { st = statSync(fsPath(c)); } catch { continue; }
     if (!st.isFile()) { found ??= c; continue; }
     try {
-      accessSync(c, fsc.X_OK);
+      accessSync(fsPath(c), fsc.X_OK);
       return c;
     } catch {
       found ??= c;

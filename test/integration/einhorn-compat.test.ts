@@ -3,9 +3,9 @@
 // ACKing the way Einhorn's worker library does, and arguments/environment
 // that are bytes, not text. Everything drives the compiled binary.
 import { describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, fetchLine, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, FIXTURES, fetchLine, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
@@ -69,4 +69,93 @@ describe("-p with a file that is not a Bun/TypeScript module", () => {
     expect(r.stderr).toMatch(/app\.rb is not a Bun\/TypeScript module/);
     expect(r.stdout.split("\n")[0]).toBe("## Usage");
   });
+});
+
+// --- bytes, not text (item 5) ----------------------------------------------------
+
+const BYTES_WORKER = join(FIXTURES, "bytes-worker.py");
+/** Non-UTF-8 bytes: a lone 0xff, then a valid "é" (c3 a9), then 0xff 0xfe. */
+const ARG_BAD = Buffer.from([0x61, 0xff, 0x62]);
+const ARG_UTF8 = Buffer.from([0xc3, 0xa9]);
+const ENV_BAD = Buffer.from([0x78, 0xff, 0xfe, 0x79]);
+/** printf's octal form of some bytes, for a shell script. */
+const oct = (b: Buffer) => [...b].map((x) => `\\${x.toString(8).padStart(3, "0")}`).join("");
+
+/** What a worker received: its argv and environment as the kernel's bytes. */
+function received(dir: string, pid: number): { argv: Buffer[]; env: Map<string, Buffer> } {
+  const split = (b: Buffer) => {
+    const out: Buffer[] = [];
+    let start = 0;
+    for (let i = 0; i < b.length; i++) if (b[i] === 0) { out.push(b.subarray(start, i)); start = i + 1; }
+    return out;
+  };
+  const argv = split(readFileSync(join(dir, `${pid}.cmdline`)));
+  const env = new Map<string, Buffer>();
+  for (const e of split(readFileSync(join(dir, `${pid}.environ`)))) {
+    const eq = e.indexOf(0x3d);
+    env.set(e.subarray(0, eq).toString("latin1"), e.subarray(eq + 1));
+  }
+  return { argv, env };
+}
+
+function expectBytesIntact(dir: string, pid: number) {
+  const r = received(dir, pid);
+  // The worker's own argv ends with the two arguments, byte for byte.
+  expect(r.argv.slice(-2).map((b) => b.toString("hex"))).toEqual([ARG_BAD.toString("hex"), ARG_UTF8.toString("hex")]);
+  expect(r.env.get("BAD_BYTES")?.toString("hex")).toBe(ENV_BAD.toString("hex"));
+}
+
+describe("bytes, not text", () => {
+  const variants: Array<[string, string[], boolean]> = [
+    ["plain", [], false],
+    ["-k (through the parent-death helper) and a --reexec-as script whose path is not UTF-8", ["-k"], true],
+  ];
+  for (const [name, flags, reexec] of variants) {
+    test(`non-UTF-8 argv, environment and file paths reach the workers intact at start and after upgrades: ${name}`, async () => {
+      const dir = tempDir();
+      const out = join(dir, "out");
+      mkdirSync(out);
+      // A pidfile whose name is not UTF-8: written at start, removed at exit.
+      const pidfile = Buffer.concat([Buffer.from(`${dir}/pid-`), Buffer.from([0xe9, 0xff]), Buffer.from(".pid")]);
+      const extra: string[] = [];
+      if (reexec) {
+        const script = Buffer.concat([Buffer.from(`${dir}/re-`), Buffer.from([0xff]), Buffer.from("exec.sh")]);
+        writeFileSync(script, `#!/bin/sh\nexec ${BIN} "$@"\n`);
+        chmodSync(script, 0o755);
+        extra.push(`--reexec-as "$(printf '${oct(script)}')"`);
+      }
+      // The shell puts the raw bytes on the command line and in the environment
+      // (Bun.spawn would only take them as text).
+      const launcher = join(dir, "launch.sh");
+      writeFileSync(launcher, [
+        "#!/bin/sh",
+        `BAD_BYTES="$(printf '${oct(ENV_BAD)}')"; export BAD_BYTES`,
+        `exec "$@" -e "$(printf '${oct(pidfile)}')" ${extra.join(" ")} -- python3 ${BYTES_WORKER} ${out} "$(printf '${oct(ARG_BAD)}')" "$(printf '${oct(ARG_UTF8)}')"`,
+        "",
+      ].join("\n"));
+      const m = startMaster(["-m", "0", "-n", "2", ...flags], { dir, wrap: ["/bin/sh", launcher] });
+      const first = await acked(m.sockPath, 2);
+      expect(existsSync(pidfile)).toBe(true);
+      expect(readFileSync(pidfile, "utf8").trim()).toBe(String(m.pid));
+      for (const w of first.workers) {
+        await waitFor("worker report", () => existsSync(join(out, `${w.pid}.environ`)));
+        expectBytesIntact(out, w.pid);
+      }
+      for (let round = 1; round <= 2; round++) {
+        const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
+        expect(up.code).toBe(0);
+        const s = await waitFor(`version ${round} up`, async () => {
+          const t = await stateJson(m.sockPath);
+          return t.workers.length === 2 && t.workers.every((w: any) => w.acked && w.version === round) ? t : null;
+        }, 30_000);
+        for (const w of s.workers) {
+          await waitFor("worker report", () => existsSync(join(out, `${w.pid}.environ`)));
+          expectBytesIntact(out, w.pid);
+        }
+      }
+      if (reexec) expect(m.output()).toMatch(/Re-executing: .*re-.*exec\.sh --with-state-fd/);
+      expect(await stopMaster(m)).toBe(0);
+      expect(existsSync(pidfile)).toBe(false);
+    }, 90_000);
+  }
 });
