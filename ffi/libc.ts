@@ -52,6 +52,14 @@ export const libc = dlopen("libc.so.6", {
   execve: { args: [cstring, ptr, ptr], returns: i32 },
   kill: { args: [i32, i32], returns: i32 },
   waitpid: { args: [i32, ptr, i32], returns: i32 },
+  waitid: { args: [i32, u32, ptr, i32], returns: i32 },
+  // syscall(2) is variadic; every argument is a long, passed in registers.
+  // Used for the pidfd calls, which musl and glibc before 2.36 do not wrap.
+  syscall: { args: [i64, i64, i64, i64, i64], returns: i64 },
+  raise: { args: [i32], returns: i32 },
+  sigaction: { args: [i32, ptr, ptr], returns: i32 },
+  signalfd: { args: [i32, ptr, i32], returns: i32 },
+  read: { args: [i32, ptr, u64], returns: i64 },
   getpid: { args: [], returns: i32 },
   getppid: { args: [], returns: i32 },
   getuid: { args: [], returns: u32 },

@@ -17,6 +17,12 @@ export type Event =
   | { type: "spawned"; spawnId: number; pid: number; at?: number }
   | { type: "spawn-failed"; spawnId: number; reason: string }
   | { type: "exited"; pid: number; code: number | null; signal: string | null }
+  /**
+   * A worker found gone without an exit status: another process reaped it
+   * (a --reexec-as wrapper that ran while a worker died). Counted like an
+   * exit of unknown cause; its pid is never signalled again.
+   */
+  | { type: "vanished"; pid: number; reason: string }
   | { type: "ack"; pid: number }
   | { type: "ping"; pid: number; requestId: unknown }
   | { type: "inc" }
@@ -328,17 +334,20 @@ class Step {
         this.log("error", `Could not start a worker (index ${p!.index}): ${e.reason}; next try in ${(backoffMs(s.settings.seconds, s.consecutiveDeaths) / 1000).toFixed(1)}s`);
         break;
       }
-      case "exited": {
+      case "exited":
+      case "vanished": {
         const w = findWorker(s, e.pid);
         if (!w) { this.log("debug", `Reaped ${e.pid}, which is not a worker`); break; }
         s.workers = s.workers.filter((x) => x !== w);
-        const how = e.signal ? `killed by ${e.signal}` : `exited with status ${e.code}`;
+        const how = e.type === "vanished" ? `is gone (${e.reason})` : e.signal ? `killed by ${e.signal}` : `exited with status ${e.code}`;
+        const code = e.type === "vanished" ? null : e.code;
+        const signal = e.type === "vanished" ? null : e.signal;
         const expected = isRetiring(w) || s.stopping !== null;
-        if (!isAcked(w)) this.recordDeath(w.index, w.version, e.code, e.signal, expected);
-        else this.recordExit(w.index, false, e.code, e.signal);
+        if (!isAcked(w)) this.recordDeath(w.index, w.version, code, signal, expected);
+        else this.recordExit(w.index, false, code, signal);
         const tail = !isAcked(w) && !expected ? ` before ACKing (${s.consecutiveDeaths} in a row)` : "";
         // Asked to leave: info. Left on its own: an error, unless it exited 0 (then a warning).
-        this.log(expected ? "info" : e.code === 0 ? "warn" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
+        this.log(expected ? "info" : code === 0 || e.type === "vanished" ? "warn" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
         break;
       }
       case "ack": {

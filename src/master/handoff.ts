@@ -48,6 +48,8 @@ export interface Handoff {
   history: Array<{ version: string; at: number }>;
   /** Signals the old image received while preparing the exec; the new image acts on them. */
   signals: string[];
+  /** The workers' process descriptors (absent from older writers: their workers are checked by pid). */
+  pidfds: Array<{ pid: number; fd: number }>;
 }
 
 /** Write the document into a fresh inheritable memfd; returns its descriptor. */
@@ -87,5 +89,6 @@ export function validateHandoff(doc: unknown): Handoff {
     signalMask: d.signalMask ?? "",
     history: d.history ?? [],
     signals: d.signals ?? [],
+    pidfds: d.pidfds ?? [],
   };
 }

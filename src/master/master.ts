@@ -4,7 +4,7 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, type ExitStatus, execve, getpid, kill, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
+  blockSignals, type ExitStatus, execve, getpid, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
   signalNumber, unblockAllSignals, unblockSignals, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
@@ -30,6 +30,7 @@ import { buildStateReport } from "./state-report";
 import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
+import { ChildHandles } from "./child-handles";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -90,10 +91,13 @@ export class Master {
   /** Set while the exec is being prepared: signals are then deferred to the next image. */
   private execing = false;
   private deferredSignals: string[] = [];
+  /** The workers' pidfds: every signal to a worker goes through them. */
+  private readonly children: ChildHandles;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity);
+    this.children = new ChildHandles(this.log);
     this.commands = this.commandContext();
   }
 
@@ -166,6 +170,7 @@ export class Master {
     this.state = upgradeState(doc.state, t0);
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
+    this.children.adopt(doc.pidfds);
     this.boot();
     // Handlers are in place: let the signals held since before the exec in.
     if (doc.signalMask) setSignalMask(Uint8Array.from(Buffer.from(doc.signalMask, "hex")));
@@ -196,7 +201,6 @@ export class Master {
     }
     const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
     this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept`);
-    this.reap();
     if (doc.pending && this.state.stopping) {
       this.notify(doc.pending.kind, `${doc.pending.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
       this.dispatch({ type: "tick" });
@@ -209,7 +213,31 @@ export class Master {
     } else {
       this.dispatch({ type: "tick" });
     }
+    // After the pending upgrade started: a worker lost meanwhile is then
+    // replaced by one of the new version, not of the old.
+    this.checkChildren();
+    this.reap();
     if (deferred.includes("SIGHUP")) this.onSignal("SIGHUP");
+  }
+
+  /**
+   * After a re-exec, find out which workers are still running children of
+   * this process. A --reexec-as wrapper that ran for a while may have reaped
+   * some (their exit status is lost with it), and their pids may since name
+   * other processes: those workers are dropped, and replaced as usual.
+   */
+  private checkChildren(): void {
+    for (const w of [...this.state.workers]) {
+      let r;
+      try {
+        r = this.children.check(w.pid);
+      } catch (e) {
+        this.log.error(`Could not check worker ${w.pid} after the re-exec: ${(e as Error).message}`);
+        continue;
+      }
+      if (r.kind === "exited") this.dispatch({ type: "exited", pid: w.pid, code: r.status.code, signal: r.status.signal });
+      else if (r.kind === "gone") this.dispatch({ type: "vanished", pid: w.pid, reason: r.reason });
+    }
   }
 
   /** What a fresh start and a resumed image share once sockets and state are in place. */
@@ -467,9 +495,10 @@ export class Master {
       signalMask: Buffer.from(oldMask).toString("hex"),
       history: this.history,
       signals: this.deferredSignals,
+      pidfds: this.children.handoff(),
     };
     const stateFd = writeHandoff(doc);
-    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd)];
+    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd)];
     for (const fd of keep) sock.setCloexec(fd, false);
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
     this.log.info(`Re-executing: ${argv.join(" ")}`);
@@ -584,7 +613,7 @@ export class Master {
         break;
       case "kill":
         try {
-          if (!kill(fx.pid, fx.signal)) this.log.debug(`Worker ${fx.pid} was already gone when sent ${fx.signal}`);
+          if (!this.children.signal(fx.pid, fx.signal)) this.log.debug(`Worker ${fx.pid} was already gone when sent ${fx.signal}`);
         } catch (e) {
           this.log.error(`Could not send ${fx.signal} to ${fx.pid}: ${(e as Error).message}`);
         }
@@ -610,6 +639,7 @@ export class Master {
     try {
       if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
       const pid = spawnWorker(this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`));
+      this.children.track(pid);
       if (pair) {
         sock.close(pair[1]);
         const masterEnd = pair[0];
@@ -637,6 +667,7 @@ export class Master {
         return;
       }
       if (!r) return;
+      this.children.forget(r.pid);
       const side = this.sideChildren.get(r.pid);
       if (side) side(r.status);
       else this.dispatch({ type: "exited", pid: r.pid, code: r.status.code, signal: r.status.signal });

@@ -175,3 +175,47 @@ describe("processes", () => {
     expect(() => proc.waitpidNohang(999_999)).toThrow(/^waitpid: ECHILD/);
   });
 });
+
+describe("pidfds", () => {
+  const { pidfdOpen, pidfdSendSignal, waitidPidfd } = require("../../ffi/pidfd") as typeof import("../../ffi/pidfd");
+
+  test("signal a child through its pidfd; waitid(P_PIDFD) reports running, then reaps it with its signal", () => {
+    const pid = proc.spawn("/bin/sleep", ["sleep", "30"], [], {});
+    const fd = pidfdOpen(pid);
+    try {
+      expect(sock.fcntl(fd, 1 /* F_GETFD */) & 1).toBe(1); // close-on-exec, as pidfd_open makes it
+      expect(waitidPidfd(fd)).toEqual({ kind: "running" });
+      expect(pidfdSendSignal(fd, "SIGTERM")).toBe(true);
+      let r = waitidPidfd(fd);
+      const deadline = Date.now() + 5000;
+      while (r.kind === "running" && Date.now() < deadline) { Bun.sleepSync(5); r = waitidPidfd(fd); }
+      expect(r).toEqual({ kind: "exited", status: { code: null, signal: "SIGTERM" } });
+      // Reaped by waitid: the pidfd still names the dead process, and signals to it fail instead of reaching a stranger.
+      expect(pidfdSendSignal(fd, "SIGTERM")).toBe(false);
+      expect(waitidPidfd(fd)).toEqual({ kind: "not-child" });
+    } finally {
+      sock.close(fd);
+    }
+  });
+
+  test("an exit code comes back as a code; a process that is not our child is reported as such", () => {
+    const pid = proc.spawn("/bin/sh", ["sh", "-c", "exit 7"], [], {});
+    const fd = pidfdOpen(pid);
+    let r = waitidPidfd(fd);
+    const deadline = Date.now() + 5000;
+    while (r.kind === "running" && Date.now() < deadline) { Bun.sleepSync(5); r = waitidPidfd(fd); }
+    expect(r).toEqual({ kind: "exited", status: { code: 7, signal: null } });
+    sock.close(fd);
+    const parent = pidfdOpen(proc.getppid());
+    expect(waitidPidfd(parent)).toEqual({ kind: "not-child" });
+    sock.close(parent);
+  });
+
+  test("pidfd_open of a pid that does not exist is a SysError naming the call", () => {
+    let err: unknown;
+    try { pidfdOpen(0x3ffffff0); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(SysError);
+    expect((err as SysError).syscall).toBe("pidfd_open");
+    expect((err as SysError).code).toBe("ESRCH");
+  });
+});

@@ -2,7 +2,7 @@
 // itself (pid kept, binary replaced on disk), rolls the workers, and fails
 // safe when the new version is broken.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -184,6 +184,61 @@ describe("re-exec details", () => {
     expect(m.output()).toMatch(new RegExp(`Worker ${victim.pid} \\(index ${victim.index}\\) killed by SIGKILL`));
     expect(m.output()).toContain("Received SIGTERM");
     await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+  });
+
+  test("a worker that dies while a --reexec-as wrapper runs is reaped by the wrapper: the new master drops it, replaces it and exits on TERM", async () => {
+    // The wrapper shell waits for its `sleep` with waitpid(-1), so it reaps
+    // any of the master's workers that dies meanwhile; the exit status is
+    // lost with it, and the pid is free for the kernel to hand out again.
+    const wrapper = `sh -c 'sleep 2; exec "$0" "$@"' ${BIN}`;
+    const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const victim = s0.workers[0];
+    const upgrade = sh(m.sockPath, "upgrade");
+    await m.waitForOutput(/Re-executing: sh -c /, 20_000);
+    process.kill(victim.pid, "SIGKILL");
+    const r = await upgrade;
+    expect(r.code).toBe(0);
+    expect(m.output()).toContain(`Worker ${victim.pid} (index ${victim.index}) is gone (reaped by another process during the re-exec; exit status unknown)`);
+    const s1 = await serving(m.sockPath, 2, 1);
+    expect(pids(s1)).not.toContain(victim.pid);
+    expect(s1.master.pid).toBe(m.pid);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  });
+
+  // Writing ns_last_pid makes the kernel hand out a chosen pid next: the way
+  // to make pid reuse happen on purpose (root only).
+  const canChoosePids = (() => { try { accessSync("/proc/sys/kernel/ns_last_pid", fsConstants.W_OK); return process.getuid?.() === 0; } catch { return false; } })();
+  test.skipIf(!canChoosePids)("a process that got the pid of a worker reaped by the wrapper is never signalled", async () => {
+    const wrapper = `sh -c 'sleep 3; exec "$0" "$@"' ${BIN}`;
+    const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const victim = s0.workers[0];
+    const upgrade = sh(m.sockPath, "upgrade");
+    await m.waitForOutput(/Re-executing: sh -c /, 20_000);
+    process.kill(victim.pid, "SIGKILL");
+    // Once the wrapper has reaped it, start a stranger under the same pid.
+    await waitFor("the victim reaped", () => !existsSync(`/proc/${victim.pid}`));
+    let stranger: ReturnType<typeof Bun.spawn> | null = null;
+    for (let i = 0; i < 50 && !stranger; i++) {
+      writeFileSync("/proc/sys/kernel/ns_last_pid", String(victim.pid - 1));
+      const p = Bun.spawn(["sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
+      if (p.pid === victim.pid) stranger = p;
+      else p.kill("SIGKILL");
+    }
+    expect(stranger?.pid).toBe(victim.pid);
+    try {
+      expect((await upgrade).code).toBe(0);
+      expect(m.output()).toContain(`Worker ${victim.pid} (index ${victim.index}) is gone (reaped by another process`);
+      await serving(m.sockPath, 2, 1);
+      expect(await stopMaster(m, "SIGTERM")).toBe(0);
+      // The master stopped every worker with TERM; the stranger never got it.
+      expect(stranger!.exitCode).toBeNull();
+      expect(stranger!.signalCode).toBeNull();
+      expect(existsSync(`/proc/${victim.pid}`)).toBe(true);
+    } finally {
+      stranger?.kill("SIGKILL");
+    }
   });
 
   test("the runtime threads a master starts with never take the signals it handles", async () => {

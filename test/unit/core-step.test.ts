@@ -1423,3 +1423,35 @@ describe("--retire-signal", () => {
     expect(upgradeState(warned, 0).workers[0]!.retireWarned).toBe(true);
   });
 });
+
+describe("workers found gone after a re-exec", () => {
+  test("a vanished worker is dropped with a warning naming the reason, never signalled again, and replaced", () => {
+    const sim = ready(2);
+    const [a, b] = sim.pids();
+    const fx = sim.send({ type: "vanished", pid: a!, reason: "reaped by another process" }, 5000);
+    expect(logs(fx, "warn")).toEqual([`===> Worker ${a} (index 0) is gone (reaped by another process)`]);
+    expect(sim.pids()).not.toContain(a);
+    expect(sim.pids()).toContain(b!);
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: 5000 });
+    const later = [...spawns(fx), ...spawns(sim.advance(10_000))];
+    expect(later.map((s) => s.index)).toEqual([0]);
+    const stop = sim.send({ type: "stop", signal: "SIGTERM" }, 11_000);
+    expect(kills(stop).map(([pid]) => pid)).not.toContain(a);
+  });
+
+  test("a vanished worker that never ACKed counts as a death before ACK (it drives the backoff)", () => {
+    const sim = new Sim({ number: 1, ackMode: MANUAL });
+    sim.send({ type: "start" }, 0);
+    const [a] = sim.pids();
+    sim.send({ type: "vanished", pid: a!, reason: "gone" }, 100);
+    expect(sim.state.consecutiveDeaths).toBe(1);
+    expect(sim.state.exits["0"]!.beforeAck).toBe(1);
+  });
+
+  test("a vanished pid that is not a worker changes nothing", () => {
+    const sim = ready(1);
+    const before = sim.state.workers;
+    sim.send({ type: "vanished", pid: 4242, reason: "gone" }, 100);
+    expect(sim.state.workers).toEqual(before);
+  });
+});
