@@ -34,7 +34,7 @@ export const COMMANDS = {
   "worker:ping": "Worker ping: records when a worker last checked in",
   ehlo: "Print a welcome banner naming the master",
   help: "List the commands",
-  state: "Dump the master's state (YAML; 'state json' for one JSON document)",
+  state: "Dump the master's state: Einhorn's layout (Ruby YAML, for Einhorn's clients); 'state json' or 'state yaml' for einhorn's own schema",
   status: "Workers at a glance: state, uptime, CPU, memory, restarts ('status json' for scripts)",
   inc: "Increment the number of workers",
   dec: "Decrement the number of workers (never below 1)",

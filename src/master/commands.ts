@@ -12,6 +12,8 @@ export interface CommandContext {
   state(): State;
   dispatch(e: Event): void;
   report(): unknown;
+  /** `state` in Einhorn 1.1.1's layout: Ruby-typed YAML for Einhorn's clients (einhorn-state.ts). */
+  einhornState(): string;
   /** `status`: the table (text) or its data (json). */
   status(format: "text" | "json"): string;
   masterPid: number;
@@ -152,9 +154,12 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       return;
     case "state": {
       const fmt = args[0] ?? "yaml";
-      if (fmt === "json") reply(JSON.stringify(ctx.report()));
+      // Reference: a bare `state` is Einhorn's dump, which its clients load with
+      // Psych; `json` and `yaml` are our documented schema (docs/state.md).
+      if (args.length === 0) reply(ctx.einhornState());
+      else if (fmt === "json") reply(JSON.stringify(ctx.report()));
       else if (fmt === "yaml") reply(toYaml(ctx.report()));
-      else refuse(`state takes 'json' or 'yaml' (the default), got '${fmt}'`);
+      else refuse(`state takes nothing (Einhorn's layout, for Einhorn's clients), 'json' or 'yaml' (einhorn's own schema), got '${fmt}'`);
       return;
     }
     case "status": {

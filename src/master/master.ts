@@ -27,6 +27,7 @@ import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./l
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
+import { einhornStateYaml } from "./einhorn-state";
 import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
@@ -308,6 +309,15 @@ export class Master {
         listeners: this.listeners,
         verbosity: this.state.settings.verbosity,
         reexecs: this.reexecs,
+      }),
+      einhornState: () => einhornStateYaml({
+        state: this.state,
+        config: this.cfg,
+        listeners: this.listeners,
+        reexecs: this.reexecs,
+        commandFd: this.commandFd,
+        connectionFds: [...(this.server?.connections ?? [])].map((c) => c.fd),
+        which: (program) => resolveProgram(program, this.opts.env.PATH),
       }),
       status: (format) => {
         const data = this.statusCollector.collect(this.state, {

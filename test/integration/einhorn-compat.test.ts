@@ -159,3 +159,159 @@ describe("bytes, not text", () => {
     }, 90_000);
   }
 });
+
+// --- `state` in Einhorn's layout, read by Ruby (item 2) ----------------------------
+
+const ruby = Bun.which("ruby");
+const NO_RUBY = ruby ? "" : " (SKIPPED: ruby is not installed; apt-get install ruby)";
+
+/** `state` as Einhorn's users load it, with the Ruby classes made visible (see einhorn_state.rb). */
+function rubyState(sockPath: string): any {
+  const r = Bun.spawnSync([ruby!, join(FIXTURES, "einhorn_state.rb"), sockPath], { timeout: 15_000 });
+  if (r.exitCode !== 0) throw new Error(`einhorn_state.rb exited ${r.exitCode}: ${r.stderr.toString()}`);
+  return JSON.parse(r.stdout.toString());
+}
+
+const ms = (t: { time: string }) => Date.parse(t.time);
+
+function sh(sockPath: string, script: string) {
+  return runBinary(["sh", "-d", sockPath, "-e", script, "--timeout", "60"]);
+}
+
+describe("state in Einhorn's layout", () => {
+  test.skipIf(!ruby)(`Einhorn's client and SafeYAML load it: symbol keys, children by integer pid, Time and Set, our real values${NO_RUBY}`, async () => {
+    const dir = tempDir();
+    const sig = join(dir, "sig");
+    mkdirSync(sig);
+    const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0,r", "-t", "3", "--", ...PY, "--ack", "manual", "--signals", sig], { dir });
+    const j = await acked(m.sockPath, 2);
+    const e = rubyState(m.sockPath);
+    expect(Object.keys(e)).toEqual([":state", ":persistent_descriptors"]);
+    const st = e[":state"];
+    expect(Object.keys(st[":children"]).sort()).toEqual(j.workers.map((w: any) => `#${w.pid}`).sort());
+    for (const w of j.workers) {
+      const c = st[":children"][`#${w.pid}`];
+      expect(c).toMatchObject({ ":type": ":worker", ":version": 0, ":acked": true, ":index": w.index, ":signaled": { set: [] }, ":last_signaled_at": null });
+      expect(ms(c[":spinup_time"])).toBe(Date.parse(w.spawned_at));
+      expect(c[":pinged_at"]).toBeUndefined();
+    }
+    expect(st[":config"]).toEqual({ ":number": 2, ":backlog": 100, ":seconds": 1, ":max_unacked": j.settings.max_unacked });
+    expect(st).toMatchObject({
+      ":version": 0, ":upgrading": false, ":respawn": true, ":socket_path": m.sockPath, ":ack_mode": { ":type": ":manual" },
+      ":signal_timeout": 3, ":bind": [["127.0.0.1", 0, ["r"]]], ":bound_ports": [j.listeners[0].port], ":bind_fds": [j.listeners[0].fd],
+      ":orig_cmd": [...PY, "--ack", "manual", "--signals", sig], ":kill_children_on_exit": false, ":command_socket_as_fd": false,
+      ":consecutive_deaths_before_ack": 0, ":generation": 0, ":preloaded": false, ":path": null, ":drop_environment_variables": [],
+    });
+    expect(st[":cmd"][0]).toMatch(/^\/.*python3/);
+    // When the last worker was asked for: the newest spawn, a moment before it started.
+    expect(Math.abs(ms(st[":last_spinup"]) - Math.max(...j.workers.map((w: any) => Date.parse(w.spawned_at))))).toBeLessThan(5000);
+    expect(e[":persistent_descriptors"][0]).toEqual({ ":class": "Einhorn::Event::CommandServer", ":server": expect.any(Number) });
+
+    // --signal-timeout, changed at run time, read back where Einhorn keeps it.
+    expect((await sh(m.sockPath, "config signal_timeout=5")).code).toBe(0);
+    expect(rubyState(m.sockPath)[":state"][":signal_timeout"]).toBe(5);
+
+    // A signal shows in the worker's Set (name without SIG) with its Time.
+    const before = Date.now();
+    expect((await sh(m.sockPath, "signal HUP")).code).toBe(0);
+    for (const w of j.workers) await waitFor("HUP recorded by the worker", () => existsSync(join(sig, `${w.pid}.signals`)));
+    const after = rubyState(m.sockPath)[":state"][":children"];
+    for (const w of j.workers) {
+      expect(after[`#${w.pid}`][":signaled"]).toEqual({ set: ["HUP"] });
+      expect(ms(after[`#${w.pid}`][":last_signaled_at"])).toBeGreaterThanOrEqual(before - 1000);
+    }
+    expect(await stopMaster(m)).toBe(0);
+  }, 60_000);
+
+  test.skipIf(!ruby)(`Einhorn's own --signal-timeout test: after an upgrade one child is signaled; past the timeout it is gone${NO_RUBY}`, async () => {
+    const m = startMaster(["-m", "0.2", "-t", "2", "-b", "127.0.0.1:0", "--", ...PY, "--ignore-usr2"]);
+    await acked(m.sockPath, 1);
+    const e0 = rubyState(m.sockPath)[":state"];
+    expect(e0[":ack_mode"]).toEqual({ ":type": ":timer", ":timeout": 0.2 });
+    expect(e0[":signal_timeout"]).toBe(2);
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    const during = rubyState(m.sockPath)[":state"];
+    const kids = Object.values(during[":children"]) as any[];
+    expect(kids).toHaveLength(2);
+    const signaled = kids.filter((c) => c[":signaled"].set.length > 0);
+    expect(signaled).toHaveLength(1);
+    expect(signaled[0][":signaled"].set).toContain("USR2");
+    expect(signaled[0][":version"]).toBe(0);
+    expect(during[":version"]).toBe(1);
+    const later = await waitFor("the old child killed after the timeout", () => {
+      const s = rubyState(m.sockPath)[":state"];
+      return Object.keys(s[":children"]).length === 1 ? s : null;
+    }, 20_000);
+    expect((Object.values(later[":children"]) as any[]).filter((c) => c[":signaled"].set.length > 0)).toHaveLength(0);
+    expect(await stopMaster(m)).toBe(0);
+  }, 60_000);
+});
+
+// --- workers that ACK like Einhorn's library (item 7) -------------------------------
+
+describe("workers ACKing the way Einhorn's worker library does", () => {
+  const RUBY_WORKER = join(FIXTURES, "einhorn_worker.rb");
+  const cases: Array<[string, string[], string[]]> = [
+    ["a Ruby worker, Einhorn::Worker.ack! style through EINHORN_SOCK_PATH", [], [ruby ?? "ruby", RUBY_WORKER, "env", "ruby-env-7"]],
+    ["a Ruby worker, Einhorn::Worker.ack!(:fd) style with -g", ["-g"], [ruby ?? "ruby", RUBY_WORKER, "fd", "ruby-fd-8"]],
+    ["a Python worker writing the JSON lines by hand", [], [...PY, "--ack", "manual", "--ping", "py-9"]],
+    ["a Python worker writing the JSON lines by hand to EINHORN_SOCK_FD with -g", ["-g"], [...PY, "--ack", "manual", "--ping", "py-fd-10"]],
+  ];
+  for (const [name, flags, program] of cases) {
+    test.skipIf(!ruby)(`${name}: counted as ACKed; worker:ping with request_id shows in state${NO_RUBY}`, async () => {
+      const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0", ...flags, "--", ...program]);
+      const j = await acked(m.sockPath, 2);
+      const id = program[program.length - 1]!;
+      // Our schema and Einhorn's layout agree on the ping.
+      const pinged = await waitFor("pings recorded", async () => {
+        const s = await stateJson(m.sockPath);
+        return s.workers.every((w: any) => w.last_ping?.request_id === id) ? s : null;
+      });
+      const e = rubyState(m.sockPath)[":state"][":children"];
+      for (const w of pinged.workers) {
+        expect(e[`#${w.pid}`][":acked"]).toBe(true);
+        expect(e[`#${w.pid}`][":pinged_request_id"]).toBe(id);
+        expect(ms(e[`#${w.pid}`][":pinged_at"])).toBe(Date.parse(w.last_ping.at));
+      }
+      // And they serve.
+      const line = await fetchLine(j.listeners[0].port);
+      expect(j.workers.map((w: any) => `${w.pid} ${w.index}\n`)).toContain(line);
+      expect(await stopMaster(m)).toBe(0);
+    }, 60_000);
+  }
+});
+
+// --- --drop-env-var, as Einhorn's own upgrade tests check it -------------------------
+
+describe("--drop-env-var", () => {
+  async function reportedEnv(rep: string, sockPath: string, version: number): Promise<Record<string, string>> {
+    const s = await waitFor(`a worker of version ${version}`, async () => {
+      const t = await stateJson(sockPath);
+      return t.workers.length === 1 && t.workers[0].version === version && t.workers[0].acked ? t : null;
+    }, 30_000);
+    const f = join(rep, `${s.workers[0].pid}.json`);
+    return (await waitFor("report", () => existsSync(f) && JSON.parse(readFileSync(f, "utf8")))).env;
+  }
+
+  test("removes the variable from the workers' environment after an upgrade", async () => {
+    const rep = tempDir();
+    const m = startMaster(["-m", "0", "--drop-env-var=TEST_VAR", "--", ...PY, "--report", rep], { env: { TEST_VAR: "a" } });
+    expect((await reportedEnv(rep, m.sockPath, 0)).TEST_VAR).toBe("a");
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    expect((await reportedEnv(rep, m.sockPath, 1)).TEST_VAR).toBeUndefined();
+    expect(await stopMaster(m)).toBe(0);
+  }, 60_000);
+
+  test("with --reexec-as, the re-exec command line sets the new environment and dropped names stay dropped", async () => {
+    const rep = tempDir();
+    const m = startMaster(["-m", "0", "--drop-env-var=TEST_VAR1", "--drop-env-var=TEST_VAR2", `--reexec-as=env TEST_VAR2=b ${BIN}`, "--", ...PY, "--report", rep],
+      { env: { TEST_VAR1: "a", TEST_VAR2: "a" } });
+    const first = await reportedEnv(rep, m.sockPath, 0);
+    expect([first.TEST_VAR1, first.TEST_VAR2]).toEqual(["a", "a"]);
+    expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+    const next = await reportedEnv(rep, m.sockPath, 1);
+    expect(next.TEST_VAR1).toBeUndefined();
+    expect(next.TEST_VAR2).toBe("b");
+    expect(await stopMaster(m)).toBe(0);
+  }, 60_000);
+});

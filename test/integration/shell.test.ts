@@ -66,9 +66,9 @@ function fakeMaster(path: string, onRequest: (req: Record<string, unknown>, repl
 const greet = (req: Record<string, unknown>, reply: Reply) => reply({ message: `Welcome, ${req.user}!`, request_id: req.id });
 
 describe("einhorn sh -e against a real master", () => {
-  test("'state' prints the YAML state and exits 0", async () => {
+  test("'state yaml' prints the YAML state and exits 0", async () => {
     const { m, pid } = await masterWithWorker();
-    const r = await sh(["-d", m.sockPath, "-e", "state"]);
+    const r = await sh(["-d", m.sockPath, "-e", "state yaml"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     const state = parseYaml(r.stdout);
@@ -236,7 +236,8 @@ describe("interactive einhorn sh (tmux)", () => {
     await t.waitFor("the help text", (s) => s.includes("upgrade_fleet") && s.includes("set_workers"));
 
     t.keys("state", "Enter");
-    await t.waitFor("the worker's pid in the state", (s) => s.includes(`pid: ${pid}`));
+    // Einhorn's layout: children keyed by pid.
+    await t.waitFor("the worker's pid in the state", (s) => s.includes(`    ${pid}:`) && s.includes(":children:"));
 
     t.keys("bogus", "Enter");
     await t.waitFor("the master's reason", (s) => s.includes('Unrecognized command: "bogus"'));
