@@ -24,6 +24,7 @@ export const libc = dlopen("libc.so.6", {
   // is passed exactly like a fixed one.
   fcntl: { args: [i32, i32, i64], returns: i32 },
   write: { args: [i32, ptr, u64], returns: i64 },
+  send: { args: [i32, ptr, u64, i32], returns: i64 },
   open: { args: [cstring, i32, u32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
   umask: { args: [u32], returns: u32 },

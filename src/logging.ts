@@ -1,10 +1,16 @@
-// Log lines in Einhorn's format, `[MASTER 1234] INFO: message`, on stderr,
-// through consola; or one JSON object per line for log shippers.
+// Log lines on stderr, through consola, in one of three formats:
+//   text   `2026-12-01T09:30:00.123Z [MASTER 1234] INFO: message` (the default):
+//          Einhorn's layout behind an ISO 8601 timestamp, always UTC (the
+//          trailing Z), with milliseconds, so lines from hosts in different
+//          zones sort and compare as they are;
+//   plain  Einhorn 1.1.1's layout exactly, without a timestamp (for scripts
+//          that parse it, or journald, which stamps lines itself);
+//   json   one object per line for log shippers (`time` is the same UTC stamp).
 // consola/core, not "consola": the full entry loads reporters, prompts and
 // colour support the master never uses, about 15 MB of resident memory.
 import { createConsola, type ConsolaInstance, type LogObject } from "consola/core";
 
-export type LogFormat = "text" | "json";
+export type LogFormat = "text" | "plain" | "json";
 export type Role = "master" | "shell" | "exec";
 
 const LABEL: Record<string, string> = { fatal: "FATAL", error: "ERROR", warn: "WARN", info: "INFO", log: "INFO", success: "INFO", debug: "DEBUG", trace: "DEBUG" };
@@ -56,7 +62,8 @@ export function createLogger(role: Role, format: LogFormat, verbosity: number, w
         if (format === "json") {
           write(`${JSON.stringify({ time: o.date.toISOString(), level: JSON_LEVEL[o.type] ?? o.type, pid: process.pid, role, message })}\n`);
         } else {
-          write(`[${tag} ${process.pid}] ${LABEL[o.type] ?? o.type.toUpperCase()}: ${message}\n`);
+          const stamp = format === "text" ? `${o.date.toISOString()} ` : "";
+          write(`${stamp}[${tag} ${process.pid}] ${LABEL[o.type] ?? o.type.toUpperCase()}: ${message}\n`);
         }
       },
     }],

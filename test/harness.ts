@@ -91,6 +91,8 @@ export interface StartOptions {
   wrap?: string[];
   /** Descriptors the master inherits at 3, 4, ... (as systemd passes sockets). */
   extraFds?: number[];
+  /** The master's stdout: this descriptor instead of a pipe the harness reads (output() then holds stderr only). */
+  stdoutFd?: number;
 }
 
 export function startMaster(args: string[], opts: StartOptions = {}): Master {
@@ -101,14 +103,14 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
   const proc = Bun.spawn([...(opts.wrap ?? []), opts.bin ?? BIN, ...args], {
     cwd: opts.cwd ?? dir,
     env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
-    stdio: ["ignore", "pipe", "pipe", ...(opts.extraFds ?? [])],
+    stdio: ["ignore", opts.stdoutFd ?? "pipe", "pipe", ...(opts.extraFds ?? [])],
   }) as unknown as Subprocess<"ignore", "pipe", "pipe">;
   let code: number | null = null;
   const pump = async (s: ReadableStream<Uint8Array>) => {
     const dec = new TextDecoder();
     for await (const chunk of s) out += dec.decode(chunk, { stream: true });
   };
-  const pumps = Promise.all([pump(proc.stdout), pump(proc.stderr)]);
+  const pumps = Promise.all([opts.stdoutFd === undefined ? pump(proc.stdout) : Promise.resolve(), pump(proc.stderr)]);
   // Output pipes may stay open after the master exits (orphaned workers hold
   // them); give the readers a moment, not forever.
   const exited = proc.exited.then(async (c) => { await Promise.race([pumps.catch(() => {}), sleep(300)]); code = c; return c; });

@@ -44,7 +44,8 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "drop-env-var", value: "VAR", repeat: true, description: "Remove VAR from the environment restored on re-exec (repeatable)" },
   { long: "reexec-as", value: "CMDLINE", description: "Command line used instead of this binary when the master re-executes itself" },
   { long: "nice", value: "MASTER[:WORKER[:RENICE_CMD]]", description: "Nice levels for the master and workers" },
-  { long: "log-format", value: "FORMAT", description: "'text' (default) or 'json' (one object per line)" },
+  { long: "log-format", value: "FORMAT", description: "'text' (default: Einhorn's layout behind a UTC ISO 8601 timestamp), 'plain' (Einhorn's layout exactly) or 'json' (one object per line)" },
+  { long: "worker-output", value: "MODE", description: "'inherit' (default: workers write to the master's stdout/stderr), 'prefix' (the master captures each line and tags it [WORKER pid #index]) or 'json' (one object per line)" },
   { long: "listen-fds", description: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" },
   { long: "subreaper", description: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" },
   { long: "with-state-fd", value: "FD", hidden: true, description: "Internal: continue a master whose state is readable on FD" },
@@ -78,7 +79,9 @@ export interface MasterConfig {
   dropEnvVars: string[];
   reexecAs: string | null;
   nice: { master: number | null; worker: number | null; reniceCmd: string | null };
-  logFormat: "text" | "json";
+  logFormat: "text" | "plain" | "json";
+  /** --worker-output; absent in the config of an older master (inherit). */
+  workerOutput: "inherit" | "prefix" | "json";
   listenFds: boolean;
   subreaper: boolean;
   withStateFd: number | null;
@@ -237,7 +240,12 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
   }
 
   const logFormat = last(raw, "log-format") ?? "text";
-  if (logFormat !== "text" && logFormat !== "json") throw new UsageError(`--log-format wants 'text' or 'json', got '${logFormat}'`);
+  if (logFormat !== "text" && logFormat !== "plain" && logFormat !== "json") throw new UsageError(`--log-format wants 'text', 'plain' or 'json', got '${logFormat}'`);
+
+  const workerOutput = last(raw, "worker-output") ?? "inherit";
+  if (workerOutput !== "inherit" && workerOutput !== "prefix" && workerOutput !== "json") {
+    throw new UsageError(`--worker-output wants 'inherit', 'prefix' or 'json', got '${workerOutput}'`);
+  }
 
   const verbosity = Math.min(2, Math.max(0, 1 + (raw.get("quiet")?.length ?? 0) - (raw.get("verbose")?.length ?? 0)));
 
@@ -268,6 +276,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     reexecAs,
     nice,
     logFormat,
+    workerOutput,
     listenFds: has("listen-fds"),
     subreaper: has("subreaper"),
     withStateFd: stateFd ?? null,

@@ -9,6 +9,7 @@ import type { SockAddr } from "../../ffi/sockaddr";
 import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";
 import type { UpgradeMode } from "../core/step";
+import type { HandedCapture } from "./worker-output";
 
 // Strings in the document (program, arguments, environment, paths) may carry
 // raw non-UTF-8 bytes as lone surrogates U+DC80..U+DCFF (ffi/os-string.ts).
@@ -50,11 +51,13 @@ export interface Handoff {
   signals: string[];
   /** The workers' process descriptors (absent from older writers: their workers are checked by pid). */
   pidfds: Array<{ pid: number; fd: number }>;
+  /** --worker-output streams and queued lines; absent from older writers and without capture. */
+  capture?: HandedCapture | null;
 }
 
-/** Write the document into a fresh inheritable memfd; returns its descriptor. */
-export function writeHandoff(doc: Handoff): number {
-  const fd = memfdCreate("einhorn-handoff");
+/** Write the document into a fresh inheritable memfd (or `into`, one made with memfdCreate); returns its descriptor. */
+export function writeHandoff(doc: Handoff, into?: number): number {
+  const fd = into ?? memfdCreate("einhorn-handoff");
   const data = Buffer.from(JSON.stringify(doc));
   let off = 0;
   while (off < data.length) off += writeSync(fd, data, off, data.length - off, off);
@@ -90,5 +93,6 @@ export function validateHandoff(doc: unknown): Handoff {
     history: d.history ?? [],
     signals: d.signals ?? [],
     pidfds: d.pidfds ?? [],
+    capture: d.capture ?? null,
   };
 }

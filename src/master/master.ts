@@ -4,7 +4,7 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, type ExitStatus, execve, getpid, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
+  blockSignals, type ExitStatus, execve, getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
   signalNumber, unblockAllSignals, unblockSignals, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
@@ -32,6 +32,9 @@ import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { ChildHandles } from "./child-handles";
+import { nonblockingWriter } from "../../ffi/io";
+import { LineSink } from "./line-sink";
+import { OutputCapture, type PreparedCapture } from "./worker-output";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -97,9 +100,22 @@ export class Master {
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
-    this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity);
+    this.capture = this.makeCapture();
+    this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
     this.children = new ChildHandles(this.log);
     this.commands = this.commandContext();
+  }
+
+  /** --worker-output prefix|json: the capture (null for inherit, the default). */
+  private readonly capture: OutputCapture | null;
+
+  private makeCapture(): OutputCapture | null {
+    const mode = this.cfg.workerOutput ?? "inherit";
+    if (mode === "inherit") return null;
+    return new OutputCapture(mode, this.cfg.logFormat !== "plain", (fd, stream) => new LineSink(nonblockingWriter(fd), {
+      onDropped: (n) => this.log.warn(`Dropped ${n} line${n === 1 ? "" : "s"} of worker output: the master's ${stream} is not keeping up (${this.capture?.droppedLines} dropped in all)`),
+      onBroken: (e) => { if (stream === "stdout") this.log.error(`Captured worker output cannot be written to the master's stdout any more (${e.message}); dropping it from now on`); },
+    }), (level, message) => this.log[level](message));
   }
 
   // --- start-up ----------------------------------------------------------------
@@ -155,6 +171,7 @@ export class Master {
   async resume(doc: Handoff): Promise<void> {
     const t0 = Date.now();
     this.startEnv = doc.startEnv;
+    if (this.capture && doc.capture) this.capture.adopt(doc.capture);
     this.history = [...doc.history, { version: einhornVersionLabel(), at: t0 }];
     this.reexecs = doc.reexecs;
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
@@ -507,17 +524,22 @@ export class Master {
       signals: this.deferredSignals,
       pidfds: this.children.handoff(),
     };
-    const stateFd = writeHandoff(doc);
-    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd)];
-    for (const fd of keep) sock.setCloexec(fd, false);
+    const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
     this.log.info(`Re-executing: ${argv.join(" ")}`);
+    // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
+    const capture = this.capture?.handOver() ?? null;
+    doc.capture = capture;
+    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(capture ? OutputCapture.fds(capture) : [])];
     try {
+      writeHandoff(doc, stateFd);
+      for (const fd of keep) sock.setCloexec(fd, false);
       execve(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
     } catch (e) {
       // Still the old image: put every descriptor and the signal mask back as they were.
       for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
       try { sock.close(stateFd); } catch { /* already closed */ }
+      if (capture) this.capture!.takeBack(capture);
       throw e;
     }
   }
@@ -646,9 +668,12 @@ export class Master {
 
   private spawn(spawnId: number, index: number): void {
     let pair: [number, number] | null = null;
+    let captured: PreparedCapture | null = null;
     try {
       if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
-      const pid = spawnWorker(this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`));
+      if (this.capture) captured = this.capture.output.prepare();
+      const pid = spawnWorker(this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
+      if (captured) this.capture!.output.attach(captured, pid, index);
       this.children.track(pid);
       if (pair) {
         sock.close(pair[1]);
@@ -661,6 +686,7 @@ export class Master {
       this.queue.push({ type: "spawned", spawnId, pid, at: Date.now() });
     } catch (e) {
       if (pair) for (const fd of pair) { try { sock.close(fd); } catch { /* already closed */ } }
+      if (captured) this.capture!.output.abandon(captured);
       this.queue.push({ type: "spawn-failed", spawnId, reason: (e as Error).message });
     }
   }
@@ -701,7 +727,17 @@ export class Master {
     if (this.everySecond) clearInterval(this.everySecond);
     this.server?.stop();
     this.cleanupFiles();
+    if (this.capture) {
+      for (const [stream, n] of Object.entries(this.capture.takeUnreported())) {
+        if (n) this.log.warn(`Dropped ${n} line${n === 1 ? "" : "s"} of worker output: the master's ${stream} is not keeping up (${this.capture.droppedLines} dropped in all)`);
+      }
+    }
     this.log.info(`Exiting with status ${code}`);
+    if (this.capture) {
+      // Captured lines still queued get a short, bounded chance to go out.
+      const until = Date.now() + 500;
+      while (this.capture.flush() > 0 && Date.now() < until) Bun.sleepSync(5);
+    }
     process.exit(code);
   }
 }

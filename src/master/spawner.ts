@@ -102,7 +102,7 @@ export function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): st
  * which sets the parent-death signal and/or LISTEN_PID (posix_spawn has no
  * hook for either) and then execs the program in the same pid.
  */
-export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null, warn: (e: Error) => void = () => {}): number {
+export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null, warn: (e: Error) => void = () => {}, stdio: [number, number] | null = null): number {
   const layout = fdLayout(plan.listenerFds, sockFd, plan.listenFds);
   const env = workerEnv(plan, index, layout);
   let file: string;
@@ -119,7 +119,9 @@ export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | nu
   }
   const pid = spawn(file, argv, env, {
     inheritFds: layout.inherit,
-    dup2: layout.dup2,
+    // Captured output (--worker-output): onto 1 and 2 first, before the
+    // listener moves, whose temporaries may reuse these descriptors' numbers.
+    dup2: stdio ? [[stdio[0], 1], [stdio[1], 2], ...layout.dup2] : layout.dup2,
     close: layout.close,
     searchPath: file === plan.program[0],
     newProcessGroup: true,

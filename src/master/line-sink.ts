@@ -1,0 +1,123 @@
+// Whole lines out to one of the master's own descriptors (stdout or stderr),
+// never blocking and never unbounded. Used when the master writes captured
+// worker output (--worker-output): a slow reader of the master's output must
+// cost lines, counted and reported, never a stalled master and so never a
+// blocked worker.
+//
+// Lines are queued whole and written in order; a line the kernel takes only
+// part of is finished before anything else is written to the same
+// descriptor, so lines are never split or merged. When capture is on, the
+// master's own log lines go through the same sink (as priority lines) for the
+// same reason.
+import type { NonblockingWriter } from "../../ffi/io";
+
+/** Captured output buffered per sink before lines are dropped. */
+export const SINK_BUFFER_BYTES = 1024 * 1024;
+/** Retry interval while the reader is not taking anything. */
+const RETRY_MS = 10;
+
+export interface SinkEvents {
+  /** Lines were dropped since the last call, and the queue has room again. */
+  onDropped?(lines: number): void;
+  /** The descriptor failed for good (EPIPE: nobody reads it). */
+  onBroken?(e: Error): void;
+}
+
+export class LineSink {
+  private queue: Buffer[] = [];
+  private headOffset = 0;
+  private queued = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private droppedSinceReport = 0;
+  droppedTotal = 0;
+  writtenLines = 0;
+  private broken = false;
+
+  constructor(private readonly writer: NonblockingWriter, private readonly events: SinkEvents = {}, readonly capBytes = SINK_BUFFER_BYTES) {}
+
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  /**
+   * Queue one line (ending in "\n") and write what the descriptor takes now.
+   * Ordinary lines are dropped past the cap; `priority` lines (the master's
+   * own log) may use twice the cap, so they survive a flood of worker output.
+   * Returns false when the line was dropped.
+   */
+  push(line: Buffer, priority = false): boolean {
+    if (this.broken) return false;
+    const cap = priority ? this.capBytes * 2 : this.capBytes;
+    if (this.queued + line.length > cap) {
+      this.droppedSinceReport++;
+      this.droppedTotal++;
+      return false;
+    }
+    this.queue.push(line);
+    this.queued += line.length;
+    this.flush();
+    return true;
+  }
+
+  /** Write as much as the descriptor takes without blocking; retry later for the rest. */
+  flush(): void {
+    while (this.queue.length && !this.broken) {
+      const head = this.queue[0]!;
+      let n: number;
+      try {
+        n = this.writer.write(this.headOffset ? head.subarray(this.headOffset) : head);
+      } catch (e) {
+        this.broken = true;
+        this.queue = [];
+        this.queued = 0;
+        this.events.onBroken?.(e as Error);
+        return;
+      }
+      if (n === 0) break;
+      this.headOffset += n;
+      this.queued -= n;
+      if (this.headOffset >= head.length) {
+        this.queue.shift();
+        this.headOffset = 0;
+        this.writtenLines++;
+      }
+    }
+    if (this.queue.length && !this.timer) {
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, RETRY_MS);
+    }
+    if (this.droppedSinceReport && this.queued <= this.capBytes / 2) {
+      const n = this.droppedSinceReport;
+      this.droppedSinceReport = 0;
+      this.events.onDropped?.(n);
+    }
+  }
+
+  /** Dropped lines not yet reported (taken for the hand-over, or reported at exit). */
+  takeUnreported(): number {
+    const n = this.droppedSinceReport;
+    this.droppedSinceReport = 0;
+    return n;
+  }
+
+  /** Drops the previous image counted but did not report yet: reported once the queue has room. */
+  addUnreported(n: number): void {
+    this.droppedSinceReport += n;
+  }
+
+  /** Whatever is still queued (for the next image of the master), emptying the queue. */
+  takeQueued(): Buffer[] {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const out = this.queue.map((b, i) => (i === 0 && this.headOffset ? b.subarray(this.headOffset) : b));
+    this.queue = [];
+    this.queued = 0;
+    this.headOffset = 0;
+    return out;
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.writer.close();
+  }
+}
