@@ -2,7 +2,7 @@
 // with increasing ids, answers routed back by `request_id` and streamed to the
 // caller as they arrive (`wait: true` means more follow for that request).
 import type { Socket } from "bun";
-import { decodeLine, encodeMessage, type Response } from "../protocol";
+import { decodeLine, encodeMessage, REPLY_FORMAT_KEY, type Response } from "../protocol";
 import { isFailure, toResponse } from "./shell-script";
 
 /** Longest answer line accepted (a state dump of a very large pool stays far below). */
@@ -116,7 +116,9 @@ export class ShellClient {
         return;
       }
       this.pending.set(id, { id, command, messages: [], failed: false, onMessage, resolve, reject });
-      this.write(Buffer.from(encodeMessage({ command, args, id, ...extra })));
+      // JSON is YAML to any Einhorn master; ours then answers in JSON too, so
+      // neither side needs the YAML library (an Einhorn master ignores the key).
+      this.write(Buffer.from(encodeMessage({ command, args, id, ...extra, [REPLY_FORMAT_KEY]: "json" }, "json")));
     });
     return { id, answer };
   }

@@ -5,7 +5,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { readdirSync } from "node:fs";
 import { dupCloexec, getPeerCred } from "../../ffi/socket";
 import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
-import { encodeMessage, MAX_LINE_BYTES, type Response } from "../protocol";
+import { encodeMessage, MAX_LINE_BYTES, type Response, type WireFormat } from "../protocol";
 
 /** Below this many free descriptors the master stops accepting command connections (see checkHeadroom). */
 export const DESCRIPTOR_RESERVE = 8;
@@ -45,13 +45,15 @@ export class Connection {
   /** A worker's -g connection, not a client's. */
   worker = false;
   waitingUpgrade = false;
+  /** How answers are encoded: Einhorn's YAML unless the client asked for JSON (REPLY_FORMAT_KEY). */
+  format: WireFormat = "yaml";
 
   constructor(readonly socket: Socket<ConnData>, readonly peer: { pid: number; uid: number } | null, private readonly server: CommandServer) {}
 
   /** Send one message; `wait: true` tells the client more will follow for this request. */
   send(msg: Response): void {
     if (this.closed) return;
-    this.write(Buffer.from(encodeMessage(msg)));
+    this.write(Buffer.from(encodeMessage(msg, this.format)));
   }
 
   /**

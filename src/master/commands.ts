@@ -5,7 +5,7 @@ import { constants } from "node:os";
 import type { Event, UpgradeMode } from "../core/step";
 import { MAX_WORKERS } from "../core/step";
 import type { Settings, State } from "../core/state";
-import { COMMANDS, decodeLine, decodeRequest, MAX_YAML_REQUEST_CHARS, ProtocolError, type Request, toYaml } from "../protocol";
+import { COMMANDS, decodeLine, decodeRequest, MAX_YAML_REQUEST_CHARS, ProtocolError, REPLY_FORMAT_KEY, type Request, toYaml } from "../protocol";
 import type { Connection } from "./command-server";
 
 export interface CommandContext {
@@ -123,6 +123,8 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
     conn.reply(undefined, `${text}. Commands: ${COMMAND_LIST}`, { error: true });
     return;
   }
+  // Sticky for the connection (and handed across re-execs with it).
+  if (req[REPLY_FORMAT_KEY] === "json") conn.format = "json";
   ctx.log("debug", `Received command ${JSON.stringify(req.command)}${req.args.length ? ` ${JSON.stringify(req.args).slice(0, 200)}` : ""} from ${conn.describe()}`);
   const id = req.id;
   const reply = (message: string) => conn.reply(id, message);

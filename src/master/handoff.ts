@@ -26,6 +26,8 @@ export interface HandedConnection {
   /** Bytes received but not yet a whole line, and answers not yet written (base64). */
   partialIn: string;
   pendingOut: string;
+  /** The client asked for JSON answers (absent in documents from older writers: YAML). */
+  format?: "yaml" | "json";
 }
 
 export interface Handoff {

@@ -198,6 +198,7 @@ export class Master {
         sock.setCloexec(c.fd, true);
         const conn = await this.server!.adoptConnection(c.fd);
         if (!conn) continue;
+        if (c.format === "json") conn.format = "json";
         conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
         if (c.waiting && doc.pending) this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
       } catch (e) {
@@ -515,7 +516,7 @@ export class Master {
       connections: conns.map((c) => {
         const b = c.exportBuffers();
         const waiting = [...this.waiters].find((w) => w.conn === c);
-        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64") };
+        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format };
       }),
       pending,
       reexecs: this.reexecs + 1,

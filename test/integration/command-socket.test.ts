@@ -514,6 +514,30 @@ describe("commands", () => {
   });
 });
 
+describe("reply_format", () => {
+  test("a client that sends reply_format: json gets JSON answers, also after the master re-executes; others keep YAML", async () => {
+    const m = start(["-n", "1", "-m", "0", "--", ...SLEEPER]);
+    await workersUp(m, 1);
+    const yamlClient = await Client.open(m.sockPath);
+    const jsonClient = await Client.open(m.sockPath);
+    yamlClient.request("ehlo");
+    jsonClient.send(`${JSON.stringify({ command: "ehlo", args: [], id: 1, reply_format: "json" })}\n`);
+    expect(String((await yamlClient.answer(1)).message)).toContain("Welcome");
+    expect(String((await jsonClient.answer(1)).message)).toContain("Welcome");
+    expect(yamlClient.raw.startsWith("---%0A")).toBe(true);
+    expect(JSON.parse(jsonClient.raw.split("\n")[0]!).request_id).toBe(1);
+    // The format is the connection's: a later request without the key, across the re-exec, still gets JSON.
+    jsonClient.request("upgrade", [], 2);
+    await waitFor("the upgrade's final answer", () => jsonClient.answers.some((a) => a.request_id === 2 && a.wait !== true), 30_000);
+    const lines = jsonClient.raw.trim().split("\n");
+    expect(lines.some((l) => l.includes("re-executed"))).toBe(true);
+    for (const l of lines) expect(() => JSON.parse(l)).not.toThrow();
+    yamlClient.request("state", ["json"], 3);
+    await yamlClient.answer(2);
+    expect(yamlClient.raw.split("\n")[1]!.startsWith("---%0A")).toBe(true);
+  });
+});
+
 // --- workers talking to the master ---------------------------------------------------
 
 describe("worker messages", () => {

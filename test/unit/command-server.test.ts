@@ -4,8 +4,8 @@ import { describe, expect, test } from "bun:test";
 import { Connection, PARTIAL_LINE_TIMEOUT_MS } from "../../src/master/command-server";
 import { MAX_LINE_BYTES } from "../../src/protocol";
 
-function connection(): Connection {
-  const socket = { write: (d: Buffer) => d.length, end: () => {} };
+function connection(sent: string[] = []): Connection {
+  const socket = { write: (d: Buffer) => { sent.push(d.toString("utf8")); return d.length; }, end: () => {} };
   const server = { log: () => {}, forget: () => {} };
   return new Connection(socket as never, { pid: 1, uid: 0 }, server as never);
 }
@@ -55,5 +55,16 @@ describe("Connection.feed", () => {
     feed(c, "\"state\"}\n{\"comm", 50_000);
     expect(c.stalePartial(50_000 + PARTIAL_LINE_TIMEOUT_MS - 1)).toBe(false);
     expect(c.stalePartial(50_001 + PARTIAL_LINE_TIMEOUT_MS)).toBe(true);
+  });
+});
+
+describe("Connection answers", () => {
+  test("in Einhorn's YAML unless the client asked for JSON; the format applies to every later answer", () => {
+    const sent: string[] = [];
+    const c = connection(sent);
+    c.reply(1, "hello", { wait: true });
+    c.format = "json";
+    c.reply(1, "done", { error: true });
+    expect(sent).toEqual(["---%0Amessage: hello%0Arequest_id: 1%0Await: true%0A\n", '{"message":"done","request_id":1,"error":true}\n']);
   });
 });

@@ -3,7 +3,7 @@
 // send, and what a hostile client might send instead.
 import { describe, expect, test } from "bun:test";
 import {
-  decodeLine, decodeRequest, encodeMessage, escapeLine, MAX_ALIAS_COUNT, MAX_DEPTH, MAX_YAML_REQUEST_CHARS, ProtocolError, toRequest, unescapeLine,
+  decodeLine, decodeRequest, encodeMessage, escapeLine, MAX_ALIAS_COUNT, MAX_DEPTH, MAX_YAML_REQUEST_CHARS, ProtocolError, REPLY_FORMAT_KEY, toRequest, unescapeLine,
 } from "../../src/protocol";
 
 /** A line as it travels, without its final "\n". */
@@ -68,6 +68,32 @@ describe("encodeMessage: the exact bytes of a response", () => {
     }
     expect(escapeLine("%\n")).toBe("%25%0A");
     expect(unescapeLine("%0a")).toBe("\n"); // either case, as Ruby's client accepts
+  });
+});
+
+describe("encodeMessage in JSON (for a client that sent reply_format: json)", () => {
+  test("one escaped JSON document per line, no YAML document marker", () => {
+    expect(encodeMessage({ message: "100% done\nnext", request_id: 1, wait: true }, "json")).toBe('{"message":"100%25 done\\nnext","request_id":1,"wait":true}\n');
+    expect(encodeMessage({ message: "%0A literally" }, "json")).toBe('{"message":"%250A literally"}\n');
+  });
+
+  test("round trip through decodeLine, which is what Einhorn clients (YAML readers) and ours use", () => {
+    for (const message of ["", "%", "%%0A%25", "\n", "a\r\nb", "yes", "1:20", "---", "🦄", "a\u0000b", "x".repeat(100_000)]) {
+      for (const request_id of [undefined, 7, "id", null, [1, "x"], { n: 1 }]) {
+        const msg: Record<string, unknown> = { message, error: true };
+        if (request_id !== undefined) msg.request_id = request_id;
+        const line = encodeMessage(msg, "json");
+        expect(line.indexOf("\n")).toBe(line.length - 1);
+        expect(decodeLine(line.slice(0, -1))).toEqual(msg);
+      }
+    }
+  });
+
+  test("the request key is reply_format, and a request carrying it is still a valid request", () => {
+    expect(REPLY_FORMAT_KEY).toBe("reply_format");
+    const req = decodeRequest(encodeMessage({ command: "state", args: [], id: 1, [REPLY_FORMAT_KEY]: "json" }, "json").slice(0, -1));
+    expect(req.command).toBe("state");
+    expect(req[REPLY_FORMAT_KEY]).toBe("json");
   });
 });
 
