@@ -10,6 +10,7 @@ import { StartError } from "../master/errors";
 import { einhornVersionLabel } from "../version";
 import { selfCommand } from "./self";
 import { osArgs, osEnviron } from "../../ffi/os-string";
+import { writeOutSync } from "./stdio";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -39,7 +40,7 @@ function bootstrapSignalMask(argv: string[], env: Record<string, string>): void 
 }
 
 function fail(message: string, code: number): never {
-  process.stderr.write(`einhorn: ${message}\n`);
+  writeOutSync(2, `einhorn: ${message}\n`);
   process.exit(code);
 }
 
@@ -67,16 +68,16 @@ export async function main(argv: string[]): Promise<void> {
     throw e;
   }
   if (config.help) {
-    process.stdout.write(einhornUsage(true));
+    writeOutSync(1, einhornUsage(true));
     process.exit(0);
   }
   if (config.program.length === 0 && !config.version && !config.upgradeCheck && config.withStateFd === null && !config.preload) {
     // Reference: without a program, Einhorn prints its usage to stdout and exits 1.
-    process.stdout.write(einhornUsage(false));
+    writeOutSync(1, einhornUsage(false));
     process.exit(1);
   }
   if (config.version) {
-    process.stdout.write(`einhorn ${einhornVersionLabel()}\n`);
+    writeOutSync(1, `einhorn ${einhornVersionLabel()}\n`);
     process.exit(0);
   }
   if (config.upgradeCheck) {
@@ -89,7 +90,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     const { HANDOFF_SCHEMA } = await import("../master/handoff");
     const { STATE_SCHEMA } = await import("../core/state");
-    process.stdout.write(`${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
+    writeOutSync(1, `${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
     process.exit(0);
   }
   if (config.withStateFd !== null) {

@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { Response } from "../protocol";
+import { writeOut } from "./stdio";
 import { type Answer, ConnectError, ConnectionLost, ShellClient, type ClientEvents } from "./shell-client";
 import { type ScriptCommand, ScriptError, WORKER_ONLY_COMMANDS } from "./shell-script";
 
@@ -50,20 +51,9 @@ export class Deadline {
   }
 }
 
-/** Write and wait until the text is handed to the OS, so process.exit loses nothing. */
-export function writeTo(stream: NodeJS.WriteStream, text: string): Promise<void> {
-  if (text === "") return Promise.resolve();
-  return new Promise((resolve) => {
-    try {
-      stream.write(text, () => resolve());
-    } catch {
-      resolve(); // a closed pipe (einhorn sh -e state | head): nothing more to say there
-    }
-  });
-}
-
-export const out = (text: string) => writeTo(process.stdout, text);
-export const err = (text: string) => writeTo(process.stderr, text);
+/** Write and wait until the text is handed to the OS, so process.exit loses nothing (see stdio.ts). */
+export const out = (text: string) => writeOut(1, text);
+export const err = (text: string) => writeOut(2, text);
 
 /** The text of a message as printed: its message, ending in exactly one newline. */
 export function messageText(msg: Response): string {
