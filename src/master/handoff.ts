@@ -55,6 +55,8 @@ export interface Handoff {
   pidfds: Array<{ pid: number; fd: number }>;
   /** --worker-output streams and queued lines; absent from older writers and without capture. */
   capture?: HandedCapture | null;
+  /** The writer's CPU time (process.cpuUsage, user + system, µs) when it wrote this; the reader logs what the re-exec cost. */
+  cpuAtExecUs?: number;
 }
 
 /** Write the document into a fresh inheritable memfd (or `into`, one made with memfdCreate); returns its descriptor. */
@@ -96,5 +98,6 @@ export function validateHandoff(doc: unknown): Handoff {
     signals: d.signals ?? [],
     pidfds: d.pidfds ?? [],
     capture: d.capture ?? null,
+    ...(typeof d.cpuAtExecUs === "number" ? { cpuAtExecUs: d.cpuAtExecUs } : {}),
   };
 }

@@ -48,6 +48,9 @@ const SAFETY_REAP_MS = 5_000;
  */
 const REEXEC_SIGNAL_GRACE_MS = 25;
 
+/** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
+const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
+
 export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
 export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
 
@@ -219,7 +222,10 @@ export class Master {
       this.onSignal(sig);
     }
     const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
-    this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept`);
+    // CPU from writing the handoff to here (the exec, the new runtime's start,
+    // loading this image, adopting everything): what one re-exec costs.
+    const cpu = doc.cpuAtExecUs === undefined ? "" : `; the re-exec took ${((cpuMicros() - doc.cpuAtExecUs) / 1000).toFixed(1)} ms of CPU`;
+    this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept${cpu}`);
     if (doc.pending && this.state.stopping) {
       this.notify(doc.pending.kind, `${doc.pending.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
       this.dispatch({ type: "tick" });
@@ -524,6 +530,7 @@ export class Master {
       history: this.history,
       signals: this.deferredSignals,
       pidfds: this.children.handoff(),
+      cpuAtExecUs: cpuMicros(),
     };
     const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];

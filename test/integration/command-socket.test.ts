@@ -532,6 +532,8 @@ describe("reply_format", () => {
     const lines = jsonClient.raw.trim().split("\n");
     expect(lines.some((l) => l.includes("re-executed"))).toBe(true);
     for (const l of lines) expect(() => JSON.parse(l)).not.toThrow();
+    // The new image says what the re-exec cost (the upgrade-cost benchmark reads it).
+    await m.waitForOutput(/re-executed as einhorn .*; the re-exec took \d+\.\d ms of CPU/);
     yamlClient.request("state", ["json"], 3);
     await yamlClient.answer(2);
     expect(yamlClient.raw.split("\n")[1]!.startsWith("---%0A")).toBe(true);

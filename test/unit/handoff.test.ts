@@ -24,6 +24,12 @@ describe("validateHandoff", () => {
     expect(h.reexecs).toBe(0);
     expect(h.writerVersion).toBe("unknown");
     expect(h.commandFd).toBe(5);
+    expect(h.cpuAtExecUs).toBeUndefined();
+  });
+
+  test("the writer's CPU figure is kept when it is a number and dropped otherwise", () => {
+    expect(validateHandoff({ ...minimal, cpuAtExecUs: 12_345 }).cpuAtExecUs).toBe(12_345);
+    expect(validateHandoff({ ...minimal, cpuAtExecUs: "12" }).cpuAtExecUs).toBeUndefined();
   });
 
   test("a newer schema, or a document missing what cannot be defaulted, is refused", () => {
