@@ -192,7 +192,11 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       }
       const before = ctx.state().settings.number;
       ctx.dispatch({ type: "set-workers", number: Number(n) });
-      reply(`Altering worker count, ${before} -> ${Number(n)}.`);
+      // Reference wording, including what happens next; for an unchanged count
+      // Einhorn answers an empty message, we say so.
+      const next = Number(n);
+      const then = next > before ? " Will spin up additional workers." : next < before ? " Will gracefully terminate workers." : "";
+      reply(`Altering worker count, ${before} -> ${next}.${then}`);
       return;
     }
     case "quieter":

@@ -319,9 +319,9 @@ describe("commands", () => {
     expect((await final(m.sockPath, "dec")).message).toBe("Decrementing number of workers from 3 -> 2");
     await workersUp(m, 2);
 
-    expect((await final(m.sockPath, "set_workers", ["4"])).message).toBe("Altering worker count, 2 -> 4.");
+    expect((await final(m.sockPath, "set_workers", ["4"])).message).toBe("Altering worker count, 2 -> 4. Will spin up additional workers.");
     await workersUp(m, 4);
-    expect((await final(m.sockPath, "set_workers", ["1"])).message).toBe("Altering worker count, 4 -> 1.");
+    expect((await final(m.sockPath, "set_workers", ["1"])).message).toBe("Altering worker count, 4 -> 1. Will gracefully terminate workers.");
     const one = await workersUp(m, 1);
 
     const dec = await final(m.sockPath, "dec");
