@@ -1,6 +1,7 @@
 // Everything einhorn says to the outside world by name, once: environment
 // variables workers read, command names, and the command-socket wire format.
 // Einhorn 1.1.1 clients in Ruby, Go, Python and PHP depend on every string here.
+import { escapeLine, unescapeLine } from "./protocol-env";
 
 /**
  * The YAML library, loaded on first use: module set-up alone costs about 3 ms
@@ -14,31 +15,7 @@ function yaml(): typeof import("yaml") {
   return yamlModule;
 }
 
-export const ENV = {
-  FD_COUNT: "EINHORN_FD_COUNT",
-  FD_PREFIX: "EINHORN_FD_",
-  SOCK_PATH: "EINHORN_SOCK_PATH",
-  SOCK_FD: "EINHORN_SOCK_FD",
-  MASTER_PID: "EINHORN_MASTER_PID",
-  CHILD_INDEX: "EINHORN_CHILD_INDEX",
-  // systemd's socket-passing protocol (sd_listen_fds), offered as an addition.
-  LISTEN_FDS: "LISTEN_FDS",
-  LISTEN_PID: "LISTEN_PID",
-  LISTEN_FDNAMES: "LISTEN_FDNAMES",
-} as const;
-
-/**
- * The variables einhorn sets for a worker. The master strips exactly these
- * from the environment it passes through (a master run inside another
- * einhorn's worker must not leak the outer one's values); any other
- * EINHORN_-prefixed variable is the operator's and passes through.
- */
-export function isEinhornWorkerVar(name: string): boolean {
-  return (
-    name === ENV.FD_COUNT || name === ENV.SOCK_PATH || name === ENV.SOCK_FD || name === ENV.MASTER_PID ||
-    name === ENV.CHILD_INDEX || (name.startsWith(ENV.FD_PREFIX) && /^\d+$/.test(name.slice(ENV.FD_PREFIX.length)))
-  );
-}
+export { ENV, escapeLine, isEinhornWorkerVar, unescapeLine } from "./protocol-env";
 
 export const COMMANDS = {
   "worker:ack": "Worker ACK: the worker is up (sent by workers, not people)",
@@ -95,8 +72,6 @@ export interface Response {
   [key: string]: unknown;
 }
 
-export const escapeLine = (s: string): string => s.replace(/%/g, "%25").replace(/\n/g, "%0A");
-export const unescapeLine = (s: string): string => s.replace(/%0A/gi, "\n").replace(/%25/g, "%");
 
 /**
  * YAML that reads back as the same data under YAML 1.2 (our decoder, most

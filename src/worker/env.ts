@@ -2,7 +2,7 @@
 // here is pure: it takes an environment mapping (process.env by default) and
 // either returns plain values or throws an EinhornWorkerError that names the
 // variable and the value it did not like.
-import { ENV } from "../protocol";
+import { ENV } from "../protocol-env";
 import { EinhornWorkerError } from "./errors";
 
 export type Env = Record<string, string | undefined>;

@@ -9,6 +9,7 @@ export { EinhornWorkerError } from "./errors";
 export { ack, ping, type SendOptions } from "./master-link";
 export { onGracefulShutdown, isShuttingDown, type ShutdownCallback } from "./graceful-shutdown";
 export { serve, type ServeOptions, type WorkerServer } from "./serve";
+export { listen, type ListenOptions, type ListeningServer } from "./listen";
 export type { FetchHandler } from "./fetch-bridge";
 export { checkListeningFd } from "./sockets";
 export type { WorkerEnv };

@@ -4,10 +4,12 @@
 // reads one line, acts, and closes the connection without answering; any
 // answer is therefore an error message (permission denied, too many
 // connections, …) and becomes the rejection.
-import { closeSync, writeSync } from "node:fs";
-import { decodeLine, ENV, escapeLine } from "../protocol";
+import { closeSync, fstatSync, writeSync } from "node:fs";
+import net from "node:net";
+import { ENV, escapeLine, unescapeLine } from "../protocol-env";
 import { readWorkerEnv, isWorkerEnv, type Env, type WorkerEnv } from "./env";
 import { EinhornWorkerError } from "./errors";
+import { probeSocketInode } from "./socket-probe";
 
 export interface WorkerMessage {
   command: "worker:ack" | "worker:ping";
@@ -39,20 +41,19 @@ export function encodeWorkerMessage(msg: WorkerMessage): string {
 /** EINHORN_SOCK_FD values already used: the master closes its end after one message. */
 const usedSockFds = new Set<number>();
 
-type SocketFfi = typeof import("../../ffi/socket");
-const socketFfi = (): SocketFfi => require("../../ffi/socket") as SocketFfi;
-
 /**
  * Is `fd` still the connection the master made for us? The descriptor may have
  * been closed by other code and its number reused (for a listening socket, a
  * file, …); writing a command line into that would be worse than not sending.
- * The master made the socketpair, so the peer credentials name its pid.
+ * It must still be a connected UNIX stream socket. (The peer's pid, which
+ * SO_PEERCRED would give, is out of reach of Node APIs: a number reused for
+ * another connected UNIX socket is not detected.)
  */
-function isMasterConnection(fd: number, masterPid: number): boolean {
+function isMasterConnection(fd: number): boolean {
   try {
-    const ffi = socketFfi();
-    const d = ffi.describeSocket(fd);
-    return d.family === "unix" && d.stream && !d.listening && ffi.getPeerCred(fd).pid === masterPid;
+    if (!fstatSync(fd).isSocket()) return false;
+    const d = probeSocketInode(fstatSync(fd).ino);
+    return d !== null && d.family === "unix" && d.stream && !d.listening && d.connected;
   } catch {
     return false;
   }
@@ -65,7 +66,7 @@ function writeAll(fd: number, data: Buffer): void {
 function viaFd(we: WorkerEnv, line: string): void {
   const fd = we.sockFd!;
   usedSockFds.add(fd);
-  if (!isMasterConnection(fd, we.masterPid)) {
+  if (!isMasterConnection(fd)) {
     throw new EinhornWorkerError(`${ENV.SOCK_FD}=${fd} is no longer a connection to the master (pid ${we.masterPid}); was it closed by other code?`);
   }
   try {
@@ -77,10 +78,25 @@ function viaFd(we: WorkerEnv, line: string): void {
   }
 }
 
+/**
+ * The text of a refusal: the master answers in YAML (`message: ...`); the
+ * worker helper carries no YAML parser, and only wants the words.
+ */
+export function refusalText(answer: string): string {
+  const text = unescapeLine(answer.split("\n")[0] ?? "").trim();
+  const m = /^message:\s*(.*)$/m.exec(text);
+  if (!m) return text || answer.trim();
+  const v = m[1]!.trim();
+  if (v.startsWith('"')) { try { return String(JSON.parse(v)); } catch { /* as written */ } }
+  if (v.startsWith("'") && v.endsWith("'")) return v.slice(1, -1).replace(/''/g, "'");
+  return v;
+}
+
 function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let answer = "";
     let settled = false;
+    let closeConnection = () => {};
     const finish = (err?: Error) => {
       if (settled) return;
       settled = true;
@@ -90,9 +106,29 @@ function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
     };
     const timer = setTimeout(() => {
       finish(new EinhornWorkerError(`the master did not close the command connection (${ENV.SOCK_PATH}=${path}) within ${timeoutMs} ms`));
-      sock?.end();
+      closeConnection();
     }, timeoutMs);
-    let sock: { end(): void } | undefined;
+    const closed = (unsent: boolean) => {
+      if (unsent) return finish(new EinhornWorkerError(`the master closed the command connection (${path}) before the message was sent`));
+      if (answer.trim()) return finish(new EinhornWorkerError(`the master refused the message: ${refusalText(answer)}`));
+      finish();
+    };
+    const cannotConnect = (e: Error) => finish(new EinhornWorkerError(`cannot connect to the command socket ${ENV.SOCK_PATH}=${path}: ${e.message}`));
+
+    if (typeof Bun === "undefined") {
+      // Node: node:net. The master reads one line and closes; end() after the write is our half-close.
+      let wrote = false;
+      const sock = net.createConnection({ path });
+      closeConnection = () => sock.destroy();
+      sock.setEncoding("utf8");
+      sock.on("connect", () => { sock.write(line, () => { wrote = true; }); });
+      sock.on("data", (d: string) => { answer += d; });
+      sock.on("error", (e) => { if (!wrote) cannotConnect(e); else finish(new EinhornWorkerError(`command socket ${path}: ${e.message}`)); });
+      sock.on("close", () => closed(!wrote));
+      return;
+    }
+    // Bun: Bun.connect. Bun's node:net UNIX client reports ECONNRESET when the
+    // master answers and closes at once, losing the refusal's text.
     let pending = Buffer.from(line);
     const pump = (s: { write(b: Buffer): number }) => {
       const n = s.write(pending);
@@ -101,22 +137,14 @@ function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
     Bun.connect({
       unix: path,
       socket: {
-        open(s) { sock = s; pump(s); },
+        open(s) { closeConnection = () => s.end(); pump(s); },
         drain(s) { if (pending.length) pump(s); },
         data(_s, d) { answer += d.toString(); },
-        close() {
-          if (pending.length) return finish(new EinhornWorkerError(`the master closed the command connection (${path}) before the message was sent`));
-          if (answer.trim()) {
-            let text = answer.trim();
-            try { text = String((decodeLine(answer.split("\n")[0]!) as { message?: unknown }).message ?? text); } catch { /* keep raw text */ }
-            return finish(new EinhornWorkerError(`the master refused the message: ${text}`));
-          }
-          finish();
-        },
+        close() { closed(pending.length > 0); },
         error(_s, e) { finish(new EinhornWorkerError(`command socket ${path}: ${e.message}`)); },
-        connectError(_s, e) { finish(new EinhornWorkerError(`cannot connect to the command socket ${ENV.SOCK_PATH}=${path}: ${e.message}`)); },
+        connectError(_s, e) { cannotConnect(e); },
       },
-    }).catch((e: Error) => finish(new EinhornWorkerError(`cannot connect to the command socket ${ENV.SOCK_PATH}=${path}: ${e.message}`)));
+    }).catch(cannotConnect);
   });
 }
 

@@ -1,28 +1,18 @@
 // The listening sockets a worker inherits (EINHORN_FD_n), checked before use:
 // a descriptor that is closed, not a socket, or a socket that does not listen
 // is reported by name and kind, instead of surfacing later as an odd EINVAL
-// from accept(2) deep inside the runtime.
+// from accept(2) deep inside the runtime. Node APIs only (see socket-probe.ts).
 import { fstatSync } from "node:fs";
-import { ENV } from "../protocol";
+import { ENV } from "../protocol-env";
 import { readWorkerEnv, notUnderEinhorn, isWorkerEnv, type Env } from "./env";
 import { EinhornWorkerError } from "./errors";
+import { probeSocketInode, type SocketFamily } from "./socket-probe";
 
-type SocketFfi = typeof import("../../ffi/socket");
-let ffi: SocketFfi | null = null;
-/**
- * ffi/socket dlopens libc.so.6; load it only when a descriptor is checked, so
- * a program that merely imports this module (serve() in development, or on a
- * system without glibc) does not need it.
- */
-function socketFfi(): SocketFfi {
-  return (ffi ??= require("../../ffi/socket") as SocketFfi);
-}
-
-const FAMILY_TEXT = { inet: "TCP/IPv4", inet6: "TCP/IPv6", unix: "UNIX", other: "non-IP, non-UNIX" } as const;
+const FAMILY_TEXT = { inet: "IPv4", inet6: "IPv6", unix: "UNIX" } as const;
 
 export interface ListeningSocket {
   fd: number;
-  family: "inet" | "inet6" | "unix" | "other";
+  family: SocketFamily;
 }
 
 /** What `fd` is, in words, when it is not a listening stream socket; null when it is one. */
@@ -42,15 +32,16 @@ export function whatIsWrong(fd: number): string | null {
     if (stat.isBlockDevice()) return "a block device, not a socket";
     return "not a socket";
   }
-  let d;
-  try {
-    d = socketFfi().describeSocket(fd);
-  } catch (e) {
-    return `a socket that could not be inspected (${(e as Error).message})`;
-  }
-  if (!d.stream) return `a ${FAMILY_TEXT[d.family]} socket that is not a stream socket (datagram?)`;
-  if (!d.listening) return `a ${FAMILY_TEXT[d.family]} stream socket that is not listening (a connection, or never listen()ed)`;
+  const d = probeSocketInode(stat.ino);
+  if (!d) return "a socket that is not listening (a TCP socket never listen()ed, or not a TCP/UNIX socket)";
+  if (!d.stream) return `a ${d.family === "unix" ? "UNIX datagram" : `UDP/${FAMILY_TEXT[d.family]}`} socket, not a stream socket`;
+  if (!d.listening) return `a ${d.family === "unix" ? "UNIX" : `TCP/${FAMILY_TEXT[d.family]}`} stream socket that is not listening (a connection, or never listen()ed)`;
   return null;
+}
+
+/** The family of a descriptor that whatIsWrong() accepted. */
+function familyOf(fd: number): SocketFamily {
+  return probeSocketInode(fstatSync(fd).ino)!.family;
 }
 
 /** Check that `fd` is a listening stream socket; `label` says where the number came from. */
@@ -58,7 +49,7 @@ export function checkListeningFd(fd: number, label = `fd ${fd}`): ListeningSocke
   if (!Number.isInteger(fd) || fd < 0) throw new EinhornWorkerError(`${label}: ${JSON.stringify(fd)} is not a file descriptor number`);
   const problem = whatIsWrong(fd);
   if (problem) throw new EinhornWorkerError(`${label}: fd ${fd} is ${problem}; expected a listening stream socket`);
-  return { fd, family: socketFfi().describeSocket(fd).family };
+  return { fd, family: familyOf(fd) };
 }
 
 /** Every inherited listening socket, in `-b` order, each one checked. */

@@ -4,7 +4,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { bind, close, listen, socket, socketpair } from "../../ffi/socket";
+import { bind, close, connect, getsockname, listen, socket, socketpair } from "../../ffi/socket";
 import { childIndexFrom, isWorkerEnv, readWorkerEnv, type Env } from "../../src/worker/env";
 import { EinhornWorkerError } from "../../src/worker/errors";
 import { checkListeningFd, socketFdFrom, socketFdsFrom, whatIsWrong } from "../../src/worker/sockets";
@@ -103,9 +103,23 @@ describe("checkListeningFd with real descriptors", () => {
   test("a socket that never listened is rejected, naming the fd", () => {
     const fd = keep(socket("inet"));
     bind(fd, { family: "inet", host: "127.0.0.1", port: 0 });
+    // A bound TCP socket is in none of the kernel's /proc/net tables: its family is not known.
     expect(() => checkListeningFd(fd, `EINHORN_FD_0=${fd}`)).toThrow(
-      new RegExp(`^EINHORN_FD_0=${fd}: fd ${fd} is a TCP/IPv4 stream socket that is not listening`),
+      new RegExp(`^EINHORN_FD_0=${fd}: fd ${fd} is a socket that is not listening \\(a TCP socket never listen\\(\\)ed`),
     );
+  });
+  test("a connected TCP socket is named as one", async () => {
+    const l = listeningTcp();
+    const { port } = getsockname(l) as { port: number };
+    const c = keep(socket("inet"));
+    connect(c, { family: "inet", host: "127.0.0.1", port });
+    expect(() => checkListeningFd(c)).toThrow(new RegExp(`fd ${c} is a TCP/IPv4 stream socket that is not listening`));
+  });
+  test("an IPv6 listener passes and says so", () => {
+    const fd = keep(socket("inet6"));
+    bind(fd, { family: "inet6", host: "::1", port: 0 });
+    listen(fd, 4);
+    expect(checkListeningFd(fd)).toEqual({ fd, family: "inet6" });
   });
   test("a connected socket (one end of a socketpair) is rejected", () => {
     const [a, b] = socketpair();

@@ -15,7 +15,7 @@ afterEach(async () => {
 });
 
 async function start(opts: ServeOptions): Promise<WorkerServer> {
-  const s = await serve({ port: 0, hostname: "127.0.0.1", exitOnShutdown: false, onError: () => {}, ...opts });
+  const s = await serve({ port: 0, hostname: "127.0.0.1", exitOnShutdown: false, onError: () => {}, engine: "node", ...opts });
   servers.push(s);
   return s;
 }
@@ -231,7 +231,7 @@ describe("serve() options", () => {
   test("a given descriptor that does not listen is refused", async () => {
     const fd = socket("inet");
     try {
-      await expect(serve({ fd, fetch: () => new Response() })).rejects.toThrow(new RegExp(`serve\\(\\{ fd \\}\\): fd ${fd} is a TCP/IPv4 stream socket that is not listening`));
+      await expect(serve({ fd, fetch: () => new Response() })).rejects.toThrow(new RegExp(`serve\\(\\{ fd \\}\\): fd ${fd} is a socket that is not listening`));
     } finally { close(fd); }
   });
 });

@@ -1,0 +1,150 @@
+// The npm package: `npm pack` of this repository (its prepack builds pkg/),
+// installed from the tarball into a fresh Node project and a fresh Bun
+// project, with no build step there and no runtime dependencies. A worker
+// from each serves under the compiled master, through an upgrade.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BUN, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { NODE, NPM, npmProject, type NpmProject } from "../npm-project";
+
+let packDir = "";
+let tarball = "";
+let nodeProject: NpmProject;
+let bunProject: NpmProject;
+
+beforeAll(async () => {
+  packDir = mkdtempSync(join(tmpdir(), "einhorn-pack-"));
+  const p = Bun.spawn([NPM!, "pack", "--pack-destination", packDir, "--loglevel=error"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  if (code !== 0) throw new Error(`npm pack failed (${code}): ${out}${err}`);
+  tarball = join(packDir, readdirSync(packDir).find((f) => f.endsWith(".tgz"))!);
+  // @types/node and typescript only to typecheck a user's program against our .d.ts files.
+  [nodeProject, bunProject] = await Promise.all([npmProject([tarball, "@types/node@20", "typescript@5"]), npmProject([tarball])]);
+}, 180_000);
+afterAll(() => {
+  nodeProject?.remove();
+  bunProject?.remove();
+  if (packDir) rmSync(packDir, { recursive: true, force: true });
+});
+
+const USER_IMPORT = 'import { ack, listen, serve, socketFd, onGracefulShutdown } from "einhorn/worker";';
+
+async function httpGet(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/`)).text();
+}
+
+async function acked(sock: string, n: number, version: number) {
+  return waitFor(`${n} acked workers of version ${version}`, async () => {
+    const s = await stateJson(sock);
+    return s.workers.length === n && s.workers.every((w: any) => w.acked && w.version === version) ? s : null;
+  }, 30_000);
+}
+
+/** Start the master on a worker program, check it answers, upgrade once, check the new generation answers, stop. */
+async function underEinhorn(program: string[], cwd: string, expectBody: RegExp) {
+  const m = startMaster(["-b", "127.0.0.1:0", "-n", "2", "-m", "manual", "--", ...program], { cwd });
+  const s0 = await acked(m.sockPath, 2, 0);
+  const port = s0.listeners[0].port;
+  const pids0 = new Set(s0.workers.map((w: any) => String(w.pid)));
+  const body = await httpGet(port);
+  expect(body).toMatch(expectBody);
+  expect(pids0.has(expectBody.exec(body)![1]!)).toBe(true);
+  const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
+  expect(up.code).toBe(0);
+  const s1 = await acked(m.sockPath, 2, 1);
+  await waitFor("old workers gone", async () => (await stateJson(m.sockPath)).workers.every((w: any) => w.version === 1));
+  const after = await httpGet(port);
+  expect(s1.workers.map((w: any) => String(w.pid))).toContain(expectBody.exec(after)![1]!);
+  expect(await stopMaster(m)).toBe(0);
+  expect(m.output()).toMatch(/exited with status 0/);
+  expect(m.output()).not.toMatch(/ERROR|exited with status [1-9]|killed by/);
+}
+
+describe("the tarball", () => {
+  test("holds the built module and types; installs with no runtime dependencies", () => {
+    const list = Bun.spawnSync(["tar", "-tzf", tarball]).stdout.toString().split("\n");
+    expect(list).toContain("package/pkg/worker.js");
+    expect(list).toContain("package/pkg/types/src/worker/index.d.ts");
+    expect(list.filter((f) => f.startsWith("package/src/") || f.startsWith("package/test/"))).toEqual([]);
+    const pkg = JSON.parse(readFileSync(join(bunProject.dir, "node_modules/einhorn/package.json"), "utf8"));
+    expect(pkg.dependencies ?? {}).toEqual({});
+    expect(pkg.private).toBeUndefined();
+    // Nothing but einhorn itself was installed into the Bun project.
+    expect(readdirSync(join(bunProject.dir, "node_modules")).filter((f) => !f.startsWith("."))).toEqual(["einhorn"]);
+  });
+
+  test("the module Node loads has no static bun:ffi import (Bun-only code is a chunk Node never loads)", () => {
+    const src = readFileSync(join(nodeProject.dir, "node_modules/einhorn/pkg/worker.js"), "utf8");
+    expect(src).not.toMatch(/^import[^;]*["']bun:ffi["']/m);
+    expect(src).not.toMatch(/require\(["']bun:ffi["']\)/);
+  });
+});
+
+describe("Node", () => {
+  test(`a TypeScript program typechecks against the package's types: ${USER_IMPORT}`, () => {
+    writeFileSync(join(nodeProject.dir, "typed.ts"), [
+      USER_IMPORT,
+      'import http from "node:http";',
+      "const server = http.createServer((_req, res) => res.end('ok'));",
+      "const l = await listen(server, { drainTimeoutMs: 5000 });",
+      "const port: number | null = l.port;",
+      "const s = await serve({ fetch: (req: Request) => new Response(req.url) });",
+      "const fd: number = socketFd(0);",
+      "const off: () => void = onGracefulShutdown(async () => {});",
+      "const acked: Promise<boolean> = ack();",
+      "// @ts-expect-error: serve needs fetch or handler of the right type",
+      "serve({ fetch: 42 });",
+      "export { port, s, fd, off, acked };",
+    ].join("\n"));
+    writeFileSync(join(nodeProject.dir, "tsconfig.json"), JSON.stringify({
+      compilerOptions: { target: "ES2022", module: "NodeNext", moduleResolution: "NodeNext", strict: true, noEmit: true, types: ["node"] },
+      files: ["typed.ts"],
+    }));
+    const r = Bun.spawnSync([NODE!, join(nodeProject.dir, "node_modules/typescript/bin/tsc"), "-p", nodeProject.dir], { cwd: nodeProject.dir });
+    expect(r.stdout.toString() + r.stderr.toString()).toBe("");
+    expect(r.exitCode).toBe(0);
+  });
+
+  test("listen(http.createServer(...)) under einhorn: serves, ACKs, survives an upgrade, drains on USR2", async () => {
+    writeFileSync(join(nodeProject.dir, "worker.mjs"), [
+      USER_IMPORT,
+      'import http from "node:http";',
+      "socketFd(0); // throws unless einhorn passed a listening socket",
+      "const server = http.createServer((req, res) => res.end(`node worker ${process.pid} ${process.version}`));",
+      "await listen(server);",
+    ].join("\n"));
+    await underEinhorn([NODE!, "worker.mjs"], nodeProject.dir, /^node worker (\d+) v\d+/);
+  });
+
+  test("serve({fetch}) on Node goes through node:http", async () => {
+    writeFileSync(join(nodeProject.dir, "fetch-worker.mjs"), [
+      USER_IMPORT,
+      "const s = await serve({ fetch: () => new Response(`fetch worker ${process.pid} ${s?.engine ?? ''}`) });",
+      "if (s.engine !== 'node') throw new Error('engine ' + s.engine);",
+    ].join("\n"));
+    await underEinhorn([NODE!, "fetch-worker.mjs"], nodeProject.dir, /^fetch worker (\d+) node$/);
+  });
+});
+
+describe("Bun", () => {
+  test("serve({fetch}) under einhorn from the installed package", async () => {
+    writeFileSync(join(bunProject.dir, "worker.ts"), [
+      USER_IMPORT,
+      "let engine = '';",
+      "const s = await serve({ fetch: () => new Response(`bun worker ${process.pid} ${engine}`) });",
+      "engine = s.engine;",
+    ].join("\n"));
+    await underEinhorn([BUN, "worker.ts"], bunProject.dir, /^bun worker (\d+) (bun|node)$/);
+  });
+
+  test("listen(node:http server) under einhorn from the installed package", async () => {
+    writeFileSync(join(bunProject.dir, "listen-worker.ts"), [
+      USER_IMPORT,
+      'import http from "node:http";',
+      "await listen(http.createServer((_req, res) => res.end(`bun listen ${process.pid}`)));",
+    ].join("\n"));
+    await underEinhorn([BUN, "listen-worker.ts"], bunProject.dir, /^bun listen (\d+)$/);
+  });
+});
