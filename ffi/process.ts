@@ -23,6 +23,10 @@ export const LOCK_NB = 4;
 export const O_RDWR = 2;
 export const O_CREAT = 0o100;
 export const O_CLOEXEC = 0o2000000;
+export const O_RDONLY = 0;
+export const O_EXCL = 0o200;
+export const O_NONBLOCK = 0o4000;
+export const O_NOFOLLOW = 0o400000;
 const SIG_BLOCK = 0;
 const SIG_UNBLOCK = 1;
 const SIG_SETMASK = 2;
@@ -252,6 +256,13 @@ export function currentSignalMask(): Uint8Array {
 
 export function unblockSignals(signals: number[]): void {
   checkReturned(sym.pthread_sigmask(SIG_UNBLOCK, ptr(sigset(signals)), null), "pthread_sigmask");
+}
+
+/** Which of `signals` are pending (raised while blocked) for the calling thread or the process. */
+export function pendingSignals(signals: number[]): number[] {
+  const set = new Uint8Array(SIGSET_BYTES);
+  check(sym.sigpending(ptr(set)), "sigpending");
+  return signals.filter((s) => sym.sigismember(ptr(set), s) === 1);
 }
 
 /** Whether every one of `signals` is blocked on the calling thread. */

@@ -2,6 +2,7 @@
 // (Linux layouts). Addresses arrive here already parsed; this file only knows bytes.
 import { isIPv4, isIPv6 } from "node:net";
 import { osBytes, osString } from "./os-string";
+import { Errno, SysError } from "./errno";
 
 export const AF_UNIX = 1;
 export const AF_INET = 2;
@@ -60,7 +61,8 @@ export function packSockAddr(addr: SockAddr): Buffer {
     case "unix": {
       const path = osBytes(addr.path);
       if (path.length >= UNIX_PATH_MAX) {
-        throw new Error(`UNIX socket path is ${path.length} bytes, the limit is ${UNIX_PATH_MAX - 1}: ${addr.path}`);
+        // What the kernel would say if sun_path could carry it: a SysError like any failed call.
+        throw new SysError("bind", Errno.ENAMETOOLONG!, `the path is ${path.length} bytes; a UNIX socket path holds at most ${UNIX_PATH_MAX - 1}`, addr.path);
       }
       const b = Buffer.alloc(2 + path.length + 1);
       b.writeUInt16LE(AF_UNIX, 0);

@@ -114,6 +114,23 @@ export function describeSocket(fd: number): { family: SockAddr["family"] | "othe
   };
 }
 
+export const POLLIN = 0x001;
+
+/**
+ * Which of `fds` have input waiting right now (poll(2) with a zero timeout):
+ * readable data, a pending connection on a listening socket, or a hang-up.
+ */
+export function readableNow(fds: number[]): number[] {
+  if (fds.length === 0) return [];
+  // struct pollfd { int fd; short events; short revents; }
+  const buf = new Int32Array(fds.length * 2);
+  const view = new DataView(buf.buffer);
+  fds.forEach((fd, i) => { buf[i * 2] = fd; view.setInt16(i * 8 + 4, POLLIN, true); });
+  const n = check(sym.poll(ptr(buf), fds.length, 0), "poll");
+  if (n === 0) return [];
+  return fds.filter((_, i) => view.getInt16(i * 8 + 6, true) !== 0);
+}
+
 /** A close-on-exec duplicate of `fd` (same open file description). */
 export function dupCloexec(fd: number): number {
   return fcntl(fd, F_DUPFD_CLOEXEC, 0);

@@ -258,3 +258,37 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
   tagsInUse.clear();
   expect(leaked, "processes left running by this test").toEqual([]);
 }
+
+/** Whether the tests run as root (second-uid, tmpfs and ownership cases need it). */
+export const IS_ROOT = process.getuid?.() === 0;
+
+export interface OtherUser { name: string; uid: number; gid: number; as: string[] }
+
+/**
+ * A second local user to act as (`as` prefixes a command with setpriv), made
+ * with useradd once per test process and deleted by `removeOtherUser` (only
+ * when this process made it). Idempotent: an existing user of that name is
+ * reused. Null when not root (the caller skips, saying why).
+ */
+let otherUser: (OtherUser & { created: boolean }) | null = null;
+export function ensureOtherUser(): OtherUser | null {
+  if (!IS_ROOT) return null;
+  if (otherUser) return otherUser;
+  const name = `einhorn-t${process.pid}`.slice(0, 31);
+  const id = () => Bun.spawnSync(["id", "-u", name], { stdout: "pipe", stderr: "ignore" });
+  let created = false;
+  if (id().exitCode !== 0) {
+    const r = Bun.spawnSync(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name], { stderr: "pipe" });
+    if (r.exitCode !== 0 && id().exitCode !== 0) throw new Error(`useradd ${name} failed: ${r.stderr.toString()}`);
+    created = r.exitCode === 0;
+  }
+  const uid = Number(id().stdout.toString().trim());
+  const gid = Number(Bun.spawnSync(["id", "-g", name], { stdout: "pipe" }).stdout.toString().trim());
+  otherUser = { name, uid, gid, as: ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups"], created };
+  return otherUser;
+}
+
+export function removeOtherUser(): void {
+  if (otherUser?.created) Bun.spawnSync(["userdel", otherUser.name], { stderr: "ignore" });
+  otherUser = null;
+}

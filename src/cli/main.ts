@@ -158,7 +158,7 @@ if (import.meta.main) {
   // The arguments as bytes (osArgs): Bun's process.argv has each non-UTF-8 byte replaced by U+FFFD.
   main(osArgs()).catch((e) => {
     // Anything reaching here is a bug, not bad input; say so plainly.
-    process.stderr.write(`einhorn: internal error: ${(e as Error).stack ?? e}\n`);
+    writeOutSync(2, `einhorn: internal error: ${(e as Error).stack ?? e}\n`);
     process.exit(70);
   });
 }

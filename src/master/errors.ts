@@ -7,3 +7,14 @@ export class StartError extends Error {
     super(message);
   }
 }
+
+/**
+ * A stop signal (INT, TERM, QUIT, USR2) arrived while the master was still
+ * starting: it undoes what it made and exits 0, as a stop after start would.
+ */
+export class StopDuringStart extends Error {
+  override name = "StopDuringStart";
+  constructor(readonly signal: string) {
+    super(`received ${signal} during start-up`);
+  }
+}

@@ -40,7 +40,11 @@ export interface Handoff {
   startEnv: Record<string, string>;
   listeners: Array<{ fd: number; specText: string; bound: SockAddr; unixPath: string | null }>;
   commandFd: number;
-  lock: { fd: number; path: string };
+  /** Written by images that held the lockfile for life (now null: the lock is held only while creating the command socket). */
+  lock: { fd: number; path: string } | null;
+  /** The inodes of the command socket and pidfile this master created (removed at exit only while the paths lead to them). */
+  commandPath: { dev: number; ino: number } | null;
+  pidfile: { dev: number; ino: number } | null;
   connections: HandedConnection[];
   /** What the next image does first. */
   pending: { kind: "upgrade"; mode: UpgradeMode; requestedAt: number } | { kind: "reload"; requestedAt: number } | null;
@@ -77,7 +81,7 @@ export function validateHandoff(doc: unknown): Handoff {
   const d = doc as Partial<Handoff>;
   const schema = typeof d.schema === "number" ? d.schema : 0;
   if (schema > HANDOFF_SCHEMA) throw new Error(`the handed-over state has schema ${schema}; this einhorn reads up to ${HANDOFF_SCHEMA}`);
-  for (const k of ["state", "config", "listeners", "commandFd", "lock"] as const) {
+  for (const k of ["state", "config", "listeners", "commandFd"] as const) {
     if (d[k] === undefined) throw new Error(`the handed-over state lacks '${k}'`);
   }
   return {
@@ -89,7 +93,9 @@ export function validateHandoff(doc: unknown): Handoff {
     startEnv: d.startEnv ?? {},
     listeners: d.listeners!,
     commandFd: d.commandFd!,
-    lock: d.lock!,
+    lock: d.lock ?? null,
+    commandPath: d.commandPath ?? null,
+    pidfile: d.pidfile ?? null,
     connections: d.connections ?? [],
     pending: d.pending ?? null,
     reexecs: d.reexecs ?? 0,

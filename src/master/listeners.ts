@@ -1,7 +1,7 @@
 // Opening the listening sockets of `-b` specs, once, in the master. Workers
 // inherit the same open file descriptions; nothing here is re-bound on upgrade.
 import { lookup } from "node:dns/promises";
-import { chmodSync, lstatSync, rmSync } from "node:fs";
+import { lstatSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
 import { SysError } from "../../ffi/errno";
 import { umask } from "../../ffi/process";
@@ -9,6 +9,7 @@ import { formatSockAddr, type SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
+import { describePath } from "./files";
 import { selectSystemdSocket, type SystemdSockets } from "./systemd";
 import { fsPath } from "../../ffi/os-string";
 
@@ -38,31 +39,58 @@ async function resolve(spec: BindSpec): Promise<SockAddr> {
   }
 }
 
+/** What is at a UNIX socket path: nothing, a socket nobody accepts on, a live one (with its owner), or another kind of file. */
+export type UnixPathProbe =
+  | { kind: "absent" }
+  | { kind: "stale" }
+  | { kind: "live"; pid: number | null; uid: number | null }
+  | { kind: "other"; found: string };
+
 /**
- * Make room for a UNIX socket at `path`: a stale socket (nobody accepting) is
- * removed; a live one, or any other kind of file, is an error.
+ * Look at `path` without following a symbolic link and without blocking: the
+ * probe connection is non-blocking, so a live socket whose accept queue is
+ * full answers EAGAIN (counted as live) instead of stalling start-up.
  */
-export function clearStaleUnixSocket(path: string, what: string): void {
+export function probeUnixSocket(path: string): UnixPathProbe {
   let st;
   try {
     st = lstatSync(fsPath(path));
   } catch {
-    return;
+    return { kind: "absent" };
   }
-  if (!st.isSocket()) throw new StartError(`${what} ${path} exists and is not a socket; refusing to replace it`);
-  const probe = sock.socket("unix");
+  if (!st.isSocket()) return { kind: "other", found: describePath(path, st) };
+  const probe = sock.socket("unix", sock.SOCK_CLOEXEC | sock.SOCK_NONBLOCK);
   try {
     sock.connect(probe, { family: "unix", path });
-    throw new StartError(`${what} ${path} is in use: something is accepting connections on it`);
+    let cred: { pid: number; uid: number } | null = null;
+    try { cred = sock.getPeerCred(probe); } catch { /* unknown owner */ }
+    return { kind: "live", pid: cred?.pid ?? null, uid: cred?.uid ?? null };
   } catch (e) {
-    if (!(e instanceof SysError) || e.code !== "ECONNREFUSED") throw e;
-    rmSync(fsPath(path), { force: true });
+    if (e instanceof SysError && e.code === "ECONNREFUSED") return { kind: "stale" };
+    if (e instanceof SysError && e.code === "EAGAIN") return { kind: "live", pid: null, uid: null };
+    throw e;
   } finally {
     sock.close(probe);
   }
 }
 
-/** Bind a UNIX socket so that it is never, even for an instant, more open than `mode`. */
+/**
+ * Make room for a UNIX socket at `path`: a stale socket (nobody accepting) is
+ * removed; a live one, or any other kind of file, is an error.
+ */
+export function clearStaleUnixSocket(path: string, what: string): void {
+  const p = probeUnixSocket(path);
+  if (p.kind === "other") throw new StartError(`${what} ${path} exists and is not a socket (it is ${p.found}); refusing to replace it`);
+  if (p.kind === "live") throw new StartError(`${what} ${path} is in use: ${p.pid ? `pid ${p.pid}` : "something"} is accepting connections on it`);
+  if (p.kind === "stale") rmSync(fsPath(path), { force: true });
+}
+
+/**
+ * Bind a UNIX socket so that it is never, even for an instant, more open
+ * than `mode`: bind(2) creates the file with 0777 & ~umask, which with this
+ * umask is exactly `mode`. (No chmod afterwards: by then the path could lead
+ * somewhere else, and chmod follows symbolic links.)
+ */
 export function bindUnix(fd: number, path: string, mode: number): void {
   const old = umask(0o777 & ~mode);
   try {
@@ -70,7 +98,6 @@ export function bindUnix(fd: number, path: string, mode: number): void {
   } finally {
     umask(old);
   }
-  chmodSync(fsPath(path), mode);
 }
 
 export async function openListener(spec: BindSpec, backlog: number, systemd: SystemdSockets | null = null): Promise<Listener> {
@@ -81,22 +108,27 @@ export async function openListener(spec: BindSpec, backlog: number, systemd: Sys
     return { fd, spec, bound: sock.getsockname(fd), unixPath: null };
   }
   const addr = await resolve(spec);
-  if (addr.family === "unix") clearStaleUnixSocket(addr.path, "bind path");
-  const fd = sock.socket(addr.family);
+  let fd = -1;
+  let boundPath: string | null = null;
   try {
+    if (addr.family === "unix") clearStaleUnixSocket(addr.path, "bind path");
+    fd = sock.socket(addr.family);
     if (addr.family !== "unix") {
       if (spec.reuseaddr) sock.setsockoptInt(fd, sock.SOL_SOCKET, sock.SO_REUSEADDR, 1);
       if (spec.reuseport) sock.setsockoptInt(fd, sock.SOL_SOCKET, sock.SO_REUSEPORT, 1);
     }
-    if (addr.family === "unix") bindUnix(fd, addr.path, spec.mode);
-    else sock.bind(fd, addr);
+    if (addr.family === "unix") {
+      bindUnix(fd, addr.path, spec.mode);
+      boundPath = addr.path;
+    } else sock.bind(fd, addr);
     sock.listen(fd, backlog);
     // Blocking unless `n` was asked: exactly as the flags say (Ruby 3 Einhorn
     // hands out non-blocking sockets regardless; ours does not).
     sock.setNonblocking(fd, spec.nonblock);
     return { fd, spec, bound: sock.getsockname(fd), unixPath: addr.family === "unix" ? addr.path : null };
   } catch (e) {
-    try { sock.close(fd); } catch { /* already failing */ }
+    if (fd >= 0) { try { sock.close(fd); } catch { /* already failing */ } }
+    if (boundPath) rmSync(fsPath(boundPath), { force: true });
     if (e instanceof SysError) throw new StartError(`cannot listen on ${spec.text}: ${e.message}`);
     throw e;
   }

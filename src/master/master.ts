@@ -21,9 +21,10 @@ import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
 import { type CommandContext, handleLine } from "./commands";
-import { StartError } from "./errors";
-import { acquireLock, adoptLock, type HeldLock, removeOwnFile, writePidfile } from "./files";
-import { bindUnix, clearStaleUnixSocket, type Listener, openListener } from "./listeners";
+import { StartError, StopDuringStart } from "./errors";
+import { acquireLock, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
+import { bindUnix, clearStaleUnixSocket, type Listener, openListener, probeUnixSocket } from "./listeners";
+import { StartupSignals, untilStopSignal } from "./startup";
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
@@ -77,7 +78,9 @@ export class Master {
   readonly log: Logger;
   private readonly cfg: MasterConfig;
   private listeners: Listener[] = [];
-  private lock: HeldLock | null = null;
+  /** The command socket and pidfile this master created (removed at exit while they are still ours). */
+  private commandPath: OwnedPath | null = null;
+  private pidfile: OwnedPath | null = null;
   private server: CommandServer | null = null;
   private commandFd: number | null = null;
   private plan!: WorkerPlan;
@@ -127,9 +130,14 @@ export class Master {
     const cfg = this.cfg;
     this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
     this.history = [{ version: einhornVersionLabel(), at: Date.now() }];
+    // A stop signal at any moment of start-up ends it at once (see startup.ts).
+    const signals = new StartupSignals(this.log);
+    const stopRequested = signals.stopRequested;
     try {
-      this.lock = acquireLock(cfg.lockfile);
-      writePidfile(cfg.pidfile);
+      // The command socket first: a second master on the same path is
+      // refused before it binds anything or touches the pidfile.
+      await this.openCommandSocket(stopRequested);
+      this.pidfile = writePidfile(cfg.pidfile);
       if (cfg.nice.master !== null) setpriority(0, cfg.nice.master);
       if (cfg.subreaper || this.pid === 1) {
         // Orphaned grandchildren of the workers are reparented to us and reaped like any child.
@@ -137,14 +145,24 @@ export class Master {
         this.log.debug(`Acting as child subreaper${this.pid === 1 ? " (running as PID 1)" : ""}`);
       }
       for (const spec of cfg.binds) {
-        const l = await openListener(spec, cfg.backlog, this.opts.systemd ?? null);
+        const l = await untilStopSignal(openListener(spec, cfg.backlog, this.opts.systemd ?? null), stopRequested);
         this.listeners.push(l);
         const asked = spec.address.kind === "tcp" && spec.address.port === 0 ? ` (port 0 asked; the kernel chose ${formatSockAddr(l.bound)})` : "";
         this.log.info(`Bound ${spec.text} on fd ${l.fd} as ${formatSockAddr(l.bound)}${asked}${spec.nonblock ? ", non-blocking" : ""}`);
       }
-      this.openCommandSocket();
+      signals.check();
+      try {
+        this.serveCommands(this.commandFd!);
+      } catch (e) {
+        throw new StartError(`cannot serve the command socket ${cfg.socketPath}: ${(e as Error).message}`);
+      }
     } catch (e) {
+      signals.dispose();
       this.cleanupFiles();
+      if (e instanceof StopDuringStart) {
+        this.log.info(`Received ${e.signal} during start-up; stopping before any worker started`);
+        process.exit(0);
+      }
       if (e instanceof SysError) throw new StartError(e.message);
       throw e;
     }
@@ -161,6 +179,7 @@ export class Master {
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
     }, Date.now());
+    signals.dispose();
     this.boot();
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
     this.dispatch({ type: "start" });
@@ -179,8 +198,11 @@ export class Master {
     this.reexecs = doc.reexecs;
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
-    this.lock = adoptLock(doc.lock.fd, doc.lock.path);
-    sock.setCloexec(doc.lock.fd, true);
+    // An older image held its lockfile for life; this one holds it only while creating the command socket.
+    if (doc.lock) { try { sock.close(doc.lock.fd); } catch { /* already closed */ } }
+    // (A handoff from before inodes were recorded: what the paths lead to now is ours.)
+    this.commandPath = doc.commandPath ? { path: this.cfg.socketPath, ...doc.commandPath } : ownedPath(this.cfg.socketPath);
+    this.pidfile = doc.pidfile ? { path: this.cfg.pidfile, ...doc.pidfile } : ownedPath(this.cfg.pidfile);
     for (const l of doc.listeners) {
       sock.setCloexec(l.fd, true);
       this.listeners.push({ fd: l.fd, spec: parseBindSpec(l.specText), bound: l.bound, unixPath: l.unixPath });
@@ -290,21 +312,41 @@ export class Master {
     this.installSignals();
   }
 
-  private openCommandSocket(): void {
+  /**
+   * Create the command socket under the lockfile's flock (held only for
+   * this, as Einhorn does). Clients that connect before the master serves
+   * it wait in the accept queue.
+   */
+  private async openCommandSocket(stopRequested: () => string | null): Promise<void> {
     const path = this.cfg.socketPath;
-    clearStaleUnixSocket(path, "command socket");
-    const fd = sock.socket("unix");
+    const lock = await acquireLock(this.cfg.lockfile, stopRequested, (holder) => {
+      this.log.info(`Waiting for the lockfile ${this.cfg.lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`);
+    });
     try {
-      bindUnix(fd, path, 0o600);
-      sock.listen(fd, 128);
-    } catch (e) {
-      sock.close(fd);
-      if (e instanceof SysError) throw new StartError(`cannot open the command socket: ${e.message}`);
-      throw e;
+      const found = probeUnixSocket(path);
+      if (found.kind === "live") {
+        throw new StartError(
+          `another einhorn master${found.pid ? ` (pid ${found.pid})` : ""} is serving the command socket ${path}; ` +
+            "give this master its own with -d PATH (or -c NAME), or stop the other one first",
+        );
+      }
+      clearStaleUnixSocket(path, "command socket");
+      let fd = -1;
+      try {
+        fd = sock.socket("unix");
+        bindUnix(fd, path, 0o600);
+        this.commandPath = ownedPath(path);
+        sock.listen(fd, 128);
+      } catch (e) {
+        if (fd >= 0) sock.close(fd);
+        if (e instanceof SysError) throw new StartError(`cannot open the command socket ${path}: ${e.message}`);
+        throw e;
+      }
+      this.commandFd = fd;
+    } finally {
+      releaseLock(lock);
     }
-    this.commandFd = fd;
-    this.serveCommands(fd);
-    this.log.debug(`Command socket listening at ${path} (fd ${fd})`);
+    this.log.debug(`Command socket listening at ${path} (fd ${this.commandFd})`);
   }
 
   private serveCommands(fd: number): void {
@@ -518,7 +560,9 @@ export class Master {
       startEnv: this.startEnv,
       listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
       commandFd: this.commandFd!,
-      lock: { fd: this.lock!.fd, path: this.lock!.path },
+      lock: null,
+      commandPath: this.commandPath ? { dev: this.commandPath.dev, ino: this.commandPath.ino } : null,
+      pidfile: this.pidfile ? { dev: this.pidfile.dev, ino: this.pidfile.ino } : null,
       connections: conns.map((c) => {
         const b = c.exportBuffers();
         const waiting = [...this.waiters].find((w) => w.conn === c);
@@ -538,7 +582,7 @@ export class Master {
     // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
     const capture = this.capture?.handOver() ?? null;
     doc.capture = capture;
-    const keep = [stateFd, this.commandFd!, this.lock!.fd, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(capture ? OutputCapture.fds(capture) : [])];
+    const keep = [stateFd, this.commandFd!, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(capture ? OutputCapture.fds(capture) : [])];
     try {
       writeHandoff(doc, stateFd);
       for (const fd of keep) sock.setCloexec(fd, false);
@@ -720,11 +764,11 @@ export class Master {
 
   // --- leaving -----------------------------------------------------------------------
 
+  /** Remove what this master created, and only that: each path only while it still leads to our inode. */
   private cleanupFiles(): void {
-    if (this.commandFd !== null) rmSync(fsPath(this.cfg.socketPath), { force: true });
+    removeOwnFile(this.commandPath);
     for (const l of this.listeners) if (l.unixPath) rmSync(fsPath(l.unixPath), { force: true });
-    removeOwnFile(this.cfg.pidfile);
-    if (this.lock) removeOwnFile(this.lock.path);
+    removeOwnFile(this.pidfile);
   }
 
   exit(code: number): void {

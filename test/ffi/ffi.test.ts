@@ -36,7 +36,7 @@ describe("sockaddr", () => {
   test("an embedded IPv4 tail and a long UNIX path", () => {
     const b = packSockAddr({ family: "inet6", host: "::ffff:10.1.2.3", port: 5 });
     expect([...b.subarray(8, 24)]).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
-    expect(() => packSockAddr({ family: "unix", path: `/${"x".repeat(120)}` })).toThrow(/UNIX socket path is 121 bytes, the limit is 107/);
+    expect(() => packSockAddr({ family: "unix", path: `/${"x".repeat(120)}` })).toThrow("bind /" + "x".repeat(120) + ": ENAMETOOLONG (the path is 121 bytes; a UNIX socket path holds at most 107)");
   });
 });
 

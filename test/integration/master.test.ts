@@ -268,13 +268,13 @@ describe("signals to the master", () => {
 });
 
 describe("files and logs", () => {
-  test("a second master with the same lockfile is refused with a clear message", async () => {
+  test("a second master on the same command socket is refused with a clear message naming -d", async () => {
     const dir = tempDir();
     const m = startMaster(["-m", "0", "--", ...PY], { dir });
     await workersUp(m.sockPath, 1);
-    const r = await runBinary(["-m", "0", "-d", join(dir, "other.sock"), "--", ...PY], { dir });
+    const r = await runBinary(["-m", "0", "-f", join(dir, "other.lock"), "--", ...PY], { dir });
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe(`einhorn: another einhorn master (pid ${m.pid}) holds the lock ${join(dir, "einhorn.lock")}; give this one other paths with -c NAME (or -f/-e/-d), or stop the other one first`);
+    expect(r.stderr.trim()).toBe(`einhorn: another einhorn master (pid ${m.pid}) is serving the command socket ${m.sockPath}; give this master its own with -d PATH (or -c NAME), or stop the other one first`);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -283,7 +283,8 @@ describe("files and logs", () => {
     const m = startMaster(["-c", "web", "-m", "0", "--", ...PY], { dir });
     await workersUp(join(dir, "einhorn-web.sock"), 1);
     expect(readFileSync(join(dir, "einhorn-web.pid"), "utf8").trim()).toBe(String(m.pid));
-    expect(existsSync(join(dir, "einhorn-web.lock"))).toBe(true);
+    // The lockfile exists only while the command socket is being created (as in Einhorn).
+    expect(existsSync(join(dir, "einhorn-web.lock"))).toBe(false);
     expect(await stopMaster(m)).toBe(0);
 
     const m2 = startMaster(["-e", join(dir, "p"), "-f", join(dir, "l"), "-d", join(dir, "s"), "-m", "0", "--", ...PY], { dir });

@@ -32,10 +32,18 @@ describe("validateHandoff", () => {
     expect(validateHandoff({ ...minimal, cpuAtExecUs: "12" }).cpuAtExecUs).toBeUndefined();
   });
 
+  test("a document without the lock (written since the lock is held only at start-up) is read, with no lock", () => {
+    const { lock: _, ...noLock } = minimal;
+    const h = validateHandoff(noLock);
+    expect(h.lock).toBeNull();
+    expect(h.commandPath).toBeNull();
+    expect(h.pidfile).toBeNull();
+  });
+
   test("a newer schema, or a document missing what cannot be defaulted, is refused", () => {
     expect(() => validateHandoff({ ...minimal, schema: HANDOFF_SCHEMA + 1 })).toThrow(`the handed-over state has schema ${HANDOFF_SCHEMA + 1}; this einhorn reads up to ${HANDOFF_SCHEMA}`);
-    const { lock: _, ...noLock } = minimal;
-    expect(() => validateHandoff(noLock)).toThrow("the handed-over state lacks 'lock'");
+    const { commandFd: _, ...noCommandFd } = minimal;
+    expect(() => validateHandoff(noCommandFd)).toThrow("the handed-over state lacks 'commandFd'");
     expect(() => validateHandoff("text")).toThrow("the handed-over state is not a JSON object");
   });
 
