@@ -3,7 +3,10 @@
 // ACKing the way Einhorn's worker library does, and arguments/environment
 // that are bytes, not text. Everything drives the compiled binary.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readSync, writeFileSync, writeSync } from "node:fs";
+import * as sock from "../../ffi/socket";
+import { osBytes, osString } from "../../ffi/os-string";
+import { decodeLine } from "../../src/protocol";
 import { join } from "node:path";
 import { BIN, FIXTURES, fetchLine, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
@@ -105,6 +108,35 @@ function expectBytesIntact(dir: string, pid: number) {
   expect(r.env.get("BAD_BYTES")?.toString("hex")).toBe(ENV_BAD.toString("hex"));
 }
 
+/**
+ * A command over a socket whose path is raw bytes (the harness's clients take
+ * paths as text): the answers, until one without `wait`.
+ */
+function rawCommand(rawPath: Buffer, command: string, args: string[] = []): Array<Record<string, any>> {
+  const fd = sock.socket("unix");
+  try {
+    sock.connect(fd, { family: "unix", path: osString(rawPath) });
+    writeSync(fd, `${JSON.stringify({ command, args })}\n`);
+    const answers: Array<Record<string, any>> = [];
+    const chunk = Buffer.alloc(1 << 16);
+    let buf = "";
+    for (;;) {
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const a = decodeLine(buf.slice(0, nl)) as Record<string, any>;
+        buf = buf.slice(nl + 1);
+        answers.push(a);
+        if (!a.wait) return answers;
+      }
+      const n = readSync(fd, chunk);
+      if (n <= 0) throw new Error(`connection closed; answers so far ${JSON.stringify(answers)}`);
+      buf += chunk.subarray(0, n).toString();
+    }
+  } finally {
+    sock.close(fd);
+  }
+}
+
 describe("bytes, not text", () => {
   const variants: Array<[string, string[], boolean]> = [
     ["plain", [], false],
@@ -117,6 +149,7 @@ describe("bytes, not text", () => {
       mkdirSync(out);
       // A pidfile whose name is not UTF-8: written at start, removed at exit.
       const pidfile = Buffer.concat([Buffer.from(`${dir}/pid-`), Buffer.from([0xe9, 0xff]), Buffer.from(".pid")]);
+      const sockPath = Buffer.concat([Buffer.from(`${dir}/sock-`), Buffer.from([0xfe]), Buffer.from(".sock")]);
       const extra: string[] = [];
       if (reexec) {
         const script = Buffer.concat([Buffer.from(`${dir}/re-`), Buffer.from([0xff]), Buffer.from("exec.sh")]);
@@ -130,24 +163,29 @@ describe("bytes, not text", () => {
       writeFileSync(launcher, [
         "#!/bin/sh",
         `BAD_BYTES="$(printf '${oct(ENV_BAD)}')"; export BAD_BYTES`,
-        `exec "$@" -e "$(printf '${oct(pidfile)}')" ${extra.join(" ")} -- python3 ${BYTES_WORKER} ${out} "$(printf '${oct(ARG_BAD)}')" "$(printf '${oct(ARG_UTF8)}')"`,
+        `exec "$@" -e "$(printf '${oct(pidfile)}')" -d "$(printf '${oct(sockPath)}')" ${extra.join(" ")} -- python3 ${BYTES_WORKER} ${out} --ack "$(printf '${oct(ARG_BAD)}')" "$(printf '${oct(ARG_UTF8)}')"`,
         "",
       ].join("\n"));
-      const m = startMaster(["-m", "0", "-n", "2", ...flags], { dir, wrap: ["/bin/sh", launcher] });
-      const first = await acked(m.sockPath, 2);
+      const m = startMaster(["-m", "manual", "-n", "2", ...flags], { dir, wrap: ["/bin/sh", launcher] });
+      // The command socket's path is not UTF-8 either: the workers ACK through it.
+      const served = (version: number) => waitFor(`2 acked workers of version ${version}`, () => {
+        const t = JSON.parse(rawCommand(sockPath, "state", ["json"]).at(-1)!.message);
+        return t.workers.length === 2 && t.workers.every((w: any) => w.acked && w.version === version) ? t : null;
+      }, 30_000);
+      await waitFor("the command socket", () => existsSync(sockPath));
+      const first = await served(0);
+      expect(osBytes(first.master.socket_path).equals(sockPath)).toBe(true);
       expect(existsSync(pidfile)).toBe(true);
       expect(readFileSync(pidfile, "utf8").trim()).toBe(String(m.pid));
       for (const w of first.workers) {
         await waitFor("worker report", () => existsSync(join(out, `${w.pid}.environ`)));
         expectBytesIntact(out, w.pid);
+        expect(received(out, w.pid).env.get("EINHORN_SOCK_PATH")?.equals(sockPath)).toBe(true);
       }
       for (let round = 1; round <= 2; round++) {
-        const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
-        expect(up.code).toBe(0);
-        const s = await waitFor(`version ${round} up`, async () => {
-          const t = await stateJson(m.sockPath);
-          return t.workers.length === 2 && t.workers.every((w: any) => w.acked && w.version === round) ? t : null;
-        }, 30_000);
+        const up = rawCommand(sockPath, "upgrade");
+        expect(up.at(-1)!.error).toBeUndefined();
+        const s = await served(round);
         for (const w of s.workers) {
           await waitFor("worker report", () => existsSync(join(out, `${w.pid}.environ`)));
           expectBytesIntact(out, w.pid);
@@ -156,6 +194,7 @@ describe("bytes, not text", () => {
       if (reexec) expect(m.output()).toMatch(/Re-executing: .*re-.*exec\.sh --with-state-fd/);
       expect(await stopMaster(m)).toBe(0);
       expect(existsSync(pidfile)).toBe(false);
+      expect(existsSync(sockPath)).toBe(false);
     }, 90_000);
   }
 });
