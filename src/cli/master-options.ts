@@ -46,6 +46,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "nice", value: "MASTER[:WORKER[:RENICE_CMD]]", description: "Nice levels for the master and workers" },
   { long: "log-format", value: "FORMAT", description: "'text' (default: Einhorn's layout behind a UTC ISO 8601 timestamp), 'plain' (Einhorn's layout exactly) or 'json' (one object per line)" },
   { long: "worker-output", value: "MODE", description: "'inherit' (default: workers write to the master's stdout/stderr), 'prefix' (the master captures each line and tags it [WORKER pid #index]) or 'json' (one object per line)" },
+  { long: "metrics", value: "HOST:PORT", description: "Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on /healthz (port 0: the kernel picks; logged)" },
   { long: "listen-fds", description: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" },
   { long: "subreaper", description: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" },
   { long: "with-state-fd", value: "FD", hidden: true, description: "Internal: continue a master whose state is readable on FD" },
@@ -82,6 +83,8 @@ export interface MasterConfig {
   logFormat: "text" | "plain" | "json";
   /** --worker-output; absent in the config of an older master (inherit). */
   workerOutput: "inherit" | "prefix" | "json";
+  /** --metrics HOST:PORT, or null. */
+  metrics: string | null;
   listenFds: boolean;
   subreaper: boolean;
   withStateFd: number | null;
@@ -247,6 +250,15 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     throw new UsageError(`--worker-output wants 'inherit', 'prefix' or 'json', got '${workerOutput}'`);
   }
 
+  const metrics = last(raw, "metrics") ?? null;
+  if (metrics !== null) {
+    let spec: BindSpec | null = null;
+    try { spec = parseBindSpec(metrics); } catch { /* reported below */ }
+    if (!spec || spec.address.kind !== "tcp" || spec.text.includes(",")) {
+      throw new UsageError(`--metrics wants HOST:PORT (like 127.0.0.1:9100, [::1]:9100 or 0.0.0.0:0), got '${metrics}'`);
+    }
+  }
+
   const verbosity = Math.min(2, Math.max(0, 1 + (raw.get("quiet")?.length ?? 0) - (raw.get("verbose")?.length ?? 0)));
 
   const stateFd = intOpt(raw, "with-state-fd", 0);
@@ -277,6 +289,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
     nice,
     logFormat,
     workerOutput,
+    metrics,
     listenFds: has("listen-fds"),
     subreaper: has("subreaper"),
     withStateFd: stateFd ?? null,

@@ -10,6 +10,7 @@ import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";
 import type { UpgradeMode } from "../core/step";
 import type { HandedCapture } from "./worker-output";
+import type { MetricsDoc } from "./metrics";
 
 // Strings in the document (program, arguments, environment, paths) may carry
 // raw non-UTF-8 bytes as lone surrogates U+DC80..U+DCFF (ffi/os-string.ts).
@@ -61,6 +62,8 @@ export interface Handoff {
   capture?: HandedCapture | null;
   /** The writer's CPU time (process.cpuUsage, user + system, µs) when it wrote this; the reader logs what the re-exec cost. */
   cpuAtExecUs?: number;
+  /** --metrics: the listening descriptor (kept open across the exec) and the counters; absent from older writers. */
+  metrics?: { fd: number | null; counters: MetricsDoc } | null;
 }
 
 /** Write the document into a fresh inheritable memfd (or `into`, one made with memfdCreate); returns its descriptor. */
@@ -105,5 +108,6 @@ export function validateHandoff(doc: unknown): Handoff {
     pidfds: d.pidfds ?? [],
     capture: d.capture ?? null,
     ...(typeof d.cpuAtExecUs === "number" ? { cpuAtExecUs: d.cpuAtExecUs } : {}),
+    metrics: d.metrics ?? null,
   };
 }

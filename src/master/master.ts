@@ -36,6 +36,9 @@ import { ChildHandles } from "./child-handles";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture, type PreparedCapture } from "./worker-output";
+import { health, Metrics, renderMetrics } from "./metrics";
+import { MetricsServer } from "./metrics-server";
+import { readProc, uptimeSeconds } from "./proc-stats";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -150,6 +153,7 @@ export class Master {
         const asked = spec.address.kind === "tcp" && spec.address.port === 0 ? ` (port 0 asked; the kernel chose ${formatSockAddr(l.bound)})` : "";
         this.log.info(`Bound ${spec.text} on fd ${l.fd} as ${formatSockAddr(l.bound)}${asked}${spec.nonblock ? ", non-blocking" : ""}`);
       }
+      if (cfg.metrics) await this.openMetricsSocket(cfg.metrics);
       signals.check();
       try {
         this.serveCommands(this.commandFd!);
@@ -193,6 +197,11 @@ export class Master {
   async resume(doc: Handoff): Promise<void> {
     const t0 = Date.now();
     this.startEnv = doc.startEnv;
+    this.metrics.restore(doc.metrics?.counters);
+    if (doc.metrics?.fd != null) {
+      sock.setCloexec(doc.metrics.fd, true);
+      this.metricsFd = doc.metrics.fd;
+    }
     if (this.capture && doc.capture) this.capture.adopt(doc.capture);
     this.history = [...doc.history, { version: einhornVersionLabel(), at: t0 }];
     this.reexecs = doc.reexecs;
@@ -290,6 +299,13 @@ export class Master {
   /** What a fresh start and a resumed image share once sockets and state are in place. */
   private boot(): void {
     const cfg = this.cfg;
+    if (this.metricsFd !== null) {
+      this.metricsServer = new MetricsServer(this.metricsFd, {
+        metrics: () => this.renderMetrics(),
+        health: () => health(this.state),
+      }, (level, m) => this.log[level](m));
+      this.metricsServer.start();
+    }
     if (cfg.commandName) {
       // Einhorn shows "einhorn: NAME" in ps. The kernel's process name is what
       // ps -e, top and pgrep show; it holds 15 bytes, so long names are cut.
@@ -310,6 +326,40 @@ export class Master {
       baseEnv: this.opts.env,
     };
     this.installSignals();
+  }
+
+  // --- metrics -----------------------------------------------------------------------
+
+  readonly metrics = new Metrics();
+  private metricsFd: number | null = null;
+  private metricsServer: MetricsServer | null = null;
+
+  private async openMetricsSocket(hostPort: string): Promise<void> {
+    // SO_REUSEADDR: a restarted master gets its port back at once.
+    const l = await openListener(parseBindSpec(`${hostPort},r`), 128, null);
+    this.metricsFd = l.fd;
+    const where = formatSockAddr(l.bound);
+    this.log.info(`Serving metrics on http://${where}/metrics and health on http://${where}/healthz`);
+  }
+
+  private renderMetrics(): string {
+    const master = readProc("self");
+    const workerRss = new Map<number, number>();
+    for (const w of this.state.workers) {
+      const r = readProc(w.pid);
+      if (r) workerRss.set(w.pid, r.rssBytes);
+    }
+    const bootTime = Date.now() / 1000 - uptimeSeconds();
+    return renderMetrics(this.metrics, {
+      state: this.state,
+      einhornVersion: einhornVersionLabel(),
+      masterPid: this.pid,
+      master: master ? { cpuSeconds: master.cpuSeconds, rssBytes: master.rssBytes, startTimeSeconds: Math.round(bootTime + master.startedSinceBoot) } : null,
+      reexecs: this.reexecs,
+      workerRss,
+      output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
+      maxMemoryBytes: null,
+    });
   }
 
   /**
@@ -574,7 +624,7 @@ export class Master {
       history: this.history,
       signals: this.deferredSignals,
       pidfds: this.children.handoff(),
-      cpuAtExecUs: cpuMicros(),
+      metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
     };
     const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
@@ -582,7 +632,7 @@ export class Master {
     // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
     const capture = this.capture?.handOver() ?? null;
     doc.capture = capture;
-    const keep = [stateFd, this.commandFd!, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(capture ? OutputCapture.fds(capture) : [])];
+    const keep = [stateFd, this.commandFd!, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(this.metricsFd !== null ? [this.metricsFd] : []), ...(capture ? OutputCapture.fds(capture) : [])];
     try {
       writeHandoff(doc, stateFd);
       for (const fd of keep) sock.setCloexec(fd, false);
@@ -669,7 +719,9 @@ export class Master {
     try {
       while (this.queue.length && !this.exiting) {
         const ev = this.queue.shift()!;
-        const r = step(this.state, ev, Date.now());
+        const now = Date.now();
+        const r = step(this.state, ev, now);
+        this.metrics.observe(ev, this.state, r.state, r.effects, now);
         this.state = r.state;
         for (const fx of r.effects) this.perform(fx);
         this.schedule(r.wakeAt);

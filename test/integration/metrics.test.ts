@@ -1,0 +1,175 @@
+// --metrics: /metrics read by a real Prometheus text parser (the Python
+// client's, Debian python3-prometheus-client), /healthz flipping during a
+// failing upgrade, the port and the counters kept across the master's
+// re-execs, and scrapers that misbehave on purpose.
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { encodeMessage } from "../../src/protocol";
+import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+
+const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
+
+/** A python3 that has prometheus_client (Debian's package installs it for /usr/bin/python3). */
+function parserPython(): string {
+  for (const py of ["/usr/bin/python3", "python3"]) {
+    const r = Bun.spawnSync([py, "-c", "import prometheus_client.parser"], { stderr: "ignore" });
+    if (r.exitCode === 0) return py;
+  }
+  throw new Error("no python3 with prometheus_client: apt-get install python3-prometheus-client (.ci/run installs it)");
+}
+
+const PARSE = `
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(sys.stdin.read()):
+    for s in f.samples:
+        out.setdefault(s.name, []).append({"labels": s.labels, "value": s.value, "type": f.type})
+print(json.dumps(out))
+`;
+
+type Parsed = Record<string, Array<{ labels: Record<string, string>; value: number; type: string }>>;
+
+async function http(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
+  const r = await fetch(`http://127.0.0.1:${port}${path}`);
+  return { status: r.status, type: r.headers.get("content-type") ?? "", body: await r.text() };
+}
+
+function parse(py: string, text: string): Parsed {
+  const r = Bun.spawnSync([py, "-c", PARSE], { stdin: Buffer.from(text), stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`the Prometheus parser refused the text: ${r.stderr.toString()}`);
+  return JSON.parse(r.stdout.toString());
+}
+
+function value(p: Parsed, name: string, labels: Record<string, string> = {}): number {
+  const hit = (p[name] ?? []).find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  if (!hit) throw new Error(`no sample ${name}${JSON.stringify(labels)}; have ${Object.keys(p).join(", ")}`);
+  return hit.value;
+}
+
+describe("--metrics", () => {
+  test("Prometheus text and /healthz, through a failing and a good upgrade; same port and continued counters after each re-exec", async () => {
+    const py = parserPython();
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "serve");
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "2", "-m", "manual", "-s", "0.3", "-b", "127.0.0.1:0", "--", CRASH_OR_SERVE], { dir });
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics and health on http:\/\/127\.0\.0\.1:\d+\/healthz/))[1]);
+    await waitFor("healthz 200", async () => (await http(port, "/healthz")).status === 200, 20_000);
+    expect((await http(port, "/healthz")).body).toBe("ok: 2 of 2 workers up\n");
+
+    const first = await http(port, "/metrics");
+    expect(first.status).toBe(200);
+    expect(first.type).toBe("text/plain; version=0.0.4; charset=utf-8");
+    let p = parse(py, first.body);
+    expect(p.einhorn_workers!.find((s) => s.labels.state === "up" && s.labels.version === "0")!.value).toBe(2);
+    expect(p.einhorn_workers![0]!.type).toBe("gauge");
+    expect(value(p, "einhorn_workers_wanted")).toBe(2);
+    expect(value(p, "einhorn_worker_spawns_total", { cause: "initial" })).toBe(2);
+    expect(p.einhorn_worker_spawns_total![0]!.type).toBe("counter");
+    expect(value(p, "einhorn_worker_ack_latency_seconds_count")).toBe(2);
+    expect(value(p, "einhorn_worker_ack_latency_seconds_bucket", { le: "+Inf" })).toBe(2);
+    expect(p.einhorn_worker_ack_latency_seconds_bucket![0]!.type).toBe("histogram");
+    expect(value(p, "einhorn_worker_ack_latency_seconds_sum")).toBeGreaterThan(0);
+    expect(value(p, "process_resident_memory_bytes")).toBeGreaterThan(5e6);
+    expect(value(p, "process_cpu_seconds_total")).toBeGreaterThan(0);
+    expect(value(p, "einhorn_info", { master_pid: String(m.pid) })).toBe(1);
+    expect(p.einhorn_worker_resident_memory_bytes).toHaveLength(2);
+    expect(value(p, "einhorn_upgrade_in_progress")).toBe(0);
+    // A worker that dies on its own counts as a restart.
+    const victim = (await stateJson(m.sockPath)).workers[0];
+    process.kill(victim.pid, "SIGKILL");
+    await waitFor("the replacement up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+
+    // A failing upgrade: new workers crash at once. /healthz says so while it fails.
+    writeFileSync(join(dir, "mode"), "crash");
+    const client = net.createConnection(m.sockPath, () => client.write(encodeMessage({ command: "upgrade", args: [], id: 1 })));
+    let answers = "";
+    client.on("data", (d) => { answers += d.toString(); });
+    client.on("error", () => {});
+    const seen: string[] = [];
+    await waitFor("the upgrade to fail", async () => {
+      const h = await http(port, "/healthz");
+      seen.push(`${h.status} ${h.body.trim()}`);
+      return /Upgrade failed/.test(answers);
+    }, 60_000, 20);
+    client.destroy();
+    expect(seen.some((s) => /^503 upgrade to version 1 failing: \d new worker\(s\) in a row died before ACKing$/.test(s))).toBe(true);
+    await waitFor("healthz back to 200 with the old workers serving", async () => (await http(port, "/healthz")).status === 200, 20_000);
+    p = parse(py, (await http(port, "/metrics")).body);
+    expect(value(p, "einhorn_upgrades_total", { result: "failure" })).toBe(1);
+    expect(value(p, "einhorn_upgrades_started_total")).toBe(1);
+    expect(value(p, "einhorn_master_reexecs_total")).toBe(1);
+    expect(value(p, "einhorn_worker_exits_total", { cause: "died_before_ack" })).toBeGreaterThanOrEqual(3);
+    expect(value(p, "einhorn_worker_exits_total", { cause: "died" })).toBe(1);
+    expect(value(p, "einhorn_worker_restarts_total")).toBeGreaterThanOrEqual(4);
+    // Counters from before the re-exec continue.
+    expect(value(p, "einhorn_worker_spawns_total", { cause: "initial" })).toBe(2);
+    expect(value(p, "einhorn_worker_spawns_total", { cause: "respawn" })).toBe(1);
+
+    // A good upgrade, on the same port.
+    writeFileSync(join(dir, "mode"), "serve");
+    const answersOk = await (await import("../harness")).command(m.sockPath, "upgrade", [], 60_000);
+    expect(String(answersOk[answersOk.length - 1]!.message)).toBe("Upgrade done");
+    p = parse(py, (await http(port, "/metrics")).body);
+    expect(value(p, "einhorn_upgrades_total", { result: "success" })).toBe(1);
+    expect(value(p, "einhorn_upgrades_total", { result: "failure" })).toBe(1);
+    expect(value(p, "einhorn_master_reexecs_total")).toBe(2);
+    expect(value(p, "einhorn_upgrade_duration_seconds_count")).toBe(1);
+    expect(value(p, "einhorn_last_upgrade_duration_seconds")).toBeGreaterThan(0);
+    expect(value(p, "einhorn_worker_spawns_total", { cause: "upgrade" })).toBeGreaterThanOrEqual(5);
+    const version = String((await stateJson(m.sockPath)).master.version);
+    expect(value(p, "einhorn_workers", { state: "up", version })).toBe(2);
+    expect(value(p, "einhorn_version")).toBe(Number(version));
+    expect((await http(port, "/healthz")).status).toBe(200);
+    expect((await http(port, "/nope")).status).toBe(404);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 120_000);
+
+  test("a slow or hostile scraper cannot stall the master or lock other scrapers out", async () => {
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    await waitFor("healthz 200", async () => (await http(port, "/healthz")).status === 200, 20_000);
+    const socks: net.Socket[] = [];
+    const open = (first?: string) => new Promise<net.Socket>((res) => {
+      const s = net.createConnection({ host: "127.0.0.1", port }, () => { if (first) s.write(first); res(s); });
+      s.on("error", () => {});
+      socks.push(s);
+    });
+    // 100 connections that never send a request, one that sends half a request head,
+    // one that sends a head too large, and one that asks for /metrics and never reads.
+    for (let i = 0; i < 100; i++) await open();
+    const half = await open("GET /metr");
+    let halfClosed = false;
+    half.on("close", () => { halfClosed = true; });
+    const big = await open(`GET /metrics HTTP/1.1\r\nX-Junk: ${"j".repeat(20_000)}`);
+    let bigAnswer = "";
+    big.on("data", (d) => { bigAnswer += d.toString(); });
+    const lazy = await open("GET /metrics HTTP/1.1\r\n\r\n");
+    lazy.pause();
+    // Meanwhile every ordinary scrape and command is answered at once.
+    for (let i = 0; i < 5; i++) {
+      const t = Date.now();
+      const r = await http(port, "/metrics");
+      expect(r.status).toBe(200);
+      expect(r.body).toContain("einhorn_workers_wanted 1");
+      expect(Date.now() - t).toBeLessThan(5_000);
+    }
+    expect(await ask(m.sockPath, "status")).toContain(`master ${m.pid}`);
+    await waitFor("the too-large head refused", () => bigAnswer.startsWith("HTTP/1.1 431 "), 10_000);
+    // The half request is cut off after the head timeout (5 s).
+    await waitFor("the half request closed", () => halfClosed, 15_000);
+    for (const s of socks) s.destroy();
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 60_000);
+
+  test("bad --metrics values are usage errors", async () => {
+    const { runBinary } = await import("../harness");
+    for (const bad of ["9100", "unix:/tmp/x", "127.0.0.1:9100,r", "localhost:port"]) {
+      const r = await runBinary(["--metrics", bad, "--", "true"]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`--metrics wants HOST:PORT (like 127.0.0.1:9100, [::1]:9100 or 0.0.0.0:0), got '${bad}'`);
+    }
+  });
+});
