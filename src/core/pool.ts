@@ -25,6 +25,21 @@ export function normalizeSignal(sig: string): string {
   return up.startsWith("SIG") ? up : `SIG${up}`;
 }
 
+/**
+ * When a worker was first asked to leave, and with what: its first retiring
+ * signal or, once the master is stopping, the stop signal, whatever it is
+ * (`die USR1` asks every worker to leave too, and -t escalates after it).
+ */
+export function askedToLeave(s: State, w: Worker): { signal: string; at: number } | undefined {
+  const retiring = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
+  const stop = s.stopping;
+  // The stop signal is not sent again to a worker that already had it: its clock starts at the stop.
+  const sent = stop ? w.signals.find((x) => x.signal === stop.signal) : undefined;
+  const byStop = stop && sent ? { signal: stop.signal, at: Math.max(sent.at, stop.since) } : undefined;
+  if (!retiring) return byStop;
+  return byStop && byStop.at < retiring.at ? byStop : retiring;
+}
+
 export const isRetiring = (w: Worker): boolean => w.signals.some((s) => RETIRING_SIGNALS.has(s.signal));
 export const wasSent = (w: Worker, signal: string): boolean => w.signals.some((s) => s.signal === signal);
 export const isAcked = (w: Worker): boolean => w.ackedAt !== null;

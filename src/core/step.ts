@@ -4,7 +4,7 @@
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
   ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
-  normalizeSignal, otherVersionWorkers, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+  askedToLeave, normalizeSignal, otherVersionWorkers, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
 } from "./pool";
 import type { Settings, State, Worker } from "./state";
 
@@ -129,7 +129,7 @@ class Step {
   escalate(): void {
     const t = this.s.settings.signalTimeout;
     for (const w of this.s.workers) {
-      const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
+      const first = askedToLeave(this.s, w);
       if (!first || wasSent(w, "SIGKILL")) continue;
       const name = `Worker ${w.pid} (index ${w.index}, version ${w.version})`;
       if (t !== null && this.now >= first.at + t * 1000) {
@@ -290,7 +290,7 @@ class Step {
     const mode = s.settings.ackMode;
     for (const w of s.workers) {
       if (mode.kind === "timer" && !isAcked(w) && !isRetiring(w)) times.push(w.spawnedAt + mode.seconds * 1000);
-      const first = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
+      const first = askedToLeave(s, w);
       if (first && !wasSent(w, "SIGKILL")) {
         if (s.settings.signalTimeout !== null) times.push(first.at + s.settings.signalTimeout * 1000);
         if (!w.retireWarned) times.push(first.at + RETIRE_GRACE_SECONDS * 1000);

@@ -50,6 +50,15 @@ export function parseSignalArg(arg: string): string | null {
   return found && !JOB_CONTROL.has(found) ? found : null;
 }
 
+/**
+ * Signals a worker ignores unless it asked for them (WINCH, CHLD, URG) or
+ * that only resume it (CONT). As a `die` signal they would leave the master
+ * "stopping" for ever, waiting for workers that never leave, so `die`
+ * refuses them; `signal` still sends them (Einhorn allows it, and nothing
+ * waits on the result).
+ */
+const IGNORED_BY_DEFAULT = new Set(["SIGWINCH", "SIGCHLD", "SIGCLD", "SIGURG", "SIGCONT"]);
+
 const short = (sig: string) => sig.replace(/^SIG/, "");
 
 type ConfigKey = "number" | "seconds" | "max_unacked" | "max_upgrade_additional" | "signal_timeout" | "ack_timeout" | "upgrade_max_deaths";
@@ -83,7 +92,7 @@ function seconds(v: unknown, zero: boolean): number {
 export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; changes: string[] } | string {
   if (args.length === 0) return `config needs settings, as KEY=VALUE pairs or a YAML mapping. Known keys: ${Object.keys(CONFIG_KEYS).join(", ")}`;
   let entries: Array<[string, unknown]>;
-  if (args.length === 1 && !/^[a-z_]+=/.test(args[0]!)) {
+  if (args.length === 1 && !/^[A-Za-z_]\w*=/.test(args[0]!)) {
     let doc: unknown;
     try { doc = decodeLine(args[0]!, { maxYamlChars: MAX_YAML_REQUEST_CHARS }); } catch (e) { return `config: ${(e as Error).message}`; }
     if (typeof doc !== "object" || doc === null || Array.isArray(doc)) return "config: expected a mapping like {number: 4}";
@@ -97,10 +106,12 @@ export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; cha
       entries.push([a.slice(0, eq), raw === "null" ? null : raw]);
     }
   }
+  if (entries.length === 0) return `config: no settings given. Known settings: ${Object.keys(CONFIG_KEYS).join(", ")}`;
   const patch: Partial<Settings> = {};
   const changes: string[] = [];
   for (const [key, value] of entries) {
-    const def = CONFIG_KEYS[key as ConfigKey];
+    // Own keys only: `constructor`, `toString` and `__proto__` are not settings.
+    const def = Object.hasOwn(CONFIG_KEYS, key) ? CONFIG_KEYS[key as ConfigKey] : undefined;
     if (!def) return `config: unknown setting '${key}'. Known settings: ${Object.keys(CONFIG_KEYS).join(", ")}`;
     try {
       Object.assign(patch, def.apply(value));
@@ -226,6 +237,10 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       // Without a name, the retire signal (USR2 unless --retire-signal), as a graceful stop.
       const sig = args[0] === undefined ? ctx.state().settings.retireSignal : parseSignalArg(args[0]);
       if (!sig) { refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`); return; }
+      if (IGNORED_BY_DEFAULT.has(sig)) {
+        refuse(`die ${short(sig)} refused: workers ignore ${short(sig)} unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT`);
+        return;
+      }
       const pids = ctx.state().workers.map((w) => w.pid);
       // Answer first: with no worker left the stop exits the master at once.
       reply(`Einhorn is going down! Successfully sent ${short(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);

@@ -752,6 +752,24 @@ describe("stopping", () => {
     expect(exits(sim.exit(c!, 99_002, null, "SIGKILL"))).toEqual([{ type: "exit", code: 0 }]);
   });
 
+  test("signal timeout after a stop with any signal (die USR1): escalated like a retiring one", () => {
+    const sim = ready(2, { signalTimeout: 3 });
+    const [a, b] = sim.pids();
+    expect(kills(sim.send({ type: "stop", signal: "USR1" }, 10_000))).toEqual([[a!, "SIGUSR1"], [b!, "SIGUSR1"]]);
+    expect(sim.wakeAt).toBe(13_000);
+    expect(kills(sim.tick(13_000))).toEqual([[a!, "SIGKILL"], [b!, "SIGKILL"]]);
+  });
+
+  test("a USR1 sent before the stop (by signal) does not start the stop's clock early", () => {
+    const sim = ready(1, { signalTimeout: 3 });
+    const [a] = sim.pids();
+    sim.send({ type: "signal-workers", signals: ["USR1"] }, 1_000);
+    sim.send({ type: "stop", signal: "USR1" }, 10_000);
+    expect(sim.wakeAt).toBe(13_000);
+    expect(kills(sim.tick(12_999))).toEqual([]);
+    expect(kills(sim.tick(13_000))).toEqual([[a!, "SIGKILL"]]);
+  });
+
   test("no signal timeout: never escalated", () => {
     const sim = ready(1, { signalTimeout: null });
     sim.send({ type: "stop", signal: "TERM" }, 100);
