@@ -8,7 +8,7 @@
 // and the tag must reach the workers so that leftovers can be found in /proc
 // and killed even if a master had to be SIGKILLed.
 import type { Subprocess } from "bun";
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { availableParallelism, cpus, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
@@ -107,9 +107,10 @@ export interface MachineInfo {
   os: string | null;
   bun_version: string;
   einhorn_version: string | null;
-  einhorn_binary: string;
+  // The binary is named by what it is (version and content hash), never by
+  // where it lay on the measuring machine: a local path in a committed result
+  // file tells a reader nothing and differs on every machine.
   einhorn_binary_bytes: number | null;
-  einhorn_binary_mtime: string | null;
   einhorn_binary_sha256: string | null;
   /** Free text from BENCH_BINARY_NOTE, e.g. which commit the binary was built from. */
   einhorn_binary_note: string | null;
@@ -135,9 +136,7 @@ export function machineInfo(): MachineInfo {
     os: firstMatch(readText("/etc/os-release"), /^PRETTY_NAME="?([^"\n]+)"?$/m),
     bun_version: Bun.version,
     einhorn_version: capture([BIN, "--version"])?.split("\n")[0] ?? null,
-    einhorn_binary: existsSync(BIN) ? realpathSync(BIN) : BIN,
     einhorn_binary_bytes: binStat?.size ?? null,
-    einhorn_binary_mtime: binStat ? binStat.mtime.toISOString() : null,
     einhorn_binary_sha256: binStat ? sha256File(BIN) : null,
     einhorn_binary_note: process.env.BENCH_BINARY_NOTE ?? null,
     repo_commit: capture(["git", "-C", ROOT, "rev-parse", "HEAD"]),

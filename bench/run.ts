@@ -51,10 +51,10 @@ const REGISTRY: Benchmark[] = [
   preloadSpawn,
 ];
 
-interface Args { names: string[]; quick: boolean; runs: number | null; out: string | null; load: string | null; list: boolean; help: boolean }
+interface Args { names: string[]; quick: boolean; runs: number | null; out: string | null; load: string | null; list: boolean; help: boolean; summaryOnly: boolean }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { names: [], quick: false, runs: null, out: null, load: null, list: false, help: false };
+  const a: Args = { names: [], quick: false, runs: null, out: null, load: null, list: false, help: false, summaryOnly: false };
   for (let i = 0; i < argv.length; i++) {
     const x = argv[i]!;
     const value = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${x} needs a value`); return v; };
@@ -63,6 +63,7 @@ function parseArgs(argv: string[]): Args {
     else if (x === "--out") a.out = value();
     else if (x === "--load") a.load = value();
     else if (x === "--list") a.list = true;
+    else if (x === "--summary") a.summaryOnly = true;
     else if (x === "-h" || x === "--help") a.help = true;
     else if (x.startsWith("-")) throw new Error(`unknown option ${x}`);
     else a.names.push(x);
@@ -72,11 +73,12 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-const USAGE = `usage: bun bench/run.ts [--quick] [--runs N] [--out DIR] [--load wrk|builtin|auto] [--list] [NAME...]
+const USAGE = `usage: bun bench/run.ts [--quick] [--runs N] [--out DIR] [--load wrk|builtin|auto] [--list] [--summary] [NAME...]
   --quick   a ~30 s smoke run (fewer runs, shorter windows); results go to bench/results/quick
   --runs N  runs per figure (overrides each benchmark's default)
   --out DIR where NAME.json and summary.md go (default bench/results)
   --load    load generator for data-path (default: wrk when installed)
+  --summary rebuild OUT/summary.md from the NAME.json files there, running nothing
   EINHORN_BIN=/path/to/einhorn selects the binary under test (default dist/einhorn)`;
 
 interface ResultFile {
@@ -111,7 +113,7 @@ function summaryMarkdown(files: ResultFile[], title: string): string {
   if (m) {
     out.push(
       `Machine: ${m.cpu_model ?? "unknown CPU"}, ${m.cores} cores, ${(m.memory_total_mb / 1024).toFixed(1)} GB, Linux ${m.kernel}, Bun ${m.bun_version}.`,
-      `Binary: \`${m.einhorn_binary}\` (${m.einhorn_version ?? "version unknown"}, sha256 ${m.einhorn_binary_sha256?.slice(0, 12) ?? "?"})${m.einhorn_binary_note ? `: ${m.einhorn_binary_note}` : ""}. Harness: repo at ${m.repo_commit?.slice(0, 10) ?? "?"}${m.repo_dirty ? " (with uncommitted changes)" : ""}.`,
+      `Binary: ${m.einhorn_version ?? "version unknown"} (sha256 ${m.einhorn_binary_sha256?.slice(0, 12) ?? "?"})${m.einhorn_binary_note ? `: ${m.einhorn_binary_note}` : ""}. Harness: repo at ${m.repo_commit?.slice(0, 10) ?? "?"}${m.repo_dirty ? " (with uncommitted changes)" : ""}.`,
       "",
     );
   }
@@ -128,11 +130,26 @@ function summaryMarkdown(files: ResultFile[], title: string): string {
   out.push("Measured:", "");
   for (const f of files) {
     const others = typeof f.other_processes_cpu_share === "number" ? `, other processes ${(f.other_processes_cpu_share * 100).toFixed(0)}% of the CPU` : "";
-    out.push(`- ${f.benchmark}: ${f.started_at} (${f.quick ? "quick" : "full"} run, ${f.runs} run(s) per figure, ${f.duration_s} s${others})${differs ? `, binary ${f.machine.einhorn_binary} (sha256 ${f.machine.einhorn_binary_sha256?.slice(0, 12) ?? "?"})` : ""}`);
+    out.push(`- ${f.benchmark}: ${f.started_at} (${f.quick ? "quick" : "full"} run, ${f.runs} run(s) per figure, ${f.duration_s} s${others})${differs ? `, binary ${f.machine.einhorn_version ?? "version unknown"} (sha256 ${f.machine.einhorn_binary_sha256?.slice(0, 12) ?? "?"})` : ""}`);
   }
   const notes = files.flatMap((f) => f.notes.map((n) => `- ${f.benchmark}: ${n}`));
   if (notes.length) out.push("", "Notes:", "", ...notes);
   return `${out.join("\n")}\n`;
+}
+
+/** OUT/summary.md: every benchmark with a result file in OUT, in registry order. */
+function writeSummary(outDir: string): void {
+  const all: ResultFile[] = [];
+  for (const b of REGISTRY) {
+    const p = join(outDir, `${b.name}.json`);
+    if (!existsSync(p)) continue;
+    try { all.push(JSON.parse(readFileSync(p, "utf8"))); } catch { /* unreadable: left out */ }
+  }
+  for (const f of readdirSync(outDir)) {
+    // Result files of benchmarks not (or no longer) in the registry are left out of the summary.
+    if (f.endsWith(".json") && !REGISTRY.some((b) => `${b.name}.json` === f)) console.error(`(${f} in ${outDir} is not a known benchmark; left out of summary.md)`);
+  }
+  writeFileSync(join(outDir, "summary.md"), summaryMarkdown(all, "einhorn benchmarks"));
 }
 
 async function main(): Promise<number> {
@@ -152,6 +169,12 @@ async function main(): Promise<number> {
   if (unknown.length) {
     console.error(`unknown benchmark(s): ${unknown.join(", ")}; known: ${REGISTRY.map((b) => b.name).join(", ")}`);
     return 2;
+  }
+  if (args.summaryOnly) {
+    const outDir = resolve(args.out ?? join(BENCH_DIR, "results", ...(args.quick ? ["quick"] : [])));
+    writeSummary(outDir);
+    console.error(`rebuilt ${relative(ROOT, join(outDir, "summary.md"))}`);
+    return 0;
   }
   if (!existsSync(BIN)) {
     console.error(`the binary under test does not exist: ${BIN} (build it with 'node_modules/.bin/bun scripts/build.ts', or set EINHORN_BIN)`);
@@ -208,18 +231,7 @@ async function main(): Promise<number> {
   }
   removeScratch();
 
-  // summary.md: every benchmark with a result file in OUT, in registry order.
-  const all: ResultFile[] = [];
-  for (const b of REGISTRY) {
-    const p = join(outDir, `${b.name}.json`);
-    if (!existsSync(p)) continue;
-    try { all.push(JSON.parse(readFileSync(p, "utf8"))); } catch { /* unreadable: left out */ }
-  }
-  for (const f of readdirSync(outDir)) {
-    // Result files of benchmarks not (or no longer) in the registry are left out of the summary.
-    if (f.endsWith(".json") && !REGISTRY.some((b) => `${b.name}.json` === f)) console.error(`(${f} in ${outDir} is not a known benchmark; left out of summary.md)`);
-  }
-  writeFileSync(join(outDir, "summary.md"), summaryMarkdown(all, "einhorn benchmarks"));
+  writeSummary(outDir);
   console.log(`\n${summaryMarkdown(thisRun, `einhorn benchmarks: this run (${round((performance.now() - runStarted) / 1000, 1)} s)`)}`);
   console.error(`results: ${relative(ROOT, outDir)}/*.json, ${relative(ROOT, join(outDir, "summary.md"))}`);
   return thisRun.every((f) => f.status === "ok") ? 0 : 1;

@@ -47,7 +47,7 @@ export const startup: Benchmark = {
     const tool = hf ? "hyperfine" : "own timing";
     if (headline > TARGET_MS) ctx.note(`--version takes ${headline.toFixed(1)} ms, above the ${TARGET_MS} ms target`);
     return {
-      parameters: { command: [BIN, "--version"], runs, warmup, tool, hyperfine_version: hf?.version ?? null },
+      parameters: { command: ["einhorn", "--version"], runs, warmup, tool, hyperfine_version: hf?.version ?? null },
       samples: { hyperfine_ms: hf?.times_ms ?? null, own_timing_ms: own },
       results: {
         median_ms: round(headline),
