@@ -2,11 +2,27 @@
 // Only ffi/ imports this file; everything above it uses the typed wrappers.
 import { osBytes } from "./os-string";
 import { dlopen, FFIType, read } from "bun:ffi";
+import { CLibraryError, detectCLibrary, SUPPORTED_C_LIBRARIES } from "./c-library";
 import { SysError } from "./errno";
 
 const { i32, u32, i64, u64, ptr, cstring } = FFIType;
 
-export const libc = dlopen("libc.so.6", {
+/** The C library this process uses (glibc or musl), found from its own executable. */
+export const cLibrary = detectCLibrary();
+
+function open<T extends Record<string, import("bun:ffi").FFIFunction>>(symbols: T) {
+  try {
+    return dlopen(cLibrary.path, symbols);
+  } catch (e) {
+    // Said once, at start-up, in words an operator can act on; the CLI prints
+    // a CLibraryError without a stack trace.
+    throw new CLibraryError(
+      `cannot use the C library ${cLibrary.path} (${cLibrary.kind}, by ${cLibrary.foundBy}): ${(e as Error).message}; einhorn supports ${SUPPORTED_C_LIBRARIES}`,
+    );
+  }
+}
+
+export const libc = open({
   __errno_location: { args: [], returns: ptr },
   strerror: { args: [i32], returns: cstring },
 

@@ -219,3 +219,22 @@ describe("pidfds", () => {
     expect((err as SysError).code).toBe("ESRCH");
   });
 });
+
+describe("C library", () => {
+  test("found from this process's own ELF interpreter, and the one actually loaded", () => {
+    const { cLibrary } = require("../../ffi/libc") as typeof import("../../ffi/libc");
+    // The loader this runtime was started through, as the kernel mapped it.
+    const maps = readFileSync("/proc/self/maps", "utf8");
+    const loader = maps.match(/\s(\S*\/ld-(?:linux|musl)[-\w.]*\.so\.\d+)$/m)?.[1];
+    expect(loader).toBeDefined();
+    expect(cLibrary.foundBy).toStartWith("ELF interpreter /");
+    if (/ld-musl/.test(loader!)) expect(cLibrary.kind).toBe("musl");
+    else {
+      expect(cLibrary.kind).toBe("glibc");
+      expect(cLibrary.path).toBe("libc.so.6");
+      expect(maps).toMatch(/\/libc\.so\.6$/m);
+    }
+    // A call through it works (getpid agrees with the runtime's own idea).
+    expect(proc.getpid()).toBe(process.pid);
+  });
+});
