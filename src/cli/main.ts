@@ -7,10 +7,11 @@ import { parseMasterArgs, UsageError } from "./master-options";
 import { einhornUsage } from "./usage";
 import { isPreloadModule } from "./preload";
 import { StartError } from "../master/errors";
-import { einhornVersionLabel } from "../version";
+import { einhornVersionLabel, versionLine } from "../version";
 import { selfCommand } from "./self";
 import { osArgs, osEnviron } from "../../ffi/os-string";
 import { writeOutSync } from "./stdio";
+import { CLibraryError } from "../../ffi/c-library";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -77,7 +78,7 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(1);
   }
   if (config.version) {
-    writeOutSync(1, `einhorn ${einhornVersionLabel()}\n`);
+    writeOutSync(1, `${versionLine()}\n`);
     process.exit(0);
   }
   if (config.upgradeCheck) {
@@ -157,7 +158,9 @@ export async function main(argv: string[]): Promise<void> {
 if (import.meta.main) {
   // The arguments as bytes (osArgs): Bun's process.argv has each non-UTF-8 byte replaced by U+FFFD.
   main(osArgs()).catch((e) => {
-    // Anything reaching here is a bug, not bad input; say so plainly.
+    // A system whose C library einhorn cannot use: say which, no stack trace.
+    if (e instanceof CLibraryError) fail(e.message, 1);
+    // Anything else reaching here is a bug, not bad input; say so plainly.
     writeOutSync(2, `einhorn: internal error: ${(e as Error).stack ?? e}\n`);
     process.exit(70);
   });
