@@ -155,7 +155,10 @@ describe("the arm64 binary under qemu-user-static", () => {
     expect(after.master.pid).toBe(m.pid);
     expect(after.master.reexecs).toBe(1);
     expect(readlinkSync(`/proc/${m.pid}/exe`)).toBe(QEMU);
-    const newPids = new Set<number>(after.workers.filter((w: { acked: boolean }) => w.acked).map((w: { pid: number }) => w.pid));
+    // Old workers may still be draining (retiring) when "Upgrade done" arrives.
+    type W = { pid: number; acked: boolean; retiring: boolean; version: number };
+    const newPids = new Set<number>(after.workers.filter((w: W) => w.acked && !w.retiring && w.version === after.master.version).map((w: W) => w.pid));
+    expect(after.master.version).toBe(1);
     expect(newPids.size).toBe(2);
     for (const p of newPids) expect(oldPids.has(p)).toBe(false);
     await servedBy(newPids);
