@@ -56,6 +56,10 @@ export async function main(argv: string[]): Promise<void> {
     await runPreload(argv.slice(1));
     return;
   }
+  if (first === "systemd-unit") {
+    const { runSystemdUnit } = await import("./systemd-unit");
+    process.exit(runSystemdUnit(argv.slice(1)));
+  }
   if (first === "sh") {
     const { runShell } = await import("./shell");
     process.exit(await runShell(argv.slice(1)));

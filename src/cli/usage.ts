@@ -68,6 +68,13 @@ the program runs as given.
 
     einhorn sh [-c NAME | -d PATH] [-e 'cmd args; cmd'] [--timeout SECONDS]
 
+### A systemd unit
+
+    einhorn systemd-unit [--socket] [--user USER] [--] [options] [--] PROGRAM [ARGS...]
+
+prints a hardened service unit (and with --socket a socket unit) for that
+command line; einhorn systemd-unit -h has the details.
+
 ### Exit status
 
 0 stopped cleanly; 1 could not start, failed at run time, or no program was
