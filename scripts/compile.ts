@@ -2,8 +2,8 @@
 // development binary dist/einhorn) and scripts/release.ts (the release set)
 // both call compileEinhorn, so a release binary can never be built with other
 // options than the one the test suite exercised.
-import { mkdirSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 
 const ROOT = resolve(import.meta.dir, "..");
 
@@ -41,6 +41,21 @@ export interface Compiled {
 export async function compileEinhorn(opts: CompileOptions): Promise<Compiled> {
   const outfile = resolve(opts.outfile);
   mkdirSync(dirname(outfile), { recursive: true });
+  // Bun writes a .map file per chunk beside the binary, with hashed names that
+  // pile up build after build. The source map is also embedded in the binary
+  // (that is what makes an internal error's stack trace name our source
+  // files), so the files are not needed: build in a scratch directory beside
+  // the target (same file system, so the rename is atomic) and keep only the
+  // executable.
+  const scratch = mkdtempSync(join(dirname(outfile), ".build-"));
+  try {
+    return await compileInto(join(scratch, "einhorn"), outfile, opts);
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+async function compileInto(scratchFile: string, outfile: string, opts: CompileOptions): Promise<Compiled> {
   const define: Record<string, string> = {};
   if (opts.tag) define.__EINHORN_BUILD_TAG__ = JSON.stringify(opts.tag);
   if (opts.target) define.__EINHORN_TARGET__ = JSON.stringify(opts.target);
@@ -48,7 +63,7 @@ export async function compileEinhorn(opts: CompileOptions): Promise<Compiled> {
   const result = await Bun.build({
     entrypoints: [resolve(ROOT, "src/cli/main.ts")],
     compile: {
-      outfile,
+      outfile: scratchFile,
       ...(opts.target ? { target: RELEASE_TARGETS[opts.target] } : {}),
       // A server tool must not change behaviour with the directory it is started
       // in: a compiled Bun binary would otherwise load `.env` (into the master's
@@ -78,5 +93,6 @@ export async function compileEinhorn(opts: CompileOptions): Promise<Compiled> {
   if (!result.success) {
     throw new Error(`building ${outfile}${opts.target ? ` for ${opts.target}` : ""} failed:\n${result.logs.map(String).join("\n")}`);
   }
+  renameSync(scratchFile, outfile);
   return { outfile, bytes: statSync(outfile).size, ms: performance.now() - started };
 }

@@ -10,7 +10,7 @@
 //
 // Cross-compiled with Bun (scripts/compile.ts, the same options as dist/einhorn);
 // the foreign runtimes come from the npm registry on first use and are cached.
-import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { compileEinhorn, RELEASE_TARGETS, type ReleaseTarget } from "./compile";
 
@@ -135,7 +135,7 @@ async function main(): Promise<number> {
   const version = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version as string;
   // A fresh set every time: a stale binary of another version must not sit beside SHA256SUMS.
   if (existsSync(out)) {
-    for (const f of readdirSync(out)) if (f.startsWith("einhorn-") || f === "SHA256SUMS" || f === "npm" || f === ".build") rmSync(join(out, f), { recursive: true, force: true });
+    for (const f of readdirSync(out)) if (f.startsWith("einhorn-") || f === "SHA256SUMS" || f === "npm" || f.startsWith(".build-")) rmSync(join(out, f), { recursive: true, force: true });
   }
   mkdirSync(out, { recursive: true });
 
@@ -143,19 +143,13 @@ async function main(): Promise<number> {
   const rows: string[] = [];
   const sums: string[] = [];
   for (const target of targets) {
-    // Built in a scratch directory: Bun writes a .map file beside the binary.
-    // The source map is also embedded in the binary (readable stack traces in
-    // an internal error), so the file beside it is not shipped.
-    const scratch = join(out, ".build", target);
-    const built = await compileEinhorn({ outfile: join(scratch, "einhorn"), target });
     const name = releaseFileName(version, target);
-    renameSync(built.outfile, join(out, name));
+    const built = await compileEinhorn({ outfile: join(out, name), target });
     const hash = sha256(join(out, name));
     sums.push(`${hash}  ${name}`);
     rows.push(`${name.padEnd(40)} ${(statSync(join(out, name)).size / 1e6).toFixed(1).padStart(6)} MB  sha256 ${hash.slice(0, 16)}  ${(built.ms / 1000).toFixed(1)} s`);
     console.error(`built ${name} in ${(built.ms / 1000).toFixed(1)} s`);
   }
-  rmSync(join(out, ".build"), { recursive: true, force: true });
   writeFileSync(join(out, "SHA256SUMS"), `${sums.sort((a, b) => a.slice(66).localeCompare(b.slice(66))).join("\n")}\n`);
   const npmDirs = writeNpmPackages(out, version, new Set(targets));
   console.log(rows.join("\n"));
