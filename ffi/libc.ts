@@ -36,6 +36,8 @@ export const libc = open({
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   close: { args: [i32], returns: i32 },
+  dup2: { args: [i32, i32], returns: i32 },
+  epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
   // fcntl is variadic; on the SysV x86-64 and AAPCS64 ABIs an int third argument
   // is passed exactly like a fixed one.
   fcntl: { args: [i32, i32, i64], returns: i32 },

@@ -1,0 +1,87 @@
+// serve({ fetch }) on Bun under the compiled master: Bun.serve adopted onto
+// the shared socket keeps the socket's promise. Every request is answered
+// across upgrades under load; connections that arrive while an old worker
+// drains go to the new generation (none is refused or reset); and when the
+// socket cannot be adopted (a UNIX socket), serve() falls back to node:http
+// and says so.
+import { describe, expect, test } from "bun:test";
+import net from "node:net";
+import { join } from "node:path";
+import { BUN, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { expectNoFailures, settled, upgradesUnderLoad, WRK } from "../upgrade-under-load";
+
+const WORKER = join(FIXTURES, "fetch-engine-worker.ts");
+
+/**
+ * One HTTP/1.1 request on a fresh connection; resolves with the whole reply
+ * once the server closes, rejects on reset/refused. With keepAlive the
+ * request does not ask for close: the server must decide to close.
+ */
+function request(port: number, path = "/", keepAlive = false, host = "127.0.0.1"): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let data = "";
+    const c = net.createConnection({ host, port });
+    c.on("connect", () => c.write(`GET ${path} HTTP/1.1\r\nHost: t\r\n${keepAlive ? "" : "Connection: close\r\n"}\r\n`));
+    c.on("data", (d) => { data += d.toString(); });
+    c.on("end", () => resolve(data));
+    c.on("error", reject);
+  });
+}
+
+describe("serve({ fetch }) on Bun under einhorn", () => {
+  test("uses Bun.serve on the inherited socket", async () => {
+    const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
+    const s = await settled(m, 2, 0);
+    const reply = await request(s.listeners[0].port);
+    expect(reply).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nbun pid=\d+$/);
+    expect(m.output()).not.toMatch(/instead of Bun\.serve/);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test.skipIf(!WRK)("three upgrades under wrk load: no failed request", async () => {
+    const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
+    const s = await settled(m, 2, 0);
+    const r = await upgradesUnderLoad(m, `http://127.0.0.1:${s.listeners[0].port}/`, 2);
+    expectNoFailures(r);
+    expect(await stopMaster(m)).toBe(0);
+  }, 120_000);
+
+  test("while an old worker drains, new connections go to the new one, none reset; its in-flight request ends with Connection: close", async () => {
+    const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
+    const s0 = await settled(m, 1, 0);
+    const port = s0.listeners[0].port;
+    const old = s0.workers[0].pid;
+    const slow = request(port, "/slow?ms=2500", true);
+    await m.waitForOutput(new RegExp(`slow-start pid=${old}`));
+    // Upgrade without waiting: the new worker ACKs, the old one gets USR2 and drains its slow request.
+    const sock = m.sockPath;
+    const { runBinary } = await import("../harness");
+    const up = runBinary(["sh", "-d", sock, "-e", "upgrade", "--timeout", "60"]);
+    await waitFor("the old worker to be retiring", async () => (await stateJson(sock)).workers.find((w: any) => w.pid === old)?.retiring, 20_000);
+    const s1 = await stateJson(sock);
+    const fresh = s1.workers.find((w: any) => w.pid !== old).pid;
+    // 200 connections, 20 at a time, during the drain.
+    const replies: string[] = [];
+    for (let i = 0; i < 10; i++) replies.push(...(await Promise.all(Array.from({ length: 20 }, () => request(port)))));
+    expect(replies.every((r) => r.endsWith(`bun pid=${fresh}`))).toBe(true);
+    const still = await stateJson(sock);
+    expect(still.workers.map((w: any) => w.pid)).toContain(old); // the drain was still going on
+    const slowReply = await slow;
+    expect(slowReply).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(slowReply).toMatch(/\r\nconnection: close\r\n/i);
+    expect(slowReply).toEndWith(`bun pid=${old}`);
+    expect((await up).code).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  }, 60_000);
+
+  test("on a UNIX socket it falls back to node:http, says why, and serves", async () => {
+    const dir = tempDir();
+    const path = join(dir, "app.sock");
+    const m = startMaster(["-b", `unix:${path}`, "-m", "manual", "-n", "1", "--", BUN, WORKER], { dir });
+    await settled(m, 1, 0);
+    await m.waitForOutput(/serving through node:http instead of Bun\.serve: Bun\.serve adopts TCP sockets only/);
+    const res = await fetch("http://localhost/", { unix: path } as RequestInit);
+    expect(await res.text()).toMatch(/^node pid=\d+$/);
+    expect(await stopMaster(m)).toBe(0);
+  });
+});
