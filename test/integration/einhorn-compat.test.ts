@@ -143,13 +143,17 @@ describe("bytes, not text", () => {
     ["-k (through the parent-death helper) and a --reexec-as script whose path is not UTF-8", ["-k"], true],
   ];
   for (const [name, flags, reexec] of variants) {
-    test(`non-UTF-8 argv, environment and file paths reach the workers intact at start and after upgrades: ${name}`, async () => {
+    test(`non-UTF-8 argv, environment, program path, pidfile and command socket paths reach the workers intact at start and after upgrades: ${name}`, async () => {
       const dir = tempDir();
       const out = join(dir, "out");
       mkdirSync(out);
       // A pidfile whose name is not UTF-8: written at start, removed at exit.
       const pidfile = Buffer.concat([Buffer.from(`${dir}/pid-`), Buffer.from([0xe9, 0xff]), Buffer.from(".pid")]);
       const sockPath = Buffer.concat([Buffer.from(`${dir}/sock-`), Buffer.from([0xfe]), Buffer.from(".sock")]);
+      // The program itself lives at a path that is not UTF-8 (found by posix_spawnp, or by the -k helper's execve).
+      const program = Buffer.concat([Buffer.from(`${dir}/worker-`), Buffer.from([0xe9]), Buffer.from(".py")]);
+      writeFileSync(program, readFileSync(BYTES_WORKER));
+      chmodSync(program, 0o755);
       const extra: string[] = [];
       if (reexec) {
         const script = Buffer.concat([Buffer.from(`${dir}/re-`), Buffer.from([0xff]), Buffer.from("exec.sh")]);
@@ -163,7 +167,7 @@ describe("bytes, not text", () => {
       writeFileSync(launcher, [
         "#!/bin/sh",
         `BAD_BYTES="$(printf '${oct(ENV_BAD)}')"; export BAD_BYTES`,
-        `exec "$@" -e "$(printf '${oct(pidfile)}')" -d "$(printf '${oct(sockPath)}')" ${extra.join(" ")} -- python3 ${BYTES_WORKER} ${out} --ack "$(printf '${oct(ARG_BAD)}')" "$(printf '${oct(ARG_UTF8)}')"`,
+        `exec "$@" -e "$(printf '${oct(pidfile)}')" -d "$(printf '${oct(sockPath)}')" ${extra.join(" ")} -- "$(printf '${oct(program)}')" ${out} --ack "$(printf '${oct(ARG_BAD)}')" "$(printf '${oct(ARG_UTF8)}')"`,
         "",
       ].join("\n"));
       const m = startMaster(["-m", "manual", "-n", "2", ...flags], { dir, wrap: ["/bin/sh", launcher] });
@@ -181,6 +185,8 @@ describe("bytes, not text", () => {
         await waitFor("worker report", () => existsSync(join(out, `${w.pid}.environ`)));
         expectBytesIntact(out, w.pid);
         expect(received(out, w.pid).env.get("EINHORN_SOCK_PATH")?.equals(sockPath)).toBe(true);
+        // The kernel ran the script at that path: it is the interpreter's first argument.
+        expect(received(out, w.pid).argv.some((a) => a.equals(program))).toBe(true);
       }
       for (let round = 1; round <= 2; round++) {
         const up = rawCommand(sockPath, "upgrade");
