@@ -9,6 +9,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec";
 import { shellSplit } from "../master/shell-split";
+import { ConfigFileError, configPath, readConfigFile } from "./config-file";
 import { normalizeSignal, RETIRE_SIGNAL_CHOICES } from "../core/pool";
 
 export interface OptionDef {
@@ -49,6 +50,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "metrics", value: "HOST:PORT", description: "Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on /healthz (port 0: the kernel picks; logged)" },
   { long: "listen-fds", description: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" },
   { long: "subreaper", description: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" },
+  { long: "config", value: "FILE", description: "Read options, program and arguments from a YAML file (docs/config.md); the command line overrides it. Re-read by every upgrade" },
   { long: "with-state-fd", value: "FD", hidden: true, description: "Internal: continue a master whose state is readable on FD" },
   { long: "upgrade-check", hidden: true, description: "Internal: exit 0 if this binary can start" },
   { long: "version", description: "Print the version and exit" },
@@ -85,6 +87,10 @@ export interface MasterConfig {
   workerOutput: "inherit" | "prefix" | "json";
   /** --metrics HOST:PORT, or null. */
   metrics: string | null;
+  /** --config FILE as an absolute path (absent in an older master's config). */
+  configFile?: string | null;
+  /** The master's own command line, for re-reading the config file with the same overrides. */
+  commandLine?: string[];
   listenFds: boolean;
   subreaper: boolean;
   withStateFd: number | null;
@@ -194,10 +200,40 @@ function retireSignalOpt(raw: Raw): string {
   return sig;
 }
 
-export interface Defaults { tmpdir?: string; cpus?: number }
+export interface Defaults { tmpdir?: string; cpus?: number; cwd?: string }
 
+/**
+ * The master's configuration from its command line and, with --config FILE,
+ * that file: the file gives defaults, the command line overrides it option by
+ * option (a repeatable option given on the command line replaces the file's
+ * list), and the program comes from the command line if it names one.
+ */
 export function parseMasterArgs(argv: string[], defaults: Defaults = {}): MasterConfig {
-  const { raw, program } = splitArgv(argv);
+  const split = splitArgv(argv);
+  const file = last(split.raw, "config");
+  if (file === undefined) return { ...buildConfig(split.raw, split.program, defaults), configFile: null, commandLine: argv };
+  const path = configPath(file, defaults.cwd);
+  let content;
+  try {
+    content = readConfigFile(path, MASTER_OPTIONS);
+  } catch (e) {
+    if (e instanceof ConfigFileError) throw new UsageError(e.message);
+    throw e;
+  }
+  // The file alone must be valid: its mistakes are reported as the file's.
+  try {
+    buildConfig(content.raw, content.program, defaults);
+  } catch (e) {
+    if (e instanceof UsageError) throw new UsageError(`config ${path}: ${e.message}`);
+    throw e;
+  }
+  const merged = new Map(content.raw);
+  for (const [k, v] of split.raw) merged.set(k, v);
+  merged.set("config", [path]);
+  return { ...buildConfig(merged, split.program.length ? split.program : content.program, defaults), configFile: path, commandLine: argv };
+}
+
+function buildConfig(raw: Raw, program: string[], defaults: Defaults): MasterConfig {
   const has = (long: string) => raw.has(long);
   const dir = defaults.tmpdir ?? tmpdir();
   const commandName = last(raw, "command-name") ?? null;

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineCommand, runCommand } from "citty";
 import { parseScript, type ScriptCommand, ScriptError } from "./shell-script";
+import { parseMasterArgs } from "./master-options";
 import { err, EXIT, out, runBatch, type SessionOptions } from "./shell-session";
 
 export { EXIT } from "./shell-session";
@@ -24,6 +25,7 @@ export { EXIT } from "./shell-session";
 const SHELL_ARGS = {
   "socket-path": { type: "string", alias: "d", valueHint: "PATH", description: "The master's command socket (default $TMPDIR/einhorn.sock; einhorn-NAME.sock with -c)" },
   "command-name": { type: "string", alias: "c", valueHint: "NAME", description: "Talk to the master started with -c NAME" },
+  config: { type: "string", valueHint: "FILE", description: "Talk to the master started with --config FILE (its socket-path or command-name; -d/-c override it)" },
   execute: { type: "string", alias: "e", valueHint: "'CMD ARGS; CMD'", description: "Run these commands (';'-separated, quotes allowed) and exit" },
   timeout: { type: "string", valueHint: "SECONDS", description: "Give up after SECONDS (-e/stdin: the whole run; interactive: each command)" },
   verbose: { type: "boolean", alias: "v", description: "-e/stdin: show the master's greeting and each command on stderr" },
@@ -104,9 +106,19 @@ const shellCommand = defineCommand({
     if (socketPathArg === "") throw new ShellUsageError("-d/--socket-path needs a path");
     if (name === "") throw new ShellUsageError("-c/--command-name needs a name");
     if (args.execute !== undefined && args.execute.trim() === "") throw new ShellUsageError("-e/--execute needs commands, like -e 'state'");
+    let socketPath = socketPathArg ?? join(tmpdir(), name ? `einhorn-${name}.sock` : "einhorn.sock");
+    if (args.config !== undefined && socketPathArg === undefined) {
+      if (args.config === "") throw new ShellUsageError("--config needs a file");
+      // Exactly where the master puts its socket for that file (and this -c, which overrides the file's).
+      try {
+        socketPath = parseMasterArgs(["--config", args.config, ...(name ? ["--command-name", name] : [])]).socketPath;
+      } catch (e) {
+        throw new ShellUsageError((e as Error).message);
+      }
+    }
     return {
       // Same defaults as the master (src/cli/master-options.ts).
-      socketPath: socketPathArg ?? join(tmpdir(), name ? `einhorn-${name}.sock` : "einhorn.sock"),
+      socketPath,
       script: args.execute ?? null,
       timeout,
       verbose: args.verbose === true,

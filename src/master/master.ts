@@ -37,6 +37,7 @@ import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture, type PreparedCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
+import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 
@@ -483,6 +484,9 @@ export class Master {
    * the master hand its state over and exec. Anything failing before the exec
    * leaves the running master and its workers exactly as they were.
    */
+  /** The configuration the next image gets (--config re-read by the current upgrade or reload). */
+  private nextConfig: ConfigReload | null = null;
+
   requestReexec(kind: WaiterKind, mode: UpgradeMode | null, client: { conn: Connection; id: unknown } | null): void {
     const refuse = (why: string) => {
       this.log.warn(`${kind === "upgrade" ? "Upgrade" : "Reload"} refused: ${why}`);
@@ -490,8 +494,17 @@ export class Master {
     };
     if (this.state.stopping) return refuse("the master is stopping");
     if (this.preparing) return refuse(`an ${this.preparing} is already being prepared`);
+    if (this.state.upgrade && kind === "reload") return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
+    // --config FILE is re-read now: a file that cannot be used fails the request before anything changes.
+    try {
+      this.nextConfig = rereadConfig(this.cfg);
+    } catch (e) {
+      const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
+      this.log.error(message);
+      client?.conn.reply(client.id, message, { error: true });
+      return;
+    }
     if (this.state.upgrade) {
-      if (kind === "reload") return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
       // Reference: a new upgrade supersedes a rollout in progress (one stuck on
       // workers that never ACK would otherwise block every later fix).
       this.notify("upgrade", `Upgrade to version ${this.state.version} superseded by a newer upgrade`, true, true);
@@ -501,6 +514,11 @@ export class Master {
     const opening = kind === "reload" ? "Reloading einhorn, as commanded" : mode === "fleet" ? "Upgrading fleet, as commanded" : "Upgrading smoothly, as commanded";
     this.log.info(opening);
     this.notify(kind, opening, false);
+    if (this.nextConfig.changes.length) {
+      const changed = `Config ${this.cfg.configFile} re-read; changes: ${this.nextConfig.changes.join(", ")}`;
+      this.log.info(changed);
+      this.notify(kind, changed, false);
+    }
     const requestedAt = Date.now();
     const abandon = (e: unknown) => {
       this.preparing = null;
@@ -605,8 +623,9 @@ export class Master {
       schema: HANDOFF_SCHEMA,
       writerVersion: einhornVersionLabel(),
       writtenAt: Date.now(),
-      state: this.state,
-      config: this.cfg,
+      // With --config, what the re-read file says (its settings patched into the state).
+      state: this.nextConfig ? { ...this.state, settings: { ...this.state.settings, ...this.nextConfig.patch } } : this.state,
+      config: this.nextConfig?.config ?? this.cfg,
       startEnv: this.startEnv,
       listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
       commandFd: this.commandFd!,
@@ -627,7 +646,7 @@ export class Master {
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
     };
     const stateFd = memfdCreate("einhorn-handoff");
-    const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...this.cfg.program];
+    const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
     this.log.info(`Re-executing: ${argv.join(" ")}`);
     // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
     const capture = this.capture?.handOver() ?? null;
