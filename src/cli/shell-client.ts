@@ -4,6 +4,7 @@
 import type { Socket } from "bun";
 import { decodeLine, encodeMessage, REPLY_FORMAT_KEY, type Response } from "../protocol";
 import { isFailure, toResponse } from "./shell-script";
+import { hasRawBytes, osBytes } from "../../ffi/os-string";
 
 /** Longest answer line accepted (a state dump of a very large pool stays far below). */
 export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
@@ -64,6 +65,21 @@ export interface ClientEvents {
 
 type Sock = Socket<undefined>;
 
+/**
+ * A path Bun.connect can be given for `path`. Bun re-encodes a path as UTF-8,
+ * so one holding raw non-UTF-8 bytes (ffi/os-string.ts) is reached through
+ * /proc/self/fd/N of an O_PATH descriptor opened on its exact bytes (Linux
+ * connects through that link to the socket itself). libc loads only then.
+ */
+async function connectablePath(path: string): Promise<{ path: string; release(): void }> {
+  if (!hasRawBytes(path)) return { path, release() {} };
+  const { open, O_CLOEXEC } = await import("../../ffi/process");
+  const { close } = await import("../../ffi/socket");
+  const O_PATH = 0o10000000;
+  const fd = open(path, O_PATH | O_CLOEXEC);
+  return { path: `/proc/self/fd/${fd}`, release: () => close(fd) };
+}
+
 export class ShellClient {
   private socket: Sock | null = null;
   private chunks: Buffer[] = [];
@@ -78,14 +94,16 @@ export class ShellClient {
   private constructor(readonly path: string, private readonly events: ClientEvents) {}
 
   static async connect(path: string, events: ClientEvents = {}): Promise<ShellClient> {
-    const bytes = Buffer.byteLength(path);
+    const bytes = osBytes(path).length;
     if (bytes > MAX_UNIX_PATH_BYTES) {
       throw new ConnectError(path, "ENAMETOOLONG", `the path is ${bytes} bytes; a UNIX socket path may have at most ${MAX_UNIX_PATH_BYTES}`);
     }
     const client = new ShellClient(path, events);
+    let via: { path: string; release(): void } = { path, release() {} };
     try {
+      via = await connectablePath(path);
       client.socket = await Bun.connect({
-        unix: path,
+        unix: via.path,
         socket: {
           data: (_s, d) => client.receive(d),
           drain: () => client.flush(),
@@ -95,6 +113,8 @@ export class ShellClient {
       });
     } catch (e) {
       throw describeConnectError(path, e);
+    } finally {
+      via.release();
     }
     return client;
   }
