@@ -25,6 +25,7 @@ import { rolloutTime } from "./rollout-time";
 import { upgradeUnderLoad } from "./upgrade-under-load";
 import { spawnLatency } from "./spawn-latency";
 import { startup } from "./startup";
+import { upgradeCost } from "./upgrade-cost";
 
 /**
  * Every benchmark, in the order a full run takes them. Cheap, quiet ones
@@ -47,6 +48,7 @@ const REGISTRY: Benchmark[] = [
   // and runBuiltinLoad in load.ts gives load with a per-100 ms series of
   // successes and errors by kind.
   rolloutTime,
+  upgradeCost,
   upgradeUnderLoad,
   preloadSpawn,
 ];
