@@ -117,6 +117,8 @@ export interface MachineInfo {
   repo_commit: string | null;
   repo_dirty: boolean | null;
   load_average_at_start: number[];
+  /** This session's scheduler group and its nice (/proc/self/autogroup): "nice -20" means the run was given priority over the rest of a shared machine. */
+  autogroup: string | null;
 }
 
 let machineCache: MachineInfo | null = null;
@@ -142,6 +144,7 @@ export function machineInfo(): MachineInfo {
     repo_commit: capture(["git", "-C", ROOT, "rev-parse", "HEAD"]),
     repo_dirty: status === null ? null : status.length > 0,
     load_average_at_start: loadAverage(),
+    autogroup: readText("/proc/self/autogroup").trim() || null,
   };
   return machineCache;
 }

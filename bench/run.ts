@@ -26,6 +26,7 @@ import { upgradeUnderLoad } from "./upgrade-under-load";
 import { spawnLatency } from "./spawn-latency";
 import { startup } from "./startup";
 import { upgradeCost } from "./upgrade-cost";
+import { rolloutLimit } from "./rollout-limit";
 
 /**
  * Every benchmark, in the order a full run takes them. Cheap, quiet ones
@@ -49,6 +50,7 @@ const REGISTRY: Benchmark[] = [
   // successes and errors by kind.
   rolloutTime,
   upgradeCost,
+  rolloutLimit,
   upgradeUnderLoad,
   preloadSpawn,
 ];

@@ -20,14 +20,14 @@ export interface UpgradeTiming {
   messages: UpgradeMessage[];
 }
 
-/** Send `upgrade` and read answers until one without `wait: true`. */
-export async function timedUpgrade(sockPath: string, timeoutMs: number): Promise<UpgradeTiming> {
+/** Send `upgrade` (or `upgrade_fleet`) and read answers until one without `wait: true`. */
+export async function timedUpgrade(sockPath: string, timeoutMs: number, command: "upgrade" | "upgrade_fleet" = "upgrade"): Promise<UpgradeTiming> {
   const c = await CommandConnection.open(sockPath);
   try {
     const messages: UpgradeMessage[] = [];
     const sentAtMs = Date.now();
     const sentAtPerf = performance.now();
-    let line = await c.rawRoundtrip(requestLine("upgrade"), timeoutMs);
+    let line = await c.rawRoundtrip(requestLine(command), timeoutMs);
     const deadline = sentAtPerf + timeoutMs;
     for (;;) {
       const t = performance.now() - sentAtPerf;
