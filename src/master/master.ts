@@ -644,6 +644,7 @@ export class Master {
       signals: this.deferredSignals,
       pidfds: this.children.handoff(),
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
+      cpuAtExecUs: cpuMicros(),
     };
     const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
