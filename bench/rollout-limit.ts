@@ -90,6 +90,12 @@ async function measure(ctx: BenchContext, py: string, kind: Kind, mode: Mode, n:
       await poller;
       const busy1 = machineBusyMs();
       const ours1 = selfMs(master.pid);
+      if (!up.ok) {
+        // A failed or refused upgrade leaves the old generation serving: say so and go on.
+        ctx.note(`${label} run ${r}: the upgrade did not end with "Upgrade done" after ${fmtMs(up.total_ms)}: ${up.final}`);
+        await pollState(master, (s) => s.workers.length === n && s.workers.every((w) => w.acked && !w.retiring), `${n} workers serving after failed run ${r}`, { timeoutMs: 120_000, everyMs: 20 });
+        continue;
+      }
       const after = await pollState(master, (s) => s.workers.length === n && s.workers.every((w) => w.acked && !w.retiring && !oldPids.has(w.pid)), `old workers gone after run ${r}`, { timeoutMs: 120_000, everyMs: 20 });
       const starts = after.state.workers.map((w) => cpuOf(w.pid));
       const startMean = starts.reduce((a, x) => a + x, 0) / starts.length;
@@ -107,7 +113,6 @@ async function measure(ctx: BenchContext, py: string, kind: Kind, mode: Mode, n:
         ratio_vs_cpu_left: cpuLeft === null ? null : round(up.total_ms / cpuLeft, 3),
         min_serving: minServing, ok: up.ok, final: up.final,
       };
-      if (!up.ok) ctx.note(`${label} run ${r}: the upgrade did not end with "Upgrade done": ${up.final}`);
       if (minServing !== null && minServing < n) ctx.note(`${label} run ${r}: only ${minServing} of ${n} workers were serving at one point`);
       ctx.log(`${label} run ${r}: ${fmtMs(s.wall_ms)} vs limit ${fmtMs(s.limit_ms)} = ${s.ratio}×${s.ratio_vs_cpu_left === null ? "" : ` (${s.ratio_vs_cpu_left}× of the CPU left; others used ${s.others_cpu_ms} ms)`}, start CPU ${s.start_cpu_ms_mean} ms, serving ≥ ${minServing}`);
       out.push(s);
