@@ -15,22 +15,22 @@ import { CLibraryError } from "../../ffi/c-library";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
- * (they inherit the main thread's mask when the runtime creates them), so that
- * only the main thread ever takes those signals. A fresh start does not have
- * that mask yet: block the signals and exec this same command once. The mask
- * is the marker, so this happens at most once; re-executed masters inherit it.
+ * (they inherit the main thread's mask when the runtime creates them), and
+ * the master never unblocks them (src/master/signal-source.ts). A fresh
+ * start does not have that mask yet: block the signals and exec this same
+ * command once. The mask is the marker, so this happens at most once;
+ * re-executed masters inherit it.
  */
 function bootstrapSignalMask(argv: string[], env: Record<string, string>): void {
   // Imported lazily so that `einhorn --version` and `einhorn sh` never load libc.
   const { blockSignals, execve, signalsBlocked } = require("../../ffi/process") as typeof import("../../ffi/process");
-  const { handledSignalNumbers } = require("../master/master") as typeof import("../master/master");
-  const sigs = handledSignalNumbers();
-  if (signalsBlocked(sigs)) return;
+  const { blockedSignalNumbers, handledSignalNumbers } = require("../master/signal-source") as typeof import("../master/signal-source");
+  if (signalsBlocked(handledSignalNumbers())) return;
   // Sockets passed by systemd must survive this exec; the runtime marked
   // every inherited descriptor from 4 up close-on-exec when it started.
   const { keepSystemdSocketsAcrossExec } = require("../master/systemd") as typeof import("../master/systemd");
   keepSystemdSocketsAcrossExec(env, process.pid);
-  blockSignals(sigs);
+  blockSignals(blockedSignalNumbers());
   const self = selfCommand();
   try {
     execve(self[0]!, [...self, ...argv], Object.entries(env).map(([k, v]) => `${k}=${v}`));
@@ -99,8 +99,11 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(0);
   }
   if (config.withStateFd !== null) {
-    const { Master, loadHandoff } = await import("../master/master");
-    const { close } = await import("../../ffi/socket");
+    // Loaded synchronously: signals pending since before the exec meet their
+    // default action at the first event-loop wait, so none may come before
+    // the master has its signalfd (Bun's loop waits with an empty mask).
+    const { Master, loadHandoff } = require("../master/master") as typeof import("../master/master");
+    const { close } = require("../../ffi/socket") as typeof import("../../ffi/socket");
     let doc;
     try {
       doc = loadHandoff(config.withStateFd);

@@ -4,8 +4,7 @@
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import {
-  blockSignals, type ExitStatus, execve, getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, setSignalMask,
-  signalNumber, unblockAllSignals, unblockSignals, waitpidNohang,
+  type ExitStatus, execve, getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, waitpidNohang,
 } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
@@ -40,24 +39,13 @@ import { health, Metrics, renderMetrics } from "./metrics";
 import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
+import { SignalSource } from "./signal-source";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
-/** Signals the master handles; blocked across its own execve so none is lost. */
-/**
- * How long the master waits, with its handled signals blocked, before the
- * execve: a signal another runtime thread caught just before the block
- * reaches onSignal within this time and is carried into the handoff. 2 ms
- * lost a TERM sent right at "Preflight passed" in 5 of 20 runs; 25 ms costs
- * an upgrade 25 ms.
- */
-const REEXEC_SIGNAL_GRACE_MS = 25;
 
 /** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
 const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
-
-export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
-export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
 
 type WaiterKind = "upgrade" | "reload";
 interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
@@ -102,9 +90,7 @@ export class Master {
   private reexecs = 0;
   private history: Array<{ version: string; at: number }> = [];
   private startEnv: Record<string, string> = {};
-  /** Set while the exec is being prepared: signals are then deferred to the next image. */
-  private execing = false;
-  private deferredSignals: string[] = [];
+  private signals: SignalSource | null = null;
   /** The workers' pidfds: every signal to a worker goes through them. */
   private readonly children: ChildHandles;
 
@@ -225,9 +211,7 @@ export class Master {
     this.log.setVerbosity(this.state.settings.verbosity);
     this.children.adopt(doc.pidfds);
     this.boot();
-    // Handlers are in place: let the signals held since before the exec in.
-    if (doc.signalMask) setSignalMask(Uint8Array.from(Buffer.from(doc.signalMask, "hex")));
-    else unblockAllSignals();
+    // The signals stay blocked: the signalfd reads those pending since before the exec.
     for (const c of doc.connections) {
       try {
         sock.setCloexec(c.fd, true);
@@ -240,19 +224,13 @@ export class Master {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }
     }
-    const deferred = doc.signals.filter((sig) => {
-      // A HUP asks for the upgrade (or re-exec) that is happening right now.
-      if (sig === "SIGHUP" && doc.pending) {
-        this.log.info("Dropping SIGHUP received during the re-exec: this re-exec is already an upgrade or reload");
-        return false;
-      }
-      return true;
-    });
-    // Stop signals are acted on before the pending upgrade starts rolling.
-    for (const sig of deferred.filter((x) => x !== "SIGHUP")) {
-      this.log.info(`Acting on ${sig}, received during the re-exec`);
-      this.onSignal(sig);
-    }
+    // Signals sent during the exec are pending: act on them before the
+    // pending upgrade starts rolling (a stop then abandons it). An einhorn
+    // from before the signalfd handed over the ones it caught instead; a
+    // HUP among those asked for the upgrade happening now.
+    this.signals!.drainNow();
+    const handed = doc.signals.filter((sig) => sig !== "SIGHUP" || !doc.pending);
+    for (const sig of handed) if (sig !== "SIGHUP") this.onSignal(sig);
     const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
     // CPU from writing the handoff to here (the exec, the new runtime's start,
     // loading this image, adopting everything): what one re-exec costs.
@@ -274,7 +252,7 @@ export class Master {
     // replaced by one of the new version, not of the old.
     this.checkChildren();
     this.reap();
-    if (deferred.includes("SIGHUP")) this.onSignal("SIGHUP");
+    if (handed.includes("SIGHUP")) this.onSignal("SIGHUP");
   }
 
   /**
@@ -567,54 +545,31 @@ export class Master {
    * Hand everything to the next image of this master and execve it; `failed`
    * is called (in the old image, everything restored) if the exec fails.
    *
-   * Signals: the handled ones are blocked on the main thread (the new image
-   * inherits that mask and lets them in once its handlers exist), but Bun's
-   * other threads may still catch one, and Bun then dispatches it to JS on a
-   * later event-loop turn, which an execve would discard. So the exec waits
-   * REEXEC_SIGNAL_GRACE_MS: a signal caught before or during that time reaches
-   * onSignal, which defers it into the handoff for the next image. What
-   * remains unprotected is a signal taken by such a thread in the moment
-   * between that wait and the execve itself (writing the handoff).
+   * Signals: the handled ones are blocked for good (signal-source.ts). The
+   * exec waits for the end of the signal batch that carries a marker raised
+   * now, so every signal sent before it has been acted on by this image;
+   * every later one stays pending across the execve for the next image. If
+   * one of those signals stopped the master, the exec is abandoned.
    */
   private reexec(pending: NonNullable<Handoff["pending"]>, failed: (e: Error) => void): void {
-    this.execing = true;
-    this.deferredSignals = [];
-    const oldMask = blockSignals(handledSignalNumbers());
-    setTimeout(() => {
-      try {
-        this.execNow(pending, oldMask);
-      } catch (e) {
-        this.execing = false;
-        setSignalMask(oldMask);
-        const replay = this.deferredSignals.splice(0);
-        failed(e as Error);
-        for (const sig of replay) this.onSignal(sig);
+    this.signals!.execWhenDrained(() => {
+      if (this.exiting) return;
+      if (this.state.stopping) {
+        this.preparing = null;
+        const what = pending.kind === "upgrade" ? "Upgrade" : "Reload";
+        this.log.info(`${what} abandoned before the re-exec: the master is stopping (${this.state.stopping.signal})`);
+        this.notify(pending.kind, `${what} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
+        return;
       }
-    }, REEXEC_SIGNAL_GRACE_MS);
-  }
-
-  /** Threads of this process, other than the main one, that could take a handled signal (should be none). */
-  static signalTakingThreads(): string[] {
-    const bits = handledSignalNumbers().reduce((m, n) => m | (1n << BigInt(n - 1)), 0n);
-    const found: string[] = [];
-    for (const tid of readdirSync("/proc/self/task")) {
-      if (tid === String(process.pid)) continue;
       try {
-        const status = readFileSync(`/proc/self/task/${tid}/status`, "latin1");
-        const blk = BigInt(`0x${/^SigBlk:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? "0"}`);
-        if ((blk & bits) !== bits) found.push(`${tid} (${/^Name:\s*(.*)$/m.exec(status)?.[1] ?? "?"})`);
-      } catch { /* thread ended */ }
-    }
-    return found;
+        this.execNow(pending);
+      } catch (e) {
+        failed(e as Error);
+      }
+    });
   }
 
-  private execNow(pending: NonNullable<Handoff["pending"]>, oldMask: Uint8Array): void {
-    const takers = Master.signalTakingThreads();
-    // The runtime may have started threads since start-up (JSC's JIT workers
-    // appear when code gets hot) that do not block the handled signals; a
-    // signal one of them takes between here and the execve is lost. Rare (the
-    // window is the handoff write), but say so in the debug log.
-    if (takers.length) this.log.debug(`Threads that could take a signal during the re-exec: ${takers.join(", ")}`);
+  private execNow(pending: NonNullable<Handoff["pending"]>): void {
     const cmd = this.reexecCommand();
     const env = this.restoredEnv();
     const file = resolveProgram(cmd[0]!, env.PATH);
@@ -639,9 +594,11 @@ export class Master {
       }),
       pending,
       reexecs: this.reexecs + 1,
-      signalMask: Buffer.from(oldMask).toString("hex"),
+      // Read by einhorns from before the signalfd: an empty mask and list
+      // make them unblock every signal and replay none.
+      signalMask: "",
       history: this.history,
-      signals: this.deferredSignals,
+      signals: [],
       pidfds: this.children.handoff(),
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
       cpuAtExecUs: cpuMicros(),
@@ -658,7 +615,7 @@ export class Master {
       for (const fd of keep) sock.setCloexec(fd, false);
       execve(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
     } catch (e) {
-      // Still the old image: put every descriptor and the signal mask back as they were.
+      // Still the old image: put every descriptor back as it was.
       for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
       try { sock.close(stateFd); } catch { /* already closed */ }
       if (capture) this.capture!.takeBack(capture);
@@ -666,28 +623,9 @@ export class Master {
     }
   }
 
-  /**
-   * Install the handlers, then let the handled signals in on the main thread.
-   * A master always starts with them blocked (see bootstrapSignalMask in
-   * cli/main.ts, and the re-exec), so Bun's own threads, which inherited that
-   * mask, never take them: only the main thread does, and blocking it before
-   * an execve leaves a signal pending across the exec instead of lost.
-   */
   private installSignals(): void {
-    this.installHandlers();
-    // JSC creates its GC helper threads lazily, from the main thread, at the
-    // first collection: force one now, while the main thread still blocks the
-    // handled signals, so those threads inherit the block like the others.
-    Bun.gc(true);
-    unblockSignals(handledSignalNumbers());
-  }
-
-  private installHandlers(): void {
-    // One list (HANDLED_SIGNALS) is both what is handled here and what the
-    // re-exec blocks, so the two cannot drift apart.
-    for (const sig of HANDLED_SIGNALS) {
-      process.on(sig as NodeJS.Signals, () => (sig === "SIGCHLD" ? this.reap() : this.onSignal(sig)));
-    }
+    this.signals = new SignalSource(this.log, (sig) => (sig === "SIGCHLD" ? this.reap() : this.onSignal(sig)));
+    this.signals.start();
     this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
     this.everySecond = setInterval(() => this.housekeeping(), 1_000);
   }
@@ -697,7 +635,7 @@ export class Master {
 
   /** Once a second: reports and checks that are not driven by the core's clock. */
   private housekeeping(): void {
-    if (this.exiting || this.execing) return;
+    if (this.exiting) return;
     const report = this.ackWait.check(this.state, Date.now());
     if (report) {
       this.log.warn(report);
@@ -706,11 +644,6 @@ export class Master {
   }
 
   private onSignal(sig: string): void {
-    if (this.execing) {
-      this.log.info(`Received ${sig} while re-executing; the next image will act on it`);
-      this.deferredSignals.push(sig);
-      return;
-    }
     this.log.info(`Received ${sig}`);
     switch (sig) {
       case "SIGINT":

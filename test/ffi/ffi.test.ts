@@ -238,3 +238,37 @@ describe("C library", () => {
     expect(proc.getpid()).toBe(process.pid);
   });
 });
+
+describe("signalfd", () => {
+  const { parseSignalRecords, raiseSignal, readSignalfd, signalfd, SIGINFO_BYTES } = require("../../ffi/signalfd") as typeof import("../../ffi/signalfd");
+
+  test("a blocked signal raised at this thread is read from a signalfd with its sender, once; real-time ones queue", () => {
+    const WINCH = proc.signalNumber("SIGWINCH")!;
+    const RT = 60;
+    const old = proc.blockSignals([WINCH, RT]);
+    const fd = signalfd([WINCH, RT]);
+    try {
+      expect(readSignalfd(fd)).toEqual([]);
+      raiseSignal(WINCH);
+      raiseSignal(WINCH); // standard signals merge while pending
+      raiseSignal(RT);
+      raiseSignal(RT); // real-time ones queue
+      const got = readSignalfd(fd);
+      expect(got.map((r) => r.signo)).toEqual([WINCH, RT, RT]);
+      expect(got.every((r) => r.code === -6 /* SI_TKILL */ && r.pid === proc.getpid())).toBe(true);
+      expect(readSignalfd(fd)).toEqual([]);
+      expect(sock.fcntl(fd, 1 /* F_GETFD */) & 1).toBe(1);
+    } finally {
+      sock.close(fd);
+      proc.setSignalMask(old);
+    }
+  });
+
+  test("records decode from whole 128-byte structures only", () => {
+    const buf = new Uint8Array(SIGINFO_BYTES * 2 + 10);
+    const dv = new DataView(buf.buffer);
+    dv.setUint32(0, 15, true); dv.setInt32(8, 0, true); dv.setUint32(12, 4242, true);
+    dv.setUint32(128, 17, true); dv.setInt32(136, 1, true); dv.setUint32(140, 77, true);
+    expect(parseSignalRecords(buf)).toEqual([{ signo: 15, code: 0, pid: 4242 }, { signo: 17, code: 1, pid: 77 }]);
+  });
+});

@@ -1,0 +1,100 @@
+// No signal is lost, whenever it comes: TERM, INT and HUP sent at random
+// moments while the master re-executes itself again and again, with two busy
+// loops loading both cores (a signal that meets a runtime thread, or a master
+// image between its execve and its signalfd, is exactly what this catches).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Subprocess } from "bun";
+import { command, type Master, processesTagged, sleep, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+
+let hogs: Subprocess[] = [];
+beforeAll(() => {
+  hogs = [0, 1].map(() => Bun.spawn(["sh", "-c", "while :; do :; done"], { stdio: ["ignore", "ignore", "ignore"] }));
+});
+afterAll(async () => {
+  for (const h of hogs) h.kill("SIGKILL");
+  await Promise.all(hogs.map((h) => h.exited));
+});
+
+/** A seeded generator, so a failing run can be told apart from another (the seed is printed). */
+function random(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    return x / 0x100000000;
+  };
+}
+
+/** Log lines that end with `what` (the master says "Received SIGTERM" once per signal it reads). */
+const count = (m: Master, what: string) => m.output().split("\n").filter((l) => l.endsWith(what)).length;
+
+/** Re-execute the master back to back (reload) until it stops answering. */
+async function reloadLoop(m: Master, stop: () => boolean): Promise<number> {
+  let n = 0;
+  while (!stop()) {
+    try {
+      await command(m.sockPath, "reload", [], 20_000);
+      n++;
+    } catch {
+      return n; // the master stopped: the connection closed or was refused
+    }
+  }
+  return n;
+}
+
+describe("signals during repeated re-execs, both cores busy", () => {
+  for (const [sig, rounds] of [["SIGTERM", 100], ["SIGINT", 100]] as const) {
+    test(`${sig} at ${rounds} random moments: every master acts on it and exits 0`, async () => {
+      const seed = Date.now() & 0xffff;
+      const rnd = random(seed);
+      const lanes = 4;
+      const failures: string[] = [];
+      let reexecsSeen = 0;
+      const lane = async (id: number) => {
+        for (let i = id; i < rounds; i += lanes) {
+          const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "1000"]);
+          await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1, 30_000);
+          let stopped = false;
+          const loop = reloadLoop(m, () => stopped);
+          // Anywhere in the first few re-execs: preflight, exec, resume, in between.
+          await sleep(rnd() * 300);
+          m.proc.kill(sig);
+          const code = await Promise.race([m.exited, sleep(20_000).then(() => null)]);
+          stopped = true;
+          reexecsSeen += await loop;
+          if (code !== 0 || count(m, `Received ${sig}`) !== 1) {
+            failures.push(`round ${i}: exit ${code}, ${count(m, `Received ${sig}`)} 'Received ${sig}'\n${m.output()}`);
+            if (code === null) await stopMaster(m, "SIGKILL");
+          }
+          await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+        }
+      };
+      await Promise.all(Array.from({ length: lanes }, (_, i) => lane(i)));
+      if (failures.length) console.log(`seed ${seed}: ${failures.length} failure(s); first:\n${failures[0]}`);
+      expect(failures).toEqual([]);
+      // The signals did land among re-execs.
+      expect(reexecsSeen).toBeGreaterThan(rounds / 2);
+    }, 240_000);
+  }
+
+  test("SIGHUP at 200 random moments: each one is received and acted on; the master keeps serving and stops on TERM", async () => {
+    const seed = Date.now() & 0xffff;
+    const rnd = random(seed);
+    const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1, 30_000);
+    let stopped = false;
+    const loop = reloadLoop(m, () => stopped);
+    for (let i = 1; i <= 200; i++) {
+      await sleep(rnd() * 100);
+      m.proc.kill("SIGHUP");
+      // Wait until it was acted on before the next: two HUPs pending at once would merge in the kernel.
+      await waitFor(`HUP ${i} acted on (seed ${seed})`, () => count(m, "Received SIGHUP") >= i, 20_000);
+      expect(m.exitCode()).toBeNull();
+    }
+    stopped = true;
+    await loop;
+    expect(count(m, "Received SIGHUP")).toBe(200);
+    const s = await stateJson(m.sockPath);
+    expect(s.master.reexecs).toBeGreaterThan(100);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 240_000);
+});
