@@ -21,7 +21,7 @@ import { CLibraryError } from "../../ffi/c-library";
  * command once. The mask is the marker, so this happens at most once;
  * re-executed masters inherit it.
  */
-function bootstrapSignalMask(argv: string[], env: Record<string, string>): void {
+function bootstrapSignalMask(argv: string[], env: Record<string, string>, keepFds: number[] = []): void {
   // Imported lazily so that `einhorn --version` and `einhorn sh` never load libc.
   const { blockSignals, execve, signalsBlocked } = require("../../ffi/process") as typeof import("../../ffi/process");
   const { blockedSignalNumbers, handledSignalNumbers } = require("../master/signal-source") as typeof import("../master/signal-source");
@@ -30,6 +30,8 @@ function bootstrapSignalMask(argv: string[], env: Record<string, string>): void 
   // every inherited descriptor from 4 up close-on-exec when it started.
   const { keepSystemdSocketsAcrossExec } = require("../master/systemd") as typeof import("../master/systemd");
   keepSystemdSocketsAcrossExec(env, process.pid);
+  const { setCloexec } = require("../../ffi/socket") as typeof import("../../ffi/socket");
+  for (const fd of keepFds) setCloexec(fd, false);
   blockSignals(blockedSignalNumbers());
   const self = selfCommand();
   try {
@@ -107,10 +109,17 @@ export async function main(argv: string[]): Promise<void> {
     let doc;
     try {
       doc = loadHandoff(config.withStateFd);
-      close(config.withStateFd);
     } catch (e) {
       fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
     }
+    // A --reexec-as wrapper may have cleared the signal mask (dash does while
+    // it waits for a command): set it again the way a fresh start does, with
+    // every handed-over descriptor kept across that one more exec.
+    bootstrapSignalMask(argv, osEnviron(), [
+      config.withStateFd, doc.commandFd, ...(doc.lock ? [doc.lock.fd] : []), ...doc.listeners.map((l) => l.fd),
+      ...doc.connections.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd),
+    ]);
+    close(config.withStateFd);
     const master = new Master({ config: { ...doc.config, withStateFd: null }, selfCommand: selfCommand(), env: osEnviron() });
     await master.resume(doc);
     return;
