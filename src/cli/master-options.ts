@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec";
 import { shellSplit } from "../master/shell-split";
 import { ConfigFileError, configPath, readConfigFile } from "./config-file";
+import { parseSize } from "../master/proc-stats";
 import { normalizeSignal, RETIRE_SIGNAL_CHOICES } from "../core/pool";
 
 export interface OptionDef {
@@ -48,6 +49,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "log-format", value: "FORMAT", description: "'text' (default: Einhorn's layout behind a UTC ISO 8601 timestamp), 'plain' (Einhorn's layout exactly) or 'json' (one object per line)" },
   { long: "worker-output", value: "MODE", description: "'inherit' (default: workers write to the master's stdout/stderr), 'prefix' (the master captures each line and tags it [WORKER pid #index]) or 'json' (one object per line)" },
   { long: "metrics", value: "HOST:PORT", description: "Serve Prometheus metrics on http://HOST:PORT/metrics and a health check on /healthz (port 0: the kernel picks; logged)" },
+  { long: "max-memory", value: "SIZE", description: "Replace a worker whose resident memory stays above SIZE (512M, 2G, ...): its successor first, then the retire signal; one at a time" },
   { long: "listen-fds", description: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" },
   { long: "subreaper", description: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" },
   { long: "config", value: "FILE", description: "Read options, program and arguments from a YAML file (docs/config.md); the command line overrides it. Re-read by every upgrade" },
@@ -87,6 +89,8 @@ export interface MasterConfig {
   workerOutput: "inherit" | "prefix" | "json";
   /** --metrics HOST:PORT, or null. */
   metrics: string | null;
+  /** --max-memory in bytes, or null (absent in an older master's config). */
+  maxMemory?: number | null;
   /** --config FILE as an absolute path (absent in an older master's config). */
   configFile?: string | null;
   /** The master's own command line, for re-reading the config file with the same overrides. */
@@ -295,6 +299,15 @@ function buildConfig(raw: Raw, program: string[], defaults: Defaults): MasterCon
     }
   }
 
+  const maxMemoryText = last(raw, "max-memory");
+  let maxMemory: number | null = null;
+  if (maxMemoryText !== undefined) {
+    maxMemory = parseSize(maxMemoryText);
+    if (maxMemory === null || maxMemory < 1024 * 1024) {
+      throw new UsageError(`--max-memory wants a size of at least 1M, in bytes or with K, M, G or T (powers of 1024), like 512M; got '${maxMemoryText}'`);
+    }
+  }
+
   const verbosity = Math.min(2, Math.max(0, 1 + (raw.get("quiet")?.length ?? 0) - (raw.get("verbose")?.length ?? 0)));
 
   const stateFd = intOpt(raw, "with-state-fd", 0);
@@ -326,6 +339,7 @@ function buildConfig(raw: Raw, program: string[], defaults: Defaults): MasterCon
     logFormat,
     workerOutput,
     metrics,
+    maxMemory,
     listenFds: has("listen-fds"),
     subreaper: has("subreaper"),
     withStateFd: stateFd ?? null,

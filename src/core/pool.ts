@@ -98,6 +98,18 @@ export function isFleetRollout(s: State): boolean {
   return s.upgrade?.mode === "fleet" && s.consecutiveDeaths === 0;
 }
 
+/**
+ * 1 while a graceful replacement (State.replacement) still needs its worker's
+ * successor: the worker is alive, of the current version and not retiring.
+ * Replenishing wants one worker more, and culling tolerates one more, until then.
+ */
+export function replacementExtra(s: State): number {
+  const r = s.replacement;
+  if (!r) return 0;
+  const w = s.workers.find((x) => x.pid === r.pid);
+  return w && w.version === s.version && !isRetiring(w) ? 1 : 0;
+}
+
 export function findWorker(s: State, pid: number): Worker | undefined {
   return s.workers.find((w) => w.pid === pid);
 }

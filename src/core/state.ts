@@ -66,6 +66,13 @@ export interface Stopping {
   since: number;
 }
 
+/**
+ * A worker being replaced the graceful way (--max-memory): one more worker of
+ * the current version is started for it, and it is retired once that one and
+ * the others make up the wanted number of ACKed workers. One at a time.
+ */
+export interface Replacement { pid: number; since: number; reason: string }
+
 export interface State {
   schema: number;
   settings: Settings;
@@ -87,6 +94,8 @@ export interface State {
   exits: Record<string, ExitCounts>;
   /** When the master (first incarnation) started. */
   startedAt: number;
+  /** A graceful replacement in progress (absent from older writers: none). */
+  replacement: Replacement | null;
 }
 
 export function initialState(settings: Settings, now: number): State {
@@ -105,6 +114,7 @@ export function initialState(settings: Settings, now: number): State {
     upgrade: null,
     exits: {},
     startedAt: now,
+    replacement: null,
   };
 }
 
@@ -148,5 +158,6 @@ export function upgradeState(doc: unknown, now: number): State {
     // A writer that did not record `started` but had workers was past its first start.
     started: d.started ?? workers.length > 0,
     exits: d.exits ?? {},
+    replacement: d.replacement ?? null,
   };
 }

@@ -4,7 +4,7 @@
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
   ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
-  askedToLeave, normalizeSignal, otherVersionWorkers, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+  askedToLeave, normalizeSignal, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
 } from "./pool";
 import type { Settings, State, Worker } from "./state";
 
@@ -38,7 +38,9 @@ export type Event =
   | { type: "signal-workers"; signals: string[] }
   /** Roll a new generation (the shell has already re-executed the master if it was asked to). */
   | { type: "upgrade"; mode: UpgradeMode }
-  | { type: "settings"; patch: Partial<Settings> };
+  | { type: "settings"; patch: Partial<Settings> }
+  /** Replace this worker gracefully: its successor first, then the retiring signal (--max-memory). */
+  | { type: "replace"; pid: number; reason: string };
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -220,7 +222,7 @@ class Step {
 
   replenish(): void {
     const s = this.s;
-    let missing = missingCount(s);
+    let missing = missingCount(s) + replacementExtra(s);
     if (missing <= 0) return;
     if (!s.started) {
       // Reference: at the very first start every worker is spawned at once.
@@ -257,7 +259,7 @@ class Step {
     }
     // Too many of the current version (after `dec`): unacked first, then the newest.
     const current = currentWorkers(s).filter((w) => !isRetiring(w));
-    const excess = current.length - s.settings.number;
+    const excess = current.length - s.settings.number - replacementExtra(s);
     if (excess > 0) {
       current
         .sort((a, b) => Number(isAcked(a)) - Number(isAcked(b)) || b.spawnedAt - a.spawnedAt)
@@ -280,6 +282,7 @@ class Step {
     this.checkUpgrade();
     this.replenish();
     this.makeRoom();
+    this.finishReplacement();
     this.cull();
     this.escalate();
   }
@@ -302,7 +305,7 @@ class Step {
     // Wake for the next spawn only when the interval is all that holds it back:
     // a spawn blocked by max_unacked or the surge cap waits for an ACK or an
     // exit, which are events of their own (waking "now" would spin).
-    if (!s.stopping && s.started && missingCount(s) > 0 && s.lastSpawnAt !== null && !this.spawnBlocked()) {
+    if (!s.stopping && s.started && missingCount(s) + replacementExtra(s) > 0 && s.lastSpawnAt !== null && !this.spawnBlocked()) {
       times.push(s.lastSpawnAt + spawnIntervalMs(s));
     }
     return times.length ? Math.max(this.now, Math.min(...times)) : null;
@@ -339,6 +342,10 @@ class Step {
         const w = findWorker(s, e.pid);
         if (!w) { this.log("debug", `Reaped ${e.pid}, which is not a worker`); break; }
         s.workers = s.workers.filter((x) => x !== w);
+        if (s.replacement?.pid === w.pid) {
+          this.log("info", `Worker ${w.pid} (index ${w.index}) is replaced (${s.replacement.reason})`);
+          s.replacement = null;
+        }
         const how = e.type === "vanished" ? `is gone (${e.reason})` : e.signal ? `killed by ${e.signal}` : `exited with status ${e.code}`;
         const code = e.type === "vanished" ? null : e.code;
         const signal = e.type === "vanished" ? null : e.signal;
@@ -377,6 +384,7 @@ class Step {
       case "stop": {
         const sig = normalizeSignal(e.signal ?? s.settings.retireSignal);
         s.stopping = { signal: sig, since: this.now };
+        s.replacement = null;
         if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
         s.upgrade = null;
         this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
@@ -405,6 +413,8 @@ class Step {
         const fromVersion = s.upgrade ? s.upgrade.fromVersion : s.version;
         if (s.upgrade) this.log("info", `Upgrade to version ${s.version} superseded; starting over`);
         s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion, deathsBeforeAck: 0 };
+        // The rollout replaces every worker, the one being replaced included.
+        s.replacement = null;
         s.version = ++s.lastVersion;
         s.consecutiveDeaths = 0;
         this.log("info", `Starting ${e.mode} upgrade to version ${s.version}`);
@@ -413,7 +423,33 @@ class Step {
       case "settings":
         s.settings = { ...s.settings, ...e.patch };
         break;
+      case "replace":
+        this.startReplacement(e.pid, e.reason);
+        break;
     }
+  }
+
+  /** A replacement's successor and the others are up: retire the replaced worker. */
+  finishReplacement(): void {
+    const s = this.s;
+    const r = s.replacement;
+    if (!r || replacementExtra(s) === 0) return;
+    const others = currentWorkers(s).filter((w) => w.pid !== r.pid && isAcked(w) && !isRetiring(w)).length;
+    if (others < s.settings.number) return;
+    const w = findWorker(s, r.pid)!;
+    this.log("info", `Replacement of worker ${w.pid} (index ${w.index}) is up; retiring it (${r.reason})`);
+    this.retire(w);
+  }
+
+  startReplacement(pid: number, reason: string): void {
+    const s = this.s;
+    const w = findWorker(s, pid);
+    const why = s.stopping ? "the master is stopping" : s.upgrade ? "an upgrade is rolling out (it replaces every worker)"
+      : s.replacement ? `worker ${s.replacement.pid} is being replaced (one at a time)`
+      : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet" : null;
+    if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
+    s.replacement = { pid, since: this.now, reason };
+    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${s.settings.retireSignal})`);
   }
 
   setNumber(n: number): void {

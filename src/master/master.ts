@@ -37,6 +37,7 @@ import { LineSink } from "./line-sink";
 import { OutputCapture, type PreparedCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
 import { type ConfigReload, rereadConfig } from "./config-reload";
+import { MemoryGuard } from "./memory-guard";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
@@ -337,7 +338,7 @@ export class Master {
       reexecs: this.reexecs,
       workerRss,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
-      maxMemoryBytes: null,
+      maxMemoryBytes: this.cfg.maxMemory ?? null,
     });
   }
 
@@ -632,6 +633,7 @@ export class Master {
 
   private everySecond: ReturnType<typeof setInterval> | null = null;
   private readonly ackWait = new AckWaitReporter();
+  private memoryGuard: MemoryGuard | null = null;
 
   /** Once a second: reports and checks that are not driven by the core's clock. */
   private housekeeping(): void {
@@ -640,6 +642,11 @@ export class Master {
     if (report) {
       this.log.warn(report);
       this.notify("upgrade", report, false);
+    }
+    if (this.cfg.maxMemory) {
+      this.memoryGuard ??= new MemoryGuard(this.cfg.maxMemory);
+      const replace = this.memoryGuard.check(this.state, (pid) => readProc(pid)?.rssBytes ?? null);
+      if (replace) this.dispatch({ type: "replace", pid: replace.pid, reason: replace.reason });
     }
   }
 

@@ -81,19 +81,11 @@ export class Metrics {
   maxMemoryReplacements = 0;
   readonly ack = new Histogram(ACK_BUCKETS);
   readonly upgradeDuration = new Histogram(UPGRADE_BUCKETS);
-  /** Set by the shell just before it dispatches a --max-memory replacement. */
-  private spawnCauseHint: SpawnCause | null = null;
-
-  /** The next spawns are for this cause (cleared after one step). */
-  hintSpawnCause(c: SpawnCause): void {
-    this.spawnCauseHint = c;
-  }
-
   /** Account for one step of the core. */
   observe(e: Event, before: State, after: State, effects: Effect[], now: number): void {
     for (const fx of effects) {
       if (fx.type === "spawn") {
-        const cause: SpawnCause = this.spawnCauseHint ?? (!before.started ? "initial" : after.upgrade || before.upgrade ? "upgrade" : "respawn");
+        const cause: SpawnCause = !before.started ? "initial" : after.upgrade || before.upgrade ? "upgrade" : after.replacement ? "max_memory" : "respawn";
         this.spawns[cause] = (this.spawns[cause] ?? 0) + 1;
       } else if (fx.type === "upgrade-finished") {
         const result: UpgradeResult = fx.ok ? "success" : "failure";
@@ -105,7 +97,7 @@ export class Metrics {
         }
       }
     }
-    this.spawnCauseHint = null;
+    if (e.type === "replace" && after.replacement && !before.replacement) this.maxMemoryReplacements++;
     if (e.type === "upgrade" && after.upgrade && after.upgrade !== before.upgrade) this.upgradesStarted++;
     if (e.type === "spawn-failed") this.spawnFailures++;
     if (e.type === "exited") {

@@ -1,0 +1,98 @@
+// --max-memory: a worker that allocates past the limit while serving load is
+// replaced the graceful way (successor up first, then SIGUSR2), once, counted,
+// with zero failed requests.
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import net from "node:net";
+import { join } from "node:path";
+import { ask, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+
+const WORKER = join(FIXTURES, "memory-worker.py");
+
+function request(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let data = "";
+    const c = net.createConnection({ host: "127.0.0.1", port });
+    c.setEncoding("utf8");
+    c.setTimeout(10_000, () => { c.destroy(); reject(new Error("timeout")); });
+    c.on("data", (d: string) => { data += d; });
+    c.on("end", () => resolve(data));
+    c.on("error", reject);
+  });
+}
+
+describe("--max-memory", () => {
+  test("a worker growing past the limit under load is replaced gracefully, once, with zero failed requests", async () => {
+    const dir = tempDir();
+    const m = startMaster(["--max-memory", "60M", "--metrics", "127.0.0.1:0", "-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "--", "python3", WORKER, "--grow", "120"], { dir });
+    const port = Number((await m.waitForOutput(/Bound 127\.0\.0\.1:0 on fd \d+ as 127\.0\.0\.1:(\d+)/))[1]);
+    const metricsPort = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    const s0 = await waitFor("2 workers up", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.filter((w: any) => w.acked).length === 2 ? s : null;
+    }, 20_000);
+    const big = s0.workers.find((w: any) => w.index === 0);
+    const small = s0.workers.find((w: any) => w.index === 1);
+
+    // Load: 4 clients in a loop until told to stop.
+    let running = true;
+    let ok = 0;
+    const failures: string[] = [];
+    const answeredBy = new Set<string>();
+    const client = async () => {
+      while (running) {
+        try {
+          const line = await request(port);
+          if (!/^\d+ \d+\n$/.test(line)) failures.push(`bad answer ${JSON.stringify(line)}`);
+          else { ok++; answeredBy.add(line.split(" ")[0]!); }
+        } catch (e) {
+          failures.push((e as Error).message);
+        }
+      }
+    };
+    const clients = Promise.all([client(), client(), client(), client()]);
+    await waitFor("load flowing", () => ok > 50, 20_000);
+
+    writeFileSync(join(dir, "grow"), "");
+    const log = await m.waitForOutput(new RegExp(`WARN: Replacing worker ${big.pid} \\(index 0\\): RSS [\\d.]+M above --max-memory 60\\.0M for 3 checks in a row; its successor starts first, then it is retired \\(SIGUSR2\\)`), 30_000);
+    expect(log).toBeTruthy();
+    await m.waitForOutput(new RegExp(`Worker ${big.pid} \\(index 0\\) is replaced`), 30_000);
+    // Keep the load on a little longer, then look.
+    const okAtReplace = ok;
+    await waitFor("more load after the replacement", () => ok > okAtReplace + 50, 20_000);
+    running = false;
+    await clients;
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(100);
+
+    const out = m.output();
+    // The successor was up before the old worker was asked to leave.
+    const successorUp = out.search(/Worker \d+ \(index 2\) is up: manual ACK/);
+    const retired = out.search(new RegExp(`Replacement of worker ${big.pid} \\(index 0\\) is up; retiring it`));
+    expect(successorUp).toBeGreaterThan(0);
+    expect(retired).toBeGreaterThan(successorUp);
+    expect(out).toMatch(new RegExp(`===> Worker ${big.pid} \\(index 0\\) exited with status 0`));
+    const s1 = await stateJson(m.sockPath);
+    expect(s1.workers).toHaveLength(2);
+    expect(s1.workers.map((w: any) => w.pid)).toContain(small.pid);
+    expect(s1.workers.map((w: any) => w.pid)).not.toContain(big.pid);
+    // Once only: the successor does not grow, nothing else is replaced.
+    await sleep(4000);
+    expect(m.output().match(/WARN: Replacing worker/g)).toHaveLength(1);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toContain("einhorn_max_memory_replacements_total 1\n");
+    expect(metrics).toContain('einhorn_worker_spawns_total{cause="max_memory"} 1\n');
+    expect(metrics).toContain(`einhorn_max_memory_bytes ${60 * 1024 * 1024}\n`);
+    expect(metrics).toContain('einhorn_worker_exits_total{cause="retired"} 1\n');
+    expect(await ask(m.sockPath, "status")).toContain("workers 2/2 up");
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 120_000);
+
+  test("bad sizes are usage errors", async () => {
+    for (const bad of ["lots", "0", "12X", "100"]) {
+      const r = await runBinary(["--max-memory", bad, "--", "true"]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toContain(`--max-memory wants a size of at least 1M`);
+    }
+  });
+});

@@ -1,0 +1,115 @@
+// --max-memory's graceful replacement in the decision core: successor first,
+// then the retire signal, one at a time.
+import { describe, expect, test } from "bun:test";
+import { type Effect, type Event, step } from "../../src/core/step";
+import { DEFAULT_SETTINGS, initialState, type State } from "../../src/core/state";
+
+class Drive {
+  s: State;
+  now = 0;
+  pid = 100;
+  constructor(number: number) {
+    this.s = initialState({ ...DEFAULT_SETTINGS, number, ackMode: { kind: "manual" }, seconds: 0.1 }, 0);
+  }
+  send(e: Event, dt = 10): Effect[] {
+    this.now += dt;
+    const all: Effect[] = [];
+    const queue = [e];
+    while (queue.length) {
+      const r = step(this.s, queue.shift()!, this.now);
+      this.s = r.state;
+      expect(JSON.parse(JSON.stringify(r.state))).toEqual(r.state);
+      for (const fx of r.effects) if (fx.type === "spawn") queue.push({ type: "spawned", spawnId: fx.spawnId, pid: ++this.pid });
+      all.push(...r.effects);
+    }
+    return all;
+  }
+  up(): number[] {
+    this.send({ type: "start" });
+    for (const w of this.s.workers) this.send({ type: "ack", pid: w.pid });
+    return this.s.workers.map((w) => w.pid);
+  }
+}
+
+const kills = (fx: Effect[]) => fx.filter((f) => f.type === "kill").map((f) => (f as { pid: number; signal: string }).pid);
+const spawns = (fx: Effect[]) => fx.filter((f) => f.type === "spawn").length;
+
+describe("graceful replacement", () => {
+  test("the successor starts, ACKs, and only then is the old worker retired; the pool ends as wanted", () => {
+    const d = new Drive(2);
+    const [a, b] = d.up() as [number, number];
+    const fx = d.send({ type: "replace", pid: a!, reason: "RSS 90M above --max-memory 50M" }, 1000);
+    expect(spawns(fx)).toBe(1);
+    expect(kills(fx)).toEqual([]);
+    expect(d.s.replacement).toMatchObject({ pid: a, reason: "RSS 90M above --max-memory 50M" });
+    const successor = d.s.workers.find((w) => w.pid !== a && w.pid !== b)!;
+    // Time passes, nothing else happens: no second spawn, no kill (the successor is not culled as an extra).
+    const idle = d.send({ type: "tick" }, 5000);
+    expect(spawns(idle)).toBe(0);
+    expect(kills(idle)).toEqual([]);
+    const acked = d.send({ type: "ack", pid: successor.pid });
+    expect(kills(acked)).toEqual([a]);
+    expect(acked).toContainEqual({ type: "kill", pid: a!, signal: "SIGUSR2" });
+    const gone = d.send({ type: "exited", pid: a!, code: 0, signal: null });
+    expect(spawns(gone)).toBe(0);
+    expect(d.s.replacement).toBeNull();
+    expect(d.s.workers.map((w) => w.pid).sort()).toEqual([b, successor.pid].sort());
+    expect(gone.some((f) => f.type === "log" && /is replaced/.test(f.message))).toBe(true);
+  });
+
+  test("one at a time; refused during an upgrade, for unACKed or unknown workers", () => {
+    const d = new Drive(2);
+    const [a, b] = d.up() as [number, number];
+    d.send({ type: "replace", pid: a!, reason: "r1" }, 1000);
+    const second = d.send({ type: "replace", pid: b!, reason: "r2" });
+    expect(spawns(second)).toBe(0);
+    expect(d.s.replacement!.pid).toBe(a);
+    expect(second.some((f) => f.type === "log" && /one at a time/.test(f.message))).toBe(true);
+    d.send({ type: "replace", pid: 99999, reason: "r3" });
+    expect(d.s.replacement!.pid).toBe(a);
+
+    const e = new Drive(1);
+    const [x] = e.up() as [number];
+    e.send({ type: "upgrade", mode: "smooth" }, 1000);
+    e.send({ type: "replace", pid: x!, reason: "r" });
+    expect(e.s.replacement).toBeNull();
+  });
+
+  test("the old worker dying first ends the replacement; its successor fills the hole", () => {
+    const d = new Drive(1);
+    const [a] = d.up() as [number];
+    d.send({ type: "replace", pid: a!, reason: "r" }, 1000);
+    const succ = d.s.workers.find((w) => w.pid !== a)!;
+    const fx = d.send({ type: "exited", pid: a!, code: null, signal: "SIGKILL" });
+    expect(d.s.replacement).toBeNull();
+    expect(spawns(fx)).toBe(0);
+    d.send({ type: "ack", pid: succ.pid });
+    expect(d.s.workers.map((w) => w.pid)).toEqual([succ.pid]);
+  });
+
+  test("an upgrade supersedes a replacement", () => {
+    const d = new Drive(1);
+    const [a] = d.up() as [number];
+    d.send({ type: "replace", pid: a!, reason: "r" }, 1000);
+    d.send({ type: "upgrade", mode: "smooth" });
+    expect(d.s.replacement).toBeNull();
+  });
+});
+
+describe("MemoryGuard", () => {
+  test("asks for one replacement after 3 readings in a row above the limit, the largest first; never during a replacement", async () => {
+    const { MemoryGuard } = await import("../../src/master/memory-guard");
+    const d = new Drive(3);
+    const [a, b, c] = d.up() as [number, number, number];
+    const g = new MemoryGuard(100);
+    const rss: Record<number, number> = { [a]: 150, [b]: 90, [c]: 200 };
+    expect(g.check(d.s, (p) => rss[p]!)).toBeNull();
+    rss[c] = 50; // a dip resets c's count
+    expect(g.check(d.s, (p) => rss[p]!)).toBeNull();
+    rss[c] = 300;
+    const r = g.check(d.s, (p) => rss[p]!);
+    expect(r).toEqual({ pid: a, reason: "RSS 150B above --max-memory 100B for 3 checks in a row" });
+    d.send({ type: "replace", pid: a, reason: r!.reason });
+    for (let i = 0; i < 5; i++) expect(g.check(d.s, (p) => rss[p]!)).toBeNull();
+  });
+});
