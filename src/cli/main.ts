@@ -5,7 +5,6 @@
 // that is itself called `sh`, put an option or `--` first: `einhorn -- sh -c ...`.
 import { parseMasterArgs, UsageError } from "./master-options";
 import { einhornUsage } from "./usage";
-import { isPreloadModule } from "./preload";
 import { StartError } from "../master/errors";
 import { einhornVersionLabel, versionLine } from "../version";
 import { selfCommand } from "./self";
@@ -125,7 +124,8 @@ export async function main(argv: string[]): Promise<void> {
     return;
   }
   let postload: string | null = null;
-  if (config.preload && !isPreloadModule(config.preload)) {
+  // Imported only here: preload.ts brings node:url, which every other start would pay for.
+  if (config.preload && !(await import("./preload")).isPreloadModule(config.preload)) {
     // Reference: Einhorn "proceeds with postload" when it cannot preload; the
     // workers then run PROGRAM as given. Said once the master's log is up.
     postload = `-p ${config.preload} is not a Bun/TypeScript module (${config.program.length ? "preloading only loads .ts/.js files" : "and no PROGRAM was given"}); proceeding without preload: workers run ${config.program.length ? `'${config.program.join(" ")}'` : "nothing"} as given`;
