@@ -71,6 +71,33 @@ describe("npm run release", () => {
     expect(check.stdout.trim().split("\n").sort()).toEqual(TARGETS.map((t) => `${releaseFileName(VERSION, t)}: OK`).sort());
   });
 
+  test("the README's install steps: verify one downloaded binary, install it, run it; a corrupted download is caught", () => {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    expect(readme).toContain("sha256sum --ignore-missing -c SHA256SUMS");
+    expect(readme).toContain("install -m 0755 einhorn-0.1.0-linux-x64 /usr/local/bin/einhorn");
+    // A download directory with one binary and the sums file, as a user has it.
+    const dl = tempDir("einhorn-download-");
+    const name = releaseFileName(VERSION, "linux-x64");
+    writeFileSync(join(dl, name), readFileSync(join(out, name)));
+    writeFileSync(join(dl, "SHA256SUMS"), readFileSync(join(out, "SHA256SUMS")));
+    const ok = run(["sha256sum", "--ignore-missing", "-c", "SHA256SUMS"], { cwd: dl });
+    expect(ok.stdout).toBe(`${name}: OK\n`);
+    expect(ok.code).toBe(0);
+    // /usr/local/bin stands for a prefix of the test's own here.
+    mkdirSync(join(dl, "usr-local-bin"));
+    expect(run(["install", "-m", "0755", name, join(dl, "usr-local-bin", "einhorn")], { cwd: dl }).code).toBe(0);
+    const v = run(["einhorn", "--version"], { env: { PATH: `${join(dl, "usr-local-bin")}:${process.env.PATH}` } });
+    expect(v.stdout).toBe(`einhorn ${VERSION} (linux-x64)\n`);
+    // One flipped byte in the middle of the file.
+    const bytes = readFileSync(join(dl, name));
+    const mid = bytes.length >> 1;
+    bytes[mid] = bytes[mid]! ^ 0xff;
+    writeFileSync(join(dl, name), bytes);
+    const bad = run(["sha256sum", "--ignore-missing", "-c", "SHA256SUMS"], { cwd: dl });
+    expect(bad.stdout).toBe(`${name}: FAILED\n`);
+    expect(bad.code).not.toBe(0);
+  });
+
   test("each binary is for its CPU and C library, as ffi/c-library.ts reads it at start-up", () => {
     for (const t of TARGETS) {
       const path = join(out, releaseFileName(VERSION, t));
