@@ -6,7 +6,8 @@
 // Run by `npm pack` / `npm publish` (the "prepack" script), so installing the
 // package needs no build step. In this repository, "einhorn/worker" resolves
 // to the TypeScript source instead (tsconfig.json "paths").
-//   bun scripts/build-package.ts
+//   bun scripts/build-package.ts [--no-types]
+// --no-types skips the .d.ts files (tests that only run the module).
 import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
@@ -28,15 +29,16 @@ if (!result.success) {
   for (const log of result.logs) console.error(log);
   process.exit(1);
 }
-const tsc = Bun.spawnSync([process.execPath, join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.package.json")], { cwd: root, stdout: "inherit", stderr: "inherit" });
+const withTypes = !process.argv.includes("--no-types");
+const tsc = !withTypes ? { exitCode: 0 } : Bun.spawnSync([process.execPath, join(root, "node_modules/typescript/bin/tsc"), "-p", join(root, "tsconfig.package.json")], { cwd: root, stdout: "inherit", stderr: "inherit" });
 if (tsc.exitCode !== 0) process.exit(1);
 // Node's ESM resolution (moduleResolution node16/nodenext in a user's
 // tsconfig) wants explicit extensions on relative imports; tsc writes the
 // specifiers as our sources spell them (none).
-for (const entry of readdirSync(join(out, "types"), { recursive: true, withFileTypes: true })) {
+for (const entry of withTypes ? readdirSync(join(out, "types"), { recursive: true, withFileTypes: true }) : []) {
   if (!entry.isFile() || !entry.name.endsWith(".d.ts")) continue;
   const file = join(entry.parentPath, entry.name);
   const text = readFileSync(file, "utf8").replace(/(from\s+|import\()(["'])(\.{1,2}\/[^"']+?)(?<!\.js)\2/g, "$1$2$3.js$2");
   writeFileSync(file, text);
 }
-console.log(`built pkg/ (${result.outputs.map((o) => o.path.slice(out.length + 1)).join(", ")} and types) in ${((performance.now() - started) / 1000).toFixed(1)}s`);
+console.log(`built pkg/ (${result.outputs.map((o) => o.path.slice(out.length + 1)).join(", ")} ${withTypes ? "and types" : "without types"}) in ${((performance.now() - started) / 1000).toFixed(1)}s`);

@@ -18,11 +18,12 @@ export interface LoadReport {
   raw: string;
 }
 
-/** Wait until `n` workers of `version` have ACKed and no other version is alive. */
-export async function settled(m: Master, n: number, version: number, timeoutMs = 60_000): Promise<any> {
-  return waitFor(`${n} acked workers of version ${version} and no other`, async () => {
+/** Wait until `n` workers of `version` have ACKed (and, with `alone`, no other version is alive). */
+export async function settled(m: Master, n: number, version: number, alone = true, timeoutMs = 60_000): Promise<any> {
+  return waitFor(`${n} acked workers of version ${version}${alone ? " and no other" : ""}`, async () => {
     const s = await stateJson(m.sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked && w.version === version) ? s : null;
+    const ours = s.workers.filter((w: any) => w.version === version && w.acked);
+    return ours.length === n && (!alone || s.workers.length === n) ? s : null;
   }, timeoutMs);
 }
 
@@ -42,10 +43,12 @@ export async function upgradesUnderLoad(m: Master, url: string, n: number, upgra
     for (let i = 0; i < upgrades; i++) {
       const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"], { timeoutMs: 90_000 });
       expect(`${r.code} ${r.stdout}${r.stderr}`).toMatch(/^0 [\s\S]*Upgrade done/);
-      const s = await settled(m, n, versions.at(-1)! + 1);
-      versions.push(s.workers[0].version);
+      // The next upgrade may start while this one's old workers still drain.
+      await settled(m, n, versions.at(-1)! + 1, false);
+      versions.push(versions.at(-1)! + 1);
     }
-    // A last stretch on the final generation alone.
+    // Every old worker gone, then a last stretch on the final generation alone.
+    await settled(m, n, versions.at(-1)!, true);
     await Bun.sleep(300);
   } finally {
     wrk.kill("SIGINT");
