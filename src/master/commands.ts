@@ -28,9 +28,10 @@ export interface CommandContext {
 
 const COMMAND_LIST = Object.keys(COMMANDS).join(", ");
 
+/** Reference layout: Einhorn's opening line, a blank line, then `name: description` sorted by name. */
 export function helpText(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
-  return ["Commands:", ...Object.entries(COMMANDS).map(([c, d]) => `  ${c.padEnd(width)}  ${d}`)].join("\n");
+  const lines = Object.entries(COMMANDS).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([c, d]) => `${c}: ${d}`);
+  return ["You are speaking to the Einhorn command socket. You can run the following commands:", "", ...lines].join("\n");
 }
 
 /**
