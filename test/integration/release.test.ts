@@ -197,7 +197,7 @@ describe("the arm64 binary under qemu-user-static", () => {
 });
 
 describe("npm packages", () => {
-  test("npm pack + a global install from the tarballs puts a working einhorn on PATH", () => {
+  test("npm pack + a global install from the tarballs (npm, and bun add) puts a working einhorn on PATH", () => {
     const work = tempDir("einhorn-npm-");
     const platform = "linux-x64" as const; // this machine
     const pack = (dir: string) => {
@@ -225,6 +225,13 @@ describe("npm packages", () => {
     const v = run(["einhorn", "--version"], { cwd: work, env: { PATH } });
     expect(v.stdout).toBe(`einhorn ${VERSION} (${NPM_PLATFORMS[platform].binary})\n`);
     expect(v.code).toBe(0);
+
+    // Bun's installer, for people who use bunx/bun: the same tarballs into a fresh BUN_INSTALL.
+    const bunHome = join(work, "bun-install");
+    const bunAdd = run([process.execPath, "add", "--global", bin, main], { cwd: work, env: { BUN_INSTALL: bunHome }, timeoutMs: 300_000 });
+    expect(bunAdd.code).toBe(0);
+    const bv = run(["einhorn", "--version"], { cwd: work, env: { PATH: `${join(bunHome, "bin")}:${process.env.PATH}` } });
+    expect(bv.stdout).toBe(`einhorn ${VERSION} (${NPM_PLATFORMS[platform].binary})\n`);
   }, 600_000);
 });
 
