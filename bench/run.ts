@@ -25,6 +25,7 @@ import { rolloutTime } from "./rollout-time";
 import { upgradeUnderLoad } from "./upgrade-under-load";
 import { spawnLatency } from "./spawn-latency";
 import { startup } from "./startup";
+import { serveThroughput } from "./serve-throughput";
 import { upgradeCost } from "./upgrade-cost";
 import { rolloutLimit } from "./rollout-limit";
 
@@ -53,6 +54,7 @@ const REGISTRY: Benchmark[] = [
   rolloutLimit,
   upgradeUnderLoad,
   preloadSpawn,
+  serveThroughput,
 ];
 
 interface Args { names: string[]; quick: boolean; runs: number | null; out: string | null; load: string | null; list: boolean; help: boolean; summaryOnly: boolean }
