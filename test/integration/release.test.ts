@@ -197,7 +197,7 @@ describe("the arm64 binary under qemu-user-static", () => {
 });
 
 describe("npm packages", () => {
-  test("npm pack + a global install from the tarballs (npm, and bun add) puts a working einhorn on PATH", () => {
+  test("npm pack + a global install from the tarballs (npm, and bun add) puts a working einhorn on PATH", async () => {
     const work = tempDir("einhorn-npm-");
     const platform = "linux-x64" as const; // this machine
     const pack = (dir: string) => {
@@ -225,6 +225,14 @@ describe("npm packages", () => {
     const v = run(["einhorn", "--version"], { cwd: work, env: { PATH } });
     expect(v.stdout).toBe(`einhorn ${VERSION} (${NPM_PLATFORMS[platform].binary})\n`);
     expect(v.code).toBe(0);
+
+    // The launcher execs the binary: the pid the user started is the master's.
+    const launcher = join(prefix, "bin", "einhorn");
+    const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "30"], { bin: launcher });
+    await m.waitForOutput(/Worker \d+ \(index 0\) is up/, 30_000);
+    expect((await stateJson(m.sockPath)).master.pid).toBe(m.pid);
+    expect(readlinkSync(`/proc/${m.pid}/exe`)).toEndWith(`/@einhorn/${platform}/bin/einhorn`);
+    expect(await stopMaster(m)).toBe(0);
 
     // Bun's installer, for people who use bunx/bun: the same tarballs into a fresh BUN_INSTALL.
     const bunHome = join(work, "bun-install");
