@@ -73,6 +73,19 @@ export interface Stopping {
  */
 export interface Replacement { pid: number; since: number; reason: string }
 
+/**
+ * An upgrade or reload between its request and the new master image: its
+ * preflight runs, then the exec is under way (this crosses the execve, and
+ * the new image's `resumed` ends it).
+ */
+export interface Reexec {
+  kind: "upgrade" | "reload";
+  /** The rollout the upgrade starts once the new image runs (null for a reload). */
+  mode: "smooth" | "fleet" | null;
+  requestedAt: number;
+  phase: "preflight" | "exec";
+}
+
 export interface State {
   schema: number;
   settings: Settings;
@@ -89,6 +102,7 @@ export interface State {
   /** The first full spawn at start-up has been made. */
   started: boolean;
   stopping: Stopping | null;
+  reexec: Reexec | null;
   upgrade: Upgrade | null;
   /** Exit history per child index, for `state`. */
   exits: Record<string, ExitCounts>;
@@ -111,6 +125,7 @@ export function initialState(settings: Settings, now: number): State {
     lastSpawnAt: null,
     started: false,
     stopping: null,
+    reexec: null,
     upgrade: null,
     exits: {},
     startedAt: now,
@@ -159,5 +174,6 @@ export function upgradeState(doc: unknown, now: number): State {
     started: d.started ?? workers.length > 0,
     exits: d.exits ?? {},
     replacement: d.replacement ?? null,
+    reexec: d.reexec ?? null,
   };
 }

@@ -36,11 +36,32 @@ export type Event =
   /** QUIT: pass QUIT to every worker and exit at once. */
   | { type: "quit" }
   | { type: "signal-workers"; signals: string[] }
-  /** Roll a new generation (the shell has already re-executed the master if it was asked to). */
+  /** Roll a new generation: what `resumed` does for an upgrade, once the new master image runs. */
   | { type: "upgrade"; mode: UpgradeMode }
   | { type: "settings"; patch: Partial<Settings> }
   /** Replace this worker gracefully: its successor first, then the retiring signal (--max-memory). */
-  | { type: "replace"; pid: number; reason: string };
+  | { type: "replace"; pid: number; reason: string }
+  // --- the master's own lifecycle: upgrade / reload requests, preflight, exec, resume
+  /** A signal to the master (CHLD excepted: the shell reaps). */
+  | { type: "signal"; signal: string }
+  /**
+   * An upgrade or reload asked for (command socket; HUP comes as `signal`).
+   * `requestId` names the requester for `enroll`/`refuse` effects (null: nobody waits).
+   */
+  | { type: "reexec-requested"; kind: ReexecKind; mode: UpgradeMode | null; requestId: number | null }
+  /** The preflight (`run-preflight`) finished. */
+  | { type: "preflight-done"; ok: true; detail: string }
+  | { type: "preflight-done"; ok: false; reason: string }
+  /** The execve (`exec`) failed; this image goes on. */
+  | { type: "exec-failed"; reason: string }
+  /**
+   * A new master image took over from the handoff and acted on the signals
+   * pending since the exec. `pending` only from an einhorn whose state had no
+   * `reexec` (older); `version` and `pid` are for the messages.
+   */
+  | { type: "resumed"; version: string; pid: number; pending?: { kind: ReexecKind; mode: UpgradeMode | null; requestedAt: number } | null };
+
+export type ReexecKind = "upgrade" | "reload";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -50,9 +71,20 @@ export type Effect =
   | { type: "log"; level: LogLevel; message: string }
   | { type: "upgrade-progress"; message: string }
   | { type: "upgrade-finished"; ok: boolean; message: string }
-  /** An upgrade request that did not start; only its requester is told (the running upgrade's waiters are not). */
-  | { type: "upgrade-refused"; message: string }
-  | { type: "exit"; code: number };
+  | { type: "exit"; code: number }
+  // --- lifecycle effects
+  /** Requester `requestId` now waits for messages about `kind`. */
+  | { type: "enroll"; requestId: number; kind: ReexecKind }
+  /** Tell requester `requestId` (only) that its request was refused. */
+  | { type: "refuse"; requestId: number; message: string }
+  /** Tell everyone waiting on `kind`; `final` ends their wait. */
+  | { type: "notify"; kind: ReexecKind; message: string; final: boolean; error: boolean }
+  /** Run the next image's command with --upgrade-check; report with `preflight-done`. */
+  | { type: "run-preflight" }
+  /** Hand over and execve the next image (at a moment when no signal is in flight); report failure with `exec-failed`. */
+  | { type: "exec"; pending: { kind: ReexecKind; mode: UpgradeMode | null; requestedAt: number } }
+  /** Forget an `exec` not yet performed (a stop came first). */
+  | { type: "cancel-exec" };
 
 export interface StepResult { state: State; effects: Effect[]; wakeAt: number | null }
 
@@ -387,12 +419,14 @@ class Step {
         s.replacement = null;
         if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
         s.upgrade = null;
+        this.abandonReexec(sig);
         this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
         for (const w of s.workers) if (!wasSent(w, sig)) this.signal(w, sig);
         break;
       }
       case "quit":
         s.stopping = { signal: "SIGQUIT", since: this.now };
+        this.abandonReexec("SIGQUIT");
         this.log("info", `Quitting: sending SIGQUIT to ${s.workers.length} worker(s) and exiting now`);
         for (const w of s.workers) this.signal(w, "SIGQUIT");
         this.fx.push({ type: "exit", code: 0 });
@@ -403,7 +437,6 @@ class Step {
       case "upgrade": {
         if (s.stopping) {
           this.log("warn", "Not upgrading: the master is stopping");
-          this.fx.push({ type: "upgrade-refused", message: "Upgrade refused: the master is stopping" });
           break;
         }
         // Reference: an upgrade during an upgrade bumps the version and starts
@@ -426,6 +459,117 @@ class Step {
       case "replace":
         this.startReplacement(e.pid, e.reason);
         break;
+      case "signal":
+        this.onSignal(e.signal);
+        break;
+      case "reexec-requested":
+        this.requestReexec(e.kind, e.mode, e.requestId);
+        break;
+      case "preflight-done": {
+        const r = s.reexec;
+        if (!r || r.phase !== "preflight") { this.log("debug", "Preflight result with no re-exec waiting for it; ignored"); break; }
+        if (!e.ok) { this.failReexec(e.reason); break; }
+        this.fx.push({ type: "notify", kind: r.kind, message: `Preflight passed (${e.detail}); re-executing the master`, final: false, error: false });
+        r.phase = "exec";
+        this.fx.push({ type: "exec", pending: { kind: r.kind, mode: r.mode, requestedAt: r.requestedAt } });
+        break;
+      }
+      case "exec-failed":
+        if (!s.reexec || s.reexec.phase !== "exec") { this.log("debug", "Exec failure with no exec under way; ignored"); break; }
+        this.failReexec(`could not re-execute the master: ${e.reason}`);
+        break;
+      case "resumed":
+        this.resumed(e);
+        break;
+    }
+  }
+
+  // --- the master's own lifecycle --------------------------------------------------
+
+  onSignal(signal: string): void {
+    const sig = normalizeSignal(signal);
+    this.log("info", `Received ${sig}`);
+    switch (sig) {
+      case "SIGINT":
+      case "SIGUSR2":
+        // The graceful stop: workers get the retire signal (USR2 unless --retire-signal).
+        this.apply({ type: "stop" });
+        break;
+      case "SIGTERM":
+        this.apply({ type: "stop", signal: "SIGTERM" });
+        break;
+      case "SIGQUIT":
+        this.apply({ type: "quit" });
+        break;
+      case "SIGHUP":
+        this.requestReexec("upgrade", "smooth", null);
+        break;
+      default:
+        this.log("warn", `No action for ${sig}`);
+    }
+  }
+
+  /**
+   * Upgrade or reload: every upgrade first re-executes the master (so a new
+   * einhorn binary on disk is picked up too) after a preflight of the next
+   * image; anything failing before the exec changes nothing.
+   */
+  requestReexec(kind: ReexecKind, mode: UpgradeMode | null, requestId: number | null): void {
+    const s = this.s;
+    const what = kind === "upgrade" ? "Upgrade" : "Reload";
+    const refuse = (why: string) => {
+      this.log("warn", `${what} refused: ${why}`);
+      if (requestId !== null) this.fx.push({ type: "refuse", requestId, message: `${what} refused: ${why}` });
+    };
+    if (s.stopping) return refuse("the master is stopping");
+    if (s.reexec) return refuse(`an ${s.reexec.kind} is already being prepared`);
+    if (s.upgrade) {
+      if (kind === "reload") return refuse(`an upgrade (to version ${s.version}) is still rolling out`);
+      // Reference: a new upgrade supersedes a rollout in progress (one stuck on
+      // workers that never ACK would otherwise block every later fix).
+      this.fx.push({ type: "notify", kind: "upgrade", message: `Upgrade to version ${s.version} superseded by a newer upgrade`, final: true, error: true });
+    }
+    if (requestId !== null) this.fx.push({ type: "enroll", requestId, kind });
+    s.reexec = { kind, mode: kind === "upgrade" ? (mode ?? "smooth") : null, requestedAt: this.now, phase: "preflight" };
+    const opening = kind === "reload" ? "Reloading einhorn, as commanded" : mode === "fleet" ? "Upgrading fleet, as commanded" : "Upgrading smoothly, as commanded";
+    this.log("info", opening);
+    this.fx.push({ type: "notify", kind, message: opening, final: false, error: false });
+    this.fx.push({ type: "run-preflight" });
+  }
+
+  failReexec(reason: string): void {
+    const r = this.s.reexec!;
+    this.s.reexec = null;
+    const message = `${r.kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${reason}. Nothing was changed; the current workers keep serving.`;
+    this.log("error", message);
+    this.fx.push({ type: "notify", kind: r.kind, message, final: true, error: true });
+  }
+
+  /** A stop or quit ends an upgrade or reload that has not reached the new image. */
+  abandonReexec(sig: string): void {
+    const r = this.s.reexec;
+    if (!r) return;
+    this.s.reexec = null;
+    if (r.phase === "exec") this.fx.push({ type: "cancel-exec" });
+    const message = `${r.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${sig})`;
+    this.log("info", message);
+    this.fx.push({ type: "notify", kind: r.kind, message, final: true, error: true });
+  }
+
+  resumed(e: Extract<Event, { type: "resumed" }>): void {
+    const s = this.s;
+    const r = s.reexec ?? (e.pending ? { ...e.pending, phase: "exec" as const } : null);
+    s.reexec = null;
+    if (!r) return;
+    const took = this.now - r.requestedAt;
+    if (s.stopping) {
+      // Only reached for an older writer's handoff: a stop in this image abandons s.reexec itself.
+      this.fx.push({ type: "notify", kind: r.kind, message: `${r.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${s.stopping.signal})`, final: true, error: true });
+    } else if (r.kind === "upgrade") {
+      this.fx.push({ type: "notify", kind: "upgrade", message: `Master re-executed as einhorn ${e.version} (pid ${e.pid} kept, ${took} ms since the request); starting the new workers`, final: false, error: false });
+      this.apply({ type: "upgrade", mode: r.mode ?? "smooth" });
+    } else {
+      this.fx.push({ type: "notify", kind: "reload", message: `Reload done: master ${e.pid} is now einhorn ${e.version} (${took} ms)`, final: true, error: false });
     }
   }
 

@@ -84,8 +84,6 @@ export class Master {
   private exiting = false;
   private readonly pid = getpid();
   private waiters = new Set<Waiter>();
-  /** An upgrade or reload between its request and the execve (preflight running). */
-  private preparing: WaiterKind | null = null;
   /** Children that are not workers (the preflight), with what to do when they exit. */
   private sideChildren = new Map<number, (status: ExitStatus) => void>();
   private reexecs = 0;
@@ -232,23 +230,16 @@ export class Master {
     this.signals!.drainNow();
     const handed = doc.signals.filter((sig) => sig !== "SIGHUP" || !doc.pending);
     for (const sig of handed) if (sig !== "SIGHUP") this.onSignal(sig);
-    const took = doc.pending ? t0 - doc.pending.requestedAt : 0;
     // CPU from writing the handoff to here (the exec, the new runtime's start,
     // loading this image, adopting everything): what one re-exec costs.
     const cpu = doc.cpuAtExecUs === undefined ? "" : `; the re-exec took ${((cpuMicros() - doc.cpuAtExecUs) / 1000).toFixed(1)} ms of CPU`;
     this.log.info(`Master ${this.pid} re-executed as einhorn ${einhornVersionLabel()} (was ${doc.writerVersion}); ${this.state.workers.length} worker(s) kept, ${doc.connections.length} command connection(s) kept${cpu}`);
-    if (doc.pending && this.state.stopping) {
-      this.notify(doc.pending.kind, `${doc.pending.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
-      this.dispatch({ type: "tick" });
-    } else if (doc.pending?.kind === "upgrade") {
-      this.notify("upgrade", `Master re-executed as einhorn ${einhornVersionLabel()} (pid ${this.pid} kept, ${took} ms since the request); starting the new workers`, false);
-      this.dispatch({ type: "upgrade", mode: doc.pending.mode });
-    } else if (doc.pending?.kind === "reload") {
-      this.notify("reload", `Reload done: master ${this.pid} is now einhorn ${einhornVersionLabel()} (${took} ms)`, true);
-      this.dispatch({ type: "tick" });
-    } else {
-      this.dispatch({ type: "tick" });
-    }
+    // The core rolls the pending upgrade, or ends the reload (an older writer's state does not say which: its handoff does).
+    const older = (doc.state as Partial<State>).reexec === undefined && doc.pending;
+    this.dispatch({
+      type: "resumed", version: einhornVersionLabel(), pid: this.pid,
+      pending: older ? { kind: doc.pending!.kind, mode: doc.pending!.kind === "upgrade" ? doc.pending!.mode : null, requestedAt: doc.pending!.requestedAt } : null,
+    });
     // After the pending upgrade started: a worker lost meanwhile is then
     // replaced by one of the new version, not of the old.
     this.checkChildren();
@@ -425,14 +416,21 @@ export class Master {
       commandName: this.cfg.commandName,
       einhornVersion: einhornVersionLabel(),
       setVerbosity: (v: number) => this.log.setVerbosity(v),
-      upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.requestUpgrade(conn, id, mode),
-      reload: (conn: Connection, id: unknown) => this.requestReexec("reload", null, { conn, id }),
+      upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.request("upgrade", mode, conn, id),
+      reload: (conn: Connection, id: unknown) => this.request("reload", null, conn, id),
       log: (level: "debug" | "info" | "warn" | "error", message: string) => this.log[level](message),
     };
   }
 
-  private requestUpgrade(conn: Connection, id: unknown, mode: UpgradeMode): void {
-    this.requestReexec("upgrade", mode, { conn, id });
+  /** Requests the core has not answered yet (enroll or refuse), by the id it knows them by. */
+  private readonly requests = new Map<number, { conn: Connection; id: unknown }>();
+  private nextRequestId = 1;
+
+  /** An upgrade or reload asked for on the command socket: the core decides (see requestReexec in core/step.ts). */
+  private request(kind: WaiterKind, mode: UpgradeMode | null, conn: Connection, id: unknown): void {
+    const requestId = this.nextRequestId++;
+    this.requests.set(requestId, { conn, id });
+    this.dispatch({ type: "reexec-requested", kind, mode, requestId });
   }
 
   /** Send a message to the clients waiting on an upgrade or reload; `final` ends their wait. */
@@ -456,83 +454,27 @@ export class Master {
     return env;
   }
 
-  /**
-   * Upgrade (or reload): every upgrade first re-executes the master, so a new
-   * einhorn binary on disk is picked up too. A preflight runs the new binary
-   * with --upgrade-check in the restored environment; only if that passes does
-   * the master hand its state over and exec. Anything failing before the exec
-   * leaves the running master and its workers exactly as they were.
-   */
   /** The configuration the next image gets (--config re-read by the current upgrade or reload). */
   private nextConfig: ConfigReload | null = null;
 
-  requestReexec(kind: WaiterKind, mode: UpgradeMode | null, client: { conn: Connection; id: unknown } | null): void {
-    const refuse = (why: string) => {
-      this.log.warn(`${kind === "upgrade" ? "Upgrade" : "Reload"} refused: ${why}`);
-      client?.conn.reply(client.id, `${kind === "upgrade" ? "Upgrade" : "Reload"} refused: ${why}`, { error: true });
-    };
-    if (this.state.stopping) return refuse("the master is stopping");
-    if (this.preparing) return refuse(`an ${this.preparing} is already being prepared`);
-    if (this.state.upgrade && kind === "reload") return refuse(`an upgrade (to version ${this.state.version}) is still rolling out`);
-    // --config FILE is re-read now: a file that cannot be used fails the request before anything changes.
+  /**
+   * The `run-preflight` effect: re-read --config FILE (a file that cannot be
+   * used fails the request before anything changes), then run the next
+   * image's command with --upgrade-check (preflight.ts).
+   */
+  private startPreflight(kind: WaiterKind): void {
+    const done = (r: PreflightResult) => this.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
     try {
       this.nextConfig = rereadConfig(this.cfg);
     } catch (e) {
-      const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
-      this.log.error(message);
-      client?.conn.reply(client.id, message, { error: true });
+      done({ ok: false, reason: (e as Error).message });
       return;
     }
-    if (this.state.upgrade) {
-      // Reference: a new upgrade supersedes a rollout in progress (one stuck on
-      // workers that never ACK would otherwise block every later fix).
-      this.notify("upgrade", `Upgrade to version ${this.state.version} superseded by a newer upgrade`, true, true);
-    }
-    if (client) this.waiters.add({ ...client, kind });
-    this.preparing = kind;
-    const opening = kind === "reload" ? "Reloading einhorn, as commanded" : mode === "fleet" ? "Upgrading fleet, as commanded" : "Upgrading smoothly, as commanded";
-    this.log.info(opening);
-    this.notify(kind, opening, false);
     if (this.nextConfig.changes.length) {
       const changed = `Config ${this.cfg.configFile} re-read; changes: ${this.nextConfig.changes.join(", ")}`;
       this.log.info(changed);
       this.notify(kind, changed, false);
     }
-    const requestedAt = Date.now();
-    const abandon = (e: unknown) => {
-      this.preparing = null;
-      const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${(e as Error).message}. Nothing was changed; the current workers keep serving.`;
-      this.log.error(message);
-      this.notify(kind, message, true, true);
-    };
-    try {
-      this.startPreflight(kind, mode, requestedAt);
-    } catch (e) {
-      abandon(e);
-    }
-  }
-
-  private startPreflight(kind: WaiterKind, mode: UpgradeMode | null, requestedAt: number): void {
-    this.preflight((result) => {
-      if (!result.ok) {
-        this.preparing = null;
-        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: ${result.reason}. Nothing was changed; the current workers keep serving.`;
-        this.log.error(message);
-        this.notify(kind, message, true, true);
-        return;
-      }
-      this.notify(kind, `Preflight passed (${result.detail}); re-executing the master`, false);
-      this.reexec(kind === "upgrade" ? { kind, mode: mode!, requestedAt } : { kind: "reload", requestedAt }, (e) => {
-        this.preparing = null;
-        const message = `${kind === "upgrade" ? "Upgrade" : "Reload"} failed: could not re-execute the master: ${e.message}. Nothing was changed; the current workers keep serving.`;
-        this.log.error(message);
-        this.notify(kind, message, true, true);
-      });
-    });
-  }
-
-  /** Run `NEW --upgrade-check` (see preflight.ts); `done` gets the verdict. */
-  private preflight(done: (r: PreflightResult) => void): void {
     runPreflight({
       cmd: this.reexecCommand(),
       env: this.restoredEnv(),
@@ -543,29 +485,19 @@ export class Master {
   }
 
   /**
-   * Hand everything to the next image of this master and execve it; `failed`
-   * is called (in the old image, everything restored) if the exec fails.
-   *
-   * Signals: the handled ones are blocked for good (signal-source.ts). The
-   * exec waits for the end of the signal batch that carries a marker raised
-   * now, so every signal sent before it has been acted on by this image;
-   * every later one stays pending across the execve for the next image. If
-   * one of those signals stopped the master, the exec is abandoned.
+   * The `exec` effect: hand everything to the next image and execve it, at a
+   * moment when no signal is in flight: at the end of the signal batch that
+   * carries a marker raised now (signal-source.ts), so every signal sent
+   * before has been acted on by this image (a stop cancels the exec), and
+   * every later one stays pending across the execve for the next image.
    */
-  private reexec(pending: NonNullable<Handoff["pending"]>, failed: (e: Error) => void): void {
+  private startExec(pending: Extract<Effect, { type: "exec" }>["pending"]): void {
     this.signals!.execWhenDrained(() => {
-      if (this.exiting) return;
-      if (this.state.stopping) {
-        this.preparing = null;
-        const what = pending.kind === "upgrade" ? "Upgrade" : "Reload";
-        this.log.info(`${what} abandoned before the re-exec: the master is stopping (${this.state.stopping.signal})`);
-        this.notify(pending.kind, `${what} abandoned: the master is stopping (${this.state.stopping.signal})`, true, true);
-        return;
-      }
+      if (this.exiting || this.state.reexec?.phase !== "exec") return;
       try {
-        this.execNow(pending);
+        this.execNow(pending.kind === "upgrade" ? { kind: "upgrade", mode: pending.mode ?? "smooth", requestedAt: pending.requestedAt } : { kind: "reload", requestedAt: pending.requestedAt });
       } catch (e) {
-        failed(e as Error);
+        this.dispatch({ type: "exec-failed", reason: (e as Error).message });
       }
     });
   }
@@ -625,7 +557,7 @@ export class Master {
   }
 
   private installSignals(): void {
-    this.signals = new SignalSource(this.log, (sig) => (sig === "SIGCHLD" ? this.reap() : this.onSignal(sig)));
+    this.signals = new SignalSource(this.log, (sig) => this.onSignal(sig));
     this.signals.start();
     this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
     this.everySecond = setInterval(() => this.housekeeping(), 1_000);
@@ -651,23 +583,8 @@ export class Master {
   }
 
   private onSignal(sig: string): void {
-    this.log.info(`Received ${sig}`);
-    switch (sig) {
-      case "SIGINT":
-      case "SIGUSR2":
-        // The graceful stop: workers get the retire signal (USR2 unless --retire-signal).
-        this.dispatch({ type: "stop" });
-        break;
-      case "SIGTERM":
-        this.dispatch({ type: "stop", signal: "SIGTERM" });
-        break;
-      case "SIGQUIT":
-        this.dispatch({ type: "quit" });
-        break;
-      case "SIGHUP":
-        this.requestReexec("upgrade", "smooth", null);
-        break;
-    }
+    if (sig === "SIGCHLD") this.reap();
+    else this.dispatch({ type: "signal", signal: sig });
   }
 
   // --- the event loop ------------------------------------------------------------
@@ -717,12 +634,32 @@ export class Master {
       case "upgrade-progress":
         this.notify("upgrade", fx.message, false);
         break;
-      case "upgrade-refused":
-        // Requests are refused before they reach the core (requestReexec); nothing waits on this one.
-        break;
       case "upgrade-finished":
-        this.preparing = null;
         this.notify("upgrade", fx.message, true, !fx.ok);
+        break;
+      case "enroll": {
+        const r = this.requests.get(fx.requestId);
+        this.requests.delete(fx.requestId);
+        if (r) this.waiters.add({ conn: r.conn, id: r.id, kind: fx.kind });
+        break;
+      }
+      case "refuse": {
+        const r = this.requests.get(fx.requestId);
+        this.requests.delete(fx.requestId);
+        r?.conn.reply(r.id, fx.message, { error: true });
+        break;
+      }
+      case "notify":
+        this.notify(fx.kind, fx.message, fx.final, fx.error);
+        break;
+      case "run-preflight":
+        this.startPreflight(this.state.reexec?.kind ?? "upgrade");
+        break;
+      case "exec":
+        this.startExec(fx.pending);
+        break;
+      case "cancel-exec":
+        this.signals?.cancelExec();
         break;
       case "exit":
         this.exit(fx.code);
