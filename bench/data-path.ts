@@ -29,7 +29,7 @@ function summarizeLoad(r: Measured) {
  * (from `ss -tnp`): how the connections were spread over the workers. Null
  * when ss is not installed.
  */
-async function connectionsPerWorker(port: number): Promise<number[] | null> {
+export async function connectionsPerWorker(port: number): Promise<number[] | null> {
   const ss = which("ss");
   if (!ss) return null;
   const p = Bun.spawn([ss, "-Htnp", "state", "established", `( sport = :${port} )`], { stdout: "pipe", stderr: "ignore", stdin: "ignore" });

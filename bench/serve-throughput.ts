@@ -15,13 +15,18 @@ import {
   type Benchmark, BUN, median, ROOT, round, scratchDir, sleep, type Spawned, spawnTracked, startMaster, waitForAcked, which, WORKERS_DIR,
   type MasterHandle,
 } from "./harness";
+import { connectionsPerWorker } from "./data-path";
 import { type LoadResult, runWrk, wrkPath } from "./load";
 
 const BUN_WORKER = join(WORKERS_DIR, "serve-worker.ts");
 const NODE_WORKER = join(WORKERS_DIR, "node-http-worker.mjs");
 
 type Side = "helper" | "direct";
-interface Pair { run: number; order: Side[]; helper: number; direct: number; ratio: number; errors: { helper: number; direct: number } }
+interface Pair {
+  run: number; order: Side[]; helper: number; direct: number; ratio: number; errors: { helper: number; direct: number };
+  /** How wrk's connections were spread over the processes, halfway through each side's run (from ss). */
+  spread: { helper: number[] | null; direct: number[] | null };
+}
 
 async function checkServes(url: string): Promise<void> {
   const res = await fetch(url, { headers: { connection: "close" } });
@@ -96,22 +101,28 @@ export const serveThroughput: Benchmark = {
       }
 
       for (const u of Object.values(urls)) for (const url of Object.values(u)) await checkServes(url);
-      const load = (url: string, ms: number) => runWrk({ url, durationMs: ms, connections, threads });
+      const load = async (url: string, ms: number) => {
+        let spread: Promise<number[] | null> = Promise.resolve(null);
+        const t = setTimeout(() => { spread = connectionsPerWorker(Number(new URL(url).port)); }, ms / 2);
+        const r = await runWrk({ url, durationMs: ms, connections, threads });
+        clearTimeout(t);
+        return { ...r, spread: await spread };
+      };
       for (const u of Object.values(urls)) for (const url of Object.values(u)) await load(url, warmupMs);
 
       // Interleaved: bun pair, node pair, bun pair, ... each pair in alternating order.
       for (let r = 1; r <= ctx.runs; r++) {
         for (const kind of Object.keys(urls)) {
           const order: Side[] = r % 2 === 1 ? ["helper", "direct"] : ["direct", "helper"];
-          const got: Partial<Record<Side, LoadResult>> = {};
+          const got: Partial<Record<Side, LoadResult & { spread: number[] | null }>> = {};
           for (const side of order) {
             got[side] = await load(urls[kind]![side], durationMs);
             raw[kind]![side].push(got[side]!);
           }
           const h = got.helper!;
           const d = got.direct!;
-          pairs[kind]!.push({ run: r, order, helper: h.rps, direct: d.rps, ratio: round(h.rps / d.rps), errors: { helper: h.error_total, direct: d.error_total } });
-          ctx.log(`run ${r} ${kind}: helper ${h.rps} req/s, direct ${d.rps} req/s, ratio ${(h.rps / d.rps).toFixed(3)} (errors ${h.error_total}/${d.error_total})`);
+          pairs[kind]!.push({ run: r, order, helper: h.rps, direct: d.rps, ratio: round(h.rps / d.rps), errors: { helper: h.error_total, direct: d.error_total }, spread: { helper: h.spread, direct: d.spread } });
+          ctx.log(`run ${r} ${kind}: helper ${h.rps} req/s (connections ${h.spread?.join("/")}), direct ${d.rps} req/s (connections ${d.spread?.join("/")}), ratio ${(h.rps / d.rps).toFixed(3)} (errors ${h.error_total}/${d.error_total})`);
         }
       }
     } finally {
