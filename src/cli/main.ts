@@ -131,8 +131,8 @@ export async function main(argv: string[]): Promise<void> {
     postload = `-p ${config.preload} is not a Bun/TypeScript module (${config.program.length ? "preloading only loads .ts/.js files" : "and no PROGRAM was given"}); proceeding without preload: workers run ${config.program.length ? `'${config.program.join(" ")}'` : "nothing"} as given`;
     config = { ...config, preload: null };
     if (config.program.length === 0) {
-      process.stderr.write(`einhorn: ${postload}\n`);
-      process.stdout.write(einhornUsage(false));
+      writeOutSync(2, `einhorn: ${postload}\n`);
+      writeOutSync(1, einhornUsage(false));
       process.exit(1);
     }
   }
