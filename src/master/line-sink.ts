@@ -15,6 +15,8 @@ import type { NonblockingWriter } from "../../ffi/io";
 export const SINK_BUFFER_BYTES = 1024 * 1024;
 /** Retry interval while the reader is not taking anything. */
 const RETRY_MS = 10;
+/** Lines queued in one turn of the event loop go out together, in writes of up to this many bytes. */
+const WRITE_BATCH_BYTES = 64 * 1024;
 
 export interface SinkEvents {
   /** Lines were dropped since the last call, and the queue has room again. */
@@ -32,6 +34,7 @@ export class LineSink {
   droppedTotal = 0;
   writtenLines = 0;
   private broken = false;
+  private flushQueued = false;
 
   constructor(private readonly writer: NonblockingWriter, private readonly events: SinkEvents = {}, readonly capBytes = SINK_BUFFER_BYTES) {}
 
@@ -55,17 +58,27 @@ export class LineSink {
     }
     this.queue.push(line);
     this.queued += line.length;
-    this.flush();
+    // One write for everything queued in this turn (a chunk of worker output
+    // is many lines), instead of a system call per line.
+    if (!this.flushQueued && !this.timer) {
+      this.flushQueued = true;
+      queueMicrotask(() => { this.flushQueued = false; this.flush(); });
+    }
     return true;
   }
 
   /** Write as much as the descriptor takes without blocking; retry later for the rest. */
   flush(): void {
     while (this.queue.length && !this.broken) {
-      const head = this.queue[0]!;
+      // Join whole lines into one buffer (the head possibly part-written).
+      let take = 1;
+      let bytes = this.queue[0]!.length - this.headOffset;
+      while (take < this.queue.length && bytes + this.queue[take]!.length <= WRITE_BATCH_BYTES) bytes += this.queue[take++]!.length;
+      const first = this.headOffset ? this.queue[0]!.subarray(this.headOffset) : this.queue[0]!;
+      const out = take === 1 ? first : Buffer.concat([first, ...this.queue.slice(1, take)], bytes);
       let n: number;
       try {
-        n = this.writer.write(this.headOffset ? head.subarray(this.headOffset) : head);
+        n = this.writer.write(out);
       } catch (e) {
         this.broken = true;
         this.queue = [];
@@ -74,13 +87,16 @@ export class LineSink {
         return;
       }
       if (n === 0) break;
-      this.headOffset += n;
       this.queued -= n;
-      if (this.headOffset >= head.length) {
-        this.queue.shift();
-        this.headOffset = 0;
+      // Drop the lines written whole; a line written in part stays at the head.
+      let left = n + this.headOffset;
+      this.headOffset = 0;
+      while (this.queue.length && left >= this.queue[0]!.length) {
+        left -= this.queue.shift()!.length;
         this.writtenLines++;
       }
+      this.headOffset = left;
+      if (n < bytes) break;
     }
     if (this.queue.length && !this.timer) {
       this.timer = setTimeout(() => { this.timer = null; this.flush(); }, RETRY_MS);

@@ -157,9 +157,9 @@ export class WorkerOutput {
     }
   }
 
-  private emit(r: Reader, line: Buffer, partial: boolean): void {
+  private emit(r: Reader, line: Buffer, partial: boolean, now = new Date()): void {
     this.linesCaptured++;
-    this.o.sinks[r.stream].push(formatLine(this.o.mode, r, r.stream, line, partial, this.o.stamps, new Date()));
+    this.o.sinks[r.stream].push(formatLine(this.o.mode, r, r.stream, line, partial, this.o.stamps, now));
   }
 
   private finish(r: Reader): void {
@@ -176,7 +176,11 @@ export class WorkerOutput {
     connect({
       fd: r.fd,
       socket: {
-        data: (_s: unknown, d: Buffer) => { for (const l of r.split.feed(d)) this.emit(r, l.line, l.partial); },
+        data: (_s: unknown, d: Buffer) => {
+          // One timestamp per chunk read: its lines arrived together.
+          const now = new Date();
+          for (const l of r.split.feed(d)) this.emit(r, l.line, l.partial, now);
+        },
         end: () => this.finish(r),
         close: () => this.finish(r),
         error: (_s: unknown, e: Error) => { this.o.log("debug", `Output of worker ${r.pid} (${r.stream}): ${e.message}`); this.finish(r); },
