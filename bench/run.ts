@@ -19,6 +19,7 @@ const NOISY_SHARE = 0.05;
 import { commandRoundtrip } from "./command-roundtrip";
 import { dataPath } from "./data-path";
 import { masterCpu } from "./master-cpu";
+import { opsOverhead } from "./ops-overhead";
 import { masterMemory } from "./master-memory";
 import { preloadSpawn } from "./preload-spawn";
 import { rolloutTime } from "./rollout-time";
@@ -39,6 +40,7 @@ const REGISTRY: Benchmark[] = [
   commandRoundtrip,
   masterMemory,
   masterCpu,
+  opsOverhead,
   dataPath,
 
   // --- Upgrade benchmarks: add them here. -----------------------------------------

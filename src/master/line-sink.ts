@@ -43,17 +43,18 @@ export class LineSink {
   }
 
   /**
-   * Queue one line (ending in "\n") and write what the descriptor takes now.
+   * Queue one line (ending in "\n"), or `lines` whole lines in one buffer
+   * (kept or dropped together), and write them in this turn of the event loop.
    * Ordinary lines are dropped past the cap; `priority` lines (the master's
    * own log) may use twice the cap, so they survive a flood of worker output.
    * Returns false when the line was dropped.
    */
-  push(line: Buffer, priority = false): boolean {
+  push(line: Buffer, priority = false, lines = 1): boolean {
     if (this.broken) return false;
     const cap = priority ? this.capBytes * 2 : this.capBytes;
     if (this.queued + line.length > cap) {
-      this.droppedSinceReport++;
-      this.droppedTotal++;
+      this.droppedSinceReport += lines;
+      this.droppedTotal += lines;
       return false;
     }
     this.queue.push(line);
@@ -93,7 +94,7 @@ export class LineSink {
       this.headOffset = 0;
       while (this.queue.length && left >= this.queue[0]!.length) {
         left -= this.queue.shift()!.length;
-        this.writtenLines++;
+        this.writtenLines++; // buffers, not lines, when lines come in groups
       }
       this.headOffset = left;
       if (n < bytes) break;

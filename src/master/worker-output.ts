@@ -35,7 +35,8 @@ export class LineSplitter {
   }
 
   /**
-   * Complete lines in `data` (without "\n"). A line longer than MAX_LINE_BYTES
+   * Complete lines in `data` (without "\n"), valid until the caller returns
+   * (they may be views into `data`). A line longer than MAX_LINE_BYTES
    * comes out in MAX_LINE_BYTES pieces marked `partial` (continued in the next
    * one); its last piece is not.
    */
@@ -56,7 +57,8 @@ export class LineSplitter {
         if (piece.length) { this.tail.push(Buffer.from(piece)); this.tailBytes += piece.length; }
         return out;
       }
-      out.push({ line: this.tailBytes ? Buffer.concat([...this.tail, piece]) : Buffer.from(piece), partial: false });
+      // A view into `data` when the line is whole in it: callers use it before they return.
+      out.push({ line: this.tailBytes ? Buffer.concat([...this.tail, piece]) : piece, partial: false });
       this.tail = [];
       this.tailBytes = 0;
       start = nl + 1;
@@ -162,6 +164,38 @@ export class WorkerOutput {
     this.o.sinks[r.stream].push(formatLine(this.o.mode, r, r.stream, line, partial, this.o.stamps, now));
   }
 
+  /**
+   * The lines of one chunk read, formatted into one buffer and queued as one
+   * group (one allocation and one queue entry per chunk, not per line; the
+   * group is kept or dropped whole, and its lines counted either way).
+   */
+  private emitChunk(r: Reader, lines: Array<{ line: Buffer; partial: boolean }>): void {
+    if (lines.length === 0) return;
+    const now = new Date();
+    if (this.o.mode === "json") {
+      if (lines.length === 1) { this.emit(r, lines[0]!.line, lines[0]!.partial, now); return; }
+      this.linesCaptured += lines.length;
+      this.o.sinks[r.stream].push(Buffer.concat(lines.map((l) => formatLine("json", r, r.stream, l.line, l.partial, this.o.stamps, now))), false, lines.length);
+      return;
+    }
+    const head = `${this.o.stamps ? `${now.toISOString()} ` : ""}[WORKER ${r.pid} #${r.index}`;
+    const plainTag = Buffer.from(`${head}] `);
+    const partTag = Buffer.from(`${head} +] `);
+    let size = 0;
+    for (const l of lines) size += (l.partial ? partTag : plainTag).length + l.line.length + 1;
+    const out = Buffer.allocUnsafe(size);
+    let at = 0;
+    for (const l of lines) {
+      at += (l.partial ? partTag : plainTag).copy(out, at);
+      // A CRLF line ending loses its CR, as in formatLine.
+      const end = l.line.length && l.line[l.line.length - 1] === 13 ? l.line.length - 1 : l.line.length;
+      at += l.line.copy(out, at, 0, end);
+      out[at++] = 10;
+    }
+    this.linesCaptured += lines.length;
+    this.o.sinks[r.stream].push(out.subarray(0, at), false, lines.length);
+  }
+
   private finish(r: Reader): void {
     if (r.done) return;
     r.done = true;
@@ -176,11 +210,8 @@ export class WorkerOutput {
     connect({
       fd: r.fd,
       socket: {
-        data: (_s: unknown, d: Buffer) => {
-          // One timestamp per chunk read: its lines arrived together.
-          const now = new Date();
-          for (const l of r.split.feed(d)) this.emit(r, l.line, l.partial, now);
-        },
+        // One timestamp per chunk read: its lines arrived together.
+        data: (_s: unknown, d: Buffer) => this.emitChunk(r, r.split.feed(d)),
         end: () => this.finish(r),
         close: () => this.finish(r),
         error: (_s: unknown, e: Error) => { this.o.log("debug", `Output of worker ${r.pid} (${r.stream}): ${e.message}`); this.finish(r); },
