@@ -98,7 +98,8 @@ export class Metrics {
       }
     }
     if (e.type === "replace" && after.replacement && !before.replacement) this.maxMemoryReplacements++;
-    if (e.type === "upgrade" && after.upgrade && after.upgrade !== before.upgrade) this.upgradesStarted++;
+    // A rollout starts whichever event led to it (the core starts one when the re-executed master resumes).
+    if (after.upgrade && (!before.upgrade || before.upgrade.startedAt !== after.upgrade.startedAt || before.version !== after.version)) this.upgradesStarted++;
     if (e.type === "spawn-failed") this.spawnFailures++;
     if (e.type === "exited") {
       const w = before.workers.find((x) => x.pid === e.pid);
