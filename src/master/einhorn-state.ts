@@ -8,7 +8,7 @@
 //
 // Our own stable schema stays `state json` / `state yaml` (state-report.ts,
 // docs/state.md); this layout is for Einhorn's readers, not for new ones.
-import { isAcked } from "../core/pool";
+import { isAcked, RETIRING_SIGNALS } from "../core/pool";
 import type { State, Worker } from "../core/state";
 import type { MasterConfig } from "../cli/master-options";
 import { RubyFloat, RubySet, sym, time, toRubyYaml } from "../ruby-yaml";
@@ -31,13 +31,17 @@ export interface EinhornStateInput {
 const short = (sig: string) => sig.replace(/^SIG/, "");
 
 function child(w: Worker) {
-  const last = w.signals.length ? w.signals[w.signals.length - 1]!.at : null;
+  // Einhorn records the signals that ask a worker to leave (upgrades, dec,
+  // die, stops, the KILL after -t), not those of the `signal` command: a HUP
+  // to reopen logs leaves a worker unsignaled there, and so here.
+  const leaving = w.signals.filter((s) => RETIRING_SIGNALS.has(s.signal));
+  const last = leaving.length ? leaving[leaving.length - 1]!.at : null;
   const spec: Record<string, unknown> = {
     type: sym("worker"),
     version: w.version,
     acked: isAcked(w),
     // A Set of signal names without "SIG", as Einhorn's signal_all records them.
-    signaled: new RubySet([...new Set(w.signals.map((s) => short(s.signal)))]),
+    signaled: new RubySet([...new Set(leaving.map((s) => short(s.signal)))]),
     last_signaled_at: time(last),
     index: w.index,
     spinup_time: time(w.spawnedAt),
