@@ -39,8 +39,13 @@ export const COMMANDS = {
 
 export type CommandName = keyof typeof COMMANDS;
 
-/** Longest command line the master reads; a longer one is answered with an error and the connection closed. */
-export const MAX_LINE_BYTES = 1024 * 1024;
+/**
+ * Longest command line the master reads; a longer one is answered with an
+ * error and the connection closed. Einhorn's clients send lines well under
+ * 1 KiB (`config` YAML is held to MAX_YAML_REQUEST_CHARS anyway); 64 KiB
+ * keeps what one hostile line costs to parse small (docs/security.md).
+ */
+export const MAX_LINE_BYTES = 64 * 1024;
 /** Aliases are expanded at most this many times per document (billion-laughs guard). */
 export const MAX_ALIAS_COUNT = 100;
 /** Collections nest at most this deep in a message; a request needs three levels. */

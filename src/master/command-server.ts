@@ -2,7 +2,7 @@
 // What a command does lives in commands.ts; this file only guarantees that no
 // client can crash, block or bloat the master.
 import type { Socket, TCPSocketListener } from "bun";
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dupCloexec, getPeerCred } from "../../ffi/socket";
 import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 import { encodeMessage, MAX_LINE_BYTES, type Response, type WireFormat } from "../protocol";
@@ -24,12 +24,36 @@ export function descriptorHeadroom(): number {
   return soft === Infinity ? Number.MAX_SAFE_INTEGER : soft - open;
 }
 
-/** Connections served at once; more are closed on arrival (with a message) so fds and memory stay bounded. */
+/**
+ * Client connections served at once, so descriptors and memory stay bounded.
+ * At the limit a new connection first takes the place of the oldest one that
+ * has never sent a whole line (an idle or silent client); only when every
+ * connection is a real session is it refused. Workers' ACK and ping
+ * connections (the peer is a worker, or a process a worker started) never
+ * count and are never refused, so a flood of clients cannot hold up an
+ * upgrade (docs/security.md, "Limits").
+ */
 export const MAX_CONNECTIONS = 512;
-/** Output queued for a client that does not read; past this it is disconnected. */
-export const MAX_PENDING_OUTPUT = 8 * 1024 * 1024;
+/** A connection that has not sent a whole line this long after connecting is closed. */
+export const FIRST_LINE_TIMEOUT_MS = 10_000;
 /** A partial line older than this is dropped with its connection (a client that went silent mid-line). */
-export const PARTIAL_LINE_TIMEOUT_MS = 60_000;
+export const PARTIAL_LINE_TIMEOUT_MS = 10_000;
+/** Output queued for one client that does not read; past this it is disconnected. */
+export const MAX_PENDING_OUTPUT = 4 * 1024 * 1024;
+/** Output queued for all clients together; past this the client with the most queued is disconnected. */
+export const MAX_TOTAL_PENDING_OUTPUT = 16 * 1024 * 1024;
+/** Partial lines held for all clients together; past this the client adding to them is disconnected. */
+export const MAX_TOTAL_PARTIAL_INPUT = 2 * 1024 * 1024;
+const SWEEP_MS = 1_000;
+/**
+ * Back-pressure: while more than this is queued for a client that is not
+ * reading, its further requests wait (reading from it pauses) instead of
+ * each making another answer to queue. A client that keeps writing anyway
+ * is disconnected once its waiting requests pass MAX_LINE_BYTES.
+ */
+export const OUTPUT_PAUSE_BYTES = 256 * 1024;
+/** How far up the process tree a connecting peer may be from a worker and still count as that worker. */
+const WORKER_ANCESTRY_DEPTH = 4;
 
 export interface ConnData { conn: Connection }
 
@@ -39,6 +63,16 @@ export class Connection {
   private out: Buffer[] = [];
   private outBytes = 0;
   private partialSince: number | null = null;
+  /** When the connection was accepted, and whether it has sent a whole line since. */
+  openedAt = Date.now();
+  sentLine = false;
+  /** Whole lines received but not yet handled (the client is not reading its answers), and their size. */
+  pendingLines: string[] = [];
+  pendingBytes = 0;
+  /** Reading from the socket is paused until the client reads what is queued. */
+  paused = false;
+  /** The peer is a worker (or a process a worker started): not counted against MAX_CONNECTIONS. */
+  fromWorker = false;
   closed = false;
   /** Set by the command layer: a connection subscribed to upgrade progress. */
   upgradeRequestId: unknown = undefined;
@@ -77,9 +111,12 @@ export class Connection {
     }
     this.out.push(data);
     this.outBytes += data.length;
+    this.server.outputQueued(data.length);
     if (this.outBytes > MAX_PENDING_OUTPUT) {
       this.server.log("warn", `Command client ${this.describe()} is not reading its answers (${this.outBytes} bytes queued); disconnecting it`);
       this.close(true);
+    } else {
+      this.server.checkOutputBudget();
     }
   }
 
@@ -90,12 +127,15 @@ export class Connection {
       if (n < head.length) {
         this.out[0] = head.subarray(Math.max(0, n));
         this.outBytes -= Math.max(0, n);
+        this.server.outputQueued(-Math.max(0, n));
         return;
       }
       this.out.shift();
       this.outBytes -= head.length;
+      this.server.outputQueued(-head.length);
     }
     if (this.endWhenFlushed && this.out.length === 0) this.socket.end();
+    if (this.paused && this.outBytes <= OUTPUT_PAUSE_BYTES) this.server.resumeLines(this);
   }
 
   private endWhenFlushed = false;
@@ -104,6 +144,7 @@ export class Connection {
   close(now = false): void {
     if (this.closed) return;
     this.closed = true;
+    this.release();
     this.server.forget(this);
     if (now || this.out.length === 0) this.socket.end();
     else this.endWhenFlushed = true;
@@ -121,55 +162,83 @@ export class Connection {
 
   /** Unfinished input and unwritten output, to carry across the re-exec. */
   exportBuffers(): { partialIn: Buffer; pendingOut: Buffer } {
-    return { partialIn: Buffer.concat(this.chunks), pendingOut: Buffer.concat(this.out) };
+    const waiting = this.pendingLines.length ? Buffer.from(`${this.pendingLines.join("\n")}\n`) : Buffer.alloc(0);
+    return { partialIn: Buffer.concat([waiting, ...this.chunks]), pendingOut: Buffer.concat(this.out) };
   }
 
   importBuffers(partialIn: Buffer, pendingOut: Buffer, now: number): void {
-    if (partialIn.length) {
-      this.chunks = [partialIn];
-      this.buffered = partialIn.length;
-      this.partialSince = now;
-    }
     if (pendingOut.length) this.write(pendingOut);
+    // Whole lines among them were waiting to be handled: they are, in order, on the next turn.
+    if (partialIn.length) this.server.takeInput(this, partialIn, now);
+  }
+
+  /** Give back to the server's budgets what this connection holds (it is closing). */
+  release(): void {
+    this.server.partialHeld(-this.buffered);
+    this.chunks = [];
+    this.buffered = 0;
+    if (this.endWhenFlushed) return; // its queued answers still go out
+    this.server.outputQueued(-this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+  }
+
+  /** Bytes queued for this client. */
+  get queuedOutput(): number {
+    return this.outBytes;
   }
 
   describe(): string {
     return this.peer ? `pid ${this.peer.pid} uid ${this.peer.uid}` : "(unknown peer)";
   }
 
-  /** Feed received bytes; returns complete lines. Enforces the line limit. */
-  feed(data: Buffer, now: number): string[] | "too-long" {
+  /** Feed received bytes; returns complete lines. Enforces the line limit and the server's input budget. */
+  feed(data: Buffer, now: number): string[] | "too-long" | "over-budget" {
+    const before = this.buffered;
     const lines: string[] = [];
     let start = 0;
     for (let nl = data.indexOf(10, start); nl >= 0; nl = data.indexOf(10, start)) {
       const piece = data.subarray(start, nl);
-      if (this.buffered + piece.length > MAX_LINE_BYTES) return "too-long";
+      if (this.buffered + piece.length > MAX_LINE_BYTES) return this.fed(before, "too-long");
       this.chunks.push(piece);
       lines.push(Buffer.concat(this.chunks).toString("utf8").replace(/\r$/, ""));
       this.chunks = [];
       this.buffered = 0;
       this.partialSince = null;
+      this.sentLine = true;
       start = nl + 1;
     }
     const rest = data.subarray(start);
     if (rest.length) {
-      if (this.buffered + rest.length > MAX_LINE_BYTES) return "too-long";
+      if (this.buffered + rest.length > MAX_LINE_BYTES) return this.fed(before, "too-long");
+      if (this.server.partialBytes - before + this.buffered + rest.length > MAX_TOTAL_PARTIAL_INPUT) return this.fed(before, "over-budget");
       this.chunks.push(Buffer.from(rest));
       this.buffered += rest.length;
       this.partialSince ??= now;
     } else {
       this.partialSince = null;
     }
-    return lines;
+    return this.fed(before, lines);
   }
 
-  stalePartial(now: number): boolean {
-    return this.partialSince !== null && now - this.partialSince > PARTIAL_LINE_TIMEOUT_MS;
+  private fed<T>(before: number, result: T): T {
+    this.server.partialHeld(this.buffered - before);
+    return result;
+  }
+
+  /** Silent too long: no whole line within FIRST_LINE_TIMEOUT_MS of connecting, or a partial line older than PARTIAL_LINE_TIMEOUT_MS. */
+  stale(now: number): string | null {
+    if (this.worker) return null;
+    if (!this.sentLine && now - this.openedAt > FIRST_LINE_TIMEOUT_MS) return `sent no whole line within ${FIRST_LINE_TIMEOUT_MS / 1000}s of connecting`;
+    if (this.partialSince !== null && now - this.partialSince > PARTIAL_LINE_TIMEOUT_MS) return `left a line unfinished for ${PARTIAL_LINE_TIMEOUT_MS / 1000}s`;
+    return null;
   }
 }
 
 export interface CommandHandlers {
   onLine(conn: Connection, line: string): void;
+  /** Whether `pid` is one of the master's workers (their ACKs and pings are never refused). */
+  isWorker?(pid: number): boolean;
   onClose?(conn: Connection): void;
   log(level: "debug" | "info" | "warn" | "error", message: string): void;
 }
@@ -186,11 +255,78 @@ export class CommandServer {
     this.handlers.log(level, message);
   }
 
-  /** Connections from clients, not counting the workers' -g connections. */
+  /** Connections from clients, not counting the workers' own (-g, ACKs and pings). */
   clientCount(): number {
     let n = 0;
-    for (const c of this.connections) if (!c.worker) n++;
+    for (const c of this.connections) if (!c.worker && !c.fromWorker) n++;
     return n;
+  }
+
+  /** Bytes of partial lines held, and of answers queued, for all connections together. */
+  partialBytes = 0;
+  private outputBytes = 0;
+
+  /**
+   * Each chunk a client sends arrives as a fresh buffer, and the runtime
+   * collects lazily: 500 clients each sending 60 KB grew the master by 40 MB
+   * of garbage. When a budget has to close connections, ask for a
+   * collection (at most once a second).
+   */
+  private lastGc = 0;
+  collectSoon(): void {
+    const now = Date.now();
+    if (now - this.lastGc < 1_000) return;
+    this.lastGc = now;
+    setTimeout(() => Bun.gc(false), 50).unref?.();
+  }
+
+  partialHeld(delta: number): void {
+    this.partialBytes += delta;
+  }
+
+  outputQueued(delta: number): void {
+    this.outputBytes += delta;
+  }
+
+  /** Past MAX_TOTAL_PENDING_OUTPUT, disconnect the client with the most queued (the one not reading). */
+  checkOutputBudget(): void {
+    while (this.outputBytes > MAX_TOTAL_PENDING_OUTPUT) {
+      let worst: Connection | null = null;
+      for (const c of this.connections) if (!worst || c.queuedOutput > worst.queuedOutput) worst = c;
+      if (!worst || worst.queuedOutput === 0) return;
+      this.log("warn", `Command clients hold ${this.outputBytes} bytes of unread answers; disconnecting ${worst.describe()}, which holds ${worst.queuedOutput}`);
+      worst.close(true);
+    }
+  }
+
+  /** Whether `pid` is a worker, or a process a worker started (an ACK helper), up to WORKER_ANCESTRY_DEPTH levels up. */
+  private isWorkerProcess(pid: number): boolean {
+    const isWorker = this.handlers.isWorker;
+    if (!isWorker) return false;
+    for (let depth = 0, p = pid; depth <= WORKER_ANCESTRY_DEPTH && p > 1; depth++) {
+      if (isWorker(p)) return true;
+      try {
+        // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        const stat = readFileSync(`/proc/${p}/stat`, "latin1");
+        p = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      } catch {
+        return false;
+      }
+    }
+    return false;
+  }
+
+  /** At the limit: close the oldest client connection that has never sent a whole line, to make room. */
+  private evictSilent(): Connection | null {
+    let oldest: Connection | null = null;
+    for (const c of this.connections) {
+      if (c.worker || c.fromWorker || c.sentLine) continue;
+      if (!oldest || c.openedAt < oldest.openedAt) oldest = c;
+    }
+    if (!oldest) return null;
+    oldest.reply(undefined, `Closed: ${MAX_CONNECTIONS} connections are open and this one has sent nothing for ${((Date.now() - oldest.openedAt) / 1000).toFixed(1)}s`, { error: true });
+    oldest.close();
+    return oldest;
   }
 
   forget(conn: Connection): void {
@@ -202,7 +338,7 @@ export class CommandServer {
       open: (socket: Socket<ConnData>) => this.accept(socket),
       data: (socket: Socket<ConnData>, data: Buffer) => this.receive(socket, data),
       drain: (socket: Socket<ConnData>) => socket.data?.conn?.flush(),
-      close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { c.closed = true; this.forget(c); } },
+      close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { if (!c.closed) c.release(); c.closed = true; this.forget(c); } },
       error: (socket: Socket<ConnData>, err: Error) => { this.log("debug", `command connection error: ${err.message}`); },
     };
   }
@@ -215,7 +351,7 @@ export class CommandServer {
   listenFd(fd: number): void {
     this.sourceFd = fd;
     this.startListening();
-    this.sweep = setInterval(() => this.sweepStale(), 10_000);
+    this.sweep = setInterval(() => this.sweepStale(), SWEEP_MS);
     this.sweep.unref?.();
     this.scheduleHeadroomCheck(HEADROOM_CHECK_MS);
   }
@@ -290,10 +426,20 @@ export class CommandServer {
     const own = peer !== null && peer.pid === process.pid;
     conn.worker = own;
     if (!own && this.clientCount() >= MAX_CONNECTIONS) {
-      this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
-      conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`, { error: true });
-      conn.close();
-      return;
+      // A worker's ACK or ping always gets through; anyone else takes the place of a silent client, if there is one.
+      if (this.isWorkerProcess(peer.pid)) {
+        conn.fromWorker = true;
+      } else {
+        const evicted = this.evictSilent();
+        if (evicted) {
+          this.log("warn", `${MAX_CONNECTIONS} command connections open: closed ${evicted.describe()}, silent for ${((Date.now() - evicted.openedAt) / 1000).toFixed(1)}s, to serve ${conn.describe()}`);
+        } else {
+          this.log("warn", `Refused a command connection from ${conn.describe()}: ${MAX_CONNECTIONS} connections already open`);
+          conn.reply(undefined, `Too many connections (${MAX_CONNECTIONS}); try again later`, { error: true });
+          conn.close();
+          return;
+        }
+      }
     }
     this.connections.add(conn);
   }
@@ -301,14 +447,56 @@ export class CommandServer {
   private receive(socket: Socket<ConnData>, data: Buffer): void {
     const conn = socket.data?.conn;
     if (!conn || conn.closed) return;
-    const lines = conn.feed(data, Date.now());
+    this.takeInput(conn, data, Date.now());
+  }
+
+  /** Frame `data` into lines and handle them, unless the client's answers are piling up (then they wait). */
+  takeInput(conn: Connection, data: Buffer, now: number): void {
+    const lines = conn.feed(data, now);
     if (lines === "too-long") {
       conn.reply(undefined, `Line too long: the limit is ${MAX_LINE_BYTES} bytes; closing this connection`, { error: true });
       conn.close();
       return;
     }
+    if (lines === "over-budget") {
+      this.collectSoon();
+      this.log("warn", `Command clients hold ${this.partialBytes} bytes of unfinished lines (the limit is ${MAX_TOTAL_PARTIAL_INPUT}); closing ${conn.describe()}`);
+      conn.reply(undefined, `The master holds too many unfinished lines (${MAX_TOTAL_PARTIAL_INPUT} bytes); closing this connection`, { error: true });
+      conn.close();
+      return;
+    }
     for (const line of lines) {
-      if (conn.closed) break;
+      conn.pendingLines.push(line);
+      conn.pendingBytes += line.length;
+    }
+    if (conn.pendingBytes > MAX_LINE_BYTES) {
+      this.log("warn", `Command client ${conn.describe()} sends requests without reading the answers (${conn.queuedOutput} bytes queued); disconnecting it`);
+      conn.close(true);
+      return;
+    }
+    this.handlePending(conn);
+  }
+
+  /** The client read enough of its answers: handle what waited, and read from it again. */
+  resumeLines(conn: Connection): void {
+    this.handlePending(conn);
+    if (conn.paused && !conn.closed && conn.queuedOutput <= OUTPUT_PAUSE_BYTES) {
+      conn.paused = false;
+      (conn.socket as unknown as { resume?: () => void }).resume?.();
+    }
+  }
+
+  private handlePending(conn: Connection): void {
+    while (conn.pendingLines.length && !conn.closed) {
+      if (conn.queuedOutput > OUTPUT_PAUSE_BYTES) {
+        if (!conn.paused) {
+          conn.paused = true;
+          (conn.socket as unknown as { pause?: () => void }).pause?.();
+        }
+        return;
+      }
+      const line = conn.pendingLines.shift()!;
+      conn.pendingBytes -= line.length;
       if (line.trim() === "") continue;
       try {
         this.handlers.onLine(conn, line);
@@ -322,7 +510,12 @@ export class CommandServer {
 
   private sweepStale(): void {
     const now = Date.now();
-    for (const c of this.connections) if (c.stalePartial(now)) c.close(true);
+    for (const c of this.connections) {
+      const why = c.stale(now);
+      if (!why) continue;
+      this.log("debug", `Closing command connection ${c.describe()}: it ${why}`);
+      c.close(true);
+    }
   }
 
   /** Stop accepting and drop every connection (master exit). */

@@ -125,6 +125,23 @@ export function parseConfigArgs(args: string[]): { patch: Partial<Settings>; cha
   return { patch, changes };
 }
 
+/**
+ * The longest client value the master keeps or sends back (a ping's
+ * request_id, a request's id, ehlo's user), in characters of its JSON form.
+ * A ping's longer request_id is kept cut to this with a note; a request with
+ * a longer id is refused (docs/security.md, "Limits").
+ */
+export const MAX_CLIENT_VALUE_CHARS = 256;
+
+/** `v` if its JSON form fits MAX_CLIENT_VALUE_CHARS; else a string of its start, saying it was cut. */
+export function boundedValue(v: unknown): { value: unknown; cut: number | null } {
+  let json: string;
+  try { json = JSON.stringify(v) ?? String(v); } catch { json = String(v); }
+  if (json.length <= MAX_CLIENT_VALUE_CHARS) return { value: v, cut: null };
+  const text = typeof v === "string" ? v : json;
+  return { value: `${text.slice(0, MAX_CLIENT_VALUE_CHARS - 40)}... (cut from ${json.length} characters)`, cut: json.length };
+}
+
 export function handleLine(ctx: CommandContext, conn: Connection, line: string): void {
   let req: Request;
   try {
@@ -139,6 +156,11 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
   if (req[REPLY_FORMAT_KEY] === "json") conn.format = "json";
   ctx.log("debug", `Received command ${JSON.stringify(req.command)}${req.args.length ? ` ${JSON.stringify(req.args).slice(0, 200)}` : ""} from ${conn.describe()}`);
   const id = req.id;
+  if (id !== undefined && boundedValue(id).cut !== null) {
+    // Echoed with every answer and kept while an upgrade runs: not stored, not sent back.
+    conn.reply(undefined, `Request refused: its id is ${boundedValue(id).cut} characters of JSON; at most ${MAX_CLIENT_VALUE_CHARS} are allowed`, { error: true });
+    return;
+  }
   const reply = (message: string) => conn.reply(id, message);
   const refuse = (message: string) => conn.reply(id, message, { error: true });
   const args = req.args;
@@ -152,14 +174,16 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       } else if (req.command === "worker:ack") {
         ctx.dispatch({ type: "ack", pid });
       } else {
-        ctx.dispatch({ type: "ping", pid, requestId: req.request_id ?? null });
+        const { value, cut } = boundedValue(req.request_id ?? null);
+        if (cut !== null) ctx.log("warn", `worker:ping from pid ${pid}: request_id of ${cut} characters cut to ${MAX_CLIENT_VALUE_CHARS}`);
+        ctx.dispatch({ type: "ping", pid, requestId: value });
       }
       // Reference: no answer; the master closes the connection.
       conn.close();
       return;
     }
     case "ehlo": {
-      const user = typeof req.user === "string" ? req.user : "friend";
+      const user = typeof req.user === "string" ? String(boundedValue(req.user).value) : "friend";
       reply(`Welcome, ${user}! You are speaking to Einhorn Master Process ${ctx.masterPid}${ctx.commandName ? ` (${ctx.commandName})` : ""}.\nThis is Einhorn ${ctx.einhornVersion}.`);
       return;
     }

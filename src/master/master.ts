@@ -373,6 +373,7 @@ export class Master {
   private serveCommands(fd: number): void {
     this.server = new CommandServer({
       onLine: (conn, line) => handleLine(this.commands, conn, line),
+      isWorker: (pid) => this.state?.workers.some((w) => w.pid === pid) ?? false,
       onClose: (conn) => { for (const w of this.waiters) if (w.conn === conn) this.waiters.delete(w); },
       log: (level, message) => this.log[level](message),
     });

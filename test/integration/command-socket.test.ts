@@ -1016,7 +1016,7 @@ describe("hostile clients", () => {
     expect(JSON.parse(String(a.message)).schema).toBe("einhorn.state/1");
   });
 
-  test("a client that never reads its answers is disconnected once its queue passes the cap; others are served", async () => {
+  test("a client that never reads its answers is stopped (back-pressure) or disconnected, its queue bounded; others are served", async () => {
     const m = start(["-m", "0", "--", ...SLEEPER]);
     await workersUp(m, 1);
     await final(m.sockPath, "state");
@@ -1032,15 +1032,18 @@ describe("hostile clients", () => {
     hog.pause();
     const batch = `${JSON.stringify({ command: "state", args: [] })}\n`.repeat(200);
     const deadline = Date.now() + 15_000;
-    while (!hogClosed && Date.now() < deadline) {
-      // Keep a little in flight, no more: the master reads requests as fast as we write.
-      if (hog.writableLength < 64 * 1024) hog.write(batch);
+    let stalled = 0;
+    while (!hogClosed && Date.now() < deadline && stalled < 200) {
+      // Keep a little in flight, no more. Once the master stops reading
+      // (more than OUTPUT_PAUSE_BYTES queued), what we write stays with us.
+      if (hog.writableLength < 64 * 1024) { hog.write(batch); stalled = 0; } else stalled++;
       await sleep(2);
     }
-    await m.waitForOutput(/Command client pid \d+ uid \d+ is not reading its answers \(\d+ bytes queued\); disconnecting it/);
-    const queued = Number(/is not reading its answers \((\d+) bytes queued\)/.exec(m.output())![1]);
-    expect(queued).toBeGreaterThan(MAX_PENDING_OUTPUT);
-    expect(queued).toBeLessThan(MAX_PENDING_OUTPUT + 1024 * 1024);
+    // Either the master stopped reading (our writes pile up here), or it
+    // disconnected a client that kept writing regardless.
+    expect(hogClosed || hog.writableLength >= 64 * 1024).toBe(true);
+    const cut = /is not reading its answers \((\d+) bytes queued\)|sends requests without reading the answers \((\d+) bytes queued\)/.exec(m.output());
+    if (cut) expect(Number(cut[1] ?? cut[2])).toBeLessThan(MAX_PENDING_OUTPUT + 1024 * 1024);
     hog.destroy();
     expect((await final(m.sockPath, "ehlo")).message).toStartWith("Welcome");
     expect(rssKb(m.pid)).toBeLessThan(2 * rssStart + 50 * 1024);

@@ -1,13 +1,27 @@
 // Line framing of the command socket's transport, without a socket: what a
 // Connection makes of the bytes it is fed.
 import { describe, expect, test } from "bun:test";
-import { Connection, PARTIAL_LINE_TIMEOUT_MS } from "../../src/master/command-server";
+import { Connection, FIRST_LINE_TIMEOUT_MS, MAX_TOTAL_PARTIAL_INPUT, PARTIAL_LINE_TIMEOUT_MS } from "../../src/master/command-server";
 import { MAX_LINE_BYTES } from "../../src/protocol";
 
-function connection(sent: string[] = []): Connection {
+/** A stand-in for the CommandServer's budget bookkeeping (shared by the connections made with it). */
+function fakeServer() {
+  return {
+    partialBytes: 0,
+    output: 0,
+    log: () => {},
+    forget: () => {},
+    partialHeld(d: number) { this.partialBytes += d; },
+    outputQueued(d: number) { this.output += d; },
+    checkOutputBudget: () => {},
+  };
+}
+
+function connection(sent: string[] = [], server = fakeServer()): Connection {
   const socket = { write: (d: Buffer) => { sent.push(d.toString("utf8")); return d.length; }, end: () => {} };
-  const server = { log: () => {}, forget: () => {} };
-  return new Connection(socket as never, { pid: 1, uid: 0 }, server as never);
+  const c = new Connection(socket as never, { pid: 1, uid: 0 }, server as never);
+  c.openedAt = 0;
+  return c;
 }
 
 const feed = (c: Connection, s: string | Buffer, now = 0) => c.feed(Buffer.isBuffer(s) ? s : Buffer.from(s), now);
@@ -34,18 +48,18 @@ describe("Connection.feed", () => {
     expect(feed(connection(), `${"x".repeat(MAX_LINE_BYTES + 1)}\n`)).toBe("too-long");
     const d = connection();
     const piece = Buffer.alloc(64 * 1024, 0x78);
-    let r: string[] | "too-long" = [];
+    let r: ReturnType<Connection["feed"]> = [];
     for (let i = 0; i <= MAX_LINE_BYTES / piece.length && r !== "too-long"; i++) r = feed(d, piece);
     expect(r).toBe("too-long");
   });
 
   test("a partial line is stale after PARTIAL_LINE_TIMEOUT_MS without its newline", () => {
     const c = connection();
-    feed(c, "{\"comm", 1000);
-    expect(c.stalePartial(1000 + PARTIAL_LINE_TIMEOUT_MS)).toBe(false);
-    expect(c.stalePartial(1001 + PARTIAL_LINE_TIMEOUT_MS)).toBe(true);
+    feed(c, "{\"command\":\"ehlo\"}\n{\"comm", 1000);
+    expect(c.stale(1000 + PARTIAL_LINE_TIMEOUT_MS)).toBeNull();
+    expect(c.stale(1001 + PARTIAL_LINE_TIMEOUT_MS)).toBe(`left a line unfinished for ${PARTIAL_LINE_TIMEOUT_MS / 1000}s`);
     feed(c, "and\":\"state\"}\n", 2000);
-    expect(c.stalePartial(10 * PARTIAL_LINE_TIMEOUT_MS)).toBe(false);
+    expect(c.stale(10 * PARTIAL_LINE_TIMEOUT_MS)).toBeNull();
   });
 
   test("the partial-line clock restarts with each new line (a busy client is not stale)", () => {
@@ -53,8 +67,34 @@ describe("Connection.feed", () => {
     feed(c, "{\"command\":", 0);
     // Completes the first line and starts a second in the same chunk, 50 s later.
     feed(c, "\"state\"}\n{\"comm", 50_000);
-    expect(c.stalePartial(50_000 + PARTIAL_LINE_TIMEOUT_MS - 1)).toBe(false);
-    expect(c.stalePartial(50_001 + PARTIAL_LINE_TIMEOUT_MS)).toBe(true);
+    expect(c.stale(50_000 + PARTIAL_LINE_TIMEOUT_MS - 1)).toBeNull();
+    expect(c.stale(50_001 + PARTIAL_LINE_TIMEOUT_MS)).not.toBeNull();
+  });
+
+  test("a connection that sends no whole line within FIRST_LINE_TIMEOUT_MS of connecting is stale; one line keeps it", () => {
+    const silent = connection();
+    expect(silent.stale(FIRST_LINE_TIMEOUT_MS)).toBeNull();
+    expect(silent.stale(FIRST_LINE_TIMEOUT_MS + 1)).toBe(`sent no whole line within ${FIRST_LINE_TIMEOUT_MS / 1000}s of connecting`);
+    const session = connection();
+    feed(session, "{\"command\":\"ehlo\"}\n", 5);
+    expect(session.stale(100 * FIRST_LINE_TIMEOUT_MS)).toBeNull();
+  });
+
+  test("partial lines of all connections together are bounded: past MAX_TOTAL_PARTIAL_INPUT the one adding is over budget", () => {
+    const server = fakeServer();
+    const chunk = Buffer.alloc(60 * 1024, 0x78);
+    const conns: Connection[] = [];
+    let result: ReturnType<Connection["feed"]> = [];
+    while (result !== "over-budget") {
+      const c = connection([], server);
+      conns.push(c);
+      result = feed(c, chunk);
+    }
+    expect(conns.length).toBe(Math.floor(MAX_TOTAL_PARTIAL_INPUT / chunk.length) + 1);
+    expect(server.partialBytes).toBeLessThanOrEqual(MAX_TOTAL_PARTIAL_INPUT);
+    // Closing gives the bytes back.
+    for (const c of conns) c.release();
+    expect(server.partialBytes).toBe(0);
   });
 });
 
