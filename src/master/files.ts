@@ -64,11 +64,12 @@ function refuse(what: What, path: string, found: string): never {
 }
 
 /** `open PATH: ENOSPC (No space left on device)` for a node:fs error, like SysError's messages. */
-export function fsErrorText(e: unknown, op: string, path: string): string {
+export function fsErrorText(e: unknown, op?: string, path?: string): string {
   if (e instanceof SysError) return e.message;
   const err = e as NodeJS.ErrnoException;
   const why = /^[A-Z0-9]+: ([^,]+)/.exec(err.message ?? "")?.[1];
-  return `${op} ${path}: ${err.code ?? "error"}${why ? ` (${why})` : ""}`;
+  if (!err.code) return err.message ?? String(e);
+  return `${op ?? err.syscall ?? "error"} ${path ?? err.path ?? ""}: ${err.code}${why ? ` (${why})` : ""}`;
 }
 
 /**

@@ -21,7 +21,7 @@ import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
 import { type CommandContext, handleLine } from "./commands";
 import { StartError, StopDuringStart } from "./errors";
-import { acquireLock, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
+import { acquireLock, fsErrorText, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener, probeUnixSocket } from "./listeners";
 import { StartupSignals, untilStopSignal } from "./startup";
 import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
@@ -170,7 +170,13 @@ export class Master {
       verbosity: cfg.verbosity,
     }, Date.now());
     signals.dispose();
-    this.boot();
+    try {
+      this.boot();
+    } catch (e) {
+      // Out of descriptors (EMFILE) for the signal descriptor, say: a start-up failure like any other.
+      this.cleanupFiles();
+      throw new StartError(`cannot set up the master's signal handling: ${fsErrorText(e)}`);
+    }
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
     this.dispatch({ type: "start" });
   }

@@ -94,7 +94,10 @@ export class SignalSource {
       for await (const chunk of Bun.file(fd).stream()) this.batch(parseSignalRecords(chunk));
       this.log.error("The signalfd stream ended; signals are no longer read");
     } catch (e) {
+      // Out of descriptors at start-up (EMFILE: reading needs one more), say:
+      // a master deaf to TERM would never stop, so take signals the other way.
       this.log.error(`Reading signals failed: ${(e as Error).message}`);
+      this.startFallback(`reading the signalfd failed: ${(e as Error).message}`);
     }
   }
 
