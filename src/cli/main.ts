@@ -119,7 +119,15 @@ export async function main(argv: string[]): Promise<void> {
       ...doc.connections.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd),
     ]);
     close(config.withStateFd);
-    const master = new Master({ config: { ...doc.config, withStateFd: null }, selfCommand: selfCommand(), env: osEnviron() });
+    const { upgradeConfig } = require("../master/config") as typeof import("../master/config");
+    let handedConfig;
+    try {
+      // Options this einhorn has and the writer did not know get their defaults.
+      handedConfig = upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+    } catch (e) {
+      fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
+    }
+    const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env: osEnviron() });
     await master.resume(doc);
     return;
   }

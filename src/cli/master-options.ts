@@ -59,49 +59,8 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "help", short: "h", description: "Show this help" },
 ];
 
-export interface MasterConfig {
-  program: string[];
-  binds: BindSpec[];
-  backlog: number;
-  commandName: string | null;
-  socketPath: string;
-  pidfile: string;
-  lockfile: string;
-  commandSocketAsFd: boolean;
-  killChildrenOnExit: boolean;
-  ackMode: { kind: "timer"; seconds: number } | { kind: "manual" };
-  number: number;
-  preload: string | null;
-  verbosity: number;
-  seconds: number;
-  signalTimeout: number | null;
-  /** Normalised (SIGTERM, not TERM). */
-  retireSignal: string;
-  maxUnacked: number;
-  maxUpgradeAdditional: number | null;
-  ackTimeout: number | null;
-  upgradeMaxDeaths: number;
-  dropEnvVars: string[];
-  reexecAs: string | null;
-  nice: { master: number | null; worker: number | null; reniceCmd: string | null };
-  logFormat: "text" | "plain" | "json";
-  /** --worker-output; absent in the config of an older master (inherit). */
-  workerOutput: "inherit" | "prefix" | "json";
-  /** --metrics HOST:PORT, or null. */
-  metrics: string | null;
-  /** --max-memory in bytes, or null (absent in an older master's config). */
-  maxMemory?: number | null;
-  /** --config FILE as an absolute path (absent in an older master's config). */
-  configFile?: string | null;
-  /** The master's own command line, for re-reading the config file with the same overrides. */
-  commandLine?: string[];
-  listenFds: boolean;
-  subreaper: boolean;
-  withStateFd: number | null;
-  upgradeCheck: boolean;
-  version: boolean;
-  help: boolean;
-}
+export type { MasterConfig } from "../master/config";
+import type { MasterConfig } from "../master/config";
 
 /** Bad command-line input. `exitCode` is 2 (usage), as documented in the README. */
 export class UsageError extends Error {
@@ -237,7 +196,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
   return { ...buildConfig(merged, split.program.length ? split.program : content.program, defaults), configFile: path, commandLine: argv };
 }
 
-function buildConfig(raw: Raw, program: string[], defaults: Defaults): MasterConfig {
+function buildConfig(raw: Raw, program: string[], defaults: Defaults): Omit<MasterConfig, "configFile" | "commandLine"> {
   const has = (long: string) => raw.has(long);
   const dir = defaults.tmpdir ?? tmpdir();
   const commandName = last(raw, "command-name") ?? null;

@@ -20,8 +20,8 @@ const FIXED: Array<[string, (c: MasterConfig) => unknown]> = [
   ["pidfile", (c) => c.pidfile],
   ["lockfile", (c) => c.lockfile],
   ["command-name", (c) => c.commandName],
-  ["metrics", (c) => c.metrics ?? null],
-  ["worker-output", (c) => c.workerOutput ?? "inherit"],
+  ["metrics", (c) => c.metrics],
+  ["worker-output", (c) => c.workerOutput],
   ["subreaper", (c) => c.subreaper],
   ["preload", (c) => c.preload],
 ];
@@ -53,7 +53,7 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
   if (!old.configFile) return { config: old, patch: {}, changes: [] };
   let next: MasterConfig;
   try {
-    next = parseMasterArgs(old.commandLine ?? ["--config", old.configFile], defaults);
+    next = parseMasterArgs(old.commandLine, defaults);
   } catch (e) {
     // The parser's messages already name the file.
     throw new Error((e as Error).message);

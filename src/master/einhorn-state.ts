@@ -10,7 +10,7 @@
 // docs/state.md); this layout is for Einhorn's readers, not for new ones.
 import { isAcked, RETIRING_SIGNALS } from "../core/pool";
 import type { State, Worker } from "../core/state";
-import type { MasterConfig } from "../cli/master-options";
+import type { MasterConfig } from "./config";
 import { RubyFloat, RubySet, sym, time, toRubyYaml } from "../ruby-yaml";
 import type { Listener } from "./listeners";
 import { shellSplit } from "./shell-split";

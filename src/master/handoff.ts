@@ -4,7 +4,7 @@
 // newer ones, and `--upgrade-check` reports the version a binary reads so an
 // upgrade to a binary that could not read it is refused before the exec.
 import { writeSync } from "node:fs";
-import type { MasterConfig } from "../cli/master-options";
+import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import type { SockAddr } from "../../ffi/sockaddr";
 import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";
@@ -37,6 +37,8 @@ export interface Handoff {
   writtenAt: number;
   state: State;
   config: MasterConfig;
+  /** CONFIG_SCHEMA of the writer (absent from older writers: 1). */
+  configSchema: number;
   /** The environment the first master started with; every re-exec restores it (minus --drop-env-var). */
   startEnv: Record<string, string>;
   listeners: Array<{ fd: number; specText: string; bound: SockAddr; unixPath: string | null }>;
@@ -93,6 +95,7 @@ export function validateHandoff(doc: unknown): Handoff {
     writtenAt: d.writtenAt ?? Date.now(),
     state: d.state!,
     config: d.config!,
+    configSchema: d.configSchema ?? 1,
     startEnv: d.startEnv ?? {},
     listeners: d.listeners!,
     commandFd: d.commandFd!,

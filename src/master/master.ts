@@ -10,7 +10,7 @@ import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
 import { type Effect, type Event, step, type UpgradeMode } from "../core/step";
-import type { MasterConfig } from "../cli/master-options";
+import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { EINHORN_VERSION, einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
@@ -105,7 +105,7 @@ export class Master {
   private readonly capture: OutputCapture | null;
 
   private makeCapture(): OutputCapture | null {
-    const mode = this.cfg.workerOutput ?? "inherit";
+    const mode = this.cfg.workerOutput;
     if (mode === "inherit") return null;
     return new OutputCapture(mode, this.cfg.logFormat !== "plain", (fd, stream) => new LineSink(nonblockingWriter(fd), {
       onDropped: (n) => this.log.warn(`Dropped ${n} line${n === 1 ? "" : "s"} of worker output: the master's ${stream} is not keeping up (${this.capture?.droppedLines} dropped in all)`),
@@ -163,8 +163,7 @@ export class Master {
       maxUnacked: cfg.maxUnacked,
       maxUpgradeAdditional: cfg.maxUpgradeAdditional,
       signalTimeout: cfg.signalTimeout,
-      // A handoff document from before --retire-signal has no value here.
-      retireSignal: cfg.retireSignal ?? "SIGUSR2",
+      retireSignal: cfg.retireSignal,
       upgradeMaxDeaths: cfg.upgradeMaxDeaths,
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
@@ -298,7 +297,7 @@ export class Master {
       sockPath: cfg.socketPath,
       selfCommand: this.opts.selfCommand,
       killChildrenOnExit: cfg.killChildrenOnExit,
-      retireSignal: cfg.retireSignal ?? "SIGUSR2",
+      retireSignal: cfg.retireSignal,
       workerNice: cfg.nice.worker,
       baseEnv: this.opts.env,
     };
@@ -335,7 +334,7 @@ export class Master {
       reexecs: this.reexecs,
       workerRss,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
-      maxMemoryBytes: this.cfg.maxMemory ?? null,
+      maxMemoryBytes: this.cfg.maxMemory,
     });
   }
 
@@ -521,6 +520,7 @@ export class Master {
       // With --config, what the re-read file says (its settings patched into the state).
       state: this.nextConfig ? { ...this.state, settings: { ...this.state.settings, ...this.nextConfig.patch } } : this.state,
       config: this.nextConfig?.config ?? this.cfg,
+      configSchema: CONFIG_SCHEMA,
       startEnv: this.startEnv,
       listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
       commandFd: this.commandFd!,

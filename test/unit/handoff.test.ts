@@ -57,3 +57,44 @@ describe("validateHandoff", () => {
     }
   });
 });
+
+describe("the handed-over MasterConfig", () => {
+  const { CONFIG_SCHEMA, upgradeConfig } = require("../../src/master/config") as typeof import("../../src/master/config");
+  const { parseMasterArgs } = require("../../src/cli/master-options") as typeof import("../../src/cli/master-options");
+  const defaults = parseMasterArgs(["--", "true"], { tmpdir: "/nowhere" });
+
+  test("options an older writer did not know take this einhorn's defaults; what it said is kept", () => {
+    const old = { ...parseMasterArgs(["-n", "3", "-m", "manual", "--", "app"], { tmpdir: "/run" }) } as Record<string, unknown>;
+    for (const k of ["retireSignal", "workerOutput", "metrics", "maxMemory", "configFile", "commandLine"]) delete old[k];
+    const c = upgradeConfig(old, 1, defaults);
+    expect(c.retireSignal).toBe("SIGUSR2");
+    expect(c.workerOutput).toBe("inherit");
+    expect(c.metrics).toBeNull();
+    expect(c.maxMemory).toBeNull();
+    expect(c.configFile).toBeNull();
+    expect(c.number).toBe(3);
+    expect(c.ackMode).toEqual({ kind: "manual" });
+    expect(c.program).toEqual(["app"]);
+    expect(c.socketPath).toBe("/run/einhorn.sock");
+  });
+
+  test("a writer with a config file but no recorded command line re-reads that file alone", () => {
+    const c = upgradeConfig({ program: ["app"], configFile: "/etc/app.yml" }, 1, defaults);
+    expect(c.commandLine).toEqual(["--config", "/etc/app.yml"]);
+  });
+
+  test("the one-shot flags are off in the running image", () => {
+    const c = upgradeConfig({ ...defaults, withStateFd: 9, upgradeCheck: true, version: true, help: true }, 1, defaults);
+    expect([c.withStateFd, c.upgradeCheck, c.version, c.help]).toEqual([null, false, false, false]);
+  });
+
+  test("a newer layout is refused, naming both schemas; a non-mapping is refused", () => {
+    expect(() => upgradeConfig(defaults, CONFIG_SCHEMA + 1, defaults)).toThrow(`the handed-over configuration has schema ${CONFIG_SCHEMA + 1}; this einhorn reads up to ${CONFIG_SCHEMA}`);
+    expect(() => upgradeConfig([], 1, defaults)).toThrow("the handed-over configuration is not a mapping");
+  });
+
+  test("the handoff records the writer's config schema (1 when absent)", () => {
+    expect(validateHandoff(minimal).configSchema).toBe(1);
+    expect(validateHandoff({ ...minimal, configSchema: 7 }).configSchema).toBe(7);
+  });
+});
