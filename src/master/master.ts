@@ -24,7 +24,7 @@ import { StartError, StopDuringStart } from "./errors";
 import { acquireLock, fsErrorText, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener, probeUnixSocket } from "./listeners";
 import { StartupSignals, untilStopSignal } from "./startup";
-import { resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
+import { pinSelfImage, resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 import { einhornStateYaml } from "./einhorn-state";
@@ -296,12 +296,20 @@ export class Master {
       listenerFds: this.listeners.map((l) => l.fd),
       sockPath: cfg.socketPath,
       selfCommand: this.opts.selfCommand,
+      ...this.selfImage(),
       killChildrenOnExit: cfg.killChildrenOnExit,
       retireSignal: cfg.retireSignal,
       workerNice: cfg.nice.worker,
       baseEnv: this.opts.env,
     };
     this.installSignals();
+  }
+
+  /** Spawn this binary from the running image, not the path on disk (see pinSelfImage). */
+  private selfImage(): { selfExec?: string; programFile?: string } {
+    const exec = pinSelfImage();
+    if (!exec) return {};
+    return { selfExec: exec, ...(this.cfg.preload ? { programFile: exec } : {}) };
   }
 
   // --- metrics -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // sockets at their advertised numbers and nothing else of the master's.
 import { accessSync, constants as fsc, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { getpid, setpriority, spawn } from "../../ffi/process";
+import { getpid, O_CLOEXEC, O_RDONLY, open, setpriority, spawn } from "../../ffi/process";
 import { ENV, isEinhornWorkerVar } from "../protocol";
 import { StartError } from "./errors";
 import { SD_LISTEN_FDS_START } from "./systemd";
@@ -13,8 +13,15 @@ export interface WorkerPlan {
   program: string[];
   listenerFds: number[];
   sockPath: string;
-  /** How to run this einhorn binary (for the exec helper). */
+  /** How to run this einhorn binary (for the exec helper); its argv[0] is what ps shows. */
   selfCommand: string[];
+  /**
+   * The file to exec for selfCommand[0]: the running image pinned by
+   * pinSelfImage(), so spawning never depends on the path on disk.
+   */
+  selfExec?: string;
+  /** With -p, PROGRAM is this binary itself: the file to exec for program[0] (selfExec); otherwise looked up in PATH. */
+  programFile?: string;
   killChildrenOnExit: boolean;
   /** Sent to workers when the master dies with -k (--retire-signal). */
   retireSignal: string;
@@ -25,6 +32,31 @@ export interface WorkerPlan {
   listenFds: boolean;
   /** LISTEN_FDNAMES entries, one per listener. */
   listenNames: string[];
+}
+
+/**
+ * The executable this process runs, held open from start-up. With -k, -p or
+ * --listen-fds every worker is first this same binary; a package upgrade
+ * that replaces or deletes the file on disk would make every later spawn fail
+ * (ENOEXEC half-way through a copy, ENOENT after a delete). Executing
+ * /proc/self/fd/N instead runs the inode this master is running, whatever
+ * happens at its path, until an upgrade deliberately re-executes the path on
+ * disk (and the new image pins its own). The descriptor is close-on-exec:
+ * the kernel opens the file for the exec before closing it, so the child
+ * runs it and keeps no descriptor. (Bun's compiled binary finds its embedded
+ * code through /proc/self/exe, which names the same inode: checked by the
+ * integration test that deletes the binary under a running master.)
+ */
+let pinned: { fd: number; path: string } | null = null;
+export function pinSelfImage(): string | null {
+  if (pinned) return pinned.path;
+  try {
+    const fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    pinned = { fd, path: `/proc/self/fd/${fd}` };
+    return pinned.path;
+  } catch {
+    return null; // no /proc: spawn by path, as before
+  }
 }
 
 /** Find PROGRAM as execvp(3) would; a clear StartError when it cannot run. Exit codes follow the shell: 127, 126. */
@@ -108,13 +140,13 @@ export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | nu
   let file: string;
   let argv: string[];
   if (plan.killChildrenOnExit || plan.listenFds) {
-    file = plan.selfCommand[0]!;
+    file = plan.selfExec ?? plan.selfCommand[0]!;
     argv = [...plan.selfCommand, "_exec"];
     if (plan.killChildrenOnExit) argv.push("--pdeathsig", plan.retireSignal, "--parent", String(getpid()));
     if (plan.listenFds) argv.push("--listen-pid");
     argv.push("--", ...plan.program);
   } else {
-    file = plan.program[0]!;
+    file = plan.programFile ?? plan.program[0]!;
     argv = plan.program;
   }
   const pid = spawn(file, argv, env, {
@@ -123,7 +155,7 @@ export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | nu
     // listener moves, whose temporaries may reuse these descriptors' numbers.
     dup2: stdio ? [[stdio[0], 1], [stdio[1], 2], ...layout.dup2] : layout.dup2,
     close: layout.close,
-    searchPath: file === plan.program[0],
+    searchPath: plan.programFile === undefined && file === plan.program[0],
     newProcessGroup: true,
   });
   // The worker runs from here on: a failure to renice it is reported, never
