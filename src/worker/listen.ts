@@ -13,6 +13,7 @@
 // which have a request in flight.
 import type http from "node:http";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import https from "node:https";
 import net from "node:net";
 import tls from "node:tls";
 import { ENV } from "../protocol-env";
@@ -140,7 +141,13 @@ export async function listen(server: http.Server, opts: ListenOptions = {}): Pro
   const fd = chooseFd(opts, "listen");
   // node:https servers take raw connections on "connection" too (they start the TLS handshake);
   // their requests then arrive on the TLS socket, which is what a request's `socket` is.
-  const isTls = server instanceof tls.Server;
+  // (Bun's https.Server is not a tls.Server.)
+  const isTls = server instanceof tls.Server || server instanceof https.Server;
+  if (isTls && typeof Bun !== "undefined") {
+    // Bun's node:https does TLS only on a listener of its own: a connection
+    // handed to it with emit("connection") is read as plain text.
+    throw new EinhornWorkerError("listen(): on Bun a node:https server cannot take connections from an inherited socket (Bun's node:https serves TLS only on its own listener); terminate TLS in front of einhorn, or run this program on Node, where it works");
+  }
 
   const conns = new Map<net.Socket, Conn>();
   let draining = false;

@@ -128,6 +128,29 @@ describe("Node", () => {
   });
 });
 
+describe("Node, https", () => {
+  test.skipIf(!Bun.which("openssl"))("listen(https.createServer(...)): TLS served from the listener, drained", () => {
+    const d = nodeProject.dir;
+    const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", join(d, "key.pem"), "-out", join(d, "cert.pem")], { stdout: "ignore", stderr: "ignore" });
+    expect(r.exitCode).toBe(0);
+    writeFileSync(join(d, "tls.mjs"), [
+      'import https from "node:https";',
+      'import { readFileSync } from "node:fs";',
+      'import { listen } from "einhorn/worker";',
+      'const server = https.createServer({ key: readFileSync("key.pem"), cert: readFileSync("cert.pem") }, (_req, res) => res.end("over tls"));',
+      'const l = await listen(server, { port: 0, hostname: "127.0.0.1", exitOnShutdown: false, idleCloseMs: 50 });',
+      'const agent = new https.Agent({ keepAlive: true });',
+      'const body = await new Promise((resolve, reject) => https.get({ host: "127.0.0.1", port: l.port, rejectUnauthorized: false, agent }, (res) => { let b = ""; res.on("data", (c) => { b += c; }); res.on("end", () => resolve(b)); }).on("error", reject));',
+      'const before = l.connectionCount();',
+      'await l.shutdown();',
+      'console.log(JSON.stringify({ body, before, after: l.connectionCount() }));',
+    ].join("\n"));
+    const run = Bun.spawnSync([NODE!, "tls.mjs"], { cwd: d, timeout: 20_000 });
+    expect(run.stderr.toString()).toBe("");
+    expect(JSON.parse(run.stdout.toString())).toEqual({ body: "over tls", before: 1, after: 0 });
+  });
+});
+
 describe("Bun", () => {
   test("serve({fetch}) under einhorn from the installed package", async () => {
     writeFileSync(join(bunProject.dir, "worker.ts"), [
