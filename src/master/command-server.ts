@@ -3,7 +3,7 @@
 // client can crash, block or bloat the master.
 import type { Socket, TCPSocketListener } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
-import { dupCloexec, getPeerCred } from "../../ffi/socket";
+import { dupCloexec, getPeerCred, readableNow } from "../../ffi/socket";
 import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 import { encodeMessage, MAX_LINE_BYTES, type Response, type WireFormat } from "../protocol";
 
@@ -260,6 +260,17 @@ export class CommandServer {
     let n = 0;
     for (const c of this.connections) if (!c.worker && !c.fromWorker) n++;
     return n;
+  }
+
+  /** Whether a connection waits to be accepted, or a connection has bytes not yet read (poll(2), no waiting). */
+  inputWaiting(): boolean {
+    const fds = [this.sourceFd];
+    for (const c of this.connections) if (!c.paused && c.fd >= 0) fds.push(c.fd);
+    try {
+      return readableNow(fds.filter((fd) => fd >= 0)).length > 0;
+    } catch {
+      return false;
+    }
   }
 
   /** Bytes of partial lines held, and of answers queued, for all connections together. */

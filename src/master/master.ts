@@ -45,6 +45,9 @@ import { SignalSource } from "./signal-source";
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
 
+/** How long a due timer may wait for readable input to be handled first (see onWake). */
+const INPUT_FIRST_MAX_MS = 500;
+
 /** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
 const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
 
@@ -628,7 +631,24 @@ export class Master {
     this.wakeTimer = null;
     if (wakeAt === null || this.exiting) return;
     // +1 ms: a timer never fires early, so the core sees its deadline as reached.
-    this.wakeTimer = setTimeout(() => this.dispatch({ type: "tick" }), Math.max(0, wakeAt - Date.now()) + 1);
+    this.wakeTimer = setTimeout(() => this.onWake(Date.now()), Math.max(0, wakeAt - Date.now()) + 1);
+  }
+
+  /**
+   * Input before timers. A timer that fires late (the master was stopped,
+   * or busy) may find ACKs and other requests already waiting in its
+   * sockets, sent before the deadline it is about to enforce: an upgrade
+   * would fail for ACKs it had received. So while input is readable, the
+   * tick waits a turn of the event loop (1 ms) for it to be handled, for at
+   * most INPUT_FIRST_MAX_MS, so that a flood cannot hold timers off.
+   */
+  private onWake(firstAt: number): void {
+    this.wakeTimer = null;
+    if (!this.exiting && Date.now() - firstAt < INPUT_FIRST_MAX_MS && this.server?.inputWaiting()) {
+      this.wakeTimer = setTimeout(() => this.onWake(firstAt), 1);
+      return;
+    }
+    this.dispatch({ type: "tick" });
   }
 
   private perform(fx: Effect): void {

@@ -1,11 +1,11 @@
 // What a local client (of the master's own uid or root) can and cannot do to
 // a running master (issue 11, items 4, 6, 8 and 9; docs/security.md).
 import { describe, expect, test } from "bun:test";
-import { readFileSync, readSync, writeSync } from "node:fs";
+import { existsSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { REPLY_FORMAT_KEY } from "../../src/protocol";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import { command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
@@ -204,5 +204,34 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
       // Far fewer than asked for were taken: the rest wait in the kernel, unread.
       expect(sent).toBeLessThan(200_000);
     });
+  });
+});
+
+describe("input already waiting is handled before a timeout fires", () => {
+  test("a master stopped (SIGSTOP) past --ack-timeout while the new worker's ACK waits in its socket: the upgrade succeeds", async () => {
+    const dir = tempDir();
+    const m = startMaster(["-m", "manual", "--ack-timeout", "2", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
+    const s0 = await workersUp(m.sockPath, 1);
+    writeFileSync(join(dir, "hold"), "");
+    const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
+    const fresh = await waitFor("the new worker spawned", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.find((w: any) => w.pid !== s0.workers[0].pid) ?? null;
+    }, 30_000);
+    process.kill(m.pid, "SIGSTOP");
+    try {
+      rmSync(join(dir, "hold"));
+      await waitFor("the ACK sent into the stopped master's socket", () => existsSync(join(dir, `${fresh.pid}.acked`)));
+      // Stopped well past the ACK timeout (2 s from the worker's spawn).
+      await sleep(3500);
+    } finally {
+      process.kill(m.pid, "SIGCONT");
+    }
+    const r = await upgrade;
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain("Upgrade done");
+    expect(r.code).toBe(0);
+    expect(m.output()).not.toMatch(/did not ACK within/);
+    expect(await stopMaster(m)).toBe(0);
   });
 });
