@@ -14,17 +14,22 @@ export interface NpmProject {
   remove(): void;
 }
 
-/** `npm install` the given specs (registry names, or paths to tarballs) into a fresh ESM project. */
-export async function npmProject(specs: string[], prefix = "einhorn-npm-"): Promise<NpmProject> {
-  if (!NPM) throw new Error("npm is not on PATH; these tests install real packages from the registry");
+/**
+ * Install the given specs (registry names, or paths to tarballs) into a fresh
+ * ESM project: with `npm install`, or with Bun's own installer (`bun add`,
+ * the Bun that runs the tests) when `installer` is "bun".
+ */
+export async function npmProject(specs: string[], prefix = "einhorn-npm-", installer: "npm" | "bun" = "npm"): Promise<NpmProject> {
+  if (installer === "npm" && !NPM) throw new Error("npm is not on PATH; these tests install real packages from the registry");
   const dir = mkdtempSync(join(tmpdir(), prefix));
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "einhorn-test-app", version: "1.0.0", private: true, type: "module" }, null, 2));
   if (specs.length) {
-    const p = Bun.spawn([NPM, "install", "--no-audit", "--no-fund", "--loglevel=error", ...specs], { cwd: dir, stdout: "pipe", stderr: "pipe" });
+    const cmd = installer === "bun" ? [process.execPath, "add", ...specs] : [NPM!, "install", "--no-audit", "--no-fund", "--loglevel=error", ...specs];
+    const p = Bun.spawn(cmd, { cwd: dir, stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_BE_BUN: "1" } });
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
     if (code !== 0) {
       rmSync(dir, { recursive: true, force: true });
-      throw new Error(`npm install ${specs.join(" ")} failed (${code}):\n${out}${err}`);
+      throw new Error(`${cmd.slice(0, 2).join(" ")} ${specs.join(" ")} failed (${code}):\n${out}${err}`);
     }
   }
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };

@@ -1,7 +1,8 @@
 // The npm package: `npm pack` of this repository (its prepack builds pkg/),
-// installed from the tarball into a fresh Node project and a fresh Bun
-// project, with no build step there and no runtime dependencies. A worker
-// from each serves under the compiled master, through an upgrade.
+// installed from the tarball into a fresh Node project (npm install) and a
+// fresh Bun project (bun add), with no build step there and no runtime
+// dependencies. A worker from each serves under the compiled master, through
+// an upgrade.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -21,7 +22,7 @@ beforeAll(async () => {
   if (code !== 0) throw new Error(`npm pack failed (${code}): ${out}${err}`);
   tarball = join(packDir, readdirSync(packDir).find((f) => f.endsWith(".tgz"))!);
   // @types/node and typescript only to typecheck a user's program against our .d.ts files.
-  [nodeProject, bunProject] = await Promise.all([npmProject([tarball, "@types/node@20", "typescript@5"]), npmProject([tarball])]);
+  [nodeProject, bunProject] = await Promise.all([npmProject([tarball, "@types/node@20", "typescript@5"]), npmProject([tarball], "einhorn-bun-", "bun")]);
 }, 180_000);
 afterAll(() => {
   nodeProject?.remove();

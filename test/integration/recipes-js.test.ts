@@ -1,7 +1,7 @@
 // docs/recipes.md for Node and Bun: every recipe in examples/recipes runs
 // under the compiled master with its framework from the npm registry, and
 // goes through three upgrades under wrk load with no failed request.
-// Node: plain http, Express, Fastify, Hono (node adapter), through listen().
+// Node: plain http, Express, Fastify, Koa, Hono (node adapter), through listen().
 // Bun: Hono and a plain fetch handler through serve(), and the same two as
 // -p modules run by the binary's own Bun.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -18,7 +18,7 @@ beforeAll(async () => {
   // What `npm install einhorn` puts in a project: the package's built module.
   const b = Bun.spawnSync([BUN, join(ROOT, "scripts/build-package.ts"), "--no-types"], { cwd: ROOT });
   if (b.exitCode !== 0) throw new Error(`building pkg/ failed: ${b.stderr}`);
-  project = await npmProject(["express@5", "fastify@5", "hono@4", "@hono/node-server@1"]);
+  project = await npmProject(["express@5", "fastify@5", "koa@2", "hono@4", "@hono/node-server@1"]);
   symlinkSync(ROOT, join(project.dir, "node_modules", "einhorn"));
   for (const f of readdirSync(RECIPES)) copyFileSync(join(RECIPES, f), join(project.dir, f));
 }, 180_000);
@@ -40,6 +40,7 @@ const cases: Array<[string, string[], RegExp]> = [
   ["Node http, listen()", ["--", NODE!, "node-http.mjs"], /^hello from node http, worker \d+\n$/],
   ["Express, listen()", ["--", NODE!, "express.mjs"], /^hello from express, worker \d+\n$/],
   ["Fastify, listen()", ["--", NODE!, "fastify.mjs"], /^hello from fastify, worker \d+\n$/],
+  ["Koa, listen()", ["--", NODE!, "koa.mjs"], /^hello from koa, worker \d+\n$/],
   ["Hono on Node, listen()", ["--", NODE!, "hono-node.mjs"], /^hello from hono on node, worker \d+\n$/],
   ["Hono on Bun, serve()", ["--", BUN, "hono-bun.ts"], /^hello from hono on bun, worker \d+\n$/],
   ["a fetch handler on Bun, serve()", ["--", BUN, "fetch-bun.ts"], /^hello from bun, worker \d+\n$/],
