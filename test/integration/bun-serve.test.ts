@@ -38,6 +38,14 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 
+  test("an IPv6 socket is adopted too", async () => {
+    const m = startMaster(["-b", "[::1]:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
+    const s = await settled(m, 1, 0);
+    expect(await request(s.listeners[0].port, "/", false, "::1")).toMatch(/\r\n\r\nbun pid=\d+$/);
+    expect(m.output()).not.toMatch(/instead of Bun\.serve/);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
   test.skipIf(!WRK)("three upgrades under wrk load: no failed request", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
