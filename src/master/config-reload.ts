@@ -56,7 +56,7 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
     next = parseMasterArgs(old.commandLine, defaults);
   } catch (e) {
     // The parser's messages already name the file.
-    throw new Error((e as Error).message);
+    throw new Error((e as Error).message, { cause: e });
   }
   next = { ...next, withStateFd: null, upgradeCheck: false, version: false, help: false };
   // -p was resolved to an absolute path at start; a file that names it the same way is not a change.

@@ -3,8 +3,9 @@
 
 export class StartError extends Error {
   override name = "StartError";
-  constructor(message: string, readonly exitCode = 1) {
-    super(message);
+  /** `cause`: the SysError (or other) it wraps, so its syscall and errno stay inspectable. */
+  constructor(message: string, readonly exitCode = 1, options?: ErrorOptions) {
+    super(message, options);
   }
 }
 

@@ -86,7 +86,7 @@ export function openOwnFile(path: string, what: What): { fd: number; created: bo
     } catch (e) {
       if (!(e instanceof SysError)) throw e;
       if (e.code === "ELOOP" || e.code === "EISDIR") refuse(what, path, describePath(path));
-      if (e.code !== "EEXIST") throw new StartError(`cannot create the ${what}: ${e.message}`);
+      if (e.code !== "EEXIST") throw new StartError(`cannot create the ${what}: ${e.message}`, 1, { cause: e });
     }
     let fd: number;
     try {
@@ -96,7 +96,7 @@ export function openOwnFile(path: string, what: What): { fd: number; created: bo
       if (e.code === "ENOENT") continue; // removed between the two opens: try creating again
       // ELOOP: a symbolic link; ENXIO: a socket; EISDIR: a directory; ETXTBSY, EACCES, ...
       if (e.code === "ELOOP" || e.code === "ENXIO" || e.code === "EISDIR") refuse(what, path, describePath(path));
-      throw new StartError(`cannot open the ${what}: ${e.message}`);
+      throw new StartError(`cannot open the ${what}: ${e.message}`, 1, { cause: e });
     }
     const st = fstatSync(fd);
     if (!st.isFile() || st.uid !== geteuid() || st.nlink !== 1) {

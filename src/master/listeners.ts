@@ -129,7 +129,7 @@ export async function openListener(spec: BindSpec, backlog: number, systemd: Sys
   } catch (e) {
     if (fd >= 0) { try { sock.close(fd); } catch { /* already failing */ } }
     if (boundPath) rmSync(fsPath(boundPath), { force: true });
-    if (e instanceof SysError) throw new StartError(`cannot listen on ${spec.text}: ${e.message}`);
+    if (e instanceof SysError) throw new StartError(`cannot listen on ${spec.text}: ${e.message}`, 1, { cause: e });
     throw e;
   }
 }

@@ -156,7 +156,7 @@ export class Master {
         this.log.info(`Received ${e.signal} during start-up; stopping before any worker started`);
         process.exit(0);
       }
-      if (e instanceof SysError) throw new StartError(e.message);
+      if (e instanceof SysError) throw new StartError(e.message, 1, { cause: e });
       throw e;
     }
     this.state = initialState({
@@ -376,7 +376,7 @@ export class Master {
         sock.listen(fd, 128);
       } catch (e) {
         if (fd >= 0) sock.close(fd);
-        if (e instanceof SysError) throw new StartError(`cannot open the command socket ${path}: ${e.message}`);
+        if (e instanceof SysError) throw new StartError(`cannot open the command socket ${path}: ${e.message}`, 1, { cause: e });
         throw e;
       }
       this.commandFd = fd;
@@ -577,6 +577,10 @@ export class Master {
   private installSignals(): void {
     this.signals = new SignalSource(this.log, (sig) => this.onSignal(sig));
     this.signals.start();
+    // JSC starts its GC helper threads at the first collection; a runtime
+    // that cannot create a thread later (RLIMIT_NPROC reached) aborts, so
+    // have them made now, while starting.
+    Bun.gc(true);
     this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
     this.everySecond = setInterval(() => this.housekeeping(), 1_000);
   }
