@@ -106,7 +106,7 @@ describe("Node", () => {
     const r = Bun.spawnSync([NODE!, join(nodeProject.dir, "node_modules/typescript/bin/tsc"), "-p", nodeProject.dir], { cwd: nodeProject.dir });
     expect(r.stdout.toString() + r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
-  });
+  }, 240_000); // tsc alone took over 60 s beside two CPU hogs and other suites
 
   test("listen(http.createServer(...)) under einhorn: serves, ACKs, survives an upgrade, drains on USR2", async () => {
     writeFileSync(join(nodeProject.dir, "worker.mjs"), [
