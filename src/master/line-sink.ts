@@ -59,9 +59,11 @@ export class LineSink {
     }
     this.queue.push(line);
     this.queued += line.length;
-    // One write for everything queued in this turn (a chunk of worker output
-    // is many lines), instead of a system call per line.
-    if (!this.flushQueued && !this.timer) {
+    // The master's own lines go out at once (the process may exit right
+    // after logging); worker lines queued in one turn (a chunk of output is
+    // many lines) go out together, one system call instead of one per line.
+    if (priority && !this.timer) this.flush();
+    else if (!this.flushQueued && !this.timer) {
       this.flushQueued = true;
       queueMicrotask(() => { this.flushQueued = false; this.flush(); });
     }

@@ -85,7 +85,7 @@ describe("status", () => {
     await waitFor("upgrade under way with a new worker", async () => {
       const d = JSON.parse(await ask(m.sockPath, "status", ["json"]));
       return d.master.upgrade && d.master.upgrade.waiting_for_ack.length === 1 ? d : null;
-    }, 20_000);
+    }, 60_000, 100);
     const text = await ask(m.sockPath, "status");
     expect(text).toMatch(/upgrade: smooth, version 0 -> 1, 0\/1 new up, running \d+s; waiting for ACKs from \d+/);
     expect(text).toMatch(/ starting /);
