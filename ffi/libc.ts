@@ -46,6 +46,8 @@ export const libc = open({
   open: { args: [cstring, i32, u32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
+  // ioctl is variadic; the request is an unsigned long, the argument a pointer here.
+  ioctl: { args: [i32, u64, ptr], returns: i32 },
   umask: { args: [u32], returns: u32 },
   memfd_create: { args: [cstring, u32], returns: i32 },
   getrlimit: { args: [i32, ptr], returns: i32 },

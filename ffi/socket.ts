@@ -131,6 +131,15 @@ export function readableNow(fds: number[]): number[] {
   return fds.filter((_, i) => view.getInt16(i * 8 + 6, true) !== 0);
 }
 
+const FIONREAD = 0x541b;
+
+/** Bytes received on a connected socket and not yet read (ioctl FIONREAD; 0 at end of stream). */
+export function unreadBytes(fd: number): number {
+  const n = new Int32Array(1);
+  check(sym.ioctl(fd, FIONREAD, ptr(n)), "ioctl", `${fd} FIONREAD`);
+  return n[0]!;
+}
+
 /** A close-on-exec duplicate of `fd` (same open file description). */
 export function dupCloexec(fd: number): number {
   return fcntl(fd, F_DUPFD_CLOEXEC, 0);

@@ -3,7 +3,7 @@
 // client can crash, block or bloat the master.
 import type { Socket, TCPSocketListener } from "bun";
 import { readdirSync, readFileSync } from "node:fs";
-import { dupCloexec, getPeerCred, readableNow } from "../../ffi/socket";
+import { dupCloexec, getPeerCred, readableNow, unreadBytes } from "../../ffi/socket";
 import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 import { encodeMessage, MAX_LINE_BYTES, type Response, type WireFormat } from "../protocol";
 
@@ -262,15 +262,22 @@ export class CommandServer {
     return n;
   }
 
-  /** Whether a connection waits to be accepted, or a connection has bytes not yet read (poll(2), no waiting). */
+  /**
+   * Whether a connection waits to be accepted (poll on the listening socket)
+   * or a connection has bytes not yet read (FIONREAD: a peer's end of stream,
+   * which stays "readable", is not input). Nothing here waits.
+   */
   inputWaiting(): boolean {
-    const fds = [this.sourceFd];
-    for (const c of this.connections) if (!c.paused && c.fd >= 0) fds.push(c.fd);
     try {
-      return readableNow(fds.filter((fd) => fd >= 0)).length > 0;
-    } catch {
-      return false;
+      if (!this.paused && this.sourceFd >= 0 && readableNow([this.sourceFd]).length > 0) return true;
+    } catch { /* not listening any more */ }
+    for (const c of this.connections) {
+      if (c.paused || c.closed || c.fd < 0) continue;
+      try {
+        if (unreadBytes(c.fd) > 0) return true;
+      } catch { /* closed meanwhile */ }
     }
+    return false;
   }
 
   /** Bytes of partial lines held, and of answers queued, for all connections together. */

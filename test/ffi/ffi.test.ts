@@ -1,6 +1,6 @@
 // The ffi/ layer against the real kernel: no master, no mocks.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, writeSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SysError, errnoName, Errno } from "../../ffi/errno";
@@ -270,5 +270,43 @@ describe("signalfd", () => {
     dv.setUint32(0, 15, true); dv.setInt32(8, 0, true); dv.setUint32(12, 4242, true);
     dv.setUint32(128, 17, true); dv.setInt32(136, 1, true); dv.setUint32(140, 77, true);
     expect(parseSignalRecords(buf)).toEqual([{ signo: 15, code: 0, pid: 4242 }, { signo: 17, code: 1, pid: 77 }]);
+  });
+});
+
+describe("input waiting (poll, FIONREAD)", () => {
+  test("readableNow and unreadBytes see bytes sent and not yet read; end of stream is readable but holds no bytes", () => {
+    const [a, b] = sock.socketpair();
+    try {
+      expect(sock.readableNow([a!])).toEqual([]);
+      expect(sock.unreadBytes(a!)).toBe(0);
+      writeSync(b!, "hello");
+      expect(sock.readableNow([a!, b!])).toEqual([a!]);
+      expect(sock.unreadBytes(a!)).toBe(5);
+    } finally {
+      sock.close(b!);
+    }
+    try {
+      expect(sock.readableNow([a!])).toEqual([a!]); // hang-up
+    } finally {
+      sock.close(a!);
+    }
+  });
+
+  test("a listening socket is readable while a connection waits to be accepted", () => {
+    const dir = mkdtempSync(join(tmpdir(), "einhorn-ffi-"));
+    const path = join(dir, "l.sock");
+    const l = sock.socket("unix");
+    const c = sock.socket("unix");
+    try {
+      sock.bind(l, { family: "unix", path });
+      sock.listen(l, 8);
+      expect(sock.readableNow([l])).toEqual([]);
+      sock.connect(c, { family: "unix", path });
+      expect(sock.readableNow([l])).toEqual([l]);
+    } finally {
+      sock.close(c);
+      sock.close(l);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
