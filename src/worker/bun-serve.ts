@@ -71,7 +71,11 @@ export async function serveWithBun(fd: number | null, handler: FetchHandler, opt
       throw new EinhornWorkerError(`cannot listen on ${opts.hostname ?? "*"}:${port}: ${(e as Error).message}`);
     }
   } else {
-    server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch, error });
+    try {
+      server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch, error });
+    } catch (e) {
+      return `Bun.serve could not start its template listener on 127.0.0.1: ${(e as Error).message}`;
+    }
     const template = findTemplateListener(server.port!);
     let adopted: Registration | string;
     try {
