@@ -31,7 +31,8 @@ export const PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8";
 
 /** The answer to one request head (pure: routes do the reading). */
 export function answer(head: string, routes: MetricsRoutes): HttpAnswer & { head: boolean } {
-  const line = head.slice(0, head.indexOf("\r\n") >= 0 ? head.indexOf("\r\n") : head.indexOf("\n"));
+  // The request line: up to the first line break, or all of it (a request without headers).
+  const line = head.split(/\r?\n/, 1)[0]!;
   const m = /^([A-Z]+) (\S+) HTTP\/1\.[01]$/.exec(line);
   if (!m) return { status: 400, body: "bad request: expected 'GET /metrics HTTP/1.1'\n", head: false };
   const [, method, target] = m;

@@ -157,6 +157,12 @@ describe("--metrics", () => {
       expect(Date.now() - t).toBeLessThan(5_000);
     }
     expect(await ask(m.sockPath, "status")).toContain(`master ${m.pid}`);
+    // A bare request line with no headers at all (printf ... | nc) is a request too.
+    const bare = await open("GET /healthz HTTP/1.0\r\n\r\n");
+    let bareAnswer = "";
+    bare.on("data", (d) => { bareAnswer += d.toString(); });
+    await waitFor("the bare request answered", () => bareAnswer.includes("ok: 1 of 1 workers up"), 10_000);
+    expect(bareAnswer).toStartWith("HTTP/1.1 200 OK\r\n");
     await waitFor("the too-large head refused", () => bigAnswer.startsWith("HTTP/1.1 431 "), 10_000);
     // The half request is cut off after the head timeout (5 s).
     await waitFor("the half request closed", () => halfClosed, 15_000);
