@@ -292,3 +292,12 @@ export function removeOtherUser(): void {
   if (otherUser?.created) Bun.spawnSync(["userdel", otherUser.name], { stderr: "ignore" });
   otherUser = null;
 }
+
+/** A python3 that `user` may run (pyenv shims under /root are not), or null. */
+export function pythonFor(user: OtherUser): string | null {
+  for (const p of ["/usr/bin/python3", "/usr/local/bin/python3", Bun.which("python3")]) {
+    if (!p) continue;
+    if (Bun.spawnSync([...user.as, p, "-c", "pass"], { cwd: "/", stderr: "ignore" }).exitCode === 0) return p;
+  }
+  return null;
+}

@@ -11,6 +11,34 @@ export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
 export const MAX_UNIX_PATH_BYTES = 107;
 
+/**
+ * Who serves the socket (SO_PEERCRED: the process that listens on it, as the
+ * kernel saw it when it did). Anyone who can write to the directory can put
+ * a socket at the path a shell will use, and would then read the commands
+ * (and answer what it likes). So the shell talks only to a socket served by
+ * the user's own uid or by root, or by a uid named with --trust-uid.
+ * Returns the refusal, or null.
+ */
+async function checkServer(socket: unknown, path: string, trustUid: number | null): Promise<ConnectError | null> {
+  const fd = (socket as { fd?: number } | null)?.fd;
+  const me = process.geteuid?.() ?? -1;
+  let peer: { pid: number; uid: number };
+  try {
+    if (typeof fd !== "number" || fd < 0) throw new Error("the connection has no descriptor");
+    const { getPeerCred } = await import("../../ffi/socket");
+    peer = getPeerCred(fd);
+  } catch (e) {
+    return new ConnectError(path, "EUNTRUSTED", `cannot tell who serves the socket (${(e as Error).message}); refusing to talk to it`);
+  }
+  if (peer.uid === me || peer.uid === 0 || peer.uid === trustUid) return null;
+  return new ConnectError(
+    path,
+    "EUNTRUSTED",
+    `the socket is served by uid ${peer.uid} (pid ${peer.pid}), not by you (uid ${me}) or root; refusing to talk to it. ` +
+      `If you trust uid ${peer.uid}, pass --trust-uid ${peer.uid}`,
+  );
+}
+
 /** The master could not be reached at all. */
 export class ConnectError extends Error {
   override name = "ConnectError";
@@ -93,7 +121,7 @@ export class ShellClient {
 
   private constructor(readonly path: string, private readonly events: ClientEvents) {}
 
-  static async connect(path: string, events: ClientEvents = {}): Promise<ShellClient> {
+  static async connect(path: string, events: ClientEvents = {}, opts: { trustUid?: number | null } = {}): Promise<ShellClient> {
     const bytes = osBytes(path).length;
     if (bytes > MAX_UNIX_PATH_BYTES) {
       throw new ConnectError(path, "ENAMETOOLONG", `the path is ${bytes} bytes; a UNIX socket path may have at most ${MAX_UNIX_PATH_BYTES}`);
@@ -115,6 +143,11 @@ export class ShellClient {
       throw describeConnectError(path, e);
     } finally {
       via.release();
+    }
+    const untrusted = await checkServer(client.socket, path, opts.trustUid ?? null);
+    if (untrusted) {
+      client.close();
+      throw untrusted;
     }
     return client;
   }

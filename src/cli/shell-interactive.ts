@@ -8,6 +8,7 @@ import { clearLine, createInterface, cursorTo, type Interface } from "node:readl
 import type { Response } from "../protocol";
 import type { ShellClient } from "./shell-client";
 import { complete, parseScript, type ScriptCommand, ScriptError } from "./shell-script";
+import { terminalSafe } from "./terminal-text";
 import { connectAndGreet, Deadline, describeFatal, EXIT, messageText, refuseLocally, type SessionOptions } from "./shell-session";
 
 export const PROMPT = "einhorn> ";
@@ -61,7 +62,7 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
   let client: ShellClient;
   try {
     const greeted = await connectAndGreet(opts, new Deadline(opts.timeout), {
-      onUnsolicited: (msg: Response) => say(process.stderr, `The master says: ${messageText(msg)}`),
+      onUnsolicited: (msg: Response) => say(process.stderr, `The master says: ${terminalSafe(messageText(msg))}`),
       onClose: (reason, pendingCount) => {
         // A command still waiting reports the loss itself (see drain).
         if (pendingCount > 0) return;
@@ -75,7 +76,7 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
       },
     });
     client = greeted.client;
-    process.stdout.write(greeted.banner);
+    process.stdout.write(terminalSafe(greeted.banner));
   } catch (e) {
     const { text, code } = describeFatal(e, opts.socketPath);
     process.stderr.write(`einhorn sh: ${text}\n`);
@@ -112,7 +113,7 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
     if (refused) { process.stderr.write(`${refused}\n`); return "ok"; }
     lastCommand = cmd.command;
     const { id, answer } = client.request(cmd.command, cmd.args, {}, (msg, failed) => {
-      (failed ? process.stderr : process.stdout).write(messageText(msg));
+      (failed ? process.stderr : process.stdout).write(terminalSafe(messageText(msg)));
     });
     running = { id, text: cmd.text };
     try {

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { Response } from "../protocol";
 import { writeOut } from "./stdio";
+import { forDescriptor } from "./terminal-text";
 import { type Answer, ConnectError, ConnectionLost, ShellClient, type ClientEvents } from "./shell-client";
 import { type ScriptCommand, ScriptError, WORKER_ONLY_COMMANDS } from "./shell-script";
 
@@ -27,6 +28,8 @@ export interface SessionOptions {
   /** Seconds; null waits forever. */
   timeout: number | null;
   verbose: boolean;
+  /** A uid besides the user's own and root whose master this shell may talk to (--trust-uid). */
+  trustUid?: number | null;
 }
 
 export class TimeoutError extends Error {
@@ -52,8 +55,9 @@ export class Deadline {
 }
 
 /** Write and wait until the text is handed to the OS, so process.exit loses nothing (see stdio.ts). */
-export const out = (text: string) => writeOut(1, text);
-export const err = (text: string) => writeOut(2, text);
+// Answers carry text others chose: neutralised when shown on a terminal (see terminal-text.ts).
+export const out = (text: string) => writeOut(1, forDescriptor(1, text));
+export const err = (text: string) => writeOut(2, forDescriptor(2, text));
 
 /** The text of a message as printed: its message, ending in exactly one newline. */
 export function messageText(msg: Response): string {
@@ -96,7 +100,7 @@ export function refuseLocally(cmd: ScriptCommand): string | null {
  * Too many connections) refused the session: ConnectError.
  */
 export async function connectAndGreet(opts: SessionOptions, deadline: Deadline, events: ClientEvents): Promise<{ client: ShellClient; banner: string }> {
-  const client = await deadline.race(ShellClient.connect(opts.socketPath, events), `a connection to ${opts.socketPath}`);
+  const client = await deadline.race(ShellClient.connect(opts.socketPath, events, { trustUid: opts.trustUid ?? null }), `a connection to ${opts.socketPath}`);
   let answer: Answer;
   try {
     answer = await deadline.race(client.request("ehlo", [], { user: currentUser() }).answer, "the master's greeting (ehlo)");

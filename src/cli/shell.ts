@@ -28,6 +28,7 @@ const SHELL_ARGS = {
   config: { type: "string", valueHint: "FILE", description: "Talk to the master started with --config FILE (its socket-path or command-name; -d/-c override it)" },
   execute: { type: "string", alias: "e", valueHint: "'CMD ARGS; CMD'", description: "Run these commands (';'-separated, quotes allowed) and exit" },
   timeout: { type: "string", valueHint: "SECONDS", description: "Give up after SECONDS (-e/stdin: the whole run; interactive: each command)" },
+  "trust-uid": { type: "string", valueHint: "UID", description: "Also talk to a command socket served by this uid (by default only your own uid's or root's)" },
   verbose: { type: "boolean", alias: "v", description: "-e/stdin: show the master's greeting and each command on stderr" },
   help: { type: "boolean", alias: "h", description: "Show this help" },
 } as const;
@@ -101,6 +102,12 @@ const shellCommand = defineCommand({
       }
       timeout = n;
     }
+    let trustUid: number | null = null;
+    const trustArg = args["trust-uid"];
+    if (trustArg !== undefined) {
+      if (!/^\d+$/.test(trustArg.trim()) || Number(trustArg) > 0xfffffffe) throw new ShellUsageError(`--trust-uid wants a numeric uid, got '${trustArg}'`);
+      trustUid = Number(trustArg);
+    }
     const socketPathArg = args["socket-path"];
     const name = args["command-name"];
     if (socketPathArg === "") throw new ShellUsageError("-d/--socket-path needs a path");
@@ -122,6 +129,7 @@ const shellCommand = defineCommand({
       script: args.execute ?? null,
       timeout,
       verbose: args.verbose === true,
+      trustUid,
       help: args.help === true,
     };
   },
