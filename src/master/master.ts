@@ -226,7 +226,11 @@ export class Master {
         if (!conn) continue;
         if (c.format === "json") conn.format = "json";
         conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
-        if (c.waiting && doc.pending) this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
+        if (c.waiting && doc.pending) {
+          this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
+          // It sent its request to the previous image: not a silent client for the sweep.
+          conn.sentLine = true;
+        }
       } catch (e) {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }

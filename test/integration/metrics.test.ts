@@ -80,7 +80,11 @@ describe("--metrics", () => {
     // A worker that dies on its own counts as a restart.
     const victim = (await stateJson(m.sockPath)).workers[0];
     process.kill(victim.pid, "SIGKILL");
-    await waitFor("the replacement up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+    // Two ACKed workers, the victim not among them (right after the kill, the master may not have reaped it yet).
+    await waitFor("the replacement up", async () => {
+      const ws = (await stateJson(m.sockPath)).workers;
+      return ws.filter((w: any) => w.acked).length === 2 && !ws.some((w: any) => w.pid === victim.pid);
+    }, 20_000);
 
     // A failing upgrade: new workers crash at once. /healthz says so while it fails.
     writeFileSync(join(dir, "mode"), "crash");

