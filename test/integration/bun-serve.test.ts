@@ -59,7 +59,8 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     const s0 = await settled(m, 1, 0);
     const port = s0.listeners[0].port;
     const old = s0.workers[0].pid;
-    const slow = request(port, "/slow?ms=2500", true);
+    // Long enough to still be running once the upgrade (preflight, exec, a new Bun worker, its ACK) retired it on a loaded machine.
+    const slow = request(port, "/slow?ms=8000", true);
     await m.waitForOutput(new RegExp(`slow-start pid=${old}`));
     // Upgrade without waiting: the new worker ACKs, the old one gets USR2 and drains its slow request.
     const sock = m.sockPath;
