@@ -978,7 +978,9 @@ describe("hostile clients", () => {
       await probe;
       clearInterval(sampler);
       console.log(`fuzz: slowest answer to a well-behaved client during the storm: ${slowest} ms`);
-      expect(slowest).toBeLessThan(2000);
+      // Responsive, not fast: a master stuck on a hostile client would not answer
+      // at all; on a loaded 2-core machine an answer can take a couple of seconds.
+      expect(slowest).toBeLessThan(10_000);
       expect(m.exitCode()).toBeNull();
       expect(problems).toEqual([]);
       expect(connections).toBeGreaterThan(50);
