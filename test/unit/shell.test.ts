@@ -135,3 +135,21 @@ describe("session helpers", () => {
     expect(await new Deadline(10).race(Promise.resolve(6), "x")).toBe(6);
   });
 });
+
+describe("shellSplit (--reexec-as): the same splitter as einhorn sh scripts, one command only", () => {
+  const { shellSplit } = require("../../src/master/shell-split") as typeof import("../../src/master/shell-split");
+  const cases: Array<[string, string[]]> = [
+    [`sh -c 'sleep 2; exec "$0" "$@"' /usr/bin/einhorn`, ["sh", "-c", `sleep 2; exec "$0" "$@"`, "/usr/bin/einhorn"]],
+    [`/opt/einhorn\\ 2/bin/einhorn --flag`, ["/opt/einhorn 2/bin/einhorn", "--flag"]],
+    [`env "A=one two" einhorn`, ["env", "A=one two", "einhorn"]],
+    [`x "a\\"b" 'c\\d'`, ["x", `a"b`, "c\\d"]],
+    [`  spaced   out  `, ["spaced", "out"]],
+    ["", []],
+  ];
+  for (const [line, words] of cases) test(`${JSON.stringify(line)} -> ${JSON.stringify(words)}`, () => expect(shellSplit(line)).toEqual(words));
+
+  test("an unquoted ; makes two commands: refused, saying how to fix it; an open quote is refused", () => {
+    expect(() => shellSplit("einhorn; rm -rf /")).toThrow(/one command was expected, got 2 \(quote the ';'/);
+    expect(() => shellSplit("sh -c 'oops")).toThrow(/unterminated ' quote/);
+  });
+});
