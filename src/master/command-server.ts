@@ -121,7 +121,7 @@ export class Connection {
   }
 
   flush(): void {
-    while (this.out.length && !this.closed) {
+    while (this.out.length && (!this.closed || this.endWhenFlushed)) {
       const head = this.out[0]!;
       const n = this.socket.write(head);
       if (n < head.length) {
@@ -144,10 +144,12 @@ export class Connection {
   close(now = false): void {
     if (this.closed) return;
     this.closed = true;
+    // Decided before release(), which keeps queued answers only when they are still to go out.
+    const flushing = !now && this.out.length > 0;
+    if (flushing) this.endWhenFlushed = true;
     this.release();
     this.server.forget(this);
-    if (now || this.out.length === 0) this.socket.end();
-    else this.endWhenFlushed = true;
+    if (!flushing) this.socket.end();
   }
 
   /** The connection's descriptor (for handing it across the master's re-exec). */
@@ -173,11 +175,13 @@ export class Connection {
   }
 
   /** Give back to the server's budgets what this connection holds (it is closing). */
-  release(): void {
+  release(socketGone = false): void {
     this.server.partialHeld(-this.buffered);
     this.chunks = [];
     this.buffered = 0;
-    if (this.endWhenFlushed) return; // its queued answers still go out
+    this.pendingLines = [];
+    this.pendingBytes = 0;
+    if (this.endWhenFlushed && !socketGone) return; // its queued answers still go out
     this.server.outputQueued(-this.outBytes);
     this.out = [];
     this.outBytes = 0;
@@ -356,7 +360,8 @@ export class CommandServer {
       open: (socket: Socket<ConnData>) => this.accept(socket),
       data: (socket: Socket<ConnData>, data: Buffer) => this.receive(socket, data),
       drain: (socket: Socket<ConnData>) => socket.data?.conn?.flush(),
-      close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { if (!c.closed) c.release(); c.closed = true; this.forget(c); } },
+      // The socket is gone: whatever was still queued for it will never go out.
+      close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { c.release(true); c.closed = true; this.forget(c); } },
       error: (socket: Socket<ConnData>, err: Error) => { this.log("debug", `command connection error: ${err.message}`); },
     };
   }
@@ -421,6 +426,10 @@ export class CommandServer {
     const connect = Bun.connect as unknown as (o: { fd: number; socket: ReturnType<CommandServer["socketHandlers"]> }) => Promise<Socket<ConnData>>;
     const socket = await connect({ fd, socket: this.socketHandlers() });
     const conn = socket.data?.conn ?? null;
+    // A connection handed over by the previous image (a shell waiting on the
+    // upgrade, an idle interactive session) or a worker's -g socket is not a
+    // new client that has yet to speak: the first-line timeout is not for it.
+    if (conn) conn.sentLine = true;
     return conn && !conn.closed ? conn : null;
   }
 

@@ -235,3 +235,21 @@ describe("input already waiting is handled before a timeout fires", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 });
+
+describe("the first-line timeout is for new clients only", () => {
+  test("a shell waiting on an upgrade that rolls out for longer than 10 s keeps its connection across the master's re-exec", async () => {
+    const dir = tempDir();
+    const m = startMaster(["-m", "manual", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
+    await workersUp(m.sockPath, 1);
+    writeFileSync(join(dir, "hold"), "");
+    const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
+    await m.waitForOutput(/re-executed as einhorn/, 20_000);
+    await sleep(12_000); // past FIRST_LINE_TIMEOUT_MS, with the new worker held back
+    rmSync(join(dir, "hold"));
+    const r = await upgrade;
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toContain("Upgrade done");
+    expect(r.code).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  });
+});

@@ -108,3 +108,34 @@ describe("Connection answers", () => {
     expect(sent).toEqual(["---%0Amessage: hello%0Arequest_id: 1%0Await: true%0A\n", '{"message":"done","request_id":1,"error":true}\n']);
   });
 });
+
+describe("Connection budgets", () => {
+  test("closing after an answer only partly written keeps the rest queued until it is flushed; the socket going away gives it back", () => {
+    const server = fakeServer();
+    let accept = 10;
+    let ended = false;
+    const written: string[] = [];
+    const socket = {
+      write: (d: Buffer) => { const n = Math.min(accept, d.length); written.push(d.subarray(0, n).toString()); return n; },
+      end: () => { ended = true; },
+    };
+    const c = new Connection(socket as never, { pid: 1, uid: 0 }, server as never);
+    c.reply(1, "x".repeat(100));
+    expect(server.output).toBeGreaterThan(0);
+    c.close();
+    expect(ended).toBe(false); // still flushing
+    expect(c.queuedOutput).toBe(server.output);
+    accept = 1 << 20;
+    c.flush();
+    expect(ended).toBe(true);
+    expect(server.output).toBe(0);
+    expect(written.join("")).toContain("x".repeat(100));
+    // A second connection whose peer vanishes before the flush: the queue is given back.
+    accept = 10;
+    const d = new Connection(socket as never, { pid: 1, uid: 0 }, server as never);
+    d.reply(1, "y".repeat(100));
+    d.close();
+    d.release(true);
+    expect(server.output).toBe(0);
+  });
+});
