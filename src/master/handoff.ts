@@ -27,6 +27,8 @@ export interface HandedConnection {
   /** Bytes received but not yet a whole line, and answers not yet written (base64). */
   partialIn: string;
   pendingOut: string;
+  /** Whether the client had sent a whole line (else the first-line timeout still applies to it). */
+  spoke?: boolean;
   /** The client asked for JSON answers (absent in documents from older writers: YAML). */
   format?: "yaml" | "json";
 }

@@ -225,6 +225,8 @@ export class Master {
         const conn = await this.server!.adoptConnection(c.fd);
         if (!conn) continue;
         if (c.format === "json") conn.format = "json";
+        // A client that had not yet sent a whole line is still held to the first-line timeout (older images did not say: assume it spoke).
+        conn.sentLine = c.spoke ?? true;
         conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
         if (c.waiting && doc.pending) {
           this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
@@ -545,7 +547,7 @@ export class Master {
       connections: conns.map((c) => {
         const b = c.exportBuffers();
         const waiting = [...this.waiters].find((w) => w.conn === c);
-        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format };
+        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format, spoke: c.sentLine };
       }),
       pending,
       reexecs: this.reexecs + 1,
