@@ -83,6 +83,13 @@ export function reraiseOnDelivery(signals: number[]): void {
   for (const s of signals) check(sym.sigaction(s, ptr(sa), null), "sigaction", String(s));
 }
 
+/** sigaction(signo, SIG_IGN): a pending instance is discarded, later ones are never queued. */
+export function ignoreSignal(signo: number): void {
+  const sa = new Uint8Array(SIGACTION_BYTES);
+  new DataView(sa.buffer).setBigUint64(0, 1n, true); // SIG_IGN
+  check(sym.sigaction(signo, ptr(sa), null), "sigaction", `${signo} SIG_IGN`);
+}
+
 /** raise(3): send `signo` to the calling thread. */
 export function raiseSignal(signo: number): void {
   check(sym.raise(signo), "raise", String(signo));

@@ -21,7 +21,8 @@
 // a signal that arrives during a re-exec may then be lost.
 import { readdirSync, readFileSync } from "node:fs";
 import { blockSignals, getpid, signalName, signalNumber, signalsBlocked, unblockSignals } from "../../ffi/process";
-import { parseSignalRecords, raiseSignal, readSignalfd, reraiseOnDelivery, signalfd, type SignalRecord } from "../../ffi/signalfd";
+import { ignoreSignal, parseSignalRecords, raiseSignal, readSignalfd, reraiseOnDelivery, signalfd, type SignalRecord } from "../../ffi/signalfd";
+import { close } from "../../ffi/socket";
 import type { Logger } from "../logging";
 
 /** Signals the master acts on. */
@@ -82,7 +83,19 @@ export class SignalSource {
     this.fallback = why;
     this.log.warn(`Signals are handled without a signalfd (${why}); one that arrives during a re-exec may be lost`);
     for (const sig of HANDLED_SIGNALS) process.on(sig as NodeJS.Signals, () => this.onSignal(sig, null));
-    unblockSignals(blockedSignalNumbers());
+    // The marker's handler re-raises it: unblocked, that would repeat for
+    // ever. Ignored, a pending one is dropped; an armed exec runs on a timer.
+    try { ignoreSignal(EXEC_MARKER); } catch { /* blocking it stays the safe state */ }
+    if (this.fd !== null) {
+      try { close(this.fd); } catch { /* already closed */ }
+      this.fd = null;
+    }
+    unblockSignals(handledSignalNumbers());
+    if (this.execThunk) {
+      const run = this.execThunk;
+      this.execThunk = null;
+      setTimeout(run, 0);
+    }
   }
 
   /**
@@ -92,7 +105,8 @@ export class SignalSource {
   private async pump(fd: number): Promise<void> {
     try {
       for await (const chunk of Bun.file(fd).stream()) this.batch(parseSignalRecords(chunk));
-      this.log.error("The signalfd stream ended; signals are no longer read");
+      this.log.error("The signalfd stream ended");
+      this.startFallback("the signalfd stream ended");
     } catch (e) {
       // Out of descriptors at start-up (EMFILE: reading needs one more), say:
       // a master deaf to TERM would never stop, so take signals the other way.
