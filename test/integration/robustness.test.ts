@@ -16,7 +16,7 @@ describe("bad options are refused up front", () => {
   test("--reexec-as with unbalanced quotes, and --nice with a RENICE_CMD", async () => {
     const q = await runBinary(["--reexec-as", "/usr/bin/einhorn 'x", "--", "true"]);
     expect(q.code).toBe(2);
-    expect(q.stderr.trim()).toBe("einhorn: --reexec-as: unterminated ' in: /usr/bin/einhorn 'x");
+    expect(q.stderr.trim()).toBe(`einhorn: --reexec-as: unterminated ' quote starting at character 18: "'x"`);
     const n = await runBinary(["--nice", "0:5:/usr/bin/renice", "--", "true"]);
     expect(n.code).toBe(2);
     expect(n.stderr.trim()).toMatch(/^einhorn: --nice: a RENICE_CMD \('\/usr\/bin\/renice'\) is not supported/);
