@@ -201,10 +201,6 @@ export function setSignalMask(mask: Uint8Array): void {
   checkReturned(sym.pthread_sigmask(SIG_SETMASK, ptr(mask), null), "pthread_sigmask");
 }
 
-export function unblockAllSignals(): void {
-  setSignalMask(sigset([]));
-}
-
 export function open(path: string, flags: number, mode = 0o644): number {
   return check(sym.open(cstr(path), flags, mode), "open", path);
 }
