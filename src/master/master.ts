@@ -228,11 +228,7 @@ export class Master {
         // A client that had not yet sent a whole line is still held to the first-line timeout (older images did not say: assume it spoke).
         conn.sentLine = c.spoke ?? true;
         conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
-        if (c.waiting && doc.pending) {
-          this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
-          // It sent its request to the previous image: not a silent client for the sweep.
-          conn.sentLine = true;
-        }
+        if (c.waiting && doc.pending) this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
       } catch (e) {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }
