@@ -249,7 +249,7 @@ export function handleLine(ctx: CommandContext, conn: Connection, line: string):
       const sigs: string[] = [];
       for (const a of args) {
         const s = parseSignalArg(a);
-        if (!s) { refuse(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, TTIN, TTOU, WINCH`); return; }
+        if (!s) { refuse(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)`); return; }
         sigs.push(s);
       }
       const pids = ctx.state().workers.map((w) => w.pid);
