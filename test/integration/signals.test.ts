@@ -32,7 +32,9 @@ async function reloadLoop(m: Master, stop: () => boolean): Promise<number> {
   let n = 0;
   while (!stop()) {
     try {
-      await command(m.sockPath, "reload", [], 20_000);
+      const answers = await command(m.sockPath, "reload", [], 20_000);
+      // Refused or abandoned: the master is stopping.
+      if (answers[answers.length - 1]!.error) return n;
       n++;
     } catch {
       return n; // the master stopped: the connection closed or was refused
@@ -55,7 +57,8 @@ describe("signals during repeated re-execs, both cores busy", () => {
           await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1, 30_000);
           let stopped = false;
           const loop = reloadLoop(m, () => stopped);
-          // Anywhere in the first few re-execs: preflight, exec, resume, in between.
+          // Once the first re-exec has begun, anywhere in the next few: preflight, exec, resume, in between.
+          await m.waitForOutput(/Reloading einhorn, as commanded/, 30_000);
           await sleep(rnd() * 300);
           m.proc.kill(sig);
           const code = await Promise.race([m.exited, sleep(20_000).then(() => null)]);
@@ -70,10 +73,8 @@ describe("signals during repeated re-execs, both cores busy", () => {
       };
       await Promise.all(Array.from({ length: lanes }, (_, i) => lane(i)));
       if (failures.length) console.log(`seed ${seed}: ${failures.length} failure(s); first:\n${failures[0]}`);
+      else console.log(`${sig}: ${rounds} masters, ${reexecsSeen} re-execs completed before the signal (seed ${seed})`);
       expect(failures).toEqual([]);
-      // The signals did land among re-execs (how many completed before the
-      // signal depends on the machine's load, hence the low bar).
-      expect(reexecsSeen).toBeGreaterThanOrEqual(rounds / 5);
     }, 240_000);
   }
 
