@@ -142,7 +142,11 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
 export async function stopMaster(m: Master, signal: NodeJS.Signals = "SIGINT", timeoutMs = 10_000): Promise<number> {
   if (m.exitCode() !== null) return m.exitCode()!;
   m.proc.kill(signal);
-  const t = setTimeout(() => m.proc.kill("SIGKILL"), timeoutMs);
+  const t = setTimeout(() => {
+    // Say why before the evidence goes: what the master last logged.
+    console.log(`master ${m.pid} did not exit within ${timeoutMs} ms of ${signal}; killing it. Its last output:\n${m.output().slice(-4000)}`);
+    m.proc.kill("SIGKILL");
+  }, timeoutMs);
   const code = await m.exited;
   clearTimeout(t);
   return code;
