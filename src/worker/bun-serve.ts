@@ -13,12 +13,10 @@
 import { fstatSync } from "node:fs";
 import { getsockname } from "../../ffi/socket";
 import { adoptListener, findTemplateListener, stopAccepting, type Registration } from "./bun-adopt";
-import { exitAfterGracefulShutdown, onGracefulShutdown } from "./graceful-shutdown";
 import type { FetchHandler } from "./fetch-bridge";
-import { defaultPort, workerLog } from "./listen";
+import { defaultPort, drainTimes, hookShutdownThenAck, workerLog } from "./listen";
 import { isWorkerEnv } from "./env";
 import { EinhornWorkerError } from "./errors";
-import { ack } from "./master-link";
 import { probeSocketInode } from "./socket-probe";
 import type { ServeOptions, WorkerServer } from "./serve";
 
@@ -36,8 +34,7 @@ function closing(res: Response): Response {
 
 export async function serveWithBun(fd: number | null, handler: FetchHandler, opts: ServeOptions): Promise<WorkerServer | string> {
   const onError = opts.onError!;
-  const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
-  const idleCloseMs = opts.idleCloseMs ?? 2_000;
+  const { drainTimeoutMs, idleCloseMs } = drainTimes(opts);
   const underEinhorn = isWorkerEnv();
 
   if (fd !== null) {
@@ -121,19 +118,7 @@ export async function serveWithBun(fd: number | null, handler: FetchHandler, opt
     return closed;
   };
 
-  const unregister = onGracefulShutdown(shutdown);
-  if (opts.exitOnShutdown !== false) exitAfterGracefulShutdown();
-
-  let acked = false;
-  if (underEinhorn && opts.ack !== false) {
-    try {
-      acked = await ack();
-    } catch (e) {
-      unregister();
-      void server.stop(true);
-      throw e;
-    }
-  }
+  const acked = await hookShutdownThenAck(opts, underEinhorn, shutdown, () => void server.stop(true));
 
   let port: number | null = server.port ?? null;
   if (fd !== null) {

@@ -95,6 +95,37 @@ export function defaultPort(env: Record<string, string | undefined> = process.en
   return n;
 }
 
+/** The drain timings of ListenOptions, with their documented defaults (both engines use them). */
+export function drainTimes(opts: { drainTimeoutMs?: number; idleCloseMs?: number }): { drainTimeoutMs: number; idleCloseMs: number } {
+  return { drainTimeoutMs: opts.drainTimeoutMs ?? 30_000, idleCloseMs: opts.idleCloseMs ?? 2_000 };
+}
+
+/**
+ * The start-up tail both engines share once they accept: `shutdown` runs on
+ * SIGUSR2 (and the process exits after it unless `exitOnShutdown: false`),
+ * then, under einhorn, the ACK goes out unless `ack: false`. When the ACK
+ * cannot be sent, the shutdown hook is removed and `stopServing` closes the
+ * listener before the error reaches the caller, so no half-started server
+ * stays behind. Returns whether the ACK was sent.
+ */
+export async function hookShutdownThenAck(
+  opts: { ack?: boolean; exitOnShutdown?: boolean },
+  underEinhorn: boolean,
+  shutdown: () => Promise<void>,
+  stopServing: () => void,
+): Promise<boolean> {
+  const unregister = onGracefulShutdown(shutdown);
+  if (opts.exitOnShutdown !== false) exitAfterGracefulShutdown();
+  if (!underEinhorn || opts.ack === false) return false;
+  try {
+    return await ack();
+  } catch (e) {
+    unregister();
+    stopServing();
+    throw e;
+  }
+}
+
 /** Which descriptor to serve: an explicit one, einhorn's n-th, or null (bind a port: development). */
 export function chooseFd(opts: { fd?: number; index?: number }, what: string): number | null {
   if (opts.fd !== undefined) return checkListeningFd(opts.fd, `${what}({ fd })`).fd;
@@ -135,8 +166,7 @@ export async function listen(server: http.Server, opts: ListenOptions = {}): Pro
     throw new EinhornWorkerError("listen(server): the server is already listening; give listen() a server that has not been started (do not call server.listen() or app.listen() yourself)");
   }
   const onError = opts.onError ?? ((e: unknown) => workerLog("error", `server error: ${(e as Error)?.stack ?? e}`));
-  const drainTimeoutMs = opts.drainTimeoutMs ?? 30_000;
-  const idleCloseMs = opts.idleCloseMs ?? 2_000;
+  const { drainTimeoutMs, idleCloseMs } = drainTimes(opts);
   const underEinhorn = isWorkerEnv();
   const fd = chooseFd(opts, "listen");
   // node:https servers take raw connections on "connection" too (they start the TLS handshake);
@@ -254,19 +284,7 @@ export async function listen(server: http.Server, opts: ListenOptions = {}): Pro
     return closed;
   };
 
-  const unregister = onGracefulShutdown(shutdown);
-  if (opts.exitOnShutdown !== false) exitAfterGracefulShutdown();
-
-  let acked = false;
-  if (underEinhorn && opts.ack !== false) {
-    try {
-      acked = await ack();
-    } catch (e) {
-      unregister();
-      netServer.close();
-      throw e;
-    }
-  }
+  const acked = await hookShutdownThenAck(opts, underEinhorn, shutdown, () => netServer.close());
 
   return {
     server,
