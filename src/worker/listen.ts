@@ -50,11 +50,8 @@ export interface ListenOptions {
   onError?: (error: unknown) => void;
 }
 
-export interface ListeningServer {
-  /** The node:http / node:https server given to listen(). */
-  readonly server: http.Server;
-  /** The node:net server accepting on the socket. */
-  readonly netServer: net.Server;
+/** What serve() and listen() both hand back, whichever engine serves. */
+export interface ServedSocket {
   /** The inherited or given descriptor served; null when a port was bound. */
   readonly fd: number | null;
   /** The TCP port served, when known (null for UNIX sockets). */
@@ -63,6 +60,15 @@ export interface ListeningServer {
   readonly underEinhorn: boolean;
   /** Whether the ACK was sent (false outside einhorn or with `ack: false`). */
   readonly acked: boolean;
+  /** Resolves once shutdown() has finished. */
+  readonly closed: Promise<void>;
+}
+
+export interface ListeningServer extends ServedSocket {
+  /** The node:http / node:https server given to listen(). */
+  readonly server: http.Server;
+  /** The node:net server accepting on the socket. */
+  readonly netServer: net.Server;
   /** Connections currently open. */
   connectionCount(): number;
   /**
@@ -72,8 +78,6 @@ export interface ListeningServer {
    * Resolves when every connection is closed. Does not exit the process.
    */
   shutdown(): Promise<void>;
-  /** Resolves once shutdown() has finished. */
-  readonly closed: Promise<void>;
 }
 
 interface Conn {

@@ -13,7 +13,7 @@
 import http, { type RequestListener, type ServerResponse } from "node:http";
 import type net from "node:net";
 import { fetchListener, type FetchHandler } from "./fetch-bridge";
-import { chooseFd, listen, workerLog, type ListenOptions } from "./listen";
+import { chooseFd, listen, workerLog, type ListenOptions, type ServedSocket } from "./listen";
 
 export interface ServeOptions extends ListenOptions {
   /** A fetch-style handler: Request in, Response out. Give this or `handler`. */
@@ -31,21 +31,13 @@ export interface ServeOptions extends ListenOptions {
   onError?: (error: unknown) => void;
 }
 
-export interface WorkerServer {
+export interface WorkerServer extends ServedSocket {
   /** Which engine serves: Bun.serve on the adopted socket, or node:http. */
   readonly engine: "bun" | "node";
   /** The node:http server parsing requests (node engine; never listening itself), else null. */
   readonly httpServer: http.Server | null;
   /** The node:net server accepting on the socket (node engine), else null. */
   readonly netServer: net.Server | null;
-  /** The inherited or given descriptor served; null when serve() bound a port itself. */
-  readonly fd: number | null;
-  /** The TCP port served, when known (null for UNIX sockets). */
-  readonly port: number | null;
-  /** Whether this process runs under einhorn. */
-  readonly underEinhorn: boolean;
-  /** Whether the ACK was sent (false outside einhorn or with `ack: false`). */
-  readonly acked: boolean;
   /** Connections currently open (node engine), or requests in flight (bun engine). */
   connectionCount(): number;
   /**
@@ -54,8 +46,6 @@ export interface WorkerServer {
    * `drainTimeoutMs`, close the rest. Resolves when done. Does not exit the process.
    */
   shutdown(): Promise<void>;
-  /** Resolves once shutdown() has finished. */
-  readonly closed: Promise<void>;
 }
 
 export async function serve(opts: ServeOptions): Promise<WorkerServer> {
