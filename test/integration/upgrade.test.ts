@@ -140,6 +140,24 @@ describe("fleet upgrade and reload", () => {
   });
 });
 
+/**
+ * Upgrades a two-worker master through a --reexec-as wrapper shell that sleeps
+ * `wrapperSleepS` seconds before exec'ing einhorn, and SIGKILLs one worker
+ * while the wrapper runs. The wrapper waits for its `sleep` with waitpid(-1),
+ * so it reaps any of the master's workers that dies meanwhile; the exit status
+ * is lost with it, and the pid is free for the kernel to hand out again.
+ */
+async function killWorkerWhileWrapperRuns(wrapperSleepS: number) {
+  const wrapper = `sh -c 'sleep ${wrapperSleepS}; exec "$0" "$@"' ${BIN}`;
+  const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
+  const s0 = await serving(m.sockPath, 2);
+  const victim = s0.workers[0];
+  const upgrade = sh(m.sockPath, "upgrade");
+  await m.waitForOutput(/Re-executing: sh -c /, 20_000);
+  process.kill(victim.pid, "SIGKILL");
+  return { m, victim, upgrade };
+}
+
 describe("re-exec details", () => {
   test("--reexec-as runs the given command; --drop-env-var and the start environment are restored for new workers", async () => {
     const rep = tempDir();
@@ -187,16 +205,7 @@ describe("re-exec details", () => {
   });
 
   test("a worker that dies while a --reexec-as wrapper runs is reaped by the wrapper: the new master drops it, replaces it and exits on TERM", async () => {
-    // The wrapper shell waits for its `sleep` with waitpid(-1), so it reaps
-    // any of the master's workers that dies meanwhile; the exit status is
-    // lost with it, and the pid is free for the kernel to hand out again.
-    const wrapper = `sh -c 'sleep 2; exec "$0" "$@"' ${BIN}`;
-    const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
-    const s0 = await serving(m.sockPath, 2);
-    const victim = s0.workers[0];
-    const upgrade = sh(m.sockPath, "upgrade");
-    await m.waitForOutput(/Re-executing: sh -c /, 20_000);
-    process.kill(victim.pid, "SIGKILL");
+    const { m, victim, upgrade } = await killWorkerWhileWrapperRuns(2);
     try {
       const r = await upgrade;
       expect(r.code).toBe(0);
@@ -217,13 +226,7 @@ describe("re-exec details", () => {
   // to make pid reuse happen on purpose (root only).
   const canChoosePids = (() => { try { accessSync("/proc/sys/kernel/ns_last_pid", fsConstants.W_OK); return process.getuid?.() === 0; } catch { return false; } })();
   test.skipIf(!canChoosePids)("a process that got the pid of a worker reaped by the wrapper is never signalled", async () => {
-    const wrapper = `sh -c 'sleep 3; exec "$0" "$@"' ${BIN}`;
-    const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
-    const s0 = await serving(m.sockPath, 2);
-    const victim = s0.workers[0];
-    const upgrade = sh(m.sockPath, "upgrade");
-    await m.waitForOutput(/Re-executing: sh -c /, 20_000);
-    process.kill(victim.pid, "SIGKILL");
+    const { m, victim, upgrade } = await killWorkerWhileWrapperRuns(3);
     // Once the wrapper has reaped it, start a stranger under the same pid.
     await waitFor("the victim reaped", () => !existsSync(`/proc/${victim.pid}`));
     let stranger: ReturnType<typeof Bun.spawn> | null = null;
