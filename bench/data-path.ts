@@ -9,6 +9,7 @@
 // after one warm-up each, and each ratio is taken within the same run pair.
 import { join } from "node:path";
 import * as sock from "../ffi/socket";
+import { freeTcpPort } from "../test/free-port";
 import {
   type Benchmark, BUN, fmtMs, median, readState, round, scratchDir, sleep, type Spawned, spawnTracked, startMaster, waitForAcked, which, WORKERS_DIR,
 } from "./harness";
@@ -40,17 +41,6 @@ export async function connectionsPerWorker(port: number): Promise<number[] | nul
   return [...per.values()].sort((a, b) => b - a);
 }
 
-/** A port the kernel picks for a throwaway socket (free a moment ago). */
-function probePort(): number {
-  const fd = sock.socket("inet");
-  try {
-    sock.bind(fd, { family: "inet", host: "127.0.0.1", port: 0 });
-    const a = sock.getsockname(fd);
-    return a.family === "inet" ? a.port : 0;
-  } finally {
-    sock.close(fd);
-  }
-}
 
 async function checkServes(url: string): Promise<void> {
   // Connection: close, so this check leaves no idle connection behind to skew the spread below.
@@ -88,7 +78,7 @@ export const dataPath: Benchmark = {
         // the kernel chose for a probe socket a moment ago instead.
         ctx.note("the master's state does not report its listening port; restarted it on a port chosen by binding a probe socket to port 0");
         await master.stop();
-        einhornPort = probePort();
+        einhornPort = freeTcpPort();
         master = startMaster(["-b", `127.0.0.1:${einhornPort}`, "-n", String(workers), "-m", "manual"], [BUN, WORKER], { label: "datapath-einhorn-2" });
         await waitForAcked(master, workers, { timeoutMs: 60_000, everyMs: 20 });
       }

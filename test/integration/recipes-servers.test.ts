@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import * as sock from "../../ffi/socket";
+import { freeTcpPort } from "../free-port";
 import { ROOT, startMaster, stopMaster, tempDir } from "../harness";
 import { expectNoFailures, settled, upgradesUnderLoad, WRK } from "../upgrade-under-load";
 
@@ -27,17 +27,6 @@ function recipeDir(...files: string[]): string {
   return dir;
 }
 
-/** A TCP port free a moment ago (puma must be told the address einhorn binds). */
-function freePort(): number {
-  const fd = sock.socket("inet");
-  try {
-    sock.bind(fd, { family: "inet", host: "127.0.0.1", port: 0 });
-    const a = sock.getsockname(fd);
-    return a.family === "inet" ? a.port : 0;
-  } finally {
-    sock.close(fd);
-  }
-}
 
 async function recipe(args: string[], dir: string, body: RegExp, port?: number) {
   const m = startMaster(args, { cwd: dir, dir });
@@ -66,7 +55,7 @@ describe("servers from Debian under einhorn", () => {
 
   test.skipIf(!WRK || !has("puma"))("puma with --listen-fds, --retire-signal QUIT (handled in config.ru)", async () => {
     const dir = recipeDir("config.ru");
-    const port = freePort();
+    const port = freeTcpPort();
     await recipe(["-n", "2", "-m", "2", "--retire-signal", "QUIT", "--listen-fds", "-b", `127.0.0.1:${port}`, "--",
       "puma", "-b", `tcp://127.0.0.1:${port}`, "config.ru"], dir, /^hello from puma, worker \d+\n$/, port);
   }, 120_000);
