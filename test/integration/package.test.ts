@@ -63,6 +63,12 @@ async function underEinhorn(program: string[], cwd: string, expectBody: RegExp) 
   expect(m.output()).not.toMatch(/ERROR|exited with status [1-9]|killed by/);
 }
 
+/** Write `lines` (after USER_IMPORT) to `file` in the project `dir`, and run it with `runtime` through underEinhorn(). */
+async function workerUnderEinhorn(dir: string, runtime: string, file: string, lines: string[], expectBody: RegExp) {
+  writeFileSync(join(dir, file), [USER_IMPORT, ...lines].join("\n"));
+  await underEinhorn([runtime, file], dir, expectBody);
+}
+
 describe("the tarball", () => {
   test("holds the built module and types; installs with no runtime dependencies", () => {
     const list = Bun.spawnSync(["tar", "-tzf", tarball]).stdout.toString().split("\n");
@@ -109,23 +115,19 @@ describe("Node", () => {
   }, 240_000); // tsc alone took over 60 s beside two CPU hogs and other suites
 
   test("listen(http.createServer(...)) under einhorn: serves, ACKs, survives an upgrade, drains on USR2", async () => {
-    writeFileSync(join(nodeProject.dir, "worker.mjs"), [
-      USER_IMPORT,
+    await workerUnderEinhorn(nodeProject.dir, NODE!, "worker.mjs", [
       'import http from "node:http";',
       "socketFd(0); // throws unless einhorn passed a listening socket",
       "const server = http.createServer((req, res) => res.end(`node worker ${process.pid} ${process.version}`));",
       "await listen(server);",
-    ].join("\n"));
-    await underEinhorn([NODE!, "worker.mjs"], nodeProject.dir, /^node worker (\d+) v\d+/);
+    ], /^node worker (\d+) v\d+/);
   });
 
   test("serve({fetch}) on Node goes through node:http", async () => {
-    writeFileSync(join(nodeProject.dir, "fetch-worker.mjs"), [
-      USER_IMPORT,
+    await workerUnderEinhorn(nodeProject.dir, NODE!, "fetch-worker.mjs", [
       "const s = await serve({ fetch: () => new Response(`fetch worker ${process.pid} ${s?.engine ?? ''}`) });",
       "if (s.engine !== 'node') throw new Error('engine ' + s.engine);",
-    ].join("\n"));
-    await underEinhorn([NODE!, "fetch-worker.mjs"], nodeProject.dir, /^fetch worker (\d+) node$/);
+    ], /^fetch worker (\d+) node$/);
   });
 });
 
@@ -154,21 +156,17 @@ describe("Node, https", () => {
 
 describe("Bun", () => {
   test("serve({fetch}) under einhorn from the installed package", async () => {
-    writeFileSync(join(bunProject.dir, "worker.ts"), [
-      USER_IMPORT,
+    await workerUnderEinhorn(bunProject.dir, BUN, "worker.ts", [
       "let engine = '';",
       "const s = await serve({ fetch: () => new Response(`bun worker ${process.pid} ${engine}`) });",
       "engine = s.engine;",
-    ].join("\n"));
-    await underEinhorn([BUN, "worker.ts"], bunProject.dir, /^bun worker (\d+) (bun|node)$/);
+    ], /^bun worker (\d+) (bun|node)$/);
   });
 
   test("listen(node:http server) under einhorn from the installed package", async () => {
-    writeFileSync(join(bunProject.dir, "listen-worker.ts"), [
-      USER_IMPORT,
+    await workerUnderEinhorn(bunProject.dir, BUN, "listen-worker.ts", [
       'import http from "node:http";',
       "await listen(http.createServer((_req, res) => res.end(`bun listen ${process.pid}`)));",
-    ].join("\n"));
-    await underEinhorn([BUN, "listen-worker.ts"], bunProject.dir, /^bun listen (\d+)$/);
+    ], /^bun listen (\d+)$/);
   });
 });
