@@ -7,16 +7,15 @@
 import { fstatSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { check, lastErrno, strerror, sym } from "./libc";
-import { SysError } from "./errno";
-import { O_CLOEXEC } from "./process";
+import { Errno, SysError } from "./errno";
+import { O_CLOEXEC, O_NONBLOCK } from "./process";
 
 const O_WRONLY = 1;
 const O_NOCTTY = 0o400;
-const O_NONBLOCK = 0o4000;
 const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
-const EAGAIN = 11;
-const EINTR = 4;
+const EAGAIN = Errno.EAGAIN!;
+const EINTR = Errno.EINTR!;
 
 /** Writes bytes to one descriptor without ever blocking; `write` returns how many were taken. */
 export interface NonblockingWriter {

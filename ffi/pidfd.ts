@@ -9,13 +9,12 @@
 import { ptr } from "bun:ffi";
 import { SysError } from "./errno";
 import { lastErrno, strerror, sym } from "./libc";
-import { decodeWaitStatus, type ExitStatus, signalNumber } from "./process";
+import { decodeWaitStatus, type ExitStatus, signalNumber, WNOHANG } from "./process";
 
 const SYS_pidfd_send_signal = 424;
 const SYS_pidfd_open = 434;
 const P_PIDFD = 3;
 const WEXITED = 4;
-const WNOHANG = 1;
 const CLD_EXITED = 1;
 
 function sysCheck(ret: number | bigint, syscall: string, detail?: string): number {
