@@ -33,7 +33,7 @@ export type Event =
    * spawn no more, exit when none is left (INT, TERM, USR2, die).
    */
   | { type: "stop"; signal?: string }
-  /** QUIT: pass QUIT to every worker and exit at once. */
+  /** QUIT: pass QUIT to every worker and exit at once, with status 1 (as Einhorn). */
   | { type: "quit" }
   | { type: "signal-workers"; signals: string[] }
   /** Roll a new generation: what `resumed` does for an upgrade, once the new master image runs. */
@@ -429,7 +429,9 @@ class Step {
         this.abandonReexec("SIGQUIT");
         this.log("info", `Quitting: sending SIGQUIT to ${s.workers.length} worker(s) and exiting now`);
         for (const w of s.workers) this.signal(w, "SIGQUIT");
-        this.fx.push({ type: "exit", code: 0 });
+        // Einhorn 1.1.1's QUIT handler ends with exit(1): the master did not
+        // wait for its workers, and supervisors and scripts read the status.
+        this.fx.push({ type: "exit", code: 1 });
         return;
       case "signal-workers":
         for (const sig of e.signals) for (const w of s.workers) this.signal(w, sig);
@@ -502,6 +504,13 @@ class Step {
         this.apply({ type: "quit" });
         break;
       case "SIGHUP":
+        this.requestReexec("upgrade", "smooth", null);
+        break;
+      case "SIGALRM":
+        // Einhorn 1.1.1 still upgrades on ALRM, its old upgrade signal, with
+        // this error-level line; an operator's old script must not kill the
+        // master (ALRM's default action) where Einhorn would upgrade.
+        this.log("error", "Upgrading using SIGALRM is deprecated. Please switch to SIGHUP");
         this.requestReexec("upgrade", "smooth", null);
         break;
       default:

@@ -11,7 +11,8 @@ export class StartError extends Error {
 
 /**
  * A stop signal (INT, TERM, QUIT, USR2) arrived while the master was still
- * starting: it undoes what it made and exits 0, as a stop after start would.
+ * starting: it undoes what it made and exits as a stop after start would
+ * (0; QUIT: 1).
  */
 export class StopDuringStart extends Error {
   override name = "StopDuringStart";

@@ -23,7 +23,7 @@ import { type CommandContext, handleLine } from "./commands";
 import { StartError, StopDuringStart } from "./errors";
 import { acquireLock, fsErrorText, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
 import { bindUnix, clearStaleUnixSocket, type Listener, openListener, probeUnixSocket } from "./listeners";
-import { StartupSignals, untilStopSignal } from "./startup";
+import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
 import { pinSelfImage, resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
 import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
@@ -154,7 +154,7 @@ export class Master {
       this.cleanupFiles();
       if (e instanceof StopDuringStart) {
         this.log.info(`Received ${e.signal} during start-up; stopping before any worker started`);
-        process.exit(0);
+        process.exit(stopDuringStartExitCode(e.signal));
       }
       if (e instanceof SysError) throw new StartError(e.message, 1, { cause: e });
       throw e;

@@ -25,8 +25,11 @@ import { ignoreSignal, parseSignalRecords, raiseSignal, readSignalfd, reraiseOnD
 import { close } from "../../ffi/socket";
 import type { Logger } from "../logging";
 
-/** Signals the master acts on. */
-export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP"];
+/**
+ * Signals the master acts on. ALRM is Einhorn's deprecated upgrade signal:
+ * left out, its default action would kill the master.
+ */
+export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP", "SIGALRM"];
 /**
  * The master's own "now is a safe moment to exec" marker: a real-time signal
  * (they queue, so it never merges with another) raised at the main thread.

@@ -5,22 +5,30 @@
 // resolution of a -b host) is delivered then, and with no handler installed
 // its default action would kill the master and leave its files behind.
 // StartupSignals handles them from the first line of start-up: a stop signal
-// ends the start at once (StopDuringStart: undo, exit 0), HUP is ignored.
+// ends the start at once (StopDuringStart: undo, exit 0; QUIT exits 1, as
+// it does later), HUP and ALRM (Einhorn's deprecated upgrade signal) are
+// ignored: there is nothing to upgrade yet, and ALRM's default action would
+// kill the master.
 import { pendingSignals, signalName, signalNumber } from "../../ffi/process";
 import { StopDuringStart } from "./errors";
 
 /** The signals that end a master. At start-up there are no workers to wait for, so each ends it at once. */
 const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2"];
+/** The signals that ask for an upgrade (ALRM: Einhorn's deprecated one). */
+const UPGRADE_SIGNALS = ["SIGHUP", "SIGALRM"];
 const POLL_MS = 25;
+
+/** How a master stopped during start-up exits: as the same signal would end it later (QUIT: 1, as Einhorn). */
+export const stopDuringStartExitCode = (sig: string): number => (sig === "SIGQUIT" ? 1 : 0);
 
 export class StartupSignals {
   private got: string | null = null;
   private readonly installed: Array<[string, () => void]> = [];
 
   constructor(log: { info(message: string): void }) {
-    for (const sig of [...STOP_SIGNALS, "SIGHUP"]) {
-      const fn = sig === "SIGHUP"
-        ? () => log.info("Ignoring SIGHUP received during start-up: there is nothing to upgrade yet")
+    for (const sig of [...STOP_SIGNALS, ...UPGRADE_SIGNALS]) {
+      const fn = UPGRADE_SIGNALS.includes(sig)
+        ? () => log.info(`Ignoring ${sig} received during start-up: there is nothing to upgrade yet`)
         : () => { this.got ??= sig; };
       process.on(sig as NodeJS.Signals, fn);
       this.installed.push([sig, fn]);

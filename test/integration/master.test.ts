@@ -220,14 +220,30 @@ describe("signals to the master", () => {
     expect(readFileSync(join(sig, `${s.workers[0].pid}.signals`), "utf8")).toBe("USR2\n");
   });
 
-  test("QUIT passes QUIT to workers and exits at once", async () => {
+  test("QUIT passes QUIT to workers and exits at once with status 1, as Einhorn's exit(1)", async () => {
     const sig = tempDir();
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY, "--ignore-usr2", "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
     await handlersReady(sig, s.workers.map((w: any) => w.pid));
-    expect(await stopMaster(m, "SIGQUIT")).toBe(0);
+    expect(await stopMaster(m, "SIGQUIT")).toBe(1);
     for (const w of s.workers) await waitFor(`QUIT at ${w.pid}`, () => existsSync(join(sig, `${w.pid}.signals`)) && readFileSync(join(sig, `${w.pid}.signals`), "utf8") === "QUIT\n");
     await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+  });
+
+  test("ALRM (Einhorn's deprecated upgrade signal) upgrades smoothly: new workers, the same master pid, Einhorn's deprecation line", async () => {
+    const m = startMaster(["-n", "2", "-m", "0.1", "--", ...PY]);
+    const s0 = await workersUp(m.sockPath, 2);
+    m.proc.kill("SIGALRM");
+    const s1 = await waitFor("2 acked workers of version 1", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 2 && s.workers.every((w: any) => w.acked && !w.retiring && w.version === 1) ? s : null;
+    }, 20_000);
+    expect(s1.master.pid).toBe(s0.master.pid);
+    expect(s1.master.reexecs).toBe(1);
+    const before = new Set(s0.workers.map((w: any) => w.pid));
+    expect(s1.workers.filter((w: any) => before.has(w.pid))).toEqual([]);
+    expect(m.output()).toMatch(/ERROR: Upgrading using SIGALRM is deprecated\. Please switch to SIGHUP\n/);
+    expect(await stopMaster(m)).toBe(0);
   });
 
   test("-t escalates to SIGKILL for a worker that ignores USR2", async () => {

@@ -108,6 +108,25 @@ describe("nothing the master opens at start can block it", () => {
     expect(readdirSync(dir).sort()).toEqual(["einhorn.lock"]); // the holder's, untouched
     expect(processesTagged(m.tag)).toEqual([]);
   });
+
+  test("ALRM during start-up is ignored like HUP (not its default action, death); QUIT then ends the start with status 1, as Einhorn's QUIT", async () => {
+    const dir = tempDir();
+    const lock = join(dir, "einhorn.lock");
+    writeFileSync(lock, "");
+    const holder = Bun.spawn(["flock", lock, "sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
+    onCleanup(() => { holder.kill("SIGKILL"); });
+    await waitFor("the lock to be held", () => readFileSync("/proc/locks", "latin1").includes(` ${holder.pid} `));
+    const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
+    await m.waitForOutput(new RegExp(`Waiting for the lockfile ${lock}, held by pid ${holder.pid}`));
+    m.proc.kill("SIGALRM");
+    await m.waitForOutput(/Ignoring SIGALRM received during start-up: there is nothing to upgrade yet/);
+    expect(m.exitCode()).toBeNull();
+    m.proc.kill("SIGQUIT");
+    expect(await m.exited).toBe(1);
+    expect(m.output()).toContain("Received SIGQUIT during start-up; stopping before any worker started");
+    expect(readdirSync(dir).sort()).toEqual(["einhorn.lock"]);
+    expect(processesTagged(m.tag)).toEqual([]);
+  });
 });
 
 describe("start-up failures: one line naming the path and the errno, exit 1, nothing left behind", () => {

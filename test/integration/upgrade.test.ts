@@ -261,7 +261,7 @@ describe("re-exec details", () => {
     // included), and the main thread never unblocks them; while it waits in
     // the event loop (with an empty mask) a delivery runs raise(3), which
     // makes the signal pending again.
-    const handled = [1, 2, 3, 12, 15, 17]; // HUP INT QUIT USR2 TERM CHLD
+    const handled = [1, 2, 3, 12, 14, 15, 17]; // HUP INT QUIT USR2 ALRM TERM CHLD
     const bits = handled.reduce((m, n) => m | (1n << BigInt(n - 1)), 0n);
     const field = (status: string, name: string) => BigInt(`0x${new RegExp(`^${name}:\\s*([0-9a-f]+)$`, "m").exec(status)![1]}`);
     const takers = (pid: number) => readdirSync(`/proc/${pid}/task`).filter((t) => {

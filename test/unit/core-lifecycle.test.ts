@@ -57,6 +57,9 @@ describe("lifecycle: requests", () => {
     ["HUP: a smooth upgrade nobody waits on", [sig("HUP")],
       [notify("upgrade", "Upgrading smoothly, as commanded"), { type: "run-preflight" }],
       { kind: "upgrade", mode: "smooth", requestedAt: T0 + 1000, phase: "preflight" }],
+    ["ALRM (Einhorn's deprecated upgrade signal): a smooth upgrade nobody waits on, as HUP", [sig("ALRM")],
+      [notify("upgrade", "Upgrading smoothly, as commanded"), { type: "run-preflight" }],
+      { kind: "upgrade", mode: "smooth", requestedAt: T0 + 1000, phase: "preflight" }],
     ["a second request while the first's preflight runs is refused to its requester alone", [upgrade(1), reload(2)],
       [{ type: "enroll", requestId: 1, kind: "upgrade" }, notify("upgrade", "Upgrading smoothly, as commanded"), { type: "run-preflight" },
         { type: "refuse", requestId: 2, message: "Reload refused: an upgrade is already being prepared" }],
@@ -151,13 +154,27 @@ describe("lifecycle: signals in every phase", () => {
         expect(lifecycle(run(r.state, [passed]).effects)).toEqual([]);
       });
     }
-    test(`QUIT ${phase}: QUIT to every worker, the exec (if any) cancelled, exit at once`, () => {
+    test(`QUIT ${phase}: QUIT to every worker, the exec (if any) cancelled, exit at once with status 1 (as Einhorn)`, () => {
       const r = run(run(atRest(), before).state, [sig("QUIT")]);
       const life = lifecycle(r.effects);
-      expect(life.at(-1)).toEqual({ type: "exit", code: 0 });
+      expect(life.at(-1)).toEqual({ type: "exit", code: 1 });
       expect(life.some((f) => f.type === "cancel-exec")).toBe(phase === "during the exec");
     });
   }
+
+  test("ALRM logs Einhorn's deprecation line at error level, then upgrades", () => {
+    const r = run(atRest(), [sig("ALRM")]);
+    const errors = r.effects.filter((f) => f.type === "log" && f.level === "error");
+    expect(errors).toEqual([{ type: "log", level: "error", message: "Upgrading using SIGALRM is deprecated. Please switch to SIGHUP" }]);
+    expect(logs(r.effects)).toEqual(["Received SIGALRM", "Upgrading using SIGALRM is deprecated. Please switch to SIGHUP", "Upgrading smoothly, as commanded"]);
+  });
+
+  test("ALRM while stopping is refused like HUP; during a rollout it supersedes it like HUP", () => {
+    expect(run(atRest(), [sig("TERM"), sig("ALRM")]).state.reexec).toBeNull();
+    const rolling = run(atRest(), [upgrade(1), passed, resumed]).state;
+    expect(rolling.upgrade).not.toBeNull();
+    expect(run(rolling, [sig("ALRM")]).state.reexec).toEqual({ kind: "upgrade", mode: "smooth", requestedAt: T0 + 1000, phase: "preflight" });
+  });
 
   test("a signal the master has no use for is logged and changes nothing", () => {
     const s0 = atRest();

@@ -713,14 +713,14 @@ describe("stopping", () => {
     expect(kills(fx2)).toEqual([]);
   });
 
-  test("quit: SIGQUIT to all and exit in the same step", () => {
+  test("quit: SIGQUIT to all and exit in the same step, with status 1 (Einhorn's exit(1))", () => {
     const sim = ready(3);
     const fx = sim.send({ type: "quit" }, 500);
     expect(nonLog(fx)).toEqual([
       { type: "kill", pid: 100, signal: "SIGQUIT" },
       { type: "kill", pid: 101, signal: "SIGQUIT" },
       { type: "kill", pid: 102, signal: "SIGQUIT" },
-      { type: "exit", code: 0 },
+      { type: "exit", code: 1 },
     ]);
     expect(sim.wakeAt).toBeNull();
   });
@@ -730,7 +730,7 @@ describe("stopping", () => {
     sim.send({ type: "stop", signal: "USR2" }, 100);
     const fx = sim.send({ type: "quit" }, 200);
     expect(kills(fx)).toEqual([[100, "SIGQUIT"], [101, "SIGQUIT"]]);
-    expect(exits(fx)).toEqual([{ type: "exit", code: 0 }]);
+    expect(exits(fx)).toEqual([{ type: "exit", code: 1 }]);
   });
 
   test("signal timeout: SIGKILL exactly T after the stop signal, only to survivors, only once", () => {
