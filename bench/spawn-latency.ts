@@ -25,7 +25,7 @@ function workerCmd(py: string, manual: boolean): string[] {
   return [py, "-S", ACK_WORKER, ...(manual ? ["--ack"] : [])];
 }
 
-async function startToUp(ctx: BenchContext, py: string, mode: "timer" | "manual", n: number, run: number): Promise<StartSample> {
+async function startToUp(py: string, mode: "timer" | "manual", n: number, run: number): Promise<StartSample> {
   const m = startMaster(["-n", String(n), "-m", mode === "timer" ? "0" : "manual"], workerCmd(py, mode === "manual"), { label: `spawn-${mode}-${n}-${run}` });
   try {
     const seen = await waitForAcked(m, n, { timeoutMs: 60_000, everyMs: 5 });
@@ -97,7 +97,7 @@ export const spawnLatency: Benchmark = {
       for (const n of sizes) {
         const key = `${mode}-${n}`;
         start[key] = [];
-        for (let r = 1; r <= ctx.runs; r++) start[key]!.push(await startToUp(ctx, py, mode, n, r));
+        for (let r = 1; r <= ctx.runs; r++) start[key]!.push(await startToUp(py, mode, n, r));
         const s = start[key]!;
         ctx.log(`${key}: up ${s.map((x) => x.up_ms ?? x.observed_ms).join(", ")} ms`);
       }

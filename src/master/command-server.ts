@@ -362,7 +362,7 @@ export class CommandServer {
       drain: (socket: Socket<ConnData>) => socket.data?.conn?.flush(),
       // The socket is gone: whatever was still queued for it will never go out.
       close: (socket: Socket<ConnData>) => { const c = socket.data?.conn; if (c) { c.release(true); c.closed = true; this.forget(c); } },
-      error: (socket: Socket<ConnData>, err: Error) => { this.log("debug", `command connection error: ${err.message}`); },
+      error: (_socket: Socket<ConnData>, err: Error) => { this.log("debug", `command connection error: ${err.message}`); },
     };
   }
 

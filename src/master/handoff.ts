@@ -4,7 +4,7 @@
 // newer ones, and `--upgrade-check` reports the version a binary reads so an
 // upgrade to a binary that could not read it is refused before the exec.
 import { writeSync } from "node:fs";
-import { CONFIG_SCHEMA, type MasterConfig } from "./config";
+import type { MasterConfig } from "./config";
 import type { SockAddr } from "../../ffi/sockaddr";
 import { memfdCreate, readAll } from "../../ffi/process";
 import type { State } from "../core/state";

@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { encodeMessage } from "../../src/protocol";
-import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
 

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants as fsc, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ask, command, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CHATTY = join(FIXTURES, "chatty-worker.py");
 const ISO = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
