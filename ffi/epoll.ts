@@ -5,7 +5,6 @@ import { check, sym } from "./libc";
 
 export const EPOLL_CTL_ADD = 1;
 export const EPOLL_CTL_DEL = 2;
-export const EPOLL_CTL_MOD = 3;
 /** Wake one of the epoll instances waiting on the file, not all (Linux >= 4.5). */
 export const EPOLLEXCLUSIVE = 1 << 28;
 

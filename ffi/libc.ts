@@ -68,7 +68,6 @@ export const libc = open({
   sigemptyset: { args: [ptr], returns: i32 },
   sigfillset: { args: [ptr], returns: i32 },
   sigaddset: { args: [ptr, i32], returns: i32 },
-  sigdelset: { args: [ptr, i32], returns: i32 },
   sigismember: { args: [ptr, i32], returns: i32 },
   sigpending: { args: [ptr], returns: i32 },
   pthread_sigmask: { args: [i32, ptr, ptr], returns: i32 },
@@ -85,12 +84,10 @@ export const libc = open({
   read: { args: [i32, ptr, u64], returns: i64 },
   getpid: { args: [], returns: i32 },
   getppid: { args: [], returns: i32 },
-  getuid: { args: [], returns: u32 },
   geteuid: { args: [], returns: u32 },
   // prctl is variadic too; unsigned long arguments, passed in registers.
   prctl: { args: [i32, u64, u64, u64, u64], returns: i32 },
   setpriority: { args: [i32, u32, i32], returns: i32 },
-  getpriority: { args: [i32, u32], returns: i32 },
 });
 
 export const sym = libc.symbols;

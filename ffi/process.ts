@@ -164,15 +164,8 @@ export function kill(pid: number, signal: string | number): boolean {
   return true;
 }
 
-export function isAlive(pid: number): boolean {
-  if (sym.kill(pid, 0) === 0) return true;
-  try { check(-1, "kill"); } catch (e) { return (e as { code?: string }).code === "EPERM"; }
-  return false;
-}
-
 export const getpid = (): number => sym.getpid();
 export const getppid = (): number => sym.getppid();
-export const getuid = (): number => sym.getuid();
 export const geteuid = (): number => sym.geteuid();
 
 export function prctl(option: number, arg2: number | bigint = 0): void {

@@ -15,8 +15,6 @@ export const SO_REUSEPORT = 15;
 export const SO_PEERCRED = 17;
 export const SO_ACCEPTCONN = 30;
 export const SO_DOMAIN = 39;
-export const IPPROTO_IPV6 = 41;
-export const IPV6_V6ONLY = 26;
 
 export const F_DUPFD_CLOEXEC = 1030;
 export const F_GETFD = 1;
