@@ -5,7 +5,7 @@ import { lstatSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
 import { SysError } from "../../ffi/errno";
 import { umask } from "../../ffi/process";
-import { formatSockAddr, type SockAddr } from "../../ffi/sockaddr";
+import type { SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
@@ -132,8 +132,4 @@ export async function openListener(spec: BindSpec, backlog: number, systemd: Sys
     if (e instanceof SysError) throw new StartError(`cannot listen on ${spec.text}: ${e.message}`, 1, { cause: e });
     throw e;
   }
-}
-
-export function describeListener(l: Listener): string {
-  return formatSockAddr(l.bound);
 }

@@ -15,7 +15,6 @@ import { setCloexec, socketpair, close as closeFd } from "../../ffi/socket";
 import type { LineSink } from "./line-sink";
 
 export type WorkerOutputMode = "inherit" | "prefix" | "json";
-export const WORKER_OUTPUT_MODES: WorkerOutputMode[] = ["inherit", "prefix", "json"];
 export type StreamName = "stdout" | "stderr";
 
 /**
@@ -243,10 +242,6 @@ export class WorkerOutput {
       setCloexec(h.fd, true);
       for (const r of this.readers) if (r.fd === h.fd) r.split = new LineSplitter(Buffer.from(h.partial, "base64"));
     }
-  }
-
-  get openStreams(): number {
-    return this.readers.size;
   }
 }
 
