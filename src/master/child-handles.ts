@@ -96,8 +96,4 @@ export class ChildHandles {
       throw e;
     }
   }
-
-  closeAll(): void {
-    for (const pid of [...this.fds.keys()]) this.forget(pid);
-  }
 }

@@ -74,11 +74,8 @@ export class Connection {
   /** The peer is a worker (or a process a worker started): not counted against MAX_CONNECTIONS. */
   fromWorker = false;
   closed = false;
-  /** Set by the command layer: a connection subscribed to upgrade progress. */
-  upgradeRequestId: unknown = undefined;
   /** A worker's -g connection, not a client's. */
   worker = false;
-  waitingUpgrade = false;
   /** How answers are encoded: Einhorn's YAML unless the client asked for JSON (REPLY_FORMAT_KEY). */
   format: WireFormat = "yaml";
 

@@ -32,7 +32,6 @@ export class LineSink {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private droppedSinceReport = 0;
   droppedTotal = 0;
-  writtenLines = 0;
   private broken = false;
   private flushQueued = false;
 
@@ -96,7 +95,6 @@ export class LineSink {
       this.headOffset = 0;
       while (this.queue.length && left >= this.queue[0]!.length) {
         left -= this.queue.shift()!.length;
-        this.writtenLines++; // buffers, not lines, when lines come in groups
       }
       this.headOffset = left;
       if (n < bytes) break;

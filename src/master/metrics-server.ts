@@ -53,8 +53,6 @@ export class MetricsServer {
   private listener: TCPSocketListener<Conn> | null = null;
   /** Open connections, oldest first. */
   private readonly conns = new Set<Socket<Conn>>();
-  requests = 0;
-  rejected = 0;
 
   constructor(readonly fd: number, private readonly routes: MetricsRoutes, private readonly log: (level: "debug" | "warn", m: string) => void) {}
 
@@ -83,7 +81,6 @@ export class MetricsServer {
     s.data = c;
     this.conns.add(s);
     if (this.conns.size > MAX_CONNECTIONS) {
-      this.rejected++;
       let victim: Socket<Conn> = s;
       for (const o of this.conns) if (o !== s && !o.data.done) { victim = o; break; }
       victim.terminate();
@@ -106,7 +103,6 @@ export class MetricsServer {
       if (c.bytes > MAX_HEAD_BYTES) this.respond(s, { status: 431, body: `request head larger than ${MAX_HEAD_BYTES} bytes\n`, head: false });
       return;
     }
-    this.requests++;
     let a: HttpAnswer & { head: boolean };
     try {
       a = answer(all.subarray(0, end).toString("latin1"), this.routes);
@@ -140,9 +136,5 @@ export class MetricsServer {
   private onClose(s: Socket<Conn>): void {
     if (!this.conns.delete(s)) return;
     if (s.data?.timer) clearTimeout(s.data.timer);
-  }
-
-  get openConnections(): number {
-    return this.conns.size;
   }
 }
