@@ -25,8 +25,8 @@ export interface CLibrary {
 
 /** The C library could not be found or opened; the message says what was found and what is supported. */
 export class CLibraryError extends Error {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "CLibraryError";
   }
 }

@@ -18,6 +18,7 @@ function open<T extends Record<string, import("bun:ffi").FFIFunction>>(symbols: 
     // a CLibraryError without a stack trace.
     throw new CLibraryError(
       `cannot use the C library ${cLibrary.path} (${cLibrary.kind}, by ${cLibrary.foundBy}): ${(e as Error).message}; einhorn supports ${SUPPORTED_C_LIBRARIES}`,
+      { cause: e },
     );
   }
 }

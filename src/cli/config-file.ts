@@ -42,7 +42,7 @@ export function readConfigFile(path: string, options: OptionShape[]): ConfigFile
   } catch (e) {
     if (e instanceof ConfigFileError) throw e;
     const code = (e as { code?: string }).code;
-    throw new ConfigFileError(`config ${path}: cannot read it (${code ?? (e as Error).message})`);
+    throw new ConfigFileError(`config ${path}: cannot read it (${code ?? (e as Error).message})`, { cause: e });
   }
   return parseConfigText(text, path, options);
 }

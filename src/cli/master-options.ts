@@ -180,14 +180,14 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
   try {
     content = readConfigFile(path, MASTER_OPTIONS);
   } catch (e) {
-    if (e instanceof ConfigFileError) throw new UsageError(e.message);
+    if (e instanceof ConfigFileError) throw new UsageError(e.message, { cause: e });
     throw e;
   }
   // The file alone must be valid: its mistakes are reported as the file's.
   try {
     buildConfig(content.raw, content.program, defaults);
   } catch (e) {
-    if (e instanceof UsageError) throw new UsageError(`config ${path}: ${e.message}`);
+    if (e instanceof UsageError) throw new UsageError(`config ${path}: ${e.message}`, { cause: e });
     throw e;
   }
   const merged = new Map(content.raw);

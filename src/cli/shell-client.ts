@@ -28,7 +28,7 @@ async function checkServer(socket: unknown, path: string, trustUid: number | nul
     const { getPeerCred } = await import("../../ffi/socket");
     peer = getPeerCred(fd);
   } catch (e) {
-    return new ConnectError(path, "EUNTRUSTED", `cannot tell who serves the socket (${(e as Error).message}); refusing to talk to it`);
+    return new ConnectError(path, "EUNTRUSTED", `cannot tell who serves the socket (${(e as Error).message}); refusing to talk to it`, { cause: e });
   }
   if (peer.uid === me || peer.uid === 0 || peer.uid === trustUid) return null;
   return new ConnectError(
@@ -42,8 +42,8 @@ async function checkServer(socket: unknown, path: string, trustUid: number | nul
 /** The master could not be reached at all. */
 export class ConnectError extends Error {
   override name = "ConnectError";
-  constructor(readonly path: string, readonly code: string, reason: string) {
-    super(`cannot connect to the einhorn master at ${path}: ${reason}`);
+  constructor(readonly path: string, readonly code: string, reason: string, options?: ErrorOptions) {
+    super(`cannot connect to the einhorn master at ${path}: ${reason}`, options);
   }
 }
 
@@ -65,7 +65,7 @@ const REASONS: Record<string, string> = {
 export function describeConnectError(path: string, e: unknown): ConnectError {
   const code = typeof (e as { code?: unknown })?.code === "string" ? (e as { code: string }).code : "EUNKNOWN";
   const reason = REASONS[code] ?? `${code === "EUNKNOWN" ? "" : `${code}: `}${(e as Error)?.message ?? String(e)}`;
-  return new ConnectError(path, code, reason);
+  return new ConnectError(path, code, reason, { cause: e });
 }
 
 export interface Answer {

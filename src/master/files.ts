@@ -150,7 +150,7 @@ export function writePidfile(path: string): OwnedPath {
   } catch (e) {
     removeOwnFile(owned);
     if (e instanceof StartError) throw e;
-    throw new StartError(`cannot write the pidfile: ${fsErrorText(e, "write", path)}`);
+    throw new StartError(`cannot write the pidfile: ${fsErrorText(e, "write", path)}`, 1, { cause: e });
   } finally {
     close(f.fd);
   }

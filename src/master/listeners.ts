@@ -35,7 +35,7 @@ async function resolve(spec: BindSpec): Promise<SockAddr> {
     const r = await lookup(a.host);
     return r.family === 6 ? { family: "inet6", host: r.address, port: a.port } : { family: "inet", host: r.address, port: a.port };
   } catch (e) {
-    throw new StartError(`cannot bind ${spec.text}: host '${a.host}' does not resolve (${(e as { code?: string }).code ?? (e as Error).message})`);
+    throw new StartError(`cannot bind ${spec.text}: host '${a.host}' does not resolve (${(e as { code?: string }).code ?? (e as Error).message})`, 1, { cause: e });
   }
 }
 

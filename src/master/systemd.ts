@@ -42,7 +42,7 @@ export function takeSystemdSockets(env: Record<string, string | undefined>, pid:
   const n = fds.length;
   for (const fd of fds) {
     try { setCloexec(fd, true); } catch (e) {
-      throw new StartError(`LISTEN_FDS says ${n} socket(s) start at fd 3, but fd ${fd} is not open: ${(e as Error).message}`);
+      throw new StartError(`LISTEN_FDS says ${n} socket(s) start at fd 3, but fd ${fd} is not open: ${(e as Error).message}`, 1, { cause: e });
     }
   }
   const nameList = names ? names.split(":") : [];

@@ -65,7 +65,7 @@ export async function serveWithBun(fd: number | null, handler: FetchHandler, opt
     try {
       server = Bun.serve({ port, hostname: opts.hostname, fetch, error });
     } catch (e) {
-      throw new EinhornWorkerError(`cannot listen on ${opts.hostname ?? "*"}:${port}: ${(e as Error).message}`);
+      throw new EinhornWorkerError(`cannot listen on ${opts.hostname ?? "*"}:${port}: ${(e as Error).message}`, { cause: e });
     }
   } else {
     try {

@@ -72,7 +72,7 @@ function viaFd(we: WorkerEnv, line: string): void {
   try {
     writeAll(fd, Buffer.from(line));
   } catch (e) {
-    throw new EinhornWorkerError(`writing to the command socket ${ENV.SOCK_FD}=${fd} failed: ${(e as Error).message}`);
+    throw new EinhornWorkerError(`writing to the command socket ${ENV.SOCK_FD}=${fd} failed: ${(e as Error).message}`, { cause: e });
   } finally {
     try { closeSync(fd); } catch { /* already gone */ }
   }
