@@ -16,7 +16,7 @@ import { adoptListener, findTemplateListener, stopAccepting, type Registration }
 import type { FetchHandler } from "./fetch-bridge";
 import { defaultPort, drainTimes, hookShutdownThenAck, workerLog } from "./listen";
 import { isWorkerEnv } from "./env";
-import { EinhornWorkerError } from "./errors";
+import { EinhornWorkerError, errorWithCode } from "./errors";
 import { probeSocketInode } from "./socket-probe";
 import type { ServeOptions, WorkerServer } from "./serve";
 
@@ -65,7 +65,7 @@ export async function serveWithBun(fd: number | null, handler: FetchHandler, opt
     try {
       server = Bun.serve({ port, hostname: opts.hostname, fetch, error });
     } catch (e) {
-      throw new EinhornWorkerError(`cannot listen on ${opts.hostname ?? "*"}:${port}: ${(e as Error).message}`, { cause: e });
+      throw new EinhornWorkerError(`cannot listen on ${opts.hostname ?? "*"}:${port}: ${errorWithCode(e)}`, { cause: e });
     }
   } else {
     try {

@@ -18,7 +18,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { ENV } from "../protocol-env";
 import { isWorkerEnv } from "./env";
-import { EinhornWorkerError } from "./errors";
+import { EinhornWorkerError, errorWithCode } from "./errors";
 import { exitAfterGracefulShutdown, onGracefulShutdown } from "./graceful-shutdown";
 import { ack } from "./master-link";
 import { checkListeningFd, socketFdFrom } from "./sockets";
@@ -142,7 +142,7 @@ export function chooseFd(opts: { fd?: number; index?: number }, what: string): n
 
 function listenOn(server: net.Server, target: net.ListenOptions, describe: string): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onError = (e: Error) => { server.off("listening", onListening); reject(new EinhornWorkerError(`cannot listen on ${describe}: ${e.message}`)); };
+    const onError = (e: Error) => { server.off("listening", onListening); reject(new EinhornWorkerError(`cannot listen on ${describe}: ${errorWithCode(e)}`, { cause: e })); };
     const onListening = () => { server.off("error", onError); resolve(); };
     server.once("error", onError);
     server.once("listening", onListening);

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { bind, close, listen, socket } from "../../ffi/socket";
 import { resetGracefulShutdownForTests } from "../../src/worker/graceful-shutdown";
+import { EinhornWorkerError } from "../../src/worker/errors";
 import { serve, type ServeOptions, type WorkerServer } from "../../src/worker/serve";
 
 const servers: WorkerServer[] = [];
@@ -216,9 +217,12 @@ describe("serve() options", () => {
   test("an einhorn socket index outside einhorn is an error", async () => {
     await expect(serve({ index: 1, fetch: () => new Response() })).rejects.toThrow(/not running under einhorn/);
   });
-  test("a port in use is a clear error", async () => {
+  test("a port in use is a clear error naming the errno, with the runtime's error as its cause", async () => {
     const s = await start({ fetch: () => new Response() });
-    await expect(serve({ port: s.port!, hostname: "127.0.0.1", fetch: () => new Response() })).rejects.toThrow(new RegExp(`cannot listen on 127.0.0.1:${s.port}`));
+    const e = await serve({ port: s.port!, hostname: "127.0.0.1", fetch: () => new Response() }).then(() => null, (err: unknown) => err);
+    expect(e).toBeInstanceOf(EinhornWorkerError);
+    expect((e as Error).message).toMatch(new RegExp(`^cannot listen on 127\\.0\\.0\\.1:${s.port}: .*EADDRINUSE`));
+    expect(((e as Error).cause as { code?: string }).code).toBe("EADDRINUSE");
   });
   test("a given listening descriptor is served", async () => {
     const fd = socket("inet");
