@@ -3,19 +3,17 @@
 // into core events, and performs the effects the core returns, in order.
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
-import {
-  type ExitStatus, execve, getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName, waitpidNohang,
-} from "../../ffi/process";
+import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
-import { type Effect, type Event, step, type UpgradeMode } from "../core/step";
+import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { EINHORN_VERSION, einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
 import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
-import { type PreflightResult, runPreflight } from "./preflight";
+import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
 import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
@@ -31,7 +29,6 @@ import { einhornStateYaml } from "./einhorn-state";
 import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
-import { ChildHandles } from "./child-handles";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture, type PreparedCapture } from "./worker-output";
@@ -41,18 +38,15 @@ import { MemoryGuard } from "./memory-guard";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
+import { type ExecRequest, type Host, Interpreter } from "./interpreter";
+import { type Cancel, type Os, systemOs } from "./os";
+import { Waiters } from "./waiters";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
 
-/** How long a due timer may wait for readable input to be handled first (see onWake). */
-const INPUT_FIRST_MAX_MS = 500;
-
 /** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
 const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
-
-type WaiterKind = "upgrade" | "reload";
-interface Waiter { conn: Connection; id: unknown; kind: WaiterKind }
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -61,6 +55,8 @@ export interface MasterOptions {
   env: Record<string, string | undefined>;
   /** Sockets passed by systemd socket activation, for `-b systemd:NAME`. */
   systemd?: SystemdSockets | null;
+  /** The operating system (tests pass a scripted one); default: the real one. */
+  os?: Os;
 }
 
 /** Read and check the handoff document on `fd` (a master continuing after its own execve). */
@@ -69,9 +65,17 @@ export function loadHandoff(fd: number): Handoff {
   return validateHandoffDoc(doc);
 }
 
-export class Master {
-  state!: State;
+/**
+ * The master process: sets up (start) or takes over (resume) its sockets,
+ * files and state, then runs the Interpreter over them. It is the
+ * Interpreter's Host: what the core's effects do to clients, files and the
+ * next image is here; processes and time go through the Os.
+ */
+export class Master implements Host {
   readonly log: Logger;
+  private readonly os: Os;
+  /** Feeds the core and performs its effects; exists once the state does. */
+  private loop!: Interpreter;
   private readonly cfg: MasterConfig;
   private listeners: Listener[] = [];
   /** The command socket and pidfile this master created (removed at exit while they are still ours). */
@@ -80,28 +84,29 @@ export class Master {
   private server: CommandServer | null = null;
   private commandFd: number | null = null;
   private plan!: WorkerPlan;
-  private queue: Event[] = [];
-  private draining = false;
-  private wakeTimer: ReturnType<typeof setTimeout> | null = null;
-  private safety: ReturnType<typeof setInterval> | null = null;
-  private exiting = false;
+  /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
+  private timers: Cancel[] = [];
   private readonly pid = getpid();
-  private waiters = new Set<Waiter>();
-  /** Children that are not workers (the preflight), with what to do when they exit. */
-  private sideChildren = new Map<number, (status: ExitStatus) => void>();
+  private readonly waiters = new Waiters();
   private reexecs = 0;
   private history: Array<{ version: string; at: number }> = [];
   private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
-  /** The workers' pidfds: every signal to a worker goes through them. */
-  private readonly children: ChildHandles;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
     this.capture = this.makeCapture();
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
-    this.children = new ChildHandles(this.log);
+    this.os = opts.os ?? systemOs(this.log);
     this.commands = this.commandContext();
+  }
+
+  get state(): State {
+    return this.loop.state;
+  }
+
+  dispatch(e: Event): void {
+    this.loop.dispatch(e);
   }
 
   /** --worker-output prefix|json: the capture (null for inherit, the default). */
@@ -121,7 +126,7 @@ export class Master {
   async start(): Promise<void> {
     const cfg = this.cfg;
     this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
-    this.history = [{ version: einhornVersionLabel(), at: Date.now() }];
+    this.history = [{ version: einhornVersionLabel(), at: this.os.now() }];
     // A stop signal at any moment of start-up ends it at once (see startup.ts).
     const signals = new StartupSignals(this.log);
     const stopRequested = signals.stopRequested;
@@ -154,12 +159,12 @@ export class Master {
       this.cleanupFiles();
       if (e instanceof StopDuringStart) {
         this.log.info(`Received ${e.signal} during start-up; stopping before any worker started`);
-        process.exit(stopDuringStartExitCode(e.signal));
+        this.os.exit(stopDuringStartExitCode(e.signal));
       }
       if (e instanceof SysError) throw new StartError(e.message, 1, { cause: e });
       throw e;
     }
-    this.state = initialState({
+    this.loop = new Interpreter(this.os, this, this.log, initialState({
       number: cfg.number,
       seconds: cfg.seconds,
       ackMode: cfg.ackMode,
@@ -170,7 +175,7 @@ export class Master {
       upgradeMaxDeaths: cfg.upgradeMaxDeaths,
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
-    }, Date.now());
+    }, this.os.now()));
     signals.dispose();
     try {
       this.boot();
@@ -189,7 +194,7 @@ export class Master {
    * then carry on with what it asked for (the rollout of an upgrade).
    */
   async resume(doc: Handoff): Promise<void> {
-    const t0 = Date.now();
+    const t0 = this.os.now();
     this.startEnv = doc.startEnv;
     this.metrics.restore(doc.metrics?.counters);
     if (doc.metrics?.fd != null) {
@@ -213,10 +218,10 @@ export class Master {
     sock.setCloexec(doc.commandFd, true);
     this.commandFd = doc.commandFd;
     this.serveCommands(doc.commandFd);
-    this.state = upgradeState(doc.state, t0);
+    this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0));
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
-    this.children.adopt(doc.pidfds);
+    this.os.adoptChildren(doc.pidfds);
     this.boot();
     // The signals stay blocked: the signalfd reads those pending since before the exec.
     for (const c of doc.connections) {
@@ -227,8 +232,8 @@ export class Master {
         if (c.format === "json") conn.format = "json";
         // A client that had not yet sent a whole line is still held to the first-line timeout (older images did not say: assume it spoke).
         conn.sentLine = c.spoke ?? true;
-        conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), Date.now());
-        if (c.waiting && doc.pending) this.waiters.add({ conn, id: c.waiting.requestId, kind: doc.pending.kind });
+        conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), this.os.now());
+        if (c.waiting && doc.pending) this.waiters.adopt(conn, c.waiting.requestId, doc.pending.kind);
       } catch (e) {
         this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
       }
@@ -253,7 +258,7 @@ export class Master {
     // After the pending upgrade started: a worker lost meanwhile is then
     // replaced by one of the new version, not of the old.
     this.checkChildren();
-    this.reap();
+    this.loop.reap();
     if (handed.includes("SIGHUP")) this.onSignal("SIGHUP");
   }
 
@@ -267,7 +272,7 @@ export class Master {
     for (const w of [...this.state.workers]) {
       let r;
       try {
-        r = this.children.check(w.pid);
+        r = this.os.check(w.pid);
       } catch (e) {
         this.log.error(`Could not check worker ${w.pid} after the re-exec: ${(e as Error).message}`);
         continue;
@@ -391,8 +396,9 @@ export class Master {
   private serveCommands(fd: number): void {
     this.server = new CommandServer({
       onLine: (conn, line) => handleLine(this.commands, conn, line),
-      isWorker: (pid) => this.state?.workers.some((w) => w.pid === pid) ?? false,
-      onClose: (conn) => { for (const w of this.waiters) if (w.conn === conn) this.waiters.delete(w); },
+      // (Connections adopted on resume are served before the state is.)
+      isWorker: (pid) => this.loop?.state.workers.some((w) => w.pid === pid) ?? false,
+      onClose: (conn) => this.waiters.drop(conn),
       log: (level, message) => this.log[level](message),
     });
     this.server.listenFd(fd);
@@ -428,7 +434,7 @@ export class Master {
       status: (format) => {
         const data = this.statusCollector.collect(this.state, {
           masterPid: this.pid, einhornVersion: einhornVersionLabel(), commandName: this.cfg.commandName, socketPath: this.cfg.socketPath, listeners: this.listeners,
-        }, Date.now());
+        }, this.os.now());
         return format === "json" ? JSON.stringify(data) : renderStatus(data);
       },
       masterPid: this.pid,
@@ -441,24 +447,35 @@ export class Master {
     };
   }
 
-  /** Requests the core has not answered yet (enroll or refuse), by the id it knows them by. */
-  private readonly requests = new Map<number, { conn: Connection; id: unknown }>();
-  private nextRequestId = 1;
-
   /** An upgrade or reload asked for on the command socket: the core decides (see requestReexec in core/step.ts). */
-  private request(kind: WaiterKind, mode: UpgradeMode | null, conn: Connection, id: unknown): void {
-    const requestId = this.nextRequestId++;
-    this.requests.set(requestId, { conn, id });
-    this.dispatch({ type: "reexec-requested", kind, mode, requestId });
+  private request(kind: ReexecKind, mode: UpgradeMode | null, conn: Connection, id: unknown): void {
+    this.dispatch({ type: "reexec-requested", kind, mode, requestId: this.waiters.ask(conn, id) });
   }
 
-  /** Send a message to the clients waiting on an upgrade or reload; `final` ends their wait. */
-  private notify(kind: WaiterKind, message: string, final: boolean, error = false): void {
-    for (const w of this.waiters) {
-      if (w.kind !== kind) continue;
-      w.conn.reply(w.id, message, { wait: !final, error });
-      if (final) this.waiters.delete(w);
-    }
+  // --- Host: what effects do beyond processes and time (see interpreter.ts) ---------
+
+  enroll(requestId: number, kind: ReexecKind): void {
+    this.waiters.enroll(requestId, kind);
+  }
+
+  refuse(requestId: number, message: string): void {
+    this.waiters.refuse(requestId, message);
+  }
+
+  notify(kind: ReexecKind, message: string, final: boolean, error = false): void {
+    this.waiters.notify(kind, message, final, error);
+  }
+
+  inputWaiting(): boolean {
+    return this.server?.inputWaiting() ?? false;
+  }
+
+  observe(e: Event, before: State, after: State, effects: Effect[], now: number): void {
+    this.metrics.observe(e, before, after, effects, now);
+  }
+
+  cancelExec(): void {
+    this.signals?.cancelExec();
   }
 
   /** The command that starts the next master image: --reexec-as, else this same binary. */
@@ -481,7 +498,7 @@ export class Master {
    * used fails the request before anything changes), then run the next
    * image's command with --upgrade-check (preflight.ts).
    */
-  private startPreflight(kind: WaiterKind): void {
+  runPreflight(kind: ReexecKind): void {
     const done = (r: PreflightResult) => this.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
     try {
       this.nextConfig = rereadConfig(this.cfg);
@@ -494,12 +511,13 @@ export class Master {
       this.log.info(changed);
       this.notify(kind, changed, false);
     }
-    runPreflight({
+    startPreflight({
       cmd: this.reexecCommand(),
       env: this.restoredEnv(),
       preload: this.cfg.preload,
-      watchChild: (pid, onExit) => this.sideChildren.set(pid, onExit),
-      unwatchChild: (pid) => this.sideChildren.delete(pid),
+      os: this.os,
+      watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
+      unwatchChild: (pid) => this.loop.unwatchChild(pid),
     }, done);
   }
 
@@ -510,9 +528,9 @@ export class Master {
    * before has been acted on by this image (a stop cancels the exec), and
    * every later one stays pending across the execve for the next image.
    */
-  private startExec(pending: Extract<Effect, { type: "exec" }>["pending"]): void {
+  exec(pending: ExecRequest): void {
     this.signals!.execWhenDrained(() => {
-      if (this.exiting || this.state.reexec?.phase !== "exec") return;
+      if (this.loop.exited || this.state.reexec?.phase !== "exec") return;
       try {
         this.execNow(pending.kind === "upgrade" ? { kind: "upgrade", mode: pending.mode ?? "smooth", requestedAt: pending.requestedAt } : { kind: "reload", requestedAt: pending.requestedAt });
       } catch (e) {
@@ -529,7 +547,7 @@ export class Master {
     const doc: Handoff = {
       schema: HANDOFF_SCHEMA,
       writerVersion: einhornVersionLabel(),
-      writtenAt: Date.now(),
+      writtenAt: this.os.now(),
       // With --config, what the re-read file says (its settings patched into the state).
       state: this.nextConfig ? { ...this.state, settings: { ...this.state.settings, ...this.nextConfig.patch } } : this.state,
       config: this.nextConfig?.config ?? this.cfg,
@@ -542,7 +560,7 @@ export class Master {
       pidfile: this.pidfile ? { dev: this.pidfile.dev, ino: this.pidfile.ino } : null,
       connections: conns.map((c) => {
         const b = c.exportBuffers();
-        const waiting = [...this.waiters].find((w) => w.conn === c);
+        const waiting = this.waiters.waitingOn(c);
         return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format, spoke: c.sentLine };
       }),
       pending,
@@ -552,7 +570,7 @@ export class Master {
       signalMask: "",
       history: this.history,
       signals: [],
-      pidfds: this.children.handoff(),
+      pidfds: this.os.handOverChildren(),
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
       cpuAtExecUs: cpuMicros(),
     };
@@ -566,7 +584,7 @@ export class Master {
     try {
       writeHandoff(doc, stateFd);
       for (const fd of keep) sock.setCloexec(fd, false);
-      execve(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
+      this.os.exec(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
     } catch (e) {
       // Still the old image: put every descriptor back as it was.
       for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
@@ -583,18 +601,16 @@ export class Master {
     // that cannot create a thread later (RLIMIT_NPROC reached) aborts, so
     // have them made now, while starting.
     Bun.gc(true);
-    this.safety = setInterval(() => this.reap(), SAFETY_REAP_MS);
-    this.everySecond = setInterval(() => this.housekeeping(), 1_000);
+    this.timers.push(this.os.every(SAFETY_REAP_MS, () => this.loop.reap()));
+    this.timers.push(this.os.every(1_000, () => this.housekeeping()));
   }
-
-  private everySecond: ReturnType<typeof setInterval> | null = null;
   private readonly ackWait = new AckWaitReporter();
   private memoryGuard: MemoryGuard | null = null;
 
   /** Once a second: reports and checks that are not driven by the core's clock. */
   private housekeeping(): void {
-    if (this.exiting) return;
-    const report = this.ackWait.check(this.state, Date.now());
+    if (this.loop.exited) return;
+    const report = this.ackWait.check(this.state, this.os.now());
     if (report) {
       this.log.warn(report);
       this.notify("upgrade", report, false);
@@ -607,116 +623,19 @@ export class Master {
   }
 
   private onSignal(sig: string): void {
-    if (sig === "SIGCHLD") this.reap();
+    if (sig === "SIGCHLD") this.loop.reap();
     else this.dispatch({ type: "signal", signal: sig });
   }
 
-  // --- the event loop ------------------------------------------------------------
-
-  dispatch(e: Event): void {
-    this.queue.push(e);
-    if (this.draining) return;
-    this.draining = true;
-    try {
-      while (this.queue.length && !this.exiting) {
-        const ev = this.queue.shift()!;
-        const now = Date.now();
-        const r = step(this.state, ev, now);
-        this.metrics.observe(ev, this.state, r.state, r.effects, now);
-        this.state = r.state;
-        for (const fx of r.effects) this.perform(fx);
-        this.schedule(r.wakeAt);
-      }
-    } finally {
-      this.draining = false;
-    }
-  }
-
-  private schedule(wakeAt: number | null): void {
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    this.wakeTimer = null;
-    if (wakeAt === null || this.exiting) return;
-    // +1 ms: a timer never fires early, so the core sees its deadline as reached.
-    this.wakeTimer = setTimeout(() => this.onWake(Date.now()), Math.max(0, wakeAt - Date.now()) + 1);
-  }
-
-  /**
-   * Input before timers. A timer that fires late (the master was stopped,
-   * or busy) may find ACKs and other requests already waiting in its
-   * sockets, sent before the deadline it is about to enforce: an upgrade
-   * would fail for ACKs it had received. So while input is readable, the
-   * tick waits a turn of the event loop (1 ms) for it to be handled, for at
-   * most INPUT_FIRST_MAX_MS, so that a flood cannot hold timers off.
-   */
-  private onWake(firstAt: number): void {
-    this.wakeTimer = null;
-    if (!this.exiting && Date.now() - firstAt < INPUT_FIRST_MAX_MS && this.server?.inputWaiting()) {
-      this.wakeTimer = setTimeout(() => this.onWake(firstAt), 1);
-      return;
-    }
-    this.dispatch({ type: "tick" });
-  }
-
-  private perform(fx: Effect): void {
-    switch (fx.type) {
-      case "log":
-        this.log[fx.level](fx.message);
-        break;
-      case "spawn":
-        this.spawn(fx.spawnId, fx.index);
-        break;
-      case "kill":
-        try {
-          if (!this.children.signal(fx.pid, fx.signal)) this.log.debug(`Worker ${fx.pid} was already gone when sent ${fx.signal}`);
-        } catch (e) {
-          this.log.error(`Could not send ${fx.signal} to ${fx.pid}: ${(e as Error).message}`);
-        }
-        break;
-      case "upgrade-progress":
-        this.notify("upgrade", fx.message, false);
-        break;
-      case "upgrade-finished":
-        this.notify("upgrade", fx.message, true, !fx.ok);
-        break;
-      case "enroll": {
-        const r = this.requests.get(fx.requestId);
-        this.requests.delete(fx.requestId);
-        if (r) this.waiters.add({ conn: r.conn, id: r.id, kind: fx.kind });
-        break;
-      }
-      case "refuse": {
-        const r = this.requests.get(fx.requestId);
-        this.requests.delete(fx.requestId);
-        r?.conn.reply(r.id, fx.message, { error: true });
-        break;
-      }
-      case "notify":
-        this.notify(fx.kind, fx.message, fx.final, fx.error);
-        break;
-      case "run-preflight":
-        this.startPreflight(this.state.reexec?.kind ?? "upgrade");
-        break;
-      case "exec":
-        this.startExec(fx.pending);
-        break;
-      case "cancel-exec":
-        this.signals?.cancelExec();
-        break;
-      case "exit":
-        this.exit(fx.code);
-        break;
-    }
-  }
-
-  private spawn(spawnId: number, index: number): void {
+  /** The `spawn` effect's work: the worker's command connection and output capture, then Os.spawn. */
+  spawnWorker(index: number): number {
     let pair: [number, number] | null = null;
     let captured: PreparedCapture | null = null;
     try {
       if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
       if (this.capture) captured = this.capture.output.prepare();
-      const pid = spawnWorker(this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
+      const pid = spawnWorker(this.os.spawn, this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
       if (captured) this.capture!.output.attach(captured, pid, index);
-      this.children.track(pid);
       if (pair) {
         sock.close(pair[1]);
         const masterEnd = pair[0];
@@ -725,30 +644,11 @@ export class Master {
           try { sock.close(masterEnd); } catch { /* gone */ }
         });
       }
-      this.queue.push({ type: "spawned", spawnId, pid, at: Date.now() });
+      return pid;
     } catch (e) {
       if (pair) for (const fd of pair) { try { sock.close(fd); } catch { /* already closed */ } }
       if (captured) this.capture!.output.abandon(captured);
-      this.queue.push({ type: "spawn-failed", spawnId, reason: (e as Error).message });
-    }
-  }
-
-  /** Collect every exited child (SIGCHLD coalesces, so loop until none is left). */
-  reap(): void {
-    for (;;) {
-      let r;
-      try {
-        r = waitpidNohang(-1);
-      } catch (e) {
-        if (e instanceof SysError && e.code === "ECHILD") return;
-        this.log.error(`waitpid failed: ${(e as Error).message}`);
-        return;
-      }
-      if (!r) return;
-      this.children.forget(r.pid);
-      const side = this.sideChildren.get(r.pid);
-      if (side) side(r.status);
-      else this.dispatch({ type: "exited", pid: r.pid, code: r.status.code, signal: r.status.signal });
+      throw e;
     }
   }
 
@@ -761,12 +661,9 @@ export class Master {
     removeOwnFile(this.pidfile);
   }
 
-  exit(code: number): void {
-    if (this.exiting) return;
-    this.exiting = true;
-    if (this.wakeTimer) clearTimeout(this.wakeTimer);
-    if (this.safety) clearInterval(this.safety);
-    if (this.everySecond) clearInterval(this.everySecond);
+  /** The `exit` effect's last words (the Interpreter then ends the process). */
+  leave(code: number): void {
+    for (const cancel of this.timers) cancel();
     this.server?.stop();
     this.cleanupFiles();
     if (this.capture) {
@@ -777,9 +674,8 @@ export class Master {
     this.log.info(`Exiting with status ${code}`);
     if (this.capture) {
       // Captured lines still queued get a short, bounded chance to go out.
-      const until = Date.now() + 500;
-      while (this.capture.flush() > 0 && Date.now() < until) Bun.sleepSync(5);
+      const until = this.os.now() + 500;
+      while (this.capture.flush() > 0 && this.os.now() < until) Bun.sleepSync(5);
     }
-    process.exit(code);
   }
 }

@@ -2,8 +2,9 @@
 // with --upgrade-check (in the environment it will get) and judge what it
 // says, before the running master commits to an execve.
 import { HANDOFF_SCHEMA } from "./handoff";
-import { type ExitStatus, kill, memfdCreate, readAll, spawn } from "../../ffi/process";
+import { type ExitStatus, memfdCreate, readAll } from "../../ffi/process";
 import { close } from "../../ffi/socket";
+import type { Os } from "./os";
 import { resolveProgram } from "./spawner";
 
 /** How long `--upgrade-check` may take before the upgrade is declared failed. */
@@ -18,6 +19,8 @@ export interface PreflightOptions {
   /** A -p module the next image must be able to load. */
   preload: string | null;
   timeoutMs?: number;
+  /** Processes and timers: the master's Os. */
+  os: Pick<Os, "spawn" | "kill" | "after">;
   /** Have the master's reaper call `onExit` when `pid` exits (it is not a worker). */
   watchChild(pid: number, onExit: (status: ExitStatus) => void): void;
   unwatchChild(pid: number): void;
@@ -48,7 +51,7 @@ export function judgePreflight(cmd: string[], status: ExitStatus, output: string
 
 /** Start the preflight; `done` is called once, on a later event-loop turn, with the verdict. */
 export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): void {
-  const { cmd, env } = opts;
+  const { cmd, env, os } = opts;
   const timeoutMs = opts.timeoutMs ?? PREFLIGHT_TIMEOUT_MS;
   let out = -1;
   let pid: number;
@@ -58,24 +61,24 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
     // Output goes to an in-memory file, read after the exit: a pipe could fill and stall the check.
     out = memfdCreate("einhorn-preflight", true);
     const check = [...cmd, "--upgrade-check", ...(opts.preload ? ["--preload", opts.preload] : [])];
-    pid = spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
+    pid = os.spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
   } catch (e) {
     if (out >= 0) { try { close(out); } catch { /* already closed */ } }
-    setTimeout(() => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }), 0);
+    os.after(0, () => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }));
     return;
   }
   const outFd = out;
   const finish = (r: PreflightResult) => {
-    clearTimeout(timer);
+    cancelTimer();
     opts.unwatchChild(pid);
     try { close(outFd); } catch { /* already closed */ }
     // Leave the reaper's loop before acting: the re-exec must not run inside it.
-    setTimeout(() => done(r), 0);
+    os.after(0, () => done(r));
   };
-  const timer = setTimeout(() => {
-    kill(pid, "SIGKILL");
+  const cancelTimer = os.after(timeoutMs, () => {
+    os.kill(pid, "SIGKILL");
     finish({ ok: false, reason: `preflight '${cmd.join(" ")} --upgrade-check' did not finish within ${timeoutMs / 1000}s` });
-  }, timeoutMs);
+  });
   opts.watchChild(pid, (status) => {
     let text: string;
     // Read through the descriptor already open: opening /proc/self/fd/N

@@ -2,7 +2,8 @@
 // sockets at their advertised numbers and nothing else of the master's.
 import { accessSync, constants as fsc, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
-import { getpid, O_CLOEXEC, O_RDONLY, open, setpriority, spawn } from "../../ffi/process";
+import { getpid, O_CLOEXEC, O_RDONLY, open, setpriority } from "../../ffi/process";
+import type { Os } from "./os";
 import { ENV, isEinhornWorkerVar } from "../protocol";
 import { StartError } from "./errors";
 import { SD_LISTEN_FDS_START } from "./systemd";
@@ -134,7 +135,7 @@ export function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): st
  * which sets the parent-death signal and/or LISTEN_PID (posix_spawn has no
  * hook for either) and then execs the program in the same pid.
  */
-export function spawnWorker(plan: WorkerPlan, index: number, sockFd: number | null, warn: (e: Error) => void = () => {}, stdio: [number, number] | null = null): number {
+export function spawnWorker(spawn: Os["spawn"], plan: WorkerPlan, index: number, sockFd: number | null, warn: (e: Error) => void = () => {}, stdio: [number, number] | null = null): number {
   const layout = fdLayout(plan.listenerFds, sockFd, plan.listenFds);
   const env = workerEnv(plan, index, layout);
   let file: string;
