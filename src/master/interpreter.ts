@@ -56,7 +56,7 @@ export class Interpreter {
   constructor(
     private readonly os: Os,
     private readonly host: Host,
-    private readonly log: Logger,
+    private readonly log: Pick<Logger, "debug" | "info" | "warn" | "error">,
     public state: State,
   ) {}
 
