@@ -343,7 +343,7 @@ export class Master implements Host {
       const r = readProc(w.pid);
       if (r) workerRss.set(w.pid, r.rssBytes);
     }
-    const bootTime = Date.now() / 1000 - uptimeSeconds();
+    const bootTime = this.os.now() / 1000 - uptimeSeconds();
     return renderMetrics(this.metrics, {
       state: this.state,
       einhornVersion: einhornVersionLabel(),
