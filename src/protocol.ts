@@ -1,5 +1,6 @@
 // Everything einhorn says to the outside world by name, once: environment
-// variables workers read, command names, and the command-socket wire format.
+// variables workers read and the command-socket wire format (the commands
+// themselves are declared in command-registry.ts).
 // Einhorn 1.1.1 clients in Ruby, Go, Python and PHP depend on every string here.
 import { escapeLine, unescapeLine } from "./protocol-env";
 
@@ -16,28 +17,6 @@ function yaml(): typeof import("yaml") {
 }
 
 export { ENV, escapeLine, isEinhornWorkerVar, unescapeLine } from "./protocol-env";
-
-export const COMMANDS = {
-  "worker:ack": "Worker ACK: the worker is up (sent by workers, not people)",
-  "worker:ping": "Worker ping: records when a worker last checked in",
-  ehlo: "Print a welcome banner naming the master",
-  help: "List the commands",
-  state: "Dump the master's state: Einhorn's layout (Ruby YAML, for Einhorn's clients); 'state json' or 'state yaml' for einhorn's own schema",
-  status: "Workers at a glance: state, uptime, CPU, memory, restarts ('status json' for scripts)",
-  inc: "Increment the number of workers",
-  dec: "Decrement the number of workers (never below 1)",
-  set_workers: "Set the number of workers: set_workers N (1..1000)",
-  quieter: "Decrease the master's log verbosity",
-  louder: "Increase the master's log verbosity",
-  signal: "Send signals to every worker: signal SIG [SIG...]",
-  die: "Send a signal (default USR2) to every worker, stop respawning, exit once they are gone: die [SIG]",
-  config: "Change settings: config KEY=VALUE ... or a YAML mapping",
-  upgrade: "Smooth upgrade: new workers replace old ones one for one as they ACK",
-  upgrade_fleet: "Fleet upgrade: start every new worker, retire all old ones once every new one ACKed",
-  reload: "Re-execute the master without replacing workers",
-} as const;
-
-export type CommandName = keyof typeof COMMANDS;
 
 /**
  * Longest command line the master reads; a longer one is answered with an

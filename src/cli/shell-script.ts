@@ -1,8 +1,8 @@
 // The pure parts of `einhorn sh`: turning text into command-socket requests,
 // deciding whether an answer means failure, and tab completion. No I/O here,
 // so all of it is unit-tested directly.
-import { constants } from "node:os";
-import { COMMANDS, type Response } from "../protocol";
+import { COMMANDS, isCommandName, personCommands, workerCommands } from "../command-registry";
+import type { Response } from "../protocol";
 
 // The one quote-aware splitter (shared with --reexec-as) lives in master/shell-split.ts.
 export { parseScript, type ScriptCommand, ScriptError } from "../master/shell-split";
@@ -11,7 +11,7 @@ export { parseScript, type ScriptCommand, ScriptError } from "../master/shell-sp
 export const LOCAL_COMMANDS = ["quit", "exit"] as const;
 
 /** Commands only workers send: the master closes the connection without answering, which would end the shell. */
-export const WORKER_ONLY_COMMANDS: readonly string[] = ["worker:ack", "worker:ping"];
+export const WORKER_ONLY_COMMANDS: readonly string[] = workerCommands();
 
 /**
  * Prefixes of answers that mean failure, for masters that do not (yet) set
@@ -47,37 +47,39 @@ export function toResponse(doc: unknown): Response | null {
 
 /** Command names offered by tab completion: what a person may send, plus the shell's own. */
 export function completionNames(): string[] {
-  return [...Object.keys(COMMANDS).filter((c) => !WORKER_ONLY_COMMANDS.includes(c)), ...LOCAL_COMMANDS].sort();
+  return [...personCommands(), ...LOCAL_COMMANDS].sort();
 }
 
-const SIGNAL_NAMES = Object.keys(constants.signals).map((s) => s.replace(/^SIG/, "")).sort();
-
-/** Words offered after a command name, where the choices are known. */
-function argumentChoices(command: string): string[] {
-  switch (command) {
-    case "state": return ["json", "yaml"];
-    case "signal":
-    case "die": return SIGNAL_NAMES;
-    default: return [];
-  }
+/**
+ * Words offered for argument number `index` of `command`: its registry rule's
+ * choices (src/command-registry.ts), so Tab offers what the master accepts.
+ */
+export function argumentChoices(command: string, index: number): readonly string[] {
+  if (!isCommandName(command) || COMMANDS[command].sender !== "person") return [];
+  return COMMANDS[command].args.choices(index);
 }
 
 /**
  * node:readline completer: completes the command name in the first word and,
  * for commands with a fixed set of arguments, the word being typed after it.
- * Returns [candidates, the text they replace].
+ * Only the last command of the line counts (`inc; state j`; a quoted ";"
+ * also counts as a separator here, which at worst offers nothing). Returns
+ * [candidates, the text they replace].
  */
 export function complete(line: string): [string[], string] {
-  const m = /^(\s*)(\S*)$/.exec(line);
+  const last = line.slice(line.lastIndexOf(";") + 1);
+  const m = /^(\s*)(\S*)$/.exec(last);
   if (m) {
     const typed = m[2]!;
     const names = completionNames();
     const hits = names.filter((n) => n.startsWith(typed));
     return [hits.length ? hits : names, typed];
   }
-  const command = line.trim().split(/\s+/)[0]!;
-  const current = /(\S*)$/.exec(line)![1]!;
-  const choices = argumentChoices(command);
+  const words = last.trim().split(/\s+/);
+  const current = /(\S*)$/.exec(last)![1]!;
+  // The word being typed is the last one (or a new, empty one after a space).
+  const index = words.length - 1 - (current === "" ? 0 : 1);
+  const choices = argumentChoices(words[0]!, index);
   const hits = choices.filter((c) => c.toLowerCase().startsWith(current.toLowerCase()));
   return [hits, current];
 }

@@ -8,7 +8,8 @@ import type { Socket } from "bun";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { MAX_CONNECTIONS, MAX_PENDING_OUTPUT } from "../../src/master/command-server";
-import { COMMANDS, decodeLine, escapeLine, MAX_LINE_BYTES } from "../../src/protocol";
+import { COMMANDS, type CommandName } from "../../src/command-registry";
+import { decodeLine, escapeLine, MAX_LINE_BYTES } from "../../src/protocol";
 import {
   command, FIXTURES, fetchLine, type Master, runBinary, sleep, startMaster, type StartOptions, stateJson, tempDir, waitFor,
 } from "../harness";
@@ -250,7 +251,7 @@ describe("commands", () => {
     const help = String((await final(m.sockPath, "help")).message);
     // Einhorn's layout: its opening line, then "name: description" sorted by name.
     expect(help.split("\n").slice(0, 2)).toEqual(["You are speaking to the Einhorn command socket. You can run the following commands:", ""]);
-    expect(help.split("\n").slice(2)).toEqual(Object.keys(COMMANDS).sort().map((name) => `${name}: ${COMMANDS[name as keyof typeof COMMANDS]}`));
+    expect(help.split("\n").slice(2)).toEqual(Object.keys(COMMANDS).sort().map((name) => `${name}: ${COMMANDS[name as CommandName].description}`));
 
     const unknown = await final(m.sockPath, "frobnicate");
     expect(unknown.error).toBe(true);

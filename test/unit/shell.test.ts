@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { EXIT, parseShellArgs, ShellUsageError, shellUsage } from "../../src/cli/shell";
 import { complete, completionNames, isFailure, parseScript, ScriptError, toResponse } from "../../src/cli/shell-script";
 import { currentUser, Deadline, messageText, TimeoutError } from "../../src/cli/shell-session";
-import { COMMANDS } from "../../src/protocol";
+import { COMMANDS } from "../../src/command-registry";
 
 const words = (script: string) => parseScript(script).map((c) => [c.command, ...c.args]);
 
