@@ -1,6 +1,7 @@
 // The interactive `einhorn sh`: a prompt with line editing, history kept in
-// ~/.einhorn_sh_history and tab completion of command names. Commands run one
-// at a time; answers are printed as they arrive (an upgrade streams progress).
+// ~/.einhorn_sh_history and tab completion of commands and their arguments
+// (from the command registry). Commands run one at a time; answers are
+// printed as they arrive (an upgrade streams progress).
 import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";

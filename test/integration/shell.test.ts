@@ -235,6 +235,14 @@ describe("interactive einhorn sh (tmux)", () => {
     t.keys("Enter");
     await t.waitFor("the help text", (s) => s.includes("upgrade_fleet") && s.includes("set_workers"));
 
+    // Arguments complete too, from the command registry.
+    t.keys("status j");
+    await t.waitFor("the typed argument", (s) => s.includes("einhorn> status j"));
+    t.keys("Tab");
+    await t.waitFor("'j' completed to 'json'", (s) => s.includes("einhorn> status json"));
+    t.keys("Enter");
+    await t.waitFor("the status document", (s) => s.includes('"schema":"einhorn.status/'));
+
     t.keys("state", "Enter");
     // Einhorn's layout: children keyed by pid.
     await t.waitFor("the worker's pid in the state", (s) => s.includes(`    ${pid}:`) && s.includes(":children:"));
@@ -245,7 +253,7 @@ describe("interactive einhorn sh (tmux)", () => {
     t.keys("C-d");
     await t.waitFor("exit status 0", (s) => s.includes("[exit 0]"));
     const history = readFileSync(join(dir, ".einhorn_sh_history"), "utf8");
-    expect(history).toBe("help\nstate\nbogus\n");
+    expect(history).toBe("help\nstatus json\nstate\nbogus\n");
     expect(await stopMaster(m)).toBe(0);
   });
 
