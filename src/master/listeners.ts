@@ -9,7 +9,7 @@ import type { SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
-import { describePath } from "./files";
+import { acquireLock, describePath, type OwnedPath, ownedPath, releaseLock } from "./files";
 import { selectSystemdSocket, type SystemdSockets } from "./systemd";
 import { fsPath } from "../../ffi/os-string";
 
@@ -131,5 +131,45 @@ export async function openListener(spec: BindSpec, backlog: number, systemd: Sys
     if (boundPath) rmSync(fsPath(boundPath), { force: true });
     if (e instanceof SysError) throw new StartError(`cannot listen on ${spec.text}: ${e.message}`, 1, { cause: e });
     throw e;
+  }
+}
+
+/**
+ * Create the master's command socket at `path` under the lockfile's flock
+ * (held only for this, as Einhorn does), refusing when another master
+ * serves it. Clients that connect before the master serves it wait in the
+ * accept queue. `created` hears of the path as soon as it exists, so that a
+ * failure after the bind still removes it.
+ */
+export async function createCommandSocket(
+  path: string,
+  lockfile: string,
+  stopRequested: () => string | null,
+  on: { waiting(holder: number | null): void; created(owned: OwnedPath | null): void },
+): Promise<number> {
+  const lock = await acquireLock(lockfile, stopRequested, on.waiting);
+  try {
+    const found = probeUnixSocket(path);
+    if (found.kind === "live") {
+      throw new StartError(
+        `another einhorn master${found.pid ? ` (pid ${found.pid})` : ""} is serving the command socket ${path}; ` +
+          "give this master its own with -d PATH (or -c NAME), or stop the other one first",
+      );
+    }
+    clearStaleUnixSocket(path, "command socket");
+    let fd = -1;
+    try {
+      fd = sock.socket("unix");
+      bindUnix(fd, path, 0o600);
+      on.created(ownedPath(path));
+      sock.listen(fd, 128);
+      return fd;
+    } catch (e) {
+      if (fd >= 0) sock.close(fd);
+      if (e instanceof SysError) throw new StartError(`cannot open the command socket ${path}: ${e.message}`, 1, { cause: e });
+      throw e;
+    }
+  } finally {
+    releaseLock(lock);
   }
 }

@@ -10,7 +10,7 @@ import { initialState, type State, upgradeState } from "../core/state";
 import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
-import { EINHORN_VERSION, einhornVersionLabel } from "../version";
+import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
 import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
 import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
@@ -19,11 +19,10 @@ import type { SystemdSockets } from "./systemd";
 import { CommandServer, type Connection } from "./command-server";
 import { type CommandContext, handleLine } from "./commands";
 import { StartError, StopDuringStart } from "./errors";
-import { acquireLock, fsErrorText, type OwnedPath, ownedPath, releaseLock, removeOwnFile, writePidfile } from "./files";
-import { bindUnix, clearStaleUnixSocket, type Listener, openListener, probeUnixSocket } from "./listeners";
+import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
+import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
 import { pinSelfImage, resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
-import { readdirSync, readFileSync } from "node:fs";
 import { buildStateReport } from "./state-report";
 import { einhornStateYaml } from "./einhorn-state";
 import { renderStatus, StatusCollector } from "./status-report";
@@ -356,41 +355,14 @@ export class Master implements Host {
     });
   }
 
-  /**
-   * Create the command socket under the lockfile's flock (held only for
-   * this, as Einhorn does). Clients that connect before the master serves
-   * it wait in the accept queue.
-   */
+  /** The command socket, created under the lockfile (see createCommandSocket). */
   private async openCommandSocket(stopRequested: () => string | null): Promise<void> {
-    const path = this.cfg.socketPath;
-    const lock = await acquireLock(this.cfg.lockfile, stopRequested, (holder) => {
-      this.log.info(`Waiting for the lockfile ${this.cfg.lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`);
+    const { socketPath, lockfile } = this.cfg;
+    this.commandFd = await createCommandSocket(socketPath, lockfile, stopRequested, {
+      waiting: (holder) => this.log.info(`Waiting for the lockfile ${lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`),
+      created: (owned) => { this.commandPath = owned; },
     });
-    try {
-      const found = probeUnixSocket(path);
-      if (found.kind === "live") {
-        throw new StartError(
-          `another einhorn master${found.pid ? ` (pid ${found.pid})` : ""} is serving the command socket ${path}; ` +
-            "give this master its own with -d PATH (or -c NAME), or stop the other one first",
-        );
-      }
-      clearStaleUnixSocket(path, "command socket");
-      let fd = -1;
-      try {
-        fd = sock.socket("unix");
-        bindUnix(fd, path, 0o600);
-        this.commandPath = ownedPath(path);
-        sock.listen(fd, 128);
-      } catch (e) {
-        if (fd >= 0) sock.close(fd);
-        if (e instanceof SysError) throw new StartError(`cannot open the command socket ${path}: ${e.message}`, 1, { cause: e });
-        throw e;
-      }
-      this.commandFd = fd;
-    } finally {
-      releaseLock(lock);
-    }
-    this.log.debug(`Command socket listening at ${path} (fd ${this.commandFd})`);
+    this.log.debug(`Command socket listening at ${socketPath} (fd ${this.commandFd})`);
   }
 
   private serveCommands(fd: number): void {
