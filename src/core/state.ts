@@ -48,7 +48,7 @@ export interface Worker {
 }
 
 /** A spawn the core asked for and the shell has not yet reported back. */
-export interface PendingSpawn { spawnId: number; index: number; version: number; requestedAt: number }
+export interface PendingSpawn { spawnId: number; index: number; version: number }
 
 export interface ExitCounts { total: number; beforeAck: number; lastCode: number | null; lastSignal: string | null; lastAt: number | null }
 
@@ -71,7 +71,7 @@ export interface Stopping {
  * the current version is started for it, and it is retired once that one and
  * the others make up the wanted number of ACKed workers. One at a time.
  */
-export interface Replacement { pid: number; since: number; reason: string }
+export interface Replacement { pid: number; reason: string }
 
 /**
  * An upgrade or reload between its request and the new master image: its

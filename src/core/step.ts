@@ -120,7 +120,7 @@ class Step {
     const s = this.s;
     const spawnId = s.nextSpawnId++;
     const index = freeIndex(s);
-    s.pending.push({ spawnId, index, version: s.version, requestedAt: this.now });
+    s.pending.push({ spawnId, index, version: s.version });
     s.lastSpawnAt = this.now;
     this.fx.push({ type: "spawn", spawnId, index, version: s.version });
   }
@@ -601,7 +601,7 @@ class Step {
       : s.replacement ? `worker ${s.replacement.pid} is being replaced (one at a time)`
       : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet" : null;
     if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
-    s.replacement = { pid, since: this.now, reason };
+    s.replacement = { pid, reason };
     this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${s.settings.retireSignal})`);
   }
 

@@ -51,7 +51,7 @@ describe("ACK-wait reports", () => {
     const r = new AckWaitReporter();
     const s = upgrading();
     s.workers.pop();
-    s.pending = [{ spawnId: 1, index: 2, version: 1, requestedAt: T0 }];
+    s.pending = [{ spawnId: 1, index: 2, version: 1 }];
     expect(r.check(s, T0 + 10_000)).toContain("new workers still starting");
   });
 });

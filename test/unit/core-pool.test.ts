@@ -12,7 +12,7 @@ function worker(p: Partial<Worker> = {}): Worker {
   return { pid: pidSeq++, index: 0, version: 0, spawnedAt: 0, ackedAt: null, signals: [], lastPing: null, ...p };
 }
 function pending(p: Partial<PendingSpawn> = {}): PendingSpawn {
-  return { spawnId: pidSeq++, index: 0, version: 0, requestedAt: 0, ...p };
+  return { spawnId: pidSeq++, index: 0, version: 0, ...p };
 }
 function state(p: Partial<State> = {}, settings: Partial<Settings> = {}): State {
   return { ...initialState({ ...DEFAULT_SETTINGS, ...settings }, 0), ...p };
