@@ -135,13 +135,13 @@ function intOpt(raw: Raw, long: string, min: number, max = Number.MAX_SAFE_INTEG
   return Number(v);
 }
 
-function secondsOpt(raw: Raw, long: string, allowZero: boolean): number | undefined {
+function secondsOpt(raw: Raw, long: string): number | undefined {
   const v = last(raw, long);
   if (v === undefined) return undefined;
   const o = byLong.get(long)!;
   const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n) || n < 0 || (!allowZero && n === 0)) {
-    throw new UsageError(`${flagName(o)} wants a number of seconds ${allowZero ? "of 0 or more" : "greater than 0"}, got '${v}'`);
+  if (v.trim() === "" || !Number.isFinite(n) || n <= 0) {
+    throw new UsageError(`${flagName(o)} wants a number of seconds greater than 0, got '${v}'`);
   }
   return n;
 }
@@ -285,12 +285,12 @@ function buildConfig(raw: Raw, program: string[], defaults: Defaults): Omit<Mast
     number: intOpt(raw, "number", 1, 1000) ?? 1,
     preload: last(raw, "preload") ?? null,
     verbosity,
-    seconds: secondsOpt(raw, "seconds", false) ?? 1,
-    signalTimeout: secondsOpt(raw, "signal-timeout", false) ?? null,
+    seconds: secondsOpt(raw, "seconds") ?? 1,
+    signalTimeout: secondsOpt(raw, "signal-timeout") ?? null,
     retireSignal: retireSignalOpt(raw),
     maxUnacked: intOpt(raw, "max-unacked", 1) ?? Math.max(1, defaults.cpus ?? availableParallelism()),
     maxUpgradeAdditional: intOpt(raw, "max-upgrade-additional", 0) ?? null,
-    ackTimeout: secondsOpt(raw, "ack-timeout", false) ?? null,
+    ackTimeout: secondsOpt(raw, "ack-timeout") ?? null,
     upgradeMaxDeaths: intOpt(raw, "upgrade-max-deaths", 1) ?? 3,
     dropEnvVars: raw.get("drop-env-var") ?? [],
     reexecAs,

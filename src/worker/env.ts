@@ -34,8 +34,8 @@ function wholeNumber(env: Env, name: string, min = 0): number {
   return n;
 }
 
-function optionalWholeNumber(env: Env, name: string, min = 0): number | null {
-  return env[name] === undefined || env[name] === "" ? null : wholeNumber(env, name, min);
+function optionalWholeNumber(env: Env, name: string): number | null {
+  return env[name] === undefined || env[name] === "" ? null : wholeNumber(env, name);
 }
 
 /** The error for code that needs einhorn but runs without it. */
