@@ -113,8 +113,8 @@ export function osArgs(lossy: string[] = process.argv.slice(2)): string[] {
  * copy in /proc/self/environ. Falls back to process.env when /proc cannot be
  * read or disagrees on the names (something changed the environment).
  */
-export function osEnviron(lossy: Record<string, string | undefined> = process.env): Record<string, string> {
-  const fallback = () => Object.fromEntries(Object.entries(lossy).filter((e): e is [string, string] => e[1] !== undefined));
+export function osEnviron(): Record<string, string> {
+  const fallback = () => Object.fromEntries(Object.entries(process.env).filter((e): e is [string, string] => e[1] !== undefined));
   const all = procList("/proc/self/environ");
   if (!all) return fallback();
   const env: Record<string, string> = {};

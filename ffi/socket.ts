@@ -77,9 +77,10 @@ export function getPeerCred(fd: number): PeerCred {
   return { pid: v[0]!, uid: v[1]! >>> 0, gid: v[2]! >>> 0 };
 }
 
-export function socketpair(flags = SOCK_CLOEXEC): [number, number] {
+/** A connected pair of UNIX stream sockets, both close-on-exec. */
+export function socketpair(): [number, number] {
   const fds = new Int32Array(2);
-  check(sym.socketpair(AF_UNIX, SOCK_STREAM | flags, 0, ptr(fds)), "socketpair");
+  check(sym.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ptr(fds)), "socketpair");
   return [fds[0]!, fds[1]!];
 }
 
