@@ -71,7 +71,7 @@ export async function serveWithBun(fd: number | null, handler: FetchHandler, opt
     try {
       server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch, error });
     } catch (e) {
-      return `Bun.serve could not start its template listener on 127.0.0.1: ${(e as Error).message}`;
+      return `Bun.serve could not start its template listener on 127.0.0.1: ${errorWithCode(e)}`;
     }
     const template = findTemplateListener(server.port!);
     let adopted: Registration | string;

@@ -8,7 +8,7 @@ import { closeSync, fstatSync, writeSync } from "node:fs";
 import net from "node:net";
 import { ENV, escapeLine, unescapeLine } from "../protocol-env";
 import { readWorkerEnv, isWorkerEnv, type Env, type WorkerEnv } from "./env";
-import { EinhornWorkerError } from "./errors";
+import { EinhornWorkerError, errorWithCode } from "./errors";
 import { probeSocketInode } from "./socket-probe";
 
 export interface WorkerMessage {
@@ -113,7 +113,7 @@ function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
       if (answer.trim()) return finish(new EinhornWorkerError(`the master refused the message: ${refusalText(answer)}`));
       finish();
     };
-    const cannotConnect = (e: Error) => finish(new EinhornWorkerError(`cannot connect to the command socket ${ENV.SOCK_PATH}=${path}: ${e.message}`));
+    const cannotConnect = (e: Error) => finish(new EinhornWorkerError(`cannot connect to the command socket ${ENV.SOCK_PATH}=${path}: ${errorWithCode(e)}`, { cause: e }));
 
     if (typeof Bun === "undefined") {
       // Node: node:net. The master reads one line and closes; end() after the write is our half-close.
@@ -123,7 +123,7 @@ function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
       sock.setEncoding("utf8");
       sock.on("connect", () => { sock.write(line, () => { wrote = true; }); });
       sock.on("data", (d: string) => { answer += d; });
-      sock.on("error", (e) => { if (!wrote) cannotConnect(e); else finish(new EinhornWorkerError(`command socket ${path}: ${e.message}`)); });
+      sock.on("error", (e) => { if (!wrote) cannotConnect(e); else finish(new EinhornWorkerError(`command socket ${path}: ${errorWithCode(e)}`, { cause: e })); });
       sock.on("close", () => closed(!wrote));
       return;
     }
@@ -141,7 +141,7 @@ function viaPath(path: string, line: string, timeoutMs: number): Promise<void> {
         drain(s) { if (pending.length) pump(s); },
         data(_s, d) { answer += d.toString(); },
         close() { closed(pending.length > 0); },
-        error(_s, e) { finish(new EinhornWorkerError(`command socket ${path}: ${e.message}`)); },
+        error(_s, e) { finish(new EinhornWorkerError(`command socket ${path}: ${errorWithCode(e)}`, { cause: e })); },
         connectError(_s, e) { cannotConnect(e); },
       },
     }).catch(cannotConnect);
