@@ -3,9 +3,11 @@
 // the registry, every registered command has a handler, and every refusal
 // keeps its wording (Einhorn's clients and people's scripts read it).
 import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
 import { constants } from "node:os";
+import { join } from "node:path";
 import { argumentChoices, complete, completionNames } from "../../src/cli/shell-script";
-import { COMMANDS, COMMAND_NAMES, type CommandName, commandList, helpText, parseSignalArg } from "../../src/command-registry";
+import { COMMANDS, COMMAND_NAMES, CONFIG_KEY_NAMES, type CommandName, commandList, helpText, parseSignalArg } from "../../src/command-registry";
 import { DEFAULT_SETTINGS, initialState, type State } from "../../src/core/state";
 import { type Event, step } from "../../src/core/step";
 import { type CommandContext, handleLine } from "../../src/master/commands";
@@ -276,5 +278,24 @@ describe("completion comes from the registry", () => {
     expect(complete("inc; st")).toEqual([["state", "status"], "st"]);
     expect(complete("worker:ack ")).toEqual([[], ""]);
     expect(complete("frob ")).toEqual([[], ""]);
+  });
+});
+
+describe("docs/state.md", () => {
+  const md = readFileSync(join(import.meta.dir, "../../docs/state.md"), "utf8");
+  /** The first column of the Markdown table under the line starting with `heading`. */
+  const firstColumn = (heading: string) => {
+    const from = md.indexOf(heading);
+    expect(from).toBeGreaterThanOrEqual(0);
+    const table = md.slice(from).split("\n\n").find((block) => block.startsWith("|"))!;
+    return table.split("\n").slice(2).map((row) => /^\| `([^`]+)` \|/.exec(row)?.[1]);
+  };
+
+  test("documents every registered command, and no other", () => {
+    expect(firstColumn("## Commands").sort()).toEqual([...COMMAND_NAMES].sort());
+  });
+
+  test("documents every config key, in the order the refusals list them", () => {
+    expect(firstColumn("**`config` settings**")).toEqual(CONFIG_KEY_NAMES);
   });
 });
