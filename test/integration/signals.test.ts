@@ -44,7 +44,7 @@ async function reloadLoop(m: Master, stop: () => boolean): Promise<number> {
 }
 
 describe("signals during repeated re-execs, both cores busy", () => {
-  for (const [sig, rounds] of [["SIGTERM", 100], ["SIGINT", 100]] as const) {
+  for (const [sig, rounds] of [["SIGTERM", 200], ["SIGINT", 200]] as const) {
     test(`${sig} at ${rounds} random moments: every master acts on it and exits 0`, async () => {
       const seed = Date.now() & 0xffff;
       const rnd = random(seed);
