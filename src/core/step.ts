@@ -69,7 +69,7 @@ export type Effect =
   | { type: "spawn"; spawnId: number; index: number; version: number }
   | { type: "kill"; pid: number; signal: string }
   | { type: "log"; level: LogLevel; message: string }
-  | { type: "upgrade-progress"; message: string }
+  /** A rollout ended (its waiters are told, as by a final `notify`; metrics count it). */
   | { type: "upgrade-finished"; ok: boolean; message: string }
   | { type: "exit"; code: number }
   // --- lifecycle effects
@@ -133,8 +133,11 @@ class Step {
     if (s.upgrade && w.version === s.version) {
       s.upgrade.deathsBeforeAck = 0;
       this.fx.push({
-        type: "upgrade-progress",
+        type: "notify",
+        kind: "upgrade",
         message: `Upgrade progress: ${ackedCurrentCount(s)} of ${s.settings.number} new workers up (pid ${w.pid} ACKed)`,
+        final: false,
+        error: false,
       });
     }
   }

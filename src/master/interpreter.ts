@@ -136,9 +136,6 @@ export class Interpreter {
           this.log.error(`Could not send ${fx.signal} to ${fx.pid}: ${(e as Error).message}`);
         }
         break;
-      case "upgrade-progress":
-        this.host.notify("upgrade", fx.message, false, false);
-        break;
       case "upgrade-finished":
         this.host.notify("upgrade", fx.message, true, !fx.ok);
         break;

@@ -833,8 +833,8 @@ describe("smooth upgrade", () => {
 
     const [n1] = sim.pids(1);
     const f1 = sim.ack(n1!, 100_100);
-    expect(f1.filter((f) => f.type === "upgrade-progress")).toEqual([
-      { type: "upgrade-progress", message: `Upgrade progress: 1 of 3 new workers up (pid ${n1} ACKed)` },
+    expect(f1.filter((f) => f.type === "notify")).toEqual([
+      { type: "notify", kind: "upgrade", message: `Upgrade progress: 1 of 3 new workers up (pid ${n1} ACKed)`, final: false, error: false },
     ]);
     expect(kills(f1)).toEqual([[old[0]!, "SIGUSR2"]]);
     expect(spawns(f1)).toHaveLength(1); // at once, not 5 s after the last spawn
