@@ -225,7 +225,8 @@ describe("re-exec details", () => {
   // Writing ns_last_pid makes the kernel hand out a chosen pid next: the way
   // to make pid reuse happen on purpose (root only).
   const canChoosePids = (() => { try { accessSync("/proc/sys/kernel/ns_last_pid", fsConstants.W_OK); return process.getuid?.() === 0; } catch { return false; } })();
-  test.skipIf(!canChoosePids)("a process that got the pid of a worker reaped by the wrapper is never signalled", async () => {
+  const pidsSkip = canChoosePids ? "" : " (SKIPPED: needs root and a writable /proc/sys/kernel/ns_last_pid, to hand the reaped worker's pid to a stranger)";
+  test.skipIf(!canChoosePids)(`a process that got the pid of a worker reaped by the wrapper is never signalled${pidsSkip}`, async () => {
     const { m, victim, upgrade } = await killWorkerWhileWrapperRuns(3);
     // Once the wrapper has reaped it, start a stranger under the same pid.
     await waitFor("the victim reaped", () => !existsSync(`/proc/${victim.pid}`));
