@@ -14,7 +14,6 @@ import type { Socket } from "bun";
 import { setCloexec, socketpair, close as closeFd } from "../../ffi/socket";
 import type { LineSink } from "./line-sink";
 
-export type WorkerOutputMode = "inherit" | "prefix" | "json";
 export type StreamName = "stdout" | "stderr";
 
 /**
