@@ -17,7 +17,7 @@ const LABEL: Record<string, string> = { fatal: "FATAL", error: "ERROR", warn: "W
 const JSON_LEVEL: Record<string, string> = { fatal: "fatal", error: "error", warn: "warn", info: "info", log: "info", success: "info", debug: "debug", trace: "debug" };
 
 /** Einhorn's verbosity scale (0 debug, 1 info, 2 errors only) as a consola level. */
-export function consolaLevel(verbosity: number): number {
+function consolaLevel(verbosity: number): number {
   return verbosity <= 0 ? 4 : verbosity === 1 ? 3 : 0;
 }
 

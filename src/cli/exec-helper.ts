@@ -10,7 +10,7 @@ import { resolveProgram } from "../master/spawner";
 import { StartError } from "../master/errors";
 
 /** The descriptors the environment tells the worker about: EINHORN_FD_n, EINHORN_SOCK_FD. */
-export function passedFds(env: Record<string, string | undefined>): number[] {
+function passedFds(env: Record<string, string | undefined>): number[] {
   const fds: number[] = [];
   const count = Number(env[ENV.FD_COUNT] ?? 0);
   for (let i = 0; i < count; i++) {

@@ -41,7 +41,7 @@ function registerWorkerModule(): void {
   });
 }
 
-export async function loadPreload(path: string): Promise<() => unknown> {
+async function loadPreload(path: string): Promise<() => unknown> {
   registerWorkerModule();
   const abs = isAbsolute(path) ? path : resolve(path);
   const mod = (await import(pathToFileURL(abs).href)) as Record<string, unknown>;

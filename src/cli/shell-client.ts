@@ -62,7 +62,7 @@ const REASONS: Record<string, string> = {
   EAGAIN: "the master's accept queue is full (EAGAIN); try again",
 };
 
-export function describeConnectError(path: string, e: unknown): ConnectError {
+function describeConnectError(path: string, e: unknown): ConnectError {
   const code = typeof (e as { code?: unknown })?.code === "string" ? (e as { code: string }).code : "EUNKNOWN";
   const reason = REASONS[code] ?? `${code === "EUNKNOWN" ? "" : `${code}: `}${(e as Error)?.message ?? String(e)}`;
   return new ConnectError(path, code, reason, { cause: e });

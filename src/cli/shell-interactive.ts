@@ -16,12 +16,12 @@ export const PROMPT = "einhorn> ";
 /** History lines kept in memory and in the file. */
 export const HISTORY_SIZE = 1000;
 
-export function historyPath(): string {
+function historyPath(): string {
   return join(homedir(), ".einhorn_sh_history");
 }
 
 /** Oldest first, at most HISTORY_SIZE; a file grown past twice that is cut back. */
-export function loadHistory(path: string): string[] {
+function loadHistory(path: string): string[] {
   let lines: string[];
   try {
     lines = readFileSync(path, "utf8").split("\n").filter((l) => l.trim() !== "");

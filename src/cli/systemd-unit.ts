@@ -44,7 +44,7 @@ separated by a line '# ---- NAME.socket ----').
   --reload-timeout SECONDS how long 'systemctl reload' (an upgrade) may take (default 300)`;
 
 /** Split the unit options off the front; the rest is the master's command line. */
-export function parseUnitArgs(argv: string[]): { unit: UnitOptions; master: string[] } {
+function parseUnitArgs(argv: string[]): { unit: UnitOptions; master: string[] } {
   const unit: UnitOptions = { socket: false, name: null, user: null, group: null, drain: 30, reloadTimeout: 300 };
   let i = 0;
   const value = (flag: string) => {
@@ -86,7 +86,7 @@ const FLAG_ONLY = new Set(["command-socket-as-fd", "kill-children-on-exit", "qui
 
 export interface GeneratedUnits { name: string; service: string; socket: string | null }
 
-export function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: string[]; cwd: string; user: string; uid: number; pathVar?: string }): GeneratedUnits {
+function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: string[]; cwd: string; user: string; uid: number; pathVar?: string }): GeneratedUnits {
   const cfg: MasterConfig = parseMasterArgs(masterArgv, { tmpdir: "/run/einhorn" });
   if (cfg.program.length === 0) throw new UsageError("no PROGRAM given: einhorn systemd-unit [UNIT OPTIONS] [--] MASTER-OPTIONS [--] PROGRAM [ARGS...]");
   for (const bad of ["with-state-fd", "upgrade-check", "version", "help"]) {

@@ -23,7 +23,7 @@ export function terminalSafe(text: string): string {
 const ttys = new Map<number, boolean>();
 
 /** Whether `fd` is a terminal (asked once per descriptor). */
-export function isTerminal(fd: number): boolean {
+function isTerminal(fd: number): boolean {
   let v = ttys.get(fd);
   if (v === undefined) {
     try { v = isatty(fd); } catch { v = false; }

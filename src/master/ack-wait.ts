@@ -32,7 +32,7 @@ export class AckWaitReporter {
   }
 }
 
-export function ackWaitMessage(s: State, now: number): string {
+function ackWaitMessage(s: State, now: number): string {
   const up = s.upgrade!;
   const secs = (t: number) => `${Math.floor((now - t) / 1000)}s`;
   const waiting = s.workers

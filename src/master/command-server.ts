@@ -13,7 +13,7 @@ const HEADROOM_CHECK_MS = 1_000;
 const HEADROOM_CHECK_LOW_MS = 100;
 
 /** Free descriptors: RLIMIT_NOFILE's soft limit minus those open (0 when even counting them fails). */
-export function descriptorHeadroom(): number {
+function descriptorHeadroom(): number {
   let open: number;
   try {
     open = readdirSync("/proc/self/fd").length;

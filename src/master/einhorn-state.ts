@@ -63,7 +63,7 @@ function bindEntry(l: Listener): [string, number | null, string[]] {
 }
 
 /** Einhorn's dumpable state, as Ruby values (see ruby-yaml.ts). */
-export function einhornStateDocument(inp: EinhornStateInput): unknown {
+function einhornStateDocument(inp: EinhornStateInput): unknown {
   const { state: s, config: cfg } = inp;
   const st = s.settings;
   const config: Record<string, unknown> = { number: st.number, backlog: cfg.backlog, seconds: st.seconds, max_unacked: st.maxUnacked };

@@ -39,7 +39,7 @@ function bodyStream(req: IncomingMessage): ReadableStream<Uint8Array> {
 }
 
 /** The Request a fetch handler sees; `signal` aborts when the client goes away first. */
-export function toFetchRequest(req: IncomingMessage, signal: AbortSignal): Request {
+function toFetchRequest(req: IncomingMessage, signal: AbortSignal): Request {
   const headers = new Headers();
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -83,7 +83,7 @@ function settlesNow<T>(p: Promise<T>): Promise<boolean> {
 export const MAX_BUFFERED_BODY = 8 * 1024 * 1024;
 
 /** Write a fetch Response to a node ServerResponse. */
-export async function writeFetchResponse(res: ServerResponse, response: Response): Promise<void> {
+async function writeFetchResponse(res: ServerResponse, response: Response): Promise<void> {
   res.statusCode = response.status;
   if (response.statusText) res.statusMessage = response.statusText;
   for (const [name, value] of response.headers) {

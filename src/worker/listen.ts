@@ -151,7 +151,7 @@ function listenOn(server: net.Server, target: net.ListenOptions, describe: strin
 }
 
 /** Listen on `fd` (or bind a port when null) with a node:net server that hands connections to `onConnection`. */
-export async function acceptOn(fd: number | null, opts: { port?: number; hostname?: string }, onConnection: (s: net.Socket) => void): Promise<net.Server> {
+async function acceptOn(fd: number | null, opts: { port?: number; hostname?: string }, onConnection: (s: net.Socket) => void): Promise<net.Server> {
   const netServer = net.createServer(onConnection);
   if (fd !== null) {
     await listenOn(netServer, { fd } as net.ListenOptions, `fd ${fd}`);

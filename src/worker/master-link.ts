@@ -82,7 +82,7 @@ function viaFd(we: WorkerEnv, line: string): void {
  * The text of a refusal: the master answers in YAML (`message: ...`); the
  * worker helper carries no YAML parser, and only wants the words.
  */
-export function refusalText(answer: string): string {
+function refusalText(answer: string): string {
   const text = unescapeLine(answer.split("\n")[0] ?? "").trim();
   const m = /^message:\s*(.*)$/m.exec(text);
   if (!m) return text || answer.trim();
