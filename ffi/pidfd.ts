@@ -9,7 +9,7 @@
 import { ptr } from "bun:ffi";
 import { SysError } from "./errno";
 import { lastErrno, strerror, sym } from "./libc";
-import { decodeWaitStatus, type ExitStatus, signalNumber, WNOHANG } from "./process";
+import { decodeWaitStatus, type ExitStatus, signalNumberOf, WNOHANG } from "./process";
 
 const SYS_pidfd_send_signal = 424;
 const SYS_pidfd_open = 434;
@@ -36,8 +36,7 @@ export function pidfdOpen(pid: number): number {
  * the descriptor still names it, so no other process can receive the signal.
  */
 export function pidfdSendSignal(fd: number, signal: string | number): boolean {
-  const num = typeof signal === "number" ? signal : signalNumber(signal);
-  if (num === undefined) throw new Error(`unknown signal ${signal}`);
+  const num = signalNumberOf(signal);
   const ret = Number(sym.syscall(SYS_pidfd_send_signal, fd, num, 0, 0));
   if (ret === 0) return true;
   const errno = lastErrno();

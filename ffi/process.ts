@@ -4,9 +4,9 @@
 // (see shared/notes/bun-platform.md); glibc's posix_spawn uses CLONE_VFORK
 // and is safe from a multi-threaded runtime.
 import { readSync } from "node:fs";
-import { constants } from "node:os";
 import { ptr } from "bun:ffi";
 import { check, checkReturned, cstr, sym } from "./libc";
+import { parseSignal, type SignalName, signalFromNumber, signalNumber } from "../src/signal-names";
 
 export const POSIX_SPAWN_SETPGROUP = 0x02;
 export const POSIX_SPAWN_SETSIGDEF = 0x04;
@@ -37,17 +37,16 @@ const ATTR_BYTES = 512;
 const ACTIONS_BYTES = 256;
 const SIGSET_BYTES = 256;
 
-export type SignalName = keyof typeof constants.signals;
-
-/** Signal number for a name with or without the SIG prefix ("USR2", "SIGUSR2"); undefined if unknown. */
-export function signalNumber(name: string): number | undefined {
-  const key = (name.toUpperCase().startsWith("SIG") ? name.toUpperCase() : `SIG${name.toUpperCase()}`) as SignalName;
-  return constants.signals[key];
-}
-
-export function signalName(num: number): string {
-  for (const [name, n] of Object.entries(constants.signals)) if (n === num) return name;
-  return `SIG${num}`;
+/**
+ * A signal's number from its number or any spelling of its name ("USR2",
+ * "SIGUSR2", "12"); throws naming it when there is no such signal. The names
+ * come from src/signal-names.ts, the one table (pure Linux knowledge).
+ */
+export function signalNumberOf(signal: string | number): number {
+  if (typeof signal === "number") return signal;
+  const name = parseSignal(signal);
+  if (name === null) throw new Error(`unknown signal ${signal}`);
+  return signalNumber(name);
 }
 
 /** Pointer-array of NUL-terminated strings (argv/envp); keep `keep` alive across the call. */
@@ -134,12 +133,18 @@ export function execve(file: string, argv: string[], env: string[]): never {
   throw new Error("execve returned without an error");
 }
 
-export type ExitStatus = { code: number; signal: null } | { code: null; signal: string };
+/**
+ * How a child ended: its exit code, or the signal that killed it (`signal`
+ * null with `code` null only for the nameless signals 32 and 33, which glibc
+ * keeps for itself; `signo` says which).
+ */
+export type ExitStatus = { code: number; signal: null } | { code: null; signal: SignalName | null; signo: number };
 
+/** A wait status, parsed once: the killing signal's number becomes its name here. */
 export function decodeWaitStatus(status: number): ExitStatus {
   const sig = status & 0x7f;
   if (sig === 0) return { code: (status >> 8) & 0xff, signal: null };
-  return { code: null, signal: signalName(sig) };
+  return { code: null, signal: signalFromNumber(sig), signo: sig };
 }
 
 /** Non-blocking waitpid: null when no child (of `pid`) has exited yet; throws ECHILD when none exist. */
@@ -152,8 +157,7 @@ export function waitpidNohang(pid = -1): { pid: number; status: ExitStatus } | n
 
 /** kill(2). Returns false for ESRCH (already gone) so callers can race exits safely. */
 export function kill(pid: number, signal: string | number): boolean {
-  const num = typeof signal === "number" ? signal : signalNumber(signal);
-  if (num === undefined) throw new Error(`unknown signal ${signal}`);
+  const num = signalNumberOf(signal);
   const ret = sym.kill(pid, num);
   if (ret === -1) {
     try { check(ret, "kill", `${pid} ${signal}`); } catch (e) {

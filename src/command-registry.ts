@@ -12,10 +12,10 @@
 // `{ [N in CommandName]: Handler<N> }`, so the type checker refuses a command
 // declared here without a handler there, or a handler for an undeclared one.
 // Adding a command: one entry here, one handler there.
-import { constants } from "node:os";
 import type { Settings } from "./core/state";
 import { MAX_WORKERS } from "./core/step";
 import { decodeLine, MAX_YAML_REQUEST_CHARS } from "./protocol";
+import { parseSignal, type SignalName, shortSignalName, STANDARD_SIGNALS } from "./signal-names";
 
 /** Arguments as the handler takes them, or the refusal the client gets (its wording is part of the protocol). */
 export type ArgCheck<T> = { ok: true; value: T } | { ok: false; refusal: string };
@@ -63,15 +63,15 @@ function optionalWord<W extends string, D>(opts: { accepted: readonly W[]; offer
  * wait forever for a worker that never exits (escalation to SIGKILL only
  * follows signals that ask a worker to leave), so `signal` and `die` refuse them.
  */
-const JOB_CONTROL = new Set(["SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU"]);
+const JOB_CONTROL: ReadonlySet<SignalName> = new Set<SignalName>(["SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU"]);
 
-/** Signals `signal`/`die` accept: every named signal except the job-control ones. */
-export function parseSignalArg(arg: string): string | null {
-  const up = arg.toUpperCase();
-  const name = up.startsWith("SIG") ? up : `SIG${up}`;
-  let found: string | null = null;
-  if (/^\d+$/.test(arg)) found = Object.entries(constants.signals).find(([, n]) => n === Number(arg))?.[0] ?? null;
-  else if (name in constants.signals) found = name;
+/**
+ * Signals `signal`/`die` accept: every spelling src/signal-names.ts reads
+ * ("USR2", "usr2", "SIGUSR2", "12", an alias), as its canonical name,
+ * except the job-control ones.
+ */
+export function parseSignalArg(arg: string): SignalName | null {
+  const found = parseSignal(arg);
   return found && !JOB_CONTROL.has(found) ? found : null;
 }
 
@@ -82,18 +82,20 @@ export function parseSignalArg(arg: string): string | null {
  * refuses them; `signal` still sends them (Einhorn allows it, and nothing
  * waits on the result).
  */
-const IGNORED_BY_DEFAULT = new Set(["SIGWINCH", "SIGCHLD", "SIGCLD", "SIGURG", "SIGCONT"]);
+const IGNORED_BY_DEFAULT: ReadonlySet<SignalName> = new Set<SignalName>(["SIGWINCH", "SIGCHLD", "SIGURG", "SIGCONT"]);
 
-export const shortSignal = (sig: string) => sig.replace(/^SIG/, "");
-
-/** Every signal name without SIG, sorted: what completion filters by each rule. */
-const ALL_SIGNAL_NAMES = Object.keys(constants.signals).map(shortSignal).sort();
+/**
+ * What completion filters by each rule: the standard signals' short names,
+ * sorted (the master also reads aliases, numbers and real-time names;
+ * completion offers one spelling of each signal a person would send).
+ */
+const ALL_SIGNAL_NAMES = STANDARD_SIGNALS.map(shortSignalName).sort();
 
 /** `signal SIG [SIG...]`: every name is checked before any is sent. */
-const SIGNALS: ArgRule<string[]> = {
+const SIGNALS: ArgRule<SignalName[]> = {
   parse(args) {
     if (args.length === 0) return refuse("signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'");
-    const sigs: string[] = [];
+    const sigs: SignalName[] = [];
     for (const a of args) {
       const s = parseSignalArg(a);
       if (!s) return refuse(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)`);
@@ -105,14 +107,14 @@ const SIGNALS: ArgRule<string[]> = {
 };
 
 /** `die [SIG]`: null means the retire signal (the handler knows it). */
-const DIE_SIGNAL: ArgRule<string | null> = {
+const DIE_SIGNAL: ArgRule<SignalName | null> = {
   parse(args) {
     if (args.length > 1) return refuse(`die takes at most one signal name, got '${args.join(" ")}'`);
     if (args.length === 0) return ok(null);
     const sig = parseSignalArg(args[0]!);
     if (!sig) return refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`);
     if (IGNORED_BY_DEFAULT.has(sig)) {
-      return refuse(`die ${shortSignal(sig)} refused: workers ignore ${shortSignal(sig)} unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT`);
+      return refuse(`die ${shortSignalName(sig)} refused: workers ignore ${shortSignalName(sig)} unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT`);
     }
     return ok(sig);
   },

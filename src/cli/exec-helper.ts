@@ -2,7 +2,8 @@
 // posix_spawn cannot do in the child: set the parent-death signal (-k) and
 // put the worker's own pid in its environment (LISTEN_PID). It then execs the
 // real program in place; the parent-death signal survives the exec.
-import { execve, getpid, getppid, prctl, PR_SET_PDEATHSIG, signalNumber } from "../../ffi/process";
+import { execve, getpid, getppid, prctl, PR_SET_PDEATHSIG } from "../../ffi/process";
+import { parseSignal, signalNumber } from "../signal-names";
 import { ENV } from "../protocol";
 import { osEnviron } from "../../ffi/os-string";
 import { setCloexec } from "../../ffi/socket";
@@ -30,7 +31,12 @@ export function runExecHelper(argv: string[]): never {
   for (; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--") { i++; break; }
-    if (a === "--pdeathsig") pdeathsig = signalNumber(argv[++i] ?? "") ?? null;
+    if (a === "--pdeathsig") {
+      const v = argv[++i] ?? "";
+      const sig = parseSignal(v);
+      if (sig === null) { process.stderr.write(`einhorn _exec: --pdeathsig wants a signal name, like USR2, got '${v}'\n`); process.exit(2); }
+      pdeathsig = signalNumber(sig);
+    }
     else if (a === "--parent") parent = Number(argv[++i]);
     else if (a === "--listen-pid") listenPid = true;
     else { process.stderr.write(`einhorn _exec: unknown option '${a}'\n`); process.exit(2); }

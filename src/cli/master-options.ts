@@ -11,7 +11,8 @@ import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec
 import { shellSplit } from "../master/shell-split";
 import { ConfigFileError, configPath, readConfigFile } from "./config-file";
 import { parseSize } from "../master/proc-stats";
-import { normalizeSignal, RETIRE_SIGNAL_CHOICES } from "../core/pool";
+import { RETIRE_SIGNAL_CHOICES } from "../core/pool";
+import { parseSignal, shortSignalName, type SignalName } from "../signal-names";
 
 export interface OptionDef {
   long: string;
@@ -153,12 +154,12 @@ function niceLevel(v: string, which: string, whole: string): number {
   return Number(v);
 }
 
-function retireSignalOpt(raw: Raw): string {
+function retireSignalOpt(raw: Raw): SignalName {
   const v = last(raw, "retire-signal");
   if (v === undefined) return "SIGUSR2";
-  const sig = normalizeSignal(v.trim());
-  if (!(RETIRE_SIGNAL_CHOICES as readonly string[]).includes(sig)) {
-    throw new UsageError(`--retire-signal wants one of ${RETIRE_SIGNAL_CHOICES.map((s) => s.slice(3)).join(", ")} (a signal that asks a worker to leave), got '${v}'`);
+  const sig = parseSignal(v.trim());
+  if (sig === null || !(RETIRE_SIGNAL_CHOICES as readonly SignalName[]).includes(sig)) {
+    throw new UsageError(`--retire-signal wants one of ${RETIRE_SIGNAL_CHOICES.map(shortSignalName).join(", ")} (a signal that asks a worker to leave), got '${v}'`);
   }
   return sig;
 }

@@ -1,5 +1,6 @@
 // Read-only questions about the worker pool. Every decision in step.ts is
 // phrased with these, so the policy reads close to Einhorn's own wording.
+import type { SignalName } from "../signal-names";
 import type { State, Worker } from "./state";
 
 /**
@@ -7,10 +8,10 @@ import type { State, Worker } from "./state";
  * and only these are escalated to SIGKILL after the signal timeout: a worker
  * sent HUP to reopen its logs is still a serving worker.
  */
-export const RETIRING_SIGNALS = new Set(["SIGUSR2", "SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL"]);
+export const RETIRING_SIGNALS: ReadonlySet<SignalName> = new Set<SignalName>(["SIGUSR2", "SIGTERM", "SIGINT", "SIGQUIT", "SIGKILL"]);
 
 /** What --retire-signal may name: the retiring signals a worker can handle (not KILL). */
-export const RETIRE_SIGNAL_CHOICES = ["SIGUSR2", "SIGTERM", "SIGQUIT", "SIGINT"] as const;
+export const RETIRE_SIGNAL_CHOICES = ["SIGUSR2", "SIGTERM", "SIGQUIT", "SIGINT"] as const satisfies readonly SignalName[];
 
 /**
  * A worker still alive this long after it was asked to leave gets a warning
@@ -20,17 +21,12 @@ export const RETIRE_SIGNAL_CHOICES = ["SIGUSR2", "SIGTERM", "SIGQUIT", "SIGINT"]
  */
 export const RETIRE_GRACE_SECONDS = 30;
 
-export function normalizeSignal(sig: string): string {
-  const up = sig.toUpperCase();
-  return up.startsWith("SIG") ? up : `SIG${up}`;
-}
-
 /**
  * When a worker was first asked to leave, and with what: its first retiring
  * signal or, once the master is stopping, the stop signal, whatever it is
  * (`die USR1` asks every worker to leave too, and -t escalates after it).
  */
-export function askedToLeave(s: State, w: Worker): { signal: string; at: number } | undefined {
+export function askedToLeave(s: State, w: Worker): { signal: SignalName; at: number } | undefined {
   const retiring = w.signals.find((x) => RETIRING_SIGNALS.has(x.signal));
   const stop = s.stopping;
   // The stop signal is not sent again to a worker that already had it: its clock starts at the stop.
@@ -41,7 +37,7 @@ export function askedToLeave(s: State, w: Worker): { signal: string; at: number 
 }
 
 export const isRetiring = (w: Worker): boolean => w.signals.some((s) => RETIRING_SIGNALS.has(s.signal));
-export const wasSent = (w: Worker, signal: string): boolean => w.signals.some((s) => s.signal === signal);
+export const wasSent = (w: Worker, signal: SignalName): boolean => w.signals.some((s) => s.signal === signal);
 export const isAcked = (w: Worker): boolean => w.ackedAt !== null;
 
 export const currentWorkers = (s: State): Worker[] => s.workers.filter((w) => w.version === s.version);

@@ -3,6 +3,8 @@
 // `schema` says which layout wrote it: `upgradeState` (below) fills in what
 // an older writer did not know about.
 
+import { parseSignal, type SignalName } from "../signal-names";
+
 export const STATE_SCHEMA = 1;
 
 export type AckMode = { kind: "timer"; seconds: number } | { kind: "manual" };
@@ -23,7 +25,7 @@ export interface Settings {
    * What a worker is sent to make it leave on upgrade, `dec` and graceful stop
    * (USR2, as Einhorn; servers that give USR2 another meaning want TERM/QUIT).
    */
-  retireSignal: string;
+  retireSignal: SignalName;
   /** A new generation whose workers die this many times in a row before ACKing fails the upgrade. */
   upgradeMaxDeaths: number;
   /** A new worker not ACKed this many seconds after spawn fails the upgrade; null: wait forever. */
@@ -32,7 +34,7 @@ export interface Settings {
   verbosity: number;
 }
 
-export interface SignalRecord { signal: string; at: number }
+export interface SignalRecord { signal: SignalName; at: number }
 
 export interface Worker {
   pid: number;
@@ -50,7 +52,7 @@ export interface Worker {
 /** A spawn the core asked for and the shell has not yet reported back. */
 export interface PendingSpawn { spawnId: number; index: number; version: number }
 
-export interface ExitCounts { total: number; beforeAck: number; lastCode: number | null; lastSignal: string | null; lastAt: number | null }
+export interface ExitCounts { total: number; beforeAck: number; lastCode: number | null; lastSignal: SignalName | null; lastAt: number | null }
 
 export interface Upgrade {
   mode: "smooth" | "fleet";
@@ -61,8 +63,8 @@ export interface Upgrade {
 }
 
 export interface Stopping {
-  /** Signal sent to every worker; null for QUIT-style immediate exit (already handled). */
-  signal: string;
+  /** Signal sent to every worker. */
+  signal: SignalName;
   since: number;
 }
 
@@ -150,18 +152,41 @@ export const DEFAULT_SETTINGS: Settings = {
  * Accept a state document written by this or an older version of einhorn:
  * fields it lacks get defaults. A newer schema than ours is refused, because
  * we could not know what its extra fields mean for the decisions we make.
+ *
+ * Signal names are read with the one parser (an older writer may have
+ * recorded an alias, SIGIOT say: it reads as SIGABRT). What to do with one
+ * that is not a signal name at all depends on what it is for:
+ * - a name that decides what the master does next (the retire signal, the
+ *   signal of a stop under way) refuses the document, naming the field and
+ *   the value: every einhorn wrote those from a closed list, so an unreadable
+ *   one means a document we do not understand (like a newer schema), and a
+ *   guess could send workers a signal they do not take as "leave";
+ * - a record of what happened (a worker's signal history, the signal that
+ *   last killed an index) is dropped with a warning through `warn`: it only
+ *   feeds `state` and the escalation clock of a worker already asked to
+ *   leave, and refusing the document after an execve would end a master
+ *   whose workers are serving.
  */
-export function upgradeState(doc: unknown, now: number): State {
+export function upgradeState(doc: unknown, now: number, warn: (message: string) => void = () => {}): State {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error("state document is not a mapping");
   const d = doc as Partial<State>;
   const schema = typeof d.schema === "number" ? d.schema : 0;
   if (schema > STATE_SCHEMA) throw new Error(`state schema ${schema} is newer than this einhorn understands (${STATE_SCHEMA})`);
-  const base = initialState({ ...DEFAULT_SETTINGS, ...(d.settings ?? {}) }, now);
+  const settings = { ...DEFAULT_SETTINGS, ...(d.settings ?? {}) };
+  settings.retireSignal = decidingSignal(settings.retireSignal, "settings.retireSignal");
+  const base = initialState(settings, now);
   const workers = (d.workers ?? []).map((w) => ({
     pid: w.pid, index: w.index ?? 0, version: w.version ?? 0, spawnedAt: w.spawnedAt ?? now,
-    ackedAt: w.ackedAt ?? null, signals: w.signals ?? [], lastPing: w.lastPing ?? null,
+    ackedAt: w.ackedAt ?? null, lastPing: w.lastPing ?? null,
+    signals: (w.signals ?? []).flatMap((r): SignalRecord[] => {
+      const signal = recordedSignal(r.signal, `worker ${w.pid}'s signal history`, warn);
+      return signal === null ? [] : [{ signal, at: r.at }];
+    }),
     ...(w.retireWarned ? { retireWarned: true } : {}),
   }));
+  const exits = Object.fromEntries(Object.entries(d.exits ?? {}).map(([index, c]) => [index, {
+    ...c, lastSignal: c.lastSignal === null || c.lastSignal === undefined ? null : recordedSignal(c.lastSignal, `the last exit of index ${index}`, warn),
+  }]));
   return {
     ...base,
     ...d,
@@ -172,8 +197,23 @@ export function upgradeState(doc: unknown, now: number): State {
     lastVersion: d.lastVersion ?? d.version ?? 0,
     // A writer that did not record `started` but had workers was past its first start.
     started: d.started ?? workers.length > 0,
-    exits: d.exits ?? {},
+    exits,
+    stopping: d.stopping ? { since: d.stopping.since, signal: decidingSignal(d.stopping.signal, "stopping.signal") } : null,
     replacement: d.replacement ?? null,
     reexec: d.reexec ?? null,
   };
+}
+
+const describeValue = (v: unknown) => (typeof v === "string" ? `'${v}'` : JSON.stringify(v) ?? String(v));
+
+function decidingSignal(v: unknown, field: string): SignalName {
+  const name = typeof v === "string" ? parseSignal(v) : null;
+  if (name === null) throw new Error(`the handed-over state's ${field} is ${describeValue(v)}, which is not a signal name (like SIGUSR2 or SIGTERM)`);
+  return name;
+}
+
+function recordedSignal(v: unknown, what: string, warn: (message: string) => void): SignalName | null {
+  const name = typeof v === "string" ? parseSignal(v) : null;
+  if (name === null) warn(`Dropped ${describeValue(v)} from ${what} in the handed-over state: not a signal name`);
+  return name;
 }

@@ -4,8 +4,9 @@
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
   ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
-  askedToLeave, normalizeSignal, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+  askedToLeave, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
 } from "./pool";
+import type { SignalName } from "../signal-names";
 import type { Settings, State, Worker } from "./state";
 
 export type UpgradeMode = "smooth" | "fleet";
@@ -16,7 +17,8 @@ export type Event =
   /** `at`: when the process was started (the shell may report it a little later); default: now. */
   | { type: "spawned"; spawnId: number; pid: number; at?: number }
   | { type: "spawn-failed"; spawnId: number; reason: string }
-  | { type: "exited"; pid: number; code: number | null; signal: string | null }
+  /** `signal`: what killed it; null with `code` null only for a signal Linux has no name for (32, 33). */
+  | { type: "exited"; pid: number; code: number | null; signal: SignalName | null }
   /**
    * A worker found gone without an exit status: another process reaped it
    * (a --reexec-as wrapper that ran while a worker died). Counted like an
@@ -32,10 +34,10 @@ export type Event =
    * Graceful stop: send `signal` (default: the retire signal) to every worker,
    * spawn no more, exit when none is left (INT, TERM, USR2, die).
    */
-  | { type: "stop"; signal?: string }
+  | { type: "stop"; signal?: SignalName }
   /** QUIT: pass QUIT to every worker and exit at once, with status 1 (as Einhorn). */
   | { type: "quit" }
-  | { type: "signal-workers"; signals: string[] }
+  | { type: "signal-workers"; signals: SignalName[] }
   /** Roll a new generation: what `resumed` does for an upgrade, once the new master image runs. */
   | { type: "upgrade"; mode: UpgradeMode }
   | { type: "settings"; patch: Partial<Settings> }
@@ -43,7 +45,7 @@ export type Event =
   | { type: "replace"; pid: number; reason: string }
   // --- the master's own lifecycle: upgrade / reload requests, preflight, exec, resume
   /** A signal to the master (CHLD excepted: the shell reaps). */
-  | { type: "signal"; signal: string }
+  | { type: "signal"; signal: SignalName }
   /**
    * An upgrade or reload asked for (command socket; HUP comes as `signal`).
    * `requestId` names the requester for `enroll`/`refuse` effects (null: nobody waits).
@@ -67,7 +69,7 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
 
 export type Effect =
   | { type: "spawn"; spawnId: number; index: number; version: number }
-  | { type: "kill"; pid: number; signal: string }
+  | { type: "kill"; pid: number; signal: SignalName }
   | { type: "log"; level: LogLevel; message: string }
   /** A rollout ended (its waiters are told, as by a final `notify`; metrics count it). */
   | { type: "upgrade-finished"; ok: boolean; message: string }
@@ -109,8 +111,7 @@ class Step {
 
   log(level: LogLevel, message: string): void { this.fx.push({ type: "log", level, message }); }
 
-  signal(w: Worker, signal: string): void {
-    const sig = normalizeSignal(signal);
+  signal(w: Worker, sig: SignalName): void {
     w.signals.push({ signal: sig, at: this.now });
     if (w.signals.length > MAX_SIGNAL_RECORDS) w.signals = trimSignals(w.signals);
     this.fx.push({ type: "kill", pid: w.pid, signal: sig });
@@ -381,7 +382,7 @@ class Step {
           this.log("info", `Worker ${w.pid} (index ${w.index}) is replaced (${s.replacement.reason})`);
           s.replacement = null;
         }
-        const how = e.type === "vanished" ? `is gone (${e.reason})` : e.signal ? `killed by ${e.signal}` : `exited with status ${e.code}`;
+        const how = e.type === "vanished" ? `is gone (${e.reason})` : e.signal ? `killed by ${e.signal}` : e.code === null ? "killed by a signal with no name" : `exited with status ${e.code}`;
         const code = e.type === "vanished" ? null : e.code;
         const signal = e.type === "vanished" ? null : e.signal;
         const expected = isRetiring(w) || s.stopping !== null;
@@ -417,7 +418,7 @@ class Step {
         this.setNumber(e.number);
         break;
       case "stop": {
-        const sig = normalizeSignal(e.signal ?? s.settings.retireSignal);
+        const sig = e.signal ?? s.settings.retireSignal;
         s.stopping = { signal: sig, since: this.now };
         s.replacement = null;
         if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
@@ -491,8 +492,7 @@ class Step {
 
   // --- the master's own lifecycle --------------------------------------------------
 
-  onSignal(signal: string): void {
-    const sig = normalizeSignal(signal);
+  onSignal(sig: SignalName): void {
     this.log("info", `Received ${sig}`);
     switch (sig) {
       case "SIGINT":
@@ -558,7 +558,7 @@ class Step {
   }
 
   /** A stop or quit ends an upgrade or reload that has not reached the new image. */
-  abandonReexec(sig: string): void {
+  abandonReexec(sig: SignalName): void {
     const r = this.s.reexec;
     if (!r) return;
     this.s.reexec = null;
@@ -616,7 +616,7 @@ class Step {
     s.settings.number = next;
   }
 
-  recordExit(index: number, beforeAck: boolean, code: number | null, signal: string | null): void {
+  recordExit(index: number, beforeAck: boolean, code: number | null, signal: SignalName | null): void {
     const key = String(index);
     const c = this.s.exits[key] ?? { total: 0, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: null };
     c.total++;
@@ -627,7 +627,7 @@ class Step {
     this.s.exits[key] = c;
   }
 
-  recordDeath(index: number, version: number, code: number | null, signal: string | null, expected: boolean): void {
+  recordDeath(index: number, version: number, code: number | null, signal: SignalName | null, expected: boolean): void {
     const s = this.s;
     this.recordExit(index, true, code, signal);
     // A worker we asked to leave is not a crash.

@@ -5,7 +5,8 @@
 import type { Event, UpgradeMode } from "../core/step";
 import { MAX_WORKERS } from "../core/step";
 import type { State } from "../core/state";
-import { type ArgsOf, type CommandName, COMMANDS, commandList, helpText, isCommandName, shortSignal } from "../command-registry";
+import { type ArgsOf, type CommandName, COMMANDS, commandList, helpText, isCommandName } from "../command-registry";
+import { shortSignalName } from "../signal-names";
 import { decodeRequest, ProtocolError, REPLY_FORMAT_KEY, type Request, toYaml } from "../protocol";
 import type { Connection } from "./command-server";
 
@@ -165,14 +166,14 @@ const HANDLERS: { [N in CommandName]: Handler<N> } = {
   signal(ctx, { args: sigs, reply }) {
     const pids = ctx.state().workers.map((w) => w.pid);
     ctx.dispatch({ type: "signal-workers", signals: sigs });
-    reply(`Successfully sent ${sigs.map(shortSignal).join(", ")}s to ${pids.length} processes: [${pids.join(", ")}]`);
+    reply(`Successfully sent ${sigs.map(shortSignalName).join(", ")}s to ${pids.length} processes: [${pids.join(", ")}]`);
   },
   die(ctx, { args, reply }) {
     // Without a name, the retire signal (USR2 unless --retire-signal), as a graceful stop.
     const sig = args ?? ctx.state().settings.retireSignal;
     const pids = ctx.state().workers.map((w) => w.pid);
     // Answer first: with no worker left the stop exits the master at once.
-    reply(`Einhorn is going down! Successfully sent ${shortSignal(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
+    reply(`Einhorn is going down! Successfully sent ${shortSignalName(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
     ctx.dispatch({ type: "stop", signal: sig });
   },
   config(ctx, { args: { patch, changes }, reply }) {

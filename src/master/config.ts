@@ -3,6 +3,7 @@
 // the handoff next to State, and like State it is versioned: a new image
 // reads an older image's configuration with every option that image did not
 // know set to its default, and refuses a newer one.
+import { parseSignal, type SignalName } from "../signal-names";
 import type { BindSpec } from "./bind-spec";
 
 /** The layout of MasterConfig; bump it when a field changes meaning (adding one with a default needs no bump). */
@@ -24,8 +25,8 @@ export interface MasterConfig {
   verbosity: number;
   seconds: number;
   signalTimeout: number | null;
-  /** Normalised (SIGTERM, not TERM). */
-  retireSignal: string;
+  /** Canonical (SIGTERM, not TERM). */
+  retireSignal: SignalName;
   maxUnacked: number;
   maxUpgradeAdditional: number | null;
   ackTimeout: number | null;
@@ -62,9 +63,15 @@ export function upgradeConfig(doc: unknown, schema: number, defaults: MasterConf
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error("the handed-over configuration is not a mapping");
   if (schema > CONFIG_SCHEMA) throw new Error(`the handed-over configuration has schema ${schema}; this einhorn reads up to ${CONFIG_SCHEMA}`);
   const d = doc as Partial<MasterConfig>;
+  // The retire signal decides what workers are sent from now on: a name that
+  // is not a signal means a document we do not understand (every writer took
+  // it from --retire-signal's four choices), refused like a newer schema.
+  const retireSignal = d.retireSignal === undefined ? defaults.retireSignal : typeof d.retireSignal === "string" ? parseSignal(d.retireSignal) : null;
+  if (retireSignal === null) throw new Error(`the handed-over configuration's retireSignal is ${JSON.stringify(d.retireSignal)}, which is not a signal name (like SIGUSR2 or SIGTERM)`);
   return {
     ...defaults,
     ...d,
+    retireSignal,
     nice: { ...defaults.nice, ...(d.nice ?? {}) },
     // A writer from before commandLine was recorded re-reads its file alone.
     commandLine: d.commandLine ?? (d.configFile ? ["--config", d.configFile] : defaults.commandLine),

@@ -14,6 +14,7 @@ import type { MasterConfig } from "./config";
 import { RubyFloat, RubySet, sym, time, toRubyYaml } from "../ruby-yaml";
 import type { Listener } from "./listeners";
 import { shellSplit } from "./shell-split";
+import { shortSignalName } from "../signal-names";
 
 export interface EinhornStateInput {
   state: State;
@@ -28,8 +29,6 @@ export interface EinhornStateInput {
   which(program: string): string;
 }
 
-const short = (sig: string) => sig.replace(/^SIG/, "");
-
 function child(w: Worker) {
   // Einhorn records the signals that ask a worker to leave (upgrades, dec,
   // die, stops, the KILL after -t), not those of the `signal` command: a HUP
@@ -41,7 +40,7 @@ function child(w: Worker) {
     version: w.version,
     acked: isAcked(w),
     // A Set of signal names without "SIG", as Einhorn's signal_all records them.
-    signaled: new RubySet([...new Set(leaving.map((s) => short(s.signal)))]),
+    signaled: new RubySet([...new Set(leaving.map((s) => shortSignalName(s.signal)))]),
     last_signaled_at: time(last),
     index: w.index,
     spinup_time: time(w.spawnedAt),

@@ -1,6 +1,8 @@
 // Errors that stop the master from starting. They carry the exit code the CLI
 // uses (see "Exit codes" in the README) and a message meant for an operator.
 
+import type { SignalName } from "../signal-names";
+
 export class StartError extends Error {
   override name = "StartError";
   /** `cause`: the SysError (or other) it wraps, so its syscall and errno stay inspectable. */
@@ -16,7 +18,7 @@ export class StartError extends Error {
  */
 export class StopDuringStart extends Error {
   override name = "StopDuringStart";
-  constructor(readonly signal: string) {
+  constructor(readonly signal: SignalName) {
     super(`received ${signal} during start-up`);
   }
 }

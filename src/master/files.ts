@@ -22,6 +22,7 @@ import { fstatSync, lstatSync, readFileSync, readlinkSync, type Stats, unlinkSyn
 import { SysError } from "../../ffi/errno";
 import { geteuid, O_CLOEXEC, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDWR, open, tryLockExclusive } from "../../ffi/process";
 import { close } from "../../ffi/socket";
+import type { SignalName } from "../signal-names";
 import { StartError, StopDuringStart } from "./errors";
 import { fsPath } from "../../ffi/os-string";
 
@@ -175,7 +176,7 @@ function lockHolder(ino: number): number | null {
  * milliseconds). `stopRequested` is polled while waiting: a stop signal
  * during start-up ends the wait at once.
  */
-export async function acquireLock(path: string, stopRequested: () => string | null, onWait: (holder: number | null) => void = () => {}, waitMs = LOCK_WAIT_MS): Promise<HeldLock> {
+export async function acquireLock(path: string, stopRequested: () => SignalName | null, onWait: (holder: number | null) => void = () => {}, waitMs = LOCK_WAIT_MS): Promise<HeldLock> {
   const deadline = Date.now() + waitMs;
   let waiting = false;
   for (;;) {

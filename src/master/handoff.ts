@@ -7,7 +7,8 @@ import { writeSync } from "node:fs";
 import type { MasterConfig } from "./config";
 import type { SockAddr } from "../../ffi/sockaddr";
 import { memfdCreate, readAll } from "../../ffi/process";
-import type { State } from "../core/state";
+import { type State, upgradeState } from "../core/state";
+import { parseSignal, type SignalName } from "../signal-names";
 import type { UpgradeMode } from "../core/step";
 import type { HandedCapture } from "./worker-output";
 import type { MetricsDoc } from "./metrics";
@@ -59,7 +60,7 @@ export interface Handoff {
   /** Version of the einhorn that first started, and of each image since. */
   history: Array<{ version: string; at: number }>;
   /** Signals the old image received while preparing the exec; the new image acts on them. */
-  signals: string[];
+  signals: SignalName[];
   /** The workers' process descriptors (absent from older writers: their workers are checked by pid). */
   pidfds: Array<{ pid: number; fd: number }>;
   /** --worker-output streams and queued lines; absent from older writers and without capture. */
@@ -91,6 +92,18 @@ export function validateHandoff(doc: unknown): Handoff {
   for (const k of ["state", "config", "listeners", "commandFd"] as const) {
     if (d[k] === undefined) throw new Error(`the handed-over state lacks '${k}'`);
   }
+  // Refused now, before the new image adopts anything, with a clear line:
+  // a state the core cannot read (a newer schema, a retire or stop signal
+  // that is not a signal name; core/state.ts says why those are refused and
+  // records are not). The resume reads it again, logging what it drops.
+  upgradeState(d.state, 0);
+  const signals = (d.signals ?? []).map((v: unknown) => {
+    // Signals to act on now: one that is not a signal name cannot be acted
+    // on, and every writer wrote them from its own list of handled signals.
+    const name = typeof v === "string" ? parseSignal(v) : null;
+    if (name === null) throw new Error(`the handed-over state's signals list has ${JSON.stringify(v)}, which is not a signal name (like SIGHUP or SIGTERM)`);
+    return name;
+  });
   return {
     schema: HANDOFF_SCHEMA,
     writerVersion: d.writerVersion ?? "unknown",
@@ -109,7 +122,7 @@ export function validateHandoff(doc: unknown): Handoff {
     reexecs: d.reexecs ?? 0,
     signalMask: d.signalMask ?? "",
     history: d.history ?? [],
-    signals: d.signals ?? [],
+    signals,
     pidfds: d.pidfds ?? [],
     capture: d.capture ?? null,
     ...(typeof d.cpuAtExecUs === "number" ? { cpuAtExecUs: d.cpuAtExecUs } : {}),

@@ -7,6 +7,7 @@ import { SysError } from "../../ffi/errno";
 import { umask } from "../../ffi/process";
 import type { SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
+import type { SignalName } from "../signal-names";
 import type { BindSpec } from "./bind-spec";
 import { StartError } from "./errors";
 import { acquireLock, describePath, type OwnedPath, ownedPath, releaseLock } from "./files";
@@ -144,7 +145,7 @@ export async function openListener(spec: BindSpec, backlog: number, systemd: Sys
 export async function createCommandSocket(
   path: string,
   lockfile: string,
-  stopRequested: () => string | null,
+  stopRequested: () => SignalName | null,
   on: { waiting(holder: number | null): void; created(owned: OwnedPath | null): void },
 ): Promise<number> {
   const lock = await acquireLock(lockfile, stopRequested, on.waiting);

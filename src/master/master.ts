@@ -7,6 +7,7 @@ import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setPro
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
+import type { SignalName } from "../signal-names";
 import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
@@ -217,7 +218,7 @@ export class Master implements Host {
     sock.setCloexec(doc.commandFd, true);
     this.commandFd = doc.commandFd;
     this.serveCommands(doc.commandFd);
-    this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0));
+    this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0, (message) => this.log.warn(message)));
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
     this.os.adoptChildren(doc.pidfds);
@@ -356,7 +357,7 @@ export class Master implements Host {
   }
 
   /** The command socket, created under the lockfile (see createCommandSocket). */
-  private async openCommandSocket(stopRequested: () => string | null): Promise<void> {
+  private async openCommandSocket(stopRequested: () => SignalName | null): Promise<void> {
     const { socketPath, lockfile } = this.cfg;
     this.commandFd = await createCommandSocket(socketPath, lockfile, stopRequested, {
       waiting: (holder) => this.log.info(`Waiting for the lockfile ${lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`),
@@ -594,7 +595,7 @@ export class Master implements Host {
     }
   }
 
-  private onSignal(sig: string): void {
+  private onSignal(sig: SignalName): void {
     if (sig === "SIGCHLD") this.loop.reap();
     else this.dispatch({ type: "signal", signal: sig });
   }

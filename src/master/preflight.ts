@@ -35,7 +35,7 @@ export function judgePreflight(cmd: string[], status: ExitStatus, output: string
   const what = `preflight '${cmd.join(" ")} --upgrade-check'`;
   const tail = output.trim().split("\n").slice(-3).join(" | ");
   if (status.code !== 0) {
-    const how = status.signal ? `was killed by ${status.signal}` : `exited with status ${status.code}`;
+    const how = status.code === null ? `was killed by ${status.signal ?? `signal ${status.signo}`}` : `exited with status ${status.code}`;
     return { ok: false, reason: `${what} ${how}${tail ? `: ${tail}` : ""}` };
   }
   let info: { einhorn?: string; handoffSchema?: number } = {};

@@ -20,16 +20,17 @@
 // back to process.on handlers with the signals unblocked, and says why:
 // a signal that arrives during a re-exec may then be lost.
 import { readdirSync, readFileSync } from "node:fs";
-import { blockSignals, getpid, signalName, signalNumber, signalsBlocked, unblockSignals } from "../../ffi/process";
+import { blockSignals, getpid, signalsBlocked, unblockSignals } from "../../ffi/process";
 import { ignoreSignal, parseSignalRecords, raiseSignal, readSignalfd, reraiseOnDelivery, signalfd, type SignalRecord } from "../../ffi/signalfd";
 import { close } from "../../ffi/socket";
 import type { Logger } from "../logging";
+import { type SignalName, signalFromNumber, signalNumber } from "../signal-names";
 
 /**
  * Signals the master acts on. ALRM is Einhorn's deprecated upgrade signal:
  * left out, its default action would kill the master.
  */
-export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP", "SIGALRM"];
+export const HANDLED_SIGNALS: readonly SignalName[] = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP", "SIGALRM"];
 /**
  * The master's own "now is a safe moment to exec" marker: a real-time signal
  * (they queue, so it never merges with another) raised at the main thread.
@@ -37,7 +38,7 @@ export const HANDLED_SIGNALS = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGU
 export const EXEC_MARKER = 64; // SIGRTMAX on Linux
 const SI_TKILL = -6;
 
-export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map((n) => signalNumber(n)!);
+export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map(signalNumber);
 /** What a master image blocks on its main thread: the handled signals and the marker. */
 export const blockedSignalNumbers = (): number[] => [...handledSignalNumbers(), EXEC_MARKER];
 
@@ -66,7 +67,7 @@ export class SignalSource {
   /** Why signals come through process.on handlers instead (null when they come from the signalfd). */
   fallback: string | null = null;
 
-  constructor(private readonly log: Logger, private readonly onSignal: (name: string, from: SignalRecord | null) => void) {}
+  constructor(private readonly log: Logger, private readonly onSignal: (name: SignalName, from: SignalRecord | null) => void) {}
 
   start(): void {
     const takers = signalTakingThreads();
@@ -122,10 +123,15 @@ export class SignalSource {
     let marker = false;
     for (const r of records) {
       if (r.signo === EXEC_MARKER) { marker ||= r.code === SI_TKILL && r.pid === getpid(); continue; }
+      // The signalfd's numbers, named once here. Only blocked signals reach
+      // it, and each has a name; a number without one would be a kernel
+      // surprise, said rather than dropped silently.
+      const name = signalFromNumber(r.signo);
+      if (name === null) { this.log.warn(`Ignoring signal number ${r.signo} read from the signalfd: it has no name`); continue; }
       try {
-        this.onSignal(signalName(r.signo), r);
+        this.onSignal(name, r);
       } catch (e) {
-        this.log.error(`Acting on ${signalName(r.signo)} failed: ${(e as Error).stack ?? e}`);
+        this.log.error(`Acting on ${name} failed: ${(e as Error).stack ?? e}`);
       }
     }
     if (marker && this.execThunk) {

@@ -5,6 +5,7 @@ import { delimiter, join } from "node:path";
 import { getpid, O_CLOEXEC, O_RDONLY, open, setpriority } from "../../ffi/process";
 import type { Os } from "./os";
 import { ENV, isEinhornWorkerVar } from "../protocol";
+import type { SignalName } from "../signal-names";
 import { StartError } from "./errors";
 import { SD_LISTEN_FDS_START } from "./systemd";
 import { fsPath } from "../../ffi/os-string";
@@ -25,7 +26,7 @@ export interface WorkerPlan {
   programFile?: string;
   killChildrenOnExit: boolean;
   /** Sent to workers when the master dies with -k (--retire-signal). */
-  retireSignal: string;
+  retireSignal: SignalName;
   workerNice: number | null;
   /** The environment workers inherit, before einhorn's own variables. */
   baseEnv: Record<string, string | undefined>;

@@ -9,21 +9,22 @@
 // it does later), HUP and ALRM (Einhorn's deprecated upgrade signal) are
 // ignored: there is nothing to upgrade yet, and ALRM's default action would
 // kill the master.
-import { pendingSignals, signalName, signalNumber } from "../../ffi/process";
+import { pendingSignals } from "../../ffi/process";
+import { type SignalName, signalFromNumber, signalNumber } from "../signal-names";
 import { StopDuringStart } from "./errors";
 
 /** The signals that end a master. At start-up there are no workers to wait for, so each ends it at once. */
-const STOP_SIGNALS = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2"];
+const STOP_SIGNALS: readonly SignalName[] = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2"];
 /** The signals that ask for an upgrade (ALRM: Einhorn's deprecated one). */
-const UPGRADE_SIGNALS = ["SIGHUP", "SIGALRM"];
+const UPGRADE_SIGNALS: readonly SignalName[] = ["SIGHUP", "SIGALRM"];
 const POLL_MS = 25;
 
 /** How a master stopped during start-up exits: as the same signal would end it later (QUIT: 1, as Einhorn). */
-export const stopDuringStartExitCode = (sig: string): number => (sig === "SIGQUIT" ? 1 : 0);
+export const stopDuringStartExitCode = (sig: SignalName): number => (sig === "SIGQUIT" ? 1 : 0);
 
 export class StartupSignals {
-  private got: string | null = null;
-  private readonly installed: Array<[string, () => void]> = [];
+  private got: SignalName | null = null;
+  private readonly installed: Array<[SignalName, () => void]> = [];
 
   constructor(log: { info(message: string): void }) {
     for (const sig of [...STOP_SIGNALS, ...UPGRADE_SIGNALS]) {
@@ -36,7 +37,7 @@ export class StartupSignals {
   }
 
   /** The stop signal received (or pending) so far, or null. */
-  readonly stopRequested = (): string | null => this.got ?? pendingStopSignal();
+  readonly stopRequested = (): SignalName | null => this.got ?? pendingStopSignal();
 
   /** Throw StopDuringStart if a stop signal came. */
   check(): void {
@@ -51,17 +52,17 @@ export class StartupSignals {
 }
 
 /** The name of a stop signal pending (raised while blocked) for this thread or process, or null. */
-export function pendingStopSignal(): string | null {
+export function pendingStopSignal(): SignalName | null {
   try {
-    const pending = pendingSignals(STOP_SIGNALS.map((s) => signalNumber(s)!));
-    return pending.length ? signalName(pending[0]!) : null;
+    const pending = pendingSignals(STOP_SIGNALS.map(signalNumber));
+    return pending.length ? signalFromNumber(pending[0]!) : null;
   } catch {
     return null;
   }
 }
 
 /** `p`, unless `stopRequested` reports a signal first (then it rejects with StopDuringStart). */
-export async function untilStopSignal<T>(p: Promise<T>, stopRequested: () => string | null): Promise<T> {
+export async function untilStopSignal<T>(p: Promise<T>, stopRequested: () => SignalName | null): Promise<T> {
   let timer: ReturnType<typeof setInterval> | null = null;
   const stop = new Promise<never>((_, reject) => {
     timer = setInterval(() => {

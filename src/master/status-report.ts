@@ -6,6 +6,7 @@ import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
 import type { Listener } from "./listeners";
 import { CpuMeter, formatBytes, formatDuration, readProc, uptimeSeconds } from "./proc-stats";
+import { type SignalName, shortSignalName } from "../signal-names";
 
 export const STATUS_SCHEMA = "einhorn.status/1";
 /** The table never gets wider than this. */
@@ -13,7 +14,7 @@ export const STATUS_WIDTH = 100;
 
 export type WorkerStatusName = "starting" | "up" | "retiring";
 
-export interface LastExit { code: number | null; signal: string | null; at: string | null; ago_seconds: number | null }
+export interface LastExit { code: number | null; signal: SignalName | null; at: string | null; ago_seconds: number | null }
 
 export interface WorkerStatus {
   pid: number;
@@ -118,7 +119,7 @@ export function buildStatus(s: State, rt: StatusRuntime, readings: Readings, now
 }
 
 function describeExit(e: LastExit): string {
-  const how = e.signal ? e.signal.replace(/^SIG/, "") : `code ${e.code}`;
+  const how = e.signal ? shortSignalName(e.signal) : e.code === null ? "an unnamed signal" : `code ${e.code}`;
   return e.ago_seconds === null ? how : `${how}, ${formatDuration(e.ago_seconds)} ago`;
 }
 

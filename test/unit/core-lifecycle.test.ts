@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { type Effect, type Event, step } from "../../src/core/step";
 import { DEFAULT_SETTINGS, initialState, type State, upgradeState } from "../../src/core/state";
+import { parseSignal } from "../../src/signal-names";
 
 const T0 = 1_000_000;
 
@@ -39,7 +40,8 @@ const reload = (requestId: number | null = 8): Event => ({ type: "reexec-request
 const passed: Event = { type: "preflight-done", ok: true, detail: "new einhorn 9.9.9" };
 const failed: Event = { type: "preflight-done", ok: false, reason: "preflight 'x --upgrade-check' exited with status 1" };
 const resumed: Event = { type: "resumed", version: "9.9.9", pid: 4242 };
-const sig = (signal: string): Event => ({ type: "signal", signal });
+/** A signal to the master, as the signalfd edge names it ("HUP" -> SIGHUP). */
+const sig = (short: string): Event => ({ type: "signal", signal: parseSignal(short)! });
 const notify = (kind: "upgrade" | "reload", message: string, final = false, error = false): Effect => ({ type: "notify", kind, message, final, error });
 const pendingUpgrade = { kind: "upgrade" as const, mode: "smooth" as const, requestedAt: T0 + 1000 };
 

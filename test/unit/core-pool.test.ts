@@ -2,9 +2,10 @@
 import { describe, expect, test } from "bun:test";
 import {
   ackedCurrentCount, BACKOFF_CAP_SECONDS, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isRetiring,
-  missingCount, normalizeSignal, otherVersionWorkers, pendingOfCurrent, RETIRING_SIGNALS, spawnIntervalMs,
+  missingCount, otherVersionWorkers, pendingOfCurrent, RETIRING_SIGNALS, spawnIntervalMs,
   unackedCount, wasSent,
 } from "../../src/core/pool";
+import type { SignalName } from "../../src/signal-names";
 import { DEFAULT_SETTINGS, initialState, type PendingSpawn, type Settings, type State, type Worker } from "../../src/core/state";
 
 let pidSeq = 1000;
@@ -17,21 +18,13 @@ function pending(p: Partial<PendingSpawn> = {}): PendingSpawn {
 function state(p: Partial<State> = {}, settings: Partial<Settings> = {}): State {
   return { ...initialState({ ...DEFAULT_SETTINGS, ...settings }, 0), ...p };
 }
-const sig = (signal: string, at = 0) => ({ signal, at });
-
-describe("normalizeSignal", () => {
-  const cases: [string, string][] = [
-    ["USR2", "SIGUSR2"], ["usr2", "SIGUSR2"], ["SIGUSR2", "SIGUSR2"], ["sigterm", "SIGTERM"],
-    ["Hup", "SIGHUP"], ["KILL", "SIGKILL"], ["SigQuit", "SIGQUIT"],
-  ];
-  for (const [input, out] of cases) test(`${input} -> ${out}`, () => expect(normalizeSignal(input)).toBe(out));
-});
+const sig = (signal: SignalName, at = 0) => ({ signal, at });
 
 describe("retiring signals", () => {
   test("exactly USR2, TERM, INT, QUIT, KILL retire a worker", () => {
     expect([...RETIRING_SIGNALS].sort()).toEqual(["SIGINT", "SIGKILL", "SIGQUIT", "SIGTERM", "SIGUSR2"]);
   });
-  const cases: [string[], boolean][] = [
+  const cases: [SignalName[], boolean][] = [
     [[], false], [["SIGHUP"], false], [["SIGHUP", "SIGUSR1", "SIGWINCH"], false], [["SIGUSR2"], true],
     [["SIGHUP", "SIGTERM"], true], [["SIGKILL"], true], [["SIGQUIT"], true], [["SIGINT"], true],
   ];

@@ -5,6 +5,7 @@
 // mutated and that the new state survives a JSON round trip.
 import { describe, expect, test } from "bun:test";
 import { step, MAX_WORKERS, type Effect, type Event, type StepResult } from "../../src/core/step";
+import type { SignalName } from "../../src/signal-names";
 import { DEFAULT_SETTINGS, STATE_SCHEMA, initialState, upgradeState, type Settings, type State, type Worker } from "../../src/core/state";
 
 // ---------------------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ class Sim {
 
   tick(at = this.now): Effect[] { return this.send({ type: "tick" }, at); }
   ack(pid: number, at = this.now): Effect[] { return this.send({ type: "ack", pid }, at); }
-  exit(pid: number, at = this.now, code: number | null = 0, signal: string | null = null): Effect[] {
+  exit(pid: number, at = this.now, code: number | null = 0, signal: SignalName | null = null): Effect[] {
     return this.send({ type: "exited", pid, code, signal }, at);
   }
 
@@ -653,7 +654,8 @@ describe("inc / dec / set-workers", () => {
 });
 
 describe("stopping", () => {
-  const cases: [string, string][] = [["USR2", "SIGUSR2"], ["SIGUSR2", "SIGUSR2"], ["usr2", "SIGUSR2"], ["TERM", "SIGTERM"], ["INT", "SIGINT"]];
+  // The core takes canonical names only: every spelling is parsed at the edges (test/unit/signal-names.test.ts).
+  const cases: [SignalName, SignalName][] = [["SIGUSR2", "SIGUSR2"], ["SIGTERM", "SIGTERM"], ["SIGINT", "SIGINT"]];
   for (const [given, sent] of cases) {
     test(`stop ${given}: ${sent} to every worker, no respawn, exit 0 only after the last one`, () => {
       const sim = ready(3);
@@ -679,7 +681,7 @@ describe("stopping", () => {
 
   test("stop with no workers exits at once", () => {
     const sim = new Sim({ number: 2 });
-    const fx = sim.send({ type: "stop", signal: "USR2" }, 0);
+    const fx = sim.send({ type: "stop", signal: "SIGUSR2" }, 0);
     expect(nonLog(fx)).toEqual([{ type: "exit", code: 0 }]);
   });
 
@@ -687,7 +689,7 @@ describe("stopping", () => {
     const sim = new Sim({ number: 2 });
     sim.autoSpawn = false;
     sim.send({ type: "start" }, 0);
-    const fx = sim.send({ type: "stop", signal: "TERM" }, 10);
+    const fx = sim.send({ type: "stop", signal: "SIGTERM" }, 10);
     expect(nonLog(fx)).toEqual([]); // no worker yet, two spawns pending
     const fx2 = sim.completeSpawns(20);
     expect(kills(fx2)).toEqual([[100, "SIGTERM"], [101, "SIGTERM"]]);
@@ -699,17 +701,17 @@ describe("stopping", () => {
   test("workers that die unACKed while stopping do not count as crashes", () => {
     const sim = new Sim({ number: 2, ackMode: MANUAL });
     sim.send({ type: "start" }, 0);
-    sim.send({ type: "stop", signal: "USR2" }, 10);
+    sim.send({ type: "stop", signal: "SIGUSR2" }, 10);
     sim.exit(100, 20, 1);
     expect(sim.state.consecutiveDeaths).toBe(0);
   });
 
   test("a second stop signal is passed on; the first is not repeated", () => {
     const sim = ready(2);
-    sim.send({ type: "stop", signal: "USR2" }, 100);
-    const fx = sim.send({ type: "stop", signal: "TERM" }, 200);
+    sim.send({ type: "stop", signal: "SIGUSR2" }, 100);
+    const fx = sim.send({ type: "stop", signal: "SIGTERM" }, 200);
     expect(kills(fx)).toEqual([[100, "SIGTERM"], [101, "SIGTERM"]]);
-    const fx2 = sim.send({ type: "stop", signal: "TERM" }, 300);
+    const fx2 = sim.send({ type: "stop", signal: "SIGTERM" }, 300);
     expect(kills(fx2)).toEqual([]);
   });
 
@@ -727,7 +729,7 @@ describe("stopping", () => {
 
   test("quit while stopping still QUITs everyone and exits", () => {
     const sim = ready(2);
-    sim.send({ type: "stop", signal: "USR2" }, 100);
+    sim.send({ type: "stop", signal: "SIGUSR2" }, 100);
     const fx = sim.send({ type: "quit" }, 200);
     expect(kills(fx)).toEqual([[100, "SIGQUIT"], [101, "SIGQUIT"]]);
     expect(exits(fx)).toEqual([{ type: "exit", code: 1 }]);
@@ -736,7 +738,7 @@ describe("stopping", () => {
   test("signal timeout: SIGKILL exactly T after the stop signal, only to survivors, only once", () => {
     const sim = ready(3, { signalTimeout: 5 });
     const [a, b, c] = sim.pids();
-    sim.send({ type: "stop", signal: "USR2" }, 10_000);
+    sim.send({ type: "stop", signal: "SIGUSR2" }, 10_000);
     expect(sim.wakeAt).toBe(15_000);
     sim.exit(a!, 12_000);
     expect(kills(sim.tick(14_999))).toEqual([]);
@@ -755,7 +757,7 @@ describe("stopping", () => {
   test("signal timeout after a stop with any signal (die USR1): escalated like a retiring one", () => {
     const sim = ready(2, { signalTimeout: 3 });
     const [a, b] = sim.pids();
-    expect(kills(sim.send({ type: "stop", signal: "USR1" }, 10_000))).toEqual([[a!, "SIGUSR1"], [b!, "SIGUSR1"]]);
+    expect(kills(sim.send({ type: "stop", signal: "SIGUSR1" }, 10_000))).toEqual([[a!, "SIGUSR1"], [b!, "SIGUSR1"]]);
     expect(sim.wakeAt).toBe(13_000);
     expect(kills(sim.tick(13_000))).toEqual([[a!, "SIGKILL"], [b!, "SIGKILL"]]);
   });
@@ -763,8 +765,8 @@ describe("stopping", () => {
   test("a USR1 sent before the stop (by signal) does not start the stop's clock early", () => {
     const sim = ready(1, { signalTimeout: 3 });
     const [a] = sim.pids();
-    sim.send({ type: "signal-workers", signals: ["USR1"] }, 1_000);
-    sim.send({ type: "stop", signal: "USR1" }, 10_000);
+    sim.send({ type: "signal-workers", signals: ["SIGUSR1"] }, 1_000);
+    sim.send({ type: "stop", signal: "SIGUSR1" }, 10_000);
     expect(sim.wakeAt).toBe(13_000);
     expect(kills(sim.tick(12_999))).toEqual([]);
     expect(kills(sim.tick(13_000))).toEqual([[a!, "SIGKILL"]]);
@@ -772,7 +774,7 @@ describe("stopping", () => {
 
   test("no signal timeout: never escalated", () => {
     const sim = ready(1, { signalTimeout: null });
-    sim.send({ type: "stop", signal: "TERM" }, 100);
+    sim.send({ type: "stop", signal: "SIGTERM" }, 100);
     expect(sim.wakeAt).toBe(30_100); // the retire-grace warning, nothing more
     expect(kills(sim.tick(30_100))).toEqual([]);
     expect(sim.wakeAt).toBeNull();
@@ -784,14 +786,14 @@ describe("signal-workers", () => {
   test("records every signal on every worker, in order", () => {
     const sim = ready(2);
     const [a, b] = sim.pids();
-    const fx = sim.send({ type: "signal-workers", signals: ["HUP", "usr1"] }, 1000);
+    const fx = sim.send({ type: "signal-workers", signals: ["SIGHUP", "SIGUSR1"] }, 1000);
     expect(kills(fx)).toEqual([[a!, "SIGHUP"], [b!, "SIGHUP"], [a!, "SIGUSR1"], [b!, "SIGUSR1"]]);
     for (const pid of [a!, b!]) expect(sim.w(pid).signals).toEqual([{ signal: "SIGHUP", at: 1000 }, { signal: "SIGUSR1", at: 1000 }]);
   });
 
   test("a HUP is never escalated and leaves the worker serving", () => {
     const sim = ready(2, { signalTimeout: 5 });
-    sim.send({ type: "signal-workers", signals: ["HUP"] }, 1000);
+    sim.send({ type: "signal-workers", signals: ["SIGHUP"] }, 1000);
     expect(sim.wakeAt).toBeNull();
     const fx = sim.tick(1_000_000);
     expect(nonLog(fx)).toEqual([]);
@@ -802,7 +804,7 @@ describe("signal-workers", () => {
 
   test("a USR2 via signal-workers retires: escalated after T, replaced only after exit", () => {
     const sim = ready(2, { signalTimeout: 5 });
-    const fx = sim.send({ type: "signal-workers", signals: ["USR2"] }, 10_000);
+    const fx = sim.send({ type: "signal-workers", signals: ["SIGUSR2"] }, 10_000);
     expect(spawns(fx)).toEqual([]);
     expect(sim.wakeAt).toBe(15_000);
     expect(kills(sim.tick(15_000))).toEqual([[100, "SIGKILL"], [101, "SIGKILL"]]);
@@ -1067,7 +1069,7 @@ describe("failed upgrades", () => {
 
   test("upgrade refused while stopping", () => {
     const sim = ready(2);
-    sim.send({ type: "stop", signal: "USR2" }, 1000);
+    sim.send({ type: "stop", signal: "SIGUSR2" }, 1000);
     const fx = sim.send({ type: "upgrade", mode: "smooth" }, 1100);
     expect(fx).toEqual([
       { type: "log", level: "warn", message: "Not upgrading: the master is stopping" },
@@ -1080,7 +1082,7 @@ describe("failed upgrades", () => {
   test("stop during an upgrade signals both generations and drops the upgrade", () => {
     const sim = ready(2, { maxUnacked: 1 });
     sim.send({ type: "upgrade", mode: "smooth" }, 1000);
-    const fx = sim.send({ type: "stop", signal: "TERM" }, 1100);
+    const fx = sim.send({ type: "stop", signal: "SIGTERM" }, 1100);
     expect(kills(fx)).toEqual([[100, "SIGTERM"], [101, "SIGTERM"], [102, "SIGTERM"]]);
     expect(sim.state.upgrade).toBeNull();
     expect(spawns(fx)).toEqual([]);
@@ -1153,7 +1155,7 @@ describe("purity and serialisation", () => {
     { type: "exited", pid: 100, code: 1, signal: null }, { type: "exited", pid: 102, code: 0, signal: null },
     { type: "spawn-failed", spawnId: 1, reason: "x" }, { type: "spawned", spawnId: 1, pid: 5 },
     { type: "inc" }, { type: "dec" }, { type: "set-workers", number: 7 }, { type: "set-workers", number: 1 },
-    { type: "stop", signal: "USR2" }, { type: "quit" }, { type: "signal-workers", signals: ["HUP", "USR2"] },
+    { type: "stop", signal: "SIGUSR2" }, { type: "quit" }, { type: "signal-workers", signals: ["SIGHUP", "SIGUSR2"] },
     { type: "upgrade", mode: "smooth" }, { type: "upgrade", mode: "fleet" },
     { type: "settings", patch: { seconds: 3, signalTimeout: 1 } },
   ];
@@ -1161,7 +1163,7 @@ describe("purity and serialisation", () => {
     ["fresh", () => new Sim({ number: 3 }).state],
     ["running, manual", () => ready(3).state],
     ["mid-upgrade", () => { const s = ready(3, { maxUnacked: 1, signalTimeout: 2 }); s.send({ type: "upgrade", mode: "smooth" }, 1000); s.ack(s.pids(1)[0]!, 1100); return s.state; }],
-    ["stopping", () => { const s = ready(2, { signalTimeout: 2 }); s.send({ type: "stop", signal: "TERM" }, 1000); return s.state; }],
+    ["stopping", () => { const s = ready(2, { signalTimeout: 2 }); s.send({ type: "stop", signal: "SIGTERM" }, 1000); return s.state; }],
     ["pending spawns", () => { const s = new Sim({ number: 2 }); s.autoSpawn = false; s.send({ type: "start" }, 0); return s.state; }],
   ];
   for (const [name, make] of states) {
@@ -1215,9 +1217,9 @@ describe("purity and serialisation", () => {
         else if (r < 0.75) sim.send({ type: "dec" }, at);
         else if (r < 0.78) sim.send({ type: "set-workers", number: Math.floor(rnd() * 6) }, at);
         else if (r < 0.83) { upgrades++; sim.send({ type: "upgrade", mode: rnd() < 0.5 ? "smooth" : "fleet" }, at); }
-        else if (r < 0.86) sim.send({ type: "signal-workers", signals: [pick(["HUP", "USR1", "USR2"])!] }, at);
+        else if (r < 0.86) sim.send({ type: "signal-workers", signals: [pick(["SIGHUP", "SIGUSR1", "SIGUSR2"])!] }, at);
         else if (r < 0.9) { sim.failNextSpawns = 1; sim.tick(at); }
-        else if (r < 0.905) sim.send({ type: "stop", signal: pick(["USR2", "TERM"])! }, at);
+        else if (r < 0.905) sim.send({ type: "stop", signal: pick(["SIGUSR2", "SIGTERM"])! }, at);
         else sim.tick(at);
       }
       for (const rec of sim.history) {
@@ -1361,7 +1363,7 @@ describe("spawn time", () => {
 });
 
 describe("--retire-signal", () => {
-  const choices: [string, string][] = [["USR2", "SIGUSR2"], ["TERM", "SIGTERM"], ["QUIT", "SIGQUIT"], ["INT", "SIGINT"]];
+  const choices: [string, SignalName][] = [["USR2", "SIGUSR2"], ["TERM", "SIGTERM"], ["QUIT", "SIGQUIT"], ["INT", "SIGINT"]];
   for (const [name, sig] of choices) {
     test(`${name}: smooth upgrade, dec, stop and die-without-a-name all send ${sig}`, () => {
       const sim = ready(2, { retireSignal: sig });
@@ -1382,7 +1384,7 @@ describe("--retire-signal", () => {
 
   test("an explicit stop signal (TERM to the master, die QUIT) wins over the retire signal", () => {
     const sim = ready(2, { retireSignal: "SIGQUIT" });
-    expect(kills(sim.send({ type: "stop", signal: "TERM" }, 1000)).map(([, s]) => s)).toEqual(["SIGTERM", "SIGTERM"]);
+    expect(kills(sim.send({ type: "stop", signal: "SIGTERM" }, 1000)).map(([, s]) => s)).toEqual(["SIGTERM", "SIGTERM"]);
   });
 
   test("fleet upgrade and the surge cap's room-making retire with it too", () => {

@@ -172,7 +172,7 @@ describe("the interpreter over a scripted Os", () => {
   test("reap drains every exit waiting (SIGCHLD coalesces)", () => {
     const { os, host, loop } = setUp({ number: 3, seconds: 1 });
     loop.dispatch({ type: "start" });
-    os.exits.push({ pid: 500, status: { code: 0, signal: null } }, { pid: 502, status: { code: null, signal: "SIGKILL" } });
+    os.exits.push({ pid: 500, status: { code: 0, signal: null } }, { pid: 502, status: { code: null, signal: "SIGKILL", signo: 9 } });
     loop.reap();
     expect(pids(loop.state)).toEqual([501]);
     expect(host.observed.filter((t) => t === "exited").length).toBe(2);

@@ -31,9 +31,13 @@ describe("judgePreflight", () => {
       ok: false,
       reason: "preflight '/usr/local/bin/einhorn --upgrade-check' exited with status 1: b | c | einhorn: preload app.ts: Expected \"}\"",
     });
-    expect(judgePreflight(cmd, { code: null, signal: "SIGSEGV" }, "")).toEqual({
+    expect(judgePreflight(cmd, { code: null, signal: "SIGSEGV", signo: 11 }, "")).toEqual({
       ok: false,
       reason: "preflight '/usr/local/bin/einhorn --upgrade-check' was killed by SIGSEGV",
+    });
+    expect(judgePreflight(cmd, { code: null, signal: null, signo: 32 }, "")).toEqual({
+      ok: false,
+      reason: "preflight '/usr/local/bin/einhorn --upgrade-check' was killed by signal 32",
     });
   });
 });

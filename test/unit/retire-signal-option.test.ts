@@ -2,11 +2,12 @@
 // default, and what a bad value is told.
 import { describe, expect, test } from "bun:test";
 import { parseMasterArgs, UsageError } from "../../src/cli/master-options";
+import type { SignalName } from "../../src/signal-names";
 
 const parse = (...flags: string[]) => parseMasterArgs([...flags, "--", "true"], { tmpdir: "/tmp", cpus: 2 });
 
 describe("--retire-signal", () => {
-  const ok: [string[], string][] = [
+  const ok: [string[], SignalName][] = [
     [[], "SIGUSR2"],
     [["--retire-signal", "TERM"], "SIGTERM"],
     [["--retire-signal", "term"], "SIGTERM"],
@@ -14,6 +15,9 @@ describe("--retire-signal", () => {
     [["--retire-signal=INT"], "SIGINT"],
     [["--retire-signal", "USR2"], "SIGUSR2"],
     [["--retire-signal", "TERM", "--retire-signal", "QUIT"], "SIGQUIT"],
+    // Read by the one signal parser, as the command socket's die reads it: a number names its signal.
+    [["--retire-signal", "15"], "SIGTERM"],
+    [["--retire-signal", " sigint "], "SIGINT"],
   ];
   for (const [flags, want] of ok) {
     test(`${flags.join(" ") || "(not given)"} -> ${want}`, () => {
@@ -24,7 +28,8 @@ describe("--retire-signal", () => {
   const bad: [string, RegExp][] = [
     ["HUP", /--retire-signal wants one of USR2, TERM, QUIT, INT \(a signal that asks a worker to leave\), got 'HUP'/],
     ["KILL", /got 'KILL'/],
-    ["15", /got '15'/],
+    ["9", /got '9'/],
+    ["USR3", /--retire-signal wants one of USR2, TERM, QUIT, INT \(a signal that asks a worker to leave\), got 'USR3'/],
     ["", /got ''/],
   ];
   for (const [value, re] of bad) {
