@@ -40,11 +40,11 @@ async function resolve(spec: BindSpec): Promise<SockAddr> {
   }
 }
 
-/** What is at a UNIX socket path: nothing, a socket nobody accepts on, a live one (with its owner), or another kind of file. */
+/** What is at a UNIX socket path: nothing, a socket nobody accepts on, a live one (with the pid serving it), or another kind of file. */
 export type UnixPathProbe =
   | { kind: "absent" }
   | { kind: "stale" }
-  | { kind: "live"; pid: number | null; uid: number | null }
+  | { kind: "live"; pid: number | null }
   | { kind: "other"; found: string };
 
 /**
@@ -63,12 +63,12 @@ export function probeUnixSocket(path: string): UnixPathProbe {
   const probe = sock.socket("unix", sock.SOCK_CLOEXEC | sock.SOCK_NONBLOCK);
   try {
     sock.connect(probe, { family: "unix", path });
-    let cred: { pid: number; uid: number } | null = null;
-    try { cred = sock.getPeerCred(probe); } catch { /* unknown owner */ }
-    return { kind: "live", pid: cred?.pid ?? null, uid: cred?.uid ?? null };
+    let pid: number | null = null;
+    try { pid = sock.getPeerCred(probe).pid; } catch { /* unknown owner */ }
+    return { kind: "live", pid };
   } catch (e) {
     if (e instanceof SysError && e.code === "ECONNREFUSED") return { kind: "stale" };
-    if (e instanceof SysError && e.code === "EAGAIN") return { kind: "live", pid: null, uid: null };
+    if (e instanceof SysError && e.code === "EAGAIN") return { kind: "live", pid: null };
     throw e;
   } finally {
     sock.close(probe);
