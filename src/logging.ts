@@ -8,7 +8,7 @@
 //   json   one object per line for log shippers (`time` is the same UTC stamp).
 // consola/core, not "consola": the full entry loads reporters, prompts and
 // colour support the master never uses, about 15 MB of resident memory.
-import { createConsola, type ConsolaInstance, type LogObject } from "consola/core";
+import { createConsola, type LogObject } from "consola/core";
 
 export type LogFormat = "text" | "plain" | "json";
 export type Role = "master" | "shell" | "exec";
@@ -26,7 +26,6 @@ function messageOf(o: LogObject): string {
 }
 
 export interface Logger {
-  readonly consola: ConsolaInstance;
   debug(msg: string): void;
   info(msg: string): void;
   warn(msg: string): void;
@@ -69,7 +68,6 @@ export function createLogger(role: Role, format: LogFormat, verbosity: number, w
     }],
   });
   return {
-    consola: c,
     debug: (m) => c.debug(m),
     info: (m) => c.info(m),
     warn: (m) => c.warn(m),
