@@ -119,14 +119,14 @@ export class ShellClient {
   private readonly abandoned = new Set<number>();
   private closedReason: string | null = null;
 
-  private constructor(readonly path: string, private readonly events: ClientEvents) {}
+  private constructor(private readonly events: ClientEvents) {}
 
   static async connect(path: string, events: ClientEvents = {}, opts: { trustUid?: number | null } = {}): Promise<ShellClient> {
     const bytes = osBytes(path).length;
     if (bytes > MAX_UNIX_PATH_BYTES) {
       throw new ConnectError(path, "ENAMETOOLONG", `the path is ${bytes} bytes; a UNIX socket path may have at most ${MAX_UNIX_PATH_BYTES}`);
     }
-    const client = new ShellClient(path, events);
+    const client = new ShellClient(events);
     let via: { path: string; release(): void } = { path, release() {} };
     try {
       via = await connectablePath(path);
