@@ -226,7 +226,7 @@ export function othersCpuShare(a: ReturnType<typeof cpuAccounting>, b: ReturnTyp
   return others / ((b.wallMs - a.wallMs) * availableParallelism());
 }
 
-export function isAlive(pid: number): boolean {
+function isAlive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
@@ -236,7 +236,7 @@ export function isAlive(pid: number): boolean {
 }
 
 /** Live processes whose environment carries EHBENCH_TAG=tag. */
-export function processesTagged(tag: string): number[] {
+function processesTagged(tag: string): number[] {
   const needle = `\0EHBENCH_TAG=${tag}\0`;
   const found: number[] = [];
   for (const entry of readdirSync("/proc")) {
@@ -279,7 +279,7 @@ export function removeScratch(): void {
   scratchRoot = null;
 }
 
-export const RUN_TAG = `b${process.pid}-${Date.now().toString(36)}`;
+const RUN_TAG = `b${process.pid}-${Date.now().toString(36)}`;
 let tagCounter = 0;
 
 interface Tracked { proc: Subprocess; tag: string; label: string }
@@ -409,7 +409,7 @@ export function startMaster(args: string[], program: string[], opts: { label: st
 }
 
 /** The master exited before it should have: an error carrying its log tail. */
-export function masterDied(m: MasterHandle, what: string): Error {
+function masterDied(m: MasterHandle, what: string): Error {
   const tail = m.log().split("\n").slice(-15).join("\n");
   return new Error(`the master (pid ${m.pid}) exited with ${m.proc.exitCode ?? m.proc.signalCode} while ${what}; log tail:\n${tail}`);
 }
@@ -506,7 +506,7 @@ export class CommandConnection {
 }
 
 /** One request on a fresh connection. */
-export async function command(path: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer[]> {
+async function command(path: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer[]> {
   const c = await CommandConnection.open(path);
   try {
     return await c.request(cmd, args, timeoutMs);
