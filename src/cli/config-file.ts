@@ -26,7 +26,7 @@ const NOT_IN_FILE = new Set(["config", "with-state-fd", "upgrade-check", "versio
 /** Flags that may be given more than once on the command line: a count in the file. */
 const COUNTED = new Set(["quiet", "verbose"]);
 /** Largest config file read (a config is a few hundred bytes). */
-export const MAX_CONFIG_BYTES = 1024 * 1024;
+const MAX_CONFIG_BYTES = 1024 * 1024;
 
 export class ConfigFileError extends Error {
   override name = "ConfigFileError";

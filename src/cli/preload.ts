@@ -10,7 +10,7 @@
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
-export const PRELOAD_ENTRY = "einhorn_main";
+const PRELOAD_ENTRY = "einhorn_main";
 
 /**
  * The files -p can preload: what Bun loads as a module. Anything else

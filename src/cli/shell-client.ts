@@ -7,9 +7,9 @@ import { isFailure, toResponse } from "./shell-script";
 import { hasRawBytes, osBytes } from "../../ffi/os-string";
 
 /** Longest answer line accepted (a state dump of a very large pool stays far below). */
-export const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
 /** sun_path holds 108 bytes including the terminating NUL. */
-export const MAX_UNIX_PATH_BYTES = 107;
+const MAX_UNIX_PATH_BYTES = 107;
 
 /**
  * Who serves the socket (SO_PEERCRED: the process that listens on it, as the

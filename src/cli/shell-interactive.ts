@@ -12,9 +12,9 @@ import { complete, parseScript, type ScriptCommand, ScriptError } from "./shell-
 import { terminalSafe } from "./terminal-text";
 import { connectAndGreet, Deadline, describeFatal, EXIT, messageText, refuseLocally, type SessionOptions } from "./shell-session";
 
-export const PROMPT = "einhorn> ";
+const PROMPT = "einhorn> ";
 /** History lines kept in memory and in the file. */
-export const HISTORY_SIZE = 1000;
+const HISTORY_SIZE = 1000;
 
 function historyPath(): string {
   return join(homedir(), ".einhorn_sh_history");

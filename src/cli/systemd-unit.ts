@@ -29,7 +29,7 @@ export interface UnitOptions {
   reloadTimeout: number;
 }
 
-export const UNIT_OPTIONS_USAGE = `Usage: einhorn systemd-unit [--socket] [--name NAME] [--user USER] [--group GROUP]
+const UNIT_OPTIONS_USAGE = `Usage: einhorn systemd-unit [--socket] [--name NAME] [--user USER] [--group GROUP]
                             [--drain SECONDS] [--reload-timeout SECONDS] [--] MASTER-OPTIONS [--] PROGRAM [ARGS...]
 
 Prints a hardened systemd service unit running einhorn with MASTER-OPTIONS and

@@ -5,7 +5,7 @@
 import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
 
-export const ACK_WAIT_REPORT_MS = 10_000;
+const ACK_WAIT_REPORT_MS = 10_000;
 
 /** Remembers when it last reported, per upgrade; `check` once a second or so. */
 export class AckWaitReporter {

@@ -19,7 +19,7 @@ export interface BindSpec {
   name: string | null;
 }
 
-export const BIND_FORMS = "HOST:PORT, [IPV6]:PORT, unix:/PATH or systemd:NAME|INDEX, then optional ,FLAG... (flags: r|so_reuseaddr, n|o_nonblock, reuseport|so_reuseport, name=NAME, mode=OCTAL for unix:)";
+const BIND_FORMS = "HOST:PORT, [IPV6]:PORT, unix:/PATH or systemd:NAME|INDEX, then optional ,FLAG... (flags: r|so_reuseaddr, n|o_nonblock, reuseport|so_reuseport, name=NAME, mode=OCTAL for unix:)";
 
 export class BindSpecError extends Error {
   override name = "BindSpecError";

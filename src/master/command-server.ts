@@ -8,7 +8,7 @@ import { geteuid, getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 import { encodeMessage, MAX_LINE_BYTES, type Response, type WireFormat } from "../protocol";
 
 /** Below this many free descriptors the master stops accepting command connections (see checkHeadroom). */
-export const DESCRIPTOR_RESERVE = 8;
+const DESCRIPTOR_RESERVE = 8;
 const HEADROOM_CHECK_MS = 1_000;
 const HEADROOM_CHECK_LOW_MS = 100;
 
@@ -41,7 +41,7 @@ export const PARTIAL_LINE_TIMEOUT_MS = 10_000;
 /** Output queued for one client that does not read; past this it is disconnected. */
 export const MAX_PENDING_OUTPUT = 4 * 1024 * 1024;
 /** Output queued for all clients together; past this the client with the most queued is disconnected. */
-export const MAX_TOTAL_PENDING_OUTPUT = 16 * 1024 * 1024;
+const MAX_TOTAL_PENDING_OUTPUT = 16 * 1024 * 1024;
 /** Partial lines held for all clients together; past this the client adding to them is disconnected. */
 export const MAX_TOTAL_PARTIAL_INPUT = 2 * 1024 * 1024;
 const SWEEP_MS = 1_000;
@@ -51,7 +51,7 @@ const SWEEP_MS = 1_000;
  * each making another answer to queue. A client that keeps writing anyway
  * is disconnected once its waiting requests pass MAX_LINE_BYTES.
  */
-export const OUTPUT_PAUSE_BYTES = 256 * 1024;
+const OUTPUT_PAUSE_BYTES = 256 * 1024;
 /** How far up the process tree a connecting peer may be from a worker and still count as that worker. */
 const WORKER_ANCESTRY_DEPTH = 4;
 

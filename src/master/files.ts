@@ -27,7 +27,7 @@ import { StartError, StopDuringStart } from "./errors";
 import { fsPath } from "../../ffi/os-string";
 
 /** How long a starting master waits for a lockfile another master holds while it creates its command socket. */
-export const LOCK_WAIT_MS = 5_000;
+const LOCK_WAIT_MS = 5_000;
 const LOCK_POLL_MS = 20;
 
 /** A file the master wrote: removed at exit only if the path still leads to this inode. */
@@ -78,7 +78,7 @@ export function fsErrorText(e: unknown, op?: string, path?: string): string {
  * under the rules at the top of this file. Returns the descriptor and
  * whether this call created the file.
  */
-export function openOwnFile(path: string, what: What): { fd: number; created: boolean; st: Stats } {
+function openOwnFile(path: string, what: What): { fd: number; created: boolean; st: Stats } {
   const base = O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
   for (let attempt = 0; attempt < 8; attempt++) {
     try {

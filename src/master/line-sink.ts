@@ -12,7 +12,7 @@
 import type { NonblockingWriter } from "../../ffi/io";
 
 /** Captured output buffered per sink before lines are dropped. */
-export const SINK_BUFFER_BYTES = 1024 * 1024;
+const SINK_BUFFER_BYTES = 1024 * 1024;
 /** Retry interval while the reader is not taking anything. */
 const RETRY_MS = 10;
 /** Lines queued in one turn of the event loop go out together, in writes of up to this many bytes. */

@@ -8,7 +8,7 @@ import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
 import { formatBytes } from "./proc-stats";
 
-export const ABOVE_CHECKS = 3;
+const ABOVE_CHECKS = 3;
 
 export class MemoryGuard {
   private over = new Map<number, number>();

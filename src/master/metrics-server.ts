@@ -14,10 +14,10 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { dupCloexec, setNonblocking } from "../../ffi/socket";
 
-export const MAX_HEAD_BYTES = 8 * 1024;
-export const HEAD_TIMEOUT_MS = 5_000;
-export const LIFETIME_MS = 15_000;
-export const MAX_CONNECTIONS = 64;
+const MAX_HEAD_BYTES = 8 * 1024;
+const HEAD_TIMEOUT_MS = 5_000;
+const LIFETIME_MS = 15_000;
+const MAX_CONNECTIONS = 64;
 
 export interface HttpAnswer { status: number; body: string; contentType?: string }
 

@@ -8,11 +8,11 @@ import type { State } from "../core/state";
 import type { Effect, Event } from "../core/step";
 
 /** ACK latency buckets, seconds (upper bounds; +Inf is implied). */
-export const ACK_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const ACK_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 /** Upgrade duration buckets, seconds. */
-export const UPGRADE_BUCKETS = [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
+const UPGRADE_BUCKETS = [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
 
-export const METRICS_SCHEMA = 1;
+const METRICS_SCHEMA = 1;
 
 export class Histogram {
   counts: number[];

@@ -8,7 +8,7 @@ import type { Os } from "./os";
 import { resolveProgram } from "./spawner";
 
 /** How long `--upgrade-check` may take before the upgrade is declared failed. */
-export const PREFLIGHT_TIMEOUT_MS = 30_000;
+const PREFLIGHT_TIMEOUT_MS = 30_000;
 
 export type PreflightResult = { ok: true; detail: string } | { ok: false; reason: string };
 

@@ -8,7 +8,7 @@ import { readFileSync } from "node:fs";
  * kernel's user-space ABI and is 100 on every Linux architecture einhorn
  * builds for (x86-64, arm64), whatever the kernel's internal HZ.
  */
-export const CLOCK_TICKS = 100;
+const CLOCK_TICKS = 100;
 
 export interface ProcSample {
   /** user + system CPU time, seconds. */

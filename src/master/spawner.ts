@@ -94,7 +94,7 @@ export interface FdLayout {
   inherit: number[];
 }
 
-export function fdLayout(listenerFds: number[], sockFd: number | null, listenFds: boolean): FdLayout {
+function fdLayout(listenerFds: number[], sockFd: number | null, listenFds: boolean): FdLayout {
   const sources = sockFd === null ? listenerFds : [...listenerFds, sockFd];
   if (!listenFds) return { listeners: listenerFds, sockFd, dup2: [], close: [], inherit: sources };
   // Move every source through a temporary above all sources and targets first,
@@ -111,7 +111,7 @@ export function fdLayout(listenerFds: number[], sockFd: number | null, listenFds
   };
 }
 
-export function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): string[] {
+function workerEnv(plan: WorkerPlan, index: number, layout: FdLayout): string[] {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(plan.baseEnv)) {
     if (v !== undefined && !isEinhornWorkerVar(k) && k !== ENV.LISTEN_FDS && k !== ENV.LISTEN_PID && k !== ENV.LISTEN_FDNAMES) env[k] = v;

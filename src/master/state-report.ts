@@ -6,7 +6,7 @@ import type { State } from "../core/state";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import type { Listener } from "./listeners";
 
-export const STATE_REPORT_SCHEMA = "einhorn.state/1";
+const STATE_REPORT_SCHEMA = "einhorn.state/1";
 
 export interface RuntimeInfo {
   einhornVersion: string;

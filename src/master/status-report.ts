@@ -8,7 +8,7 @@ import type { Listener } from "./listeners";
 import { CpuMeter, formatBytes, formatDuration, readProc, uptimeSeconds } from "./proc-stats";
 import { type SignalName, shortSignalName } from "../signal-names";
 
-export const STATUS_SCHEMA = "einhorn.status/1";
+const STATUS_SCHEMA = "einhorn.status/1";
 /** The table never gets wider than this. */
 export const STATUS_WIDTH = 100;
 

@@ -80,7 +80,7 @@ function settlesNow<T>(p: Promise<T>): Promise<boolean> {
  * with Content-Length; past it (or as soon as a chunk has to be waited for)
  * the body is streamed chunked.
  */
-export const MAX_BUFFERED_BODY = 8 * 1024 * 1024;
+const MAX_BUFFERED_BODY = 8 * 1024 * 1024;
 
 /** Write a fetch Response to a node ServerResponse. */
 async function writeFetchResponse(res: ServerResponse, response: Response): Promise<void> {
