@@ -71,13 +71,16 @@ describe("start-up errors chain the SysError and keep its syscall and errno in t
   });
 
   test("LISTEN_FDS naming a descriptor that is not open: StartError caused by fcntl's EBADF", () => {
-    // The first closed descriptor from 3 on; LISTEN_FDS reaches exactly up to it
-    // (the open ones below it are only made close-on-exec, as they already are).
+    // The first closed descriptor from 3 on; LISTEN_FDS reaches exactly up to it.
+    // The open ones below it get made close-on-exec on the way: put their flags back.
     let closed = 3;
     for (;; closed++) { try { fstatSync(closed); } catch { break; } }
+    const flags = Array.from({ length: closed - 3 }, (_, i) => sock.fcntl(3 + i, sock.F_GETFD));
     const env: Record<string, string | undefined> = { LISTEN_FDS: String(closed - 2), LISTEN_PID: String(process.pid) };
     let e: unknown = null;
-    try { takeSystemdSockets(env, process.pid); } catch (err) { e = err; }
+    try { takeSystemdSockets(env, process.pid); } catch (err) { e = err; } finally {
+      flags.forEach((f, i) => sock.fcntl(3 + i, sock.F_SETFD, f));
+    }
     expect(e).toBeInstanceOf(StartError);
     const sys = sysErrorIn(e)!;
     expect((e as StartError).cause).toBe(sys);
