@@ -47,7 +47,7 @@ export interface StatusData {
     workers_wanted: number;
     workers_up: number;
     upgrade: { mode: string; from_version: number; to_version: number; elapsed_seconds: number; new_up: number; waiting_for_ack: number[] } | null;
-    stopping: { signal: string; elapsed_seconds: number } | null;
+    stopping: { signal: SignalName; elapsed_seconds: number } | null;
   };
   workers: WorkerStatus[];
 }
