@@ -104,7 +104,10 @@ export async function runInteractive(opts: SessionOptions): Promise<number> {
   const showPrompt = () => {
     if (client.isClosed) return;
     prompting = true;
-    rl!.prompt();
+    // Keep the cursor where the user left it: text typed ahead while the
+    // last command ran is on the line, and a plain prompt() would move the
+    // cursor to its start, so Tab completed (and typing inserted) at column 0.
+    rl!.prompt(true);
   };
 
   /** Run one command and wait for its final answer (or the per-command --timeout). */

@@ -257,6 +257,29 @@ describe("interactive einhorn sh (tmux)", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 
+  test("text typed while a command runs keeps the cursor at its end when the prompt returns: Tab completes it", async () => {
+    // A fake master holds the answer until the text is typed, so the order is
+    // certain (with a real one, a loaded machine decided it: issue found when
+    // the test above typed 'status j' just before the prompt came back).
+    const dir = tempDir();
+    const path = join(dir, "slow.sock");
+    let release: (() => void) | null = null;
+    fakeMaster(path, (req, reply) => {
+      if (req.command === "ehlo") greet(req, reply);
+      else release = () => reply({ message: "the held answer", request_id: req.id });
+    });
+    const t = tmuxSession(`HOME=${dir} ${BIN} sh -d ${path}; echo "[exit $?]"`);
+    await t.waitFor("the prompt", (s) => s.includes("einhorn> "));
+    t.keys("state", "Enter");
+    await waitFor("the request at the master", () => release !== null);
+    t.keys("status j");
+    await t.waitFor("the text typed ahead", (s) => s.includes("status j"));
+    release!();
+    await t.waitFor("the prompt again, with the text typed ahead", (s) => s.includes("einhorn> status j"));
+    t.keys("Tab");
+    await t.waitFor("'j' completed to 'json'", (s) => s.includes("einhorn> status json"));
+  });
+
   test("quit leaves with 0; after 'die' the shell leaves with 0, an idle one with 3 when the master goes", async () => {
     const dir = tempDir();
     const { m } = await masterWithWorker(dir);
