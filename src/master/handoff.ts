@@ -57,8 +57,6 @@ export interface Handoff {
   reexecs: number;
   /** The signal mask to restore once the new image's handlers are in place (hex of sigset_t). */
   signalMask: string;
-  /** Version of the einhorn that first started, and of each image since. */
-  history: Array<{ version: string; at: number }>;
   /** Signals the old image received while preparing the exec; the new image acts on them. */
   signals: SignalName[];
   /** The workers' process descriptors (absent from older writers: their workers are checked by pid). */
@@ -121,7 +119,6 @@ export function validateHandoff(doc: unknown): Handoff {
     pending: d.pending ?? null,
     reexecs: d.reexecs ?? 0,
     signalMask: d.signalMask ?? "",
-    history: d.history ?? [],
     signals,
     pidfds: d.pidfds ?? [],
     capture: d.capture ?? null,

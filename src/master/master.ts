@@ -89,7 +89,6 @@ export class Master implements Host {
   private readonly pid = getpid();
   private readonly waiters = new Waiters();
   private reexecs = 0;
-  private history: Array<{ version: string; at: number }> = [];
   private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
 
@@ -126,7 +125,6 @@ export class Master implements Host {
   async start(): Promise<void> {
     const cfg = this.cfg;
     this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
-    this.history = [{ version: einhornVersionLabel(), at: this.os.now() }];
     // A stop signal at any moment of start-up ends it at once (see startup.ts).
     const signals = new StartupSignals(this.log);
     const stopRequested = signals.stopRequested;
@@ -152,7 +150,7 @@ export class Master implements Host {
       try {
         this.serveCommands(this.commandFd!);
       } catch (e) {
-        throw new StartError(`cannot serve the command socket ${cfg.socketPath}: ${(e as Error).message}`);
+        throw new StartError(`cannot serve the command socket ${cfg.socketPath}: ${(e as Error).message}`, 1, { cause: e });
       }
     } catch (e) {
       signals.dispose();
@@ -182,7 +180,7 @@ export class Master implements Host {
     } catch (e) {
       // Out of descriptors (EMFILE) for the signal descriptor, say: a start-up failure like any other.
       this.cleanupFiles();
-      throw new StartError(`cannot set up the master's signal handling: ${fsErrorText(e)}`);
+      throw new StartError(`cannot set up the master's signal handling: ${fsErrorText(e)}`, 1, { cause: e });
     }
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
     this.dispatch({ type: "start" });
@@ -202,7 +200,6 @@ export class Master implements Host {
       this.metricsFd = doc.metrics.fd;
     }
     if (this.capture && doc.capture) this.capture.adopt(doc.capture);
-    this.history = [...doc.history, { version: einhornVersionLabel(), at: t0 }];
     this.reexecs = doc.reexecs;
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -541,7 +538,6 @@ export class Master implements Host {
       // Read by einhorns from before the signalfd: an empty mask and list
       // make them unblock every signal and replay none.
       signalMask: "",
-      history: this.history,
       signals: [],
       pidfds: this.os.handOverChildren(),
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },

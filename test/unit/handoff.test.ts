@@ -14,12 +14,11 @@ const minimal = {
 };
 
 describe("validateHandoff", () => {
-  test("a document from an older writer (no schema, no connections, signals, history) gets defaults", () => {
+  test("a document from an older writer (no schema, no connections, signals) gets defaults", () => {
     const h = validateHandoff(minimal);
     expect(h.schema).toBe(HANDOFF_SCHEMA);
     expect(h.connections).toEqual([]);
     expect(h.signals).toEqual([]);
-    expect(h.history).toEqual([]);
     expect(h.pending).toBeNull();
     expect(h.reexecs).toBe(0);
     expect(h.writerVersion).toBe("unknown");
