@@ -79,7 +79,7 @@ export function probeUnixSocket(path: string): UnixPathProbe {
  * Make room for a UNIX socket at `path`: a stale socket (nobody accepting) is
  * removed; a live one, or any other kind of file, is an error.
  */
-export function clearStaleUnixSocket(path: string, what: string): void {
+function clearStaleUnixSocket(path: string, what: string): void {
   const p = probeUnixSocket(path);
   if (p.kind === "other") throw new StartError(`${what} ${path} exists and is not a socket (it is ${p.found}); refusing to replace it`);
   if (p.kind === "live") throw new StartError(`${what} ${path} is in use: ${p.pid ? `pid ${p.pid}` : "something"} is accepting connections on it`);
@@ -92,7 +92,7 @@ export function clearStaleUnixSocket(path: string, what: string): void {
  * umask is exactly `mode`. (No chmod afterwards: by then the path could lead
  * somewhere else, and chmod follows symbolic links.)
  */
-export function bindUnix(fd: number, path: string, mode: number): void {
+function bindUnix(fd: number, path: string, mode: number): void {
   const old = umask(0o777 & ~mode);
   try {
     sock.bind(fd, { family: "unix", path });
