@@ -15,6 +15,7 @@ import { pidfdOpen, pidfdSendSignal, waitidPidfd } from "../../ffi/pidfd";
 import { type ExitStatus, kill, waitpidNohang } from "../../ffi/process";
 import { close, setCloexec } from "../../ffi/socket";
 import type { Logger } from "../logging";
+import type { SignalName } from "../signal-names";
 
 export interface HandedPidfd { pid: number; fd: number }
 
@@ -44,7 +45,7 @@ export class ChildHandles {
   }
 
   /** Send `signal`; false when the process is already gone. */
-  signal(pid: number, signal: string): boolean {
+  signal(pid: number, signal: SignalName): boolean {
     const fd = this.fds.get(pid);
     return fd === undefined ? kill(pid, signal) : pidfdSendSignal(fd, signal);
   }

@@ -111,12 +111,24 @@ export class Interpreter {
     }
   }
 
-  /** The `exit` effect, also used by the master when it must stop outside the core. */
+  /**
+   * The `exit` effect. A side child still running (a preflight, when a stop
+   * came during it) is killed first: the master leaves no process of its
+   * own making behind (workers are the core's business: it exits only once
+   * they are gone, or after QUIT was passed on to them).
+   */
   exit(code: number): void {
     if (this.exiting) return;
     this.exiting = true;
     this.cancelWake?.();
     this.cancelWake = null;
+    for (const pid of this.sideChildren.keys()) {
+      try {
+        this.os.kill(pid, "SIGKILL");
+      } catch (e) {
+        this.log.warn(`Could not stop child ${pid} before exiting: ${(e as Error).message}`);
+      }
+    }
     this.host.leave(code);
     this.os.exit(code);
   }

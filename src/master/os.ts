@@ -12,6 +12,7 @@
 import { SysError } from "../../ffi/errno";
 import { type ExitStatus, execve, spawn as posixSpawn, type SpawnOptions, waitpidNohang } from "../../ffi/process";
 import type { Logger } from "../logging";
+import type { SignalName } from "../signal-names";
 import { type ChildCheck, ChildHandles, type HandedPidfd } from "./child-handles";
 
 /** Stops a timer; calling it again, or after the timer fired, does nothing. */
@@ -27,7 +28,7 @@ export interface Os {
   /** posix_spawn a child (a worker, the preflight) and start tracking it; its pid. Throws a SysError. */
   spawn(file: string, argv: string[], env: string[], opts: SpawnOptions): number;
   /** Signal a child started by spawn (through its pidfd where there is one); false when it is already gone. */
-  kill(pid: number, signal: string): boolean;
+  kill(pid: number, signal: SignalName): boolean;
   /** Reap one exited child (waitpid(-1, WNOHANG)); null when none is waiting or there are no children. */
   wait(): { pid: number; status: ExitStatus } | null;
   /** After a re-exec: is `pid` still our running child (see ChildHandles.check)? */

@@ -12,6 +12,7 @@ import { backoffMs } from "../../src/core/pool";
 import { DEFAULT_SETTINGS, initialState, type Settings, type State } from "../../src/core/state";
 import type { Effect, Event, ReexecKind } from "../../src/core/step";
 import type { Logger } from "../../src/logging";
+import type { SignalName } from "../../src/signal-names";
 import { type ExecRequest, type Host, INPUT_FIRST_MAX_MS, Interpreter } from "../../src/master/interpreter";
 import type { Cancel, Os } from "../../src/master/os";
 import type { ChildCheck, HandedPidfd } from "../../src/master/child-handles";
@@ -24,7 +25,7 @@ class ScriptedOs implements Os {
   private timers: Array<{ at: number; fn: () => void; live: boolean; every?: number }> = [];
   /** Exits waitpid will report, in order. */
   exits: Array<{ pid: number; status: ExitStatus }> = [];
-  killed: Array<{ pid: number; signal: string }> = [];
+  killed: Array<{ pid: number; signal: SignalName }> = [];
   /** Pids kill() reports as already gone; one that throws. */
   gone = new Set<number>();
   killThrows: number | null = null;
@@ -43,7 +44,7 @@ class ScriptedOs implements Os {
   spawn(_file: string, _argv: string[], _env: string[], _opts: SpawnOptions): number {
     throw new Error("the interpreter spawns through its Host");
   }
-  kill = (pid: number, signal: string): boolean => {
+  kill = (pid: number, signal: SignalName): boolean => {
     this.calls.push(`kill ${pid} ${signal}`);
     if (pid === this.killThrows) throw new Error("pidfd_send_signal: EPERM (Operation not permitted)");
     this.killed.push({ pid, signal });
@@ -269,6 +270,14 @@ describe("the interpreter over a scripted Os", () => {
     expect(host.observed.length).toBe(before);
     // No wake timer is left armed to step a core that is gone.
     expect(os.armed).toBe(0);
+  });
+
+  test("exit kills a side child still running (a preflight cut short by a stop) before the last words", () => {
+    const { os, loop } = setUp({ number: 1 });
+    loop.dispatch({ type: "start" });
+    loop.watchChild(900, () => {});
+    loop.dispatch({ type: "signal", signal: "SIGQUIT" });
+    expect(os.calls.slice(-4)).toEqual(["kill 500 SIGQUIT", "kill 900 SIGKILL", "leave 1", "exit 1"]);
   });
 
   test("a due wake lets waiting input go first, for at most INPUT_FIRST_MAX_MS", () => {
