@@ -114,10 +114,8 @@ export async function main(argv: string[]): Promise<void> {
     // A --reexec-as wrapper may have cleared the signal mask (dash does while
     // it waits for a command): set it again the way a fresh start does, with
     // every handed-over descriptor kept across that one more exec.
-    bootstrapSignalMask(argv, osEnviron(), [
-      config.withStateFd, doc.commandFd, ...(doc.lock ? [doc.lock.fd] : []), ...doc.listeners.map((l) => l.fd),
-      ...doc.connections.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd),
-    ]);
+    const { handedFds } = require("../master/handoff") as typeof import("../master/handoff");
+    bootstrapSignalMask(argv, osEnviron(), [config.withStateFd, ...handedFds(doc)]);
     close(config.withStateFd);
     const { upgradeConfig } = require("../master/config") as typeof import("../master/config");
     let handedConfig;

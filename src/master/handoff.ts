@@ -70,6 +70,25 @@ export interface Handoff {
 }
 
 /** Write the document into a fresh inheritable memfd (or `into`, one made with memfdCreate); returns its descriptor. */
+/**
+ * Every descriptor the document names, which must stay open across an
+ * execve (close-on-exec cleared): the one list both the writer (before its
+ * exec) and a reader that must exec itself once more (a --reexec-as wrapper
+ * cleared the signal mask; src/cli/main.ts) keep. A descriptor missing here
+ * is closed by that exec and the next image cannot adopt it.
+ */
+export function handedFds(doc: Handoff): number[] {
+  return [
+    doc.commandFd,
+    ...(doc.lock ? [doc.lock.fd] : []),
+    ...doc.listeners.map((l) => l.fd),
+    ...doc.connections.map((c) => c.fd),
+    ...doc.pidfds.map((p) => p.fd),
+    ...(doc.metrics?.fd != null ? [doc.metrics.fd] : []),
+    ...(doc.capture ? doc.capture.streams.map((s) => s.fd) : []),
+  ];
+}
+
 export function writeHandoff(doc: Handoff, into?: number): number {
   const fd = into ?? memfdCreate("einhorn-handoff");
   const data = Buffer.from(JSON.stringify(doc));

@@ -13,7 +13,7 @@ import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
-import { type Handoff, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
+import { type Handoff, handedFds, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
 import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
 import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
@@ -196,10 +196,18 @@ export class Master implements Host {
     this.startEnv = doc.startEnv;
     this.metrics.restore(doc.metrics?.counters);
     if (doc.metrics?.fd != null) {
-      sock.setCloexec(doc.metrics.fd, true);
-      this.metricsFd = doc.metrics.fd;
+      try {
+        sock.setCloexec(doc.metrics.fd, true);
+        this.metricsFd = doc.metrics.fd;
+      } catch (e) {
+        this.log.error(`The metrics socket (fd ${doc.metrics.fd}) did not survive the re-exec (${(e as Error).message}); /metrics is not served until the master restarts`);
+      }
     }
-    if (this.capture && doc.capture) this.capture.adopt(doc.capture);
+    // A descriptor the exec did not keep (an older einhorn's extra self-exec
+    // closed it) costs what it carried, never the master.
+    if (this.capture && doc.capture) {
+      this.capture.adopt(doc.capture, (s, e) => this.log.warn(`Captured ${s.stream} of worker ${s.pid} could not be kept across the re-exec (${e.message}); its output goes unread`));
+    }
     this.reexecs = doc.reexecs;
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -549,7 +557,7 @@ export class Master implements Host {
     // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
     const capture = this.capture?.handOver() ?? null;
     doc.capture = capture;
-    const keep = [stateFd, this.commandFd!, ...this.listeners.map((l) => l.fd), ...conns.map((c) => c.fd), ...doc.pidfds.map((p) => p.fd), ...(this.metricsFd !== null ? [this.metricsFd] : []), ...(capture ? OutputCapture.fds(capture) : [])];
+    const keep = [stateFd, ...handedFds(doc)];
     try {
       writeHandoff(doc, stateFd);
       for (const fd of keep) sock.setCloexec(fd, false);

@@ -150,9 +150,15 @@ export class WorkerOutput {
   }
 
   /** Streams handed over by the previous image of the master. */
-  adopt(streams: HandedStream[]): void {
+  /** Take over the streams a previous image read; one that is unusable is skipped, reported by `onLost`. */
+  adopt(streams: HandedStream[], onLost: (h: HandedStream, e: Error) => void = () => {}): void {
     for (const h of streams) {
-      setCloexec(h.fd, true);
+      try {
+        setCloexec(h.fd, true);
+      } catch (e) {
+        onLost(h, e as Error);
+        continue;
+      }
       this.read({ pid: h.pid, index: h.index, stream: h.stream, fd: h.fd, split: new LineSplitter(Buffer.from(h.partial, "base64")), socket: null, done: false });
     }
   }
@@ -316,16 +322,11 @@ export class OutputCapture {
   }
 
   /** In the next image: write what was queued, then read the handed streams. */
-  adopt(h: HandedCapture): void {
+  adopt(h: HandedCapture, onLost?: (s: HandedStream, e: Error) => void): void {
     for (const s of ["stdout", "stderr"] as const) for (const b of h.queued[s] ?? []) this.sinks[s].push(Buffer.from(b, "base64"), true);
     this.droppedBefore = h.dropped ?? 0;
     for (const s of ["stdout", "stderr"] as const) this.sinks[s].addUnreported(h.unreported?.[s] ?? 0);
     this.output.linesCaptured = h.captured ?? 0;
-    this.output.adopt(h.streams ?? []);
-  }
-
-  /** Descriptors of the handed streams (kept open across the exec). */
-  static fds(h: HandedCapture): number[] {
-    return h.streams.map((s) => s.fd);
+    this.output.adopt(h.streams ?? [], onLost);
   }
 }

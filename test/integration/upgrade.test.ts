@@ -222,6 +222,34 @@ describe("re-exec details", () => {
     }
   });
 
+  test("through a wrapper that clears the signal mask, --metrics and --worker-output survive the extra self-exec", async () => {
+    // The new image sets the mask again with one more exec of itself: every
+    // descriptor the handoff names must be kept across that one too.
+    const wrapper = `sh -c 'sleep 0.3; exec "$0" "$@"' ${BIN}`;
+    const m = startMaster(["-n", "1", "-m", "0", "--metrics", "127.0.0.1:0", "--worker-output", "prefix", "--reexec-as", wrapper,
+      "--", "sh", "-c", "while :; do echo tick-$$; sleep 0.1; done"]);
+    try {
+      const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/))[1]);
+      const s0 = await serving(m.sockPath, 1);
+      await m.waitForOutput(new RegExp(`tick-${s0.workers[0].pid}`));
+      expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
+      const s1 = await serving(m.sockPath, 1, 1);
+      expect(s1.master.pid).toBe(m.pid);
+      expect(m.output()).not.toContain("without a signalfd");
+      // The metrics socket is the same one, still served; the new worker's output is still captured.
+      const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(r.status).toBe(200);
+      expect(await r.text()).toContain("einhorn_master_reexecs_total 1");
+      await m.waitForOutput(new RegExp(`tick-${s1.workers[0].pid}`));
+      expect(m.output()).not.toContain("did not survive the re-exec");
+      expect(m.output()).not.toContain("could not be kept across the re-exec");
+      expect(await stopMaster(m, "SIGTERM")).toBe(0);
+    } catch (e) {
+      console.log(`master output:\n${m.output()}`);
+      throw e;
+    }
+  });
+
   // Writing ns_last_pid makes the kernel hand out a chosen pid next: the way
   // to make pid reuse happen on purpose (root only).
   const canChoosePids = (() => { try { accessSync("/proc/sys/kernel/ns_last_pid", fsConstants.W_OK); return process.getuid?.() === 0; } catch { return false; } })();
