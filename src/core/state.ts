@@ -3,7 +3,7 @@
 // `schema` says which layout wrote it: `upgradeState` (below) fills in what
 // an older writer did not know about.
 
-import { parseSignal, type SignalName } from "../signal-names";
+import { parseSignal, signalFromNumber, type SignalName } from "../signal-names";
 
 export const STATE_SCHEMA = 1;
 
@@ -213,7 +213,10 @@ function decidingSignal(v: unknown, field: string): SignalName {
 }
 
 function recordedSignal(v: unknown, what: string, warn: (message: string) => void): SignalName | null {
-  const name = typeof v === "string" ? parseSignal(v) : null;
+  // Einhorns before the one signal table wrote a signal Node had no name for
+  // (a real-time one) as "SIG<number>".
+  const numbered = typeof v === "string" ? /^SIG(\d+)$/.exec(v) : null;
+  const name = numbered ? signalFromNumber(Number(numbered[1])) : typeof v === "string" ? parseSignal(v) : null;
   if (name === null) warn(`Dropped ${describeValue(v)} from ${what} in the handed-over state: not a signal name`);
   return name;
 }

@@ -36,10 +36,10 @@ export class ChildHandles {
     } catch (e) {
       if (e instanceof SysError && (e.code === "ENOSYS" || e.code === "EPERM" || e.code === "EINVAL")) {
         this.unavailable = e.message;
-        this.log.warn(`Process descriptors are unavailable (${e.message}); signalling workers by pid from now on`);
+        this.log.warn(`Process descriptors are unavailable (${e.message}); signalling children by pid from now on`);
       } else {
         // Short of descriptors, say: this child alone is signalled by pid.
-        this.log.warn(`Could not open a process descriptor for worker ${pid} (${(e as Error).message}); signalling it by pid`);
+        this.log.warn(`Could not open a process descriptor for child ${pid} (${(e as Error).message}); signalling it by pid`);
       }
     }
   }

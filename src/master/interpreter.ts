@@ -16,6 +16,14 @@ import { type Effect, type Event, type ReexecKind, step } from "../core/step";
 import type { Logger } from "../logging";
 import type { Cancel, Os } from "./os";
 
+/**
+ * The longest delay a timer can be armed with: setTimeout fires at once (1 ms)
+ * beyond 2^31-1 ms, about 24.8 days, and `-m 3000000` or `config
+ * signal_timeout=3e9` ask for more. A wake further off is armed at this, and
+ * the tick that finds nothing due arms the rest.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** How long a due timer may wait for readable input to be handled first (see onWake). */
 export const INPUT_FIRST_MAX_MS = 500;
 
@@ -122,15 +130,21 @@ export class Interpreter {
     this.exiting = true;
     this.cancelWake?.();
     this.cancelWake = null;
-    for (const pid of this.sideChildren.keys()) {
-      try {
-        this.os.kill(pid, "SIGKILL");
-      } catch (e) {
-        this.log.warn(`Could not stop child ${pid} before exiting: ${(e as Error).message}`);
+    try {
+      for (const pid of this.sideChildren.keys()) {
+        try {
+          this.os.kill(pid, "SIGKILL");
+        } catch (e) {
+          this.log.warn(`Could not stop child ${pid} before exiting: ${(e as Error).message}`);
+        }
       }
+      this.host.leave(code);
+    } catch (e) {
+      // A master that cannot say its last words still ends: alive but deaf to the core would be worse.
+      this.log.error(`While exiting: ${(e as Error).message}`);
+    } finally {
+      this.os.exit(code);
     }
-    this.host.leave(code);
-    this.os.exit(code);
   }
 
   private perform(fx: Effect): void {
@@ -190,7 +204,7 @@ export class Interpreter {
     this.cancelWake = null;
     if (wakeAt === null || this.exiting) return;
     // +1 ms: a timer never fires early, so the core sees its deadline as reached.
-    this.cancelWake = this.os.after(Math.max(0, wakeAt - this.os.now()) + 1, () => this.onWake(this.os.now()));
+    this.cancelWake = this.os.after(Math.min(MAX_TIMER_MS, Math.max(0, wakeAt - this.os.now()) + 1), () => this.onWake(this.os.now()));
   }
 
   /**

@@ -611,7 +611,7 @@ export class Master implements Host {
     try {
       if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
       if (this.capture) captured = this.capture.output.prepare();
-      const pid = spawnWorker(this.os.spawn, this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
+      const pid = spawnWorker((file, argv, env, opts) => this.os.spawn(file, argv, env, opts), this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
       if (captured) this.capture!.output.attach(captured, pid, index);
       if (pair) {
         sock.close(pair[1]);

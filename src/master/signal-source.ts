@@ -35,7 +35,7 @@ export const HANDLED_SIGNALS: readonly SignalName[] = ["SIGCHLD", "SIGINT", "SIG
  * The master's own "now is a safe moment to exec" marker: a real-time signal
  * (they queue, so it never merges with another) raised at the main thread.
  */
-export const EXEC_MARKER = 64; // SIGRTMAX on Linux
+export const EXEC_MARKER = signalNumber("SIGRTMAX");
 const SI_TKILL = -6;
 
 export const handledSignalNumbers = (): number[] => HANDLED_SIGNALS.map(signalNumber);

@@ -13,7 +13,7 @@ import { DEFAULT_SETTINGS, initialState, type Settings, type State } from "../..
 import type { Effect, Event, ReexecKind } from "../../src/core/step";
 import type { Logger } from "../../src/logging";
 import type { SignalName } from "../../src/signal-names";
-import { type ExecRequest, type Host, INPUT_FIRST_MAX_MS, Interpreter } from "../../src/master/interpreter";
+import { type ExecRequest, type Host, INPUT_FIRST_MAX_MS, Interpreter, MAX_TIMER_MS } from "../../src/master/interpreter";
 import type { Cancel, Os } from "../../src/master/os";
 import type { ChildCheck, HandedPidfd } from "../../src/master/child-handles";
 
@@ -34,7 +34,9 @@ class ScriptedOs implements Os {
   calls: string[] = [];
 
   now = () => this.t;
-  after = (ms: number, fn: () => void): Cancel => this.add(ms, fn);
+  /** Every delay a one-shot timer was armed with. */
+  delays: number[] = [];
+  after = (ms: number, fn: () => void): Cancel => { this.delays.push(ms); return this.add(ms, fn); };
   every = (ms: number, fn: () => void): Cancel => this.add(ms, fn, ms);
   private add(ms: number, fn: () => void, every?: number): Cancel {
     const timer = { at: this.t + ms, fn, live: true, every };
@@ -118,7 +120,12 @@ class RecordingHost implements Host {
     return false;
   }
   observe(e: Event, _before: State, _after: State, _effects: Effect[], _now: number): void { this.observed.push(e.type); }
-  leave(code: number): void { this.calls.push(`leave ${code}`); this.os.calls.push(`leave ${code}`); }
+  leaveThrows = false;
+  leave(code: number): void {
+    this.calls.push(`leave ${code}`);
+    this.os.calls.push(`leave ${code}`);
+    if (this.leaveThrows) throw new Error("rm /srv/app.sock: EISDIR (Is a directory)");
+  }
 }
 
 class RecordingLog implements Pick<Logger, "debug" | "info" | "warn" | "error"> {
@@ -278,6 +285,31 @@ describe("the interpreter over a scripted Os", () => {
     loop.watchChild(900, () => {});
     loop.dispatch({ type: "signal", signal: "SIGQUIT" });
     expect(os.calls.slice(-4)).toEqual(["kill 500 SIGQUIT", "kill 900 SIGKILL", "leave 1", "exit 1"]);
+  });
+
+  test("if the last words throw, the process still ends, with the error logged", () => {
+    const { os, host, log, loop } = setUp({ number: 1 });
+    loop.dispatch({ type: "start" });
+    host.leaveThrows = true;
+    loop.dispatch({ type: "signal", signal: "SIGQUIT" });
+    expect(os.calls.slice(-2)).toEqual(["leave 1", "exit 1"]);
+    expect(log.lines).toContain("error While exiting: rm /srv/app.sock: EISDIR (Is a directory)");
+  });
+
+  test("a wake further off than setTimeout can hold (24.8 days) is armed in steps, without spinning", () => {
+    // -m 3000000: a worker that never ACKs is timer-ACKed after ~34.7 days.
+    const { os, host, loop } = setUp({ number: 1, ackMode: { kind: "timer", seconds: 3_000_000 } });
+    loop.dispatch({ type: "start" });
+    expect(Math.max(...os.delays)).toBe(MAX_TIMER_MS);
+    const ticks = () => host.observed.filter((t) => t === "tick").length;
+    os.advance(MAX_TIMER_MS);
+    // One early tick, which finds nothing due and arms the rest.
+    expect(ticks()).toBe(1);
+    expect(loop.state.workers[0]!.ackedAt).toBeNull();
+    expect(os.delays.every((d) => d >= 1 && d <= MAX_TIMER_MS)).toBe(true);
+    os.advance(3_000_000_000 - MAX_TIMER_MS + 1);
+    expect(ticks()).toBe(2);
+    expect(loop.state.workers[0]!.ackedAt).not.toBeNull();
   });
 
   test("a due wake lets waiting input go first, for at most INPUT_FIRST_MAX_MS", () => {

@@ -139,6 +139,20 @@ describe("the handoff document read after a re-exec", () => {
     ]);
   });
 
+  test("a record an older einhorn wrote as SIG<number> (a real-time signal Node had no name for) is read by its number", () => {
+    const warnings: string[] = [];
+    const doc = state({
+      workers: [{ pid: 7, index: 0, version: 0, spawnedAt: 0, ackedAt: 1, signals: [{ signal: "SIG64", at: 1 }], lastPing: null }],
+      exits: { 0: { total: 1, beforeAck: 0, lastCode: null, lastSignal: "SIG34", lastAt: 3 }, 1: { total: 1, beforeAck: 0, lastCode: null, lastSignal: "SIG32", lastAt: 3 } },
+    });
+    const s = upgradeState(doc, 10, (m) => warnings.push(m));
+    expect(s.workers[0]!.signals).toEqual([{ signal: "SIGRTMAX", at: 1 }]);
+    expect(s.exits["0"]!.lastSignal).toBe("SIGRTMIN");
+    // 32 and 33 have no name (glibc keeps them): still dropped, with the warning.
+    expect(s.exits["1"]!.lastSignal).toBeNull();
+    expect(warnings).toEqual(["Dropped 'SIG32' from the last exit of index 1 in the handed-over state: not a signal name"]);
+  });
+
   test("the handed-over configuration's retire signal is read the same way", () => {
     const defaults = parseMasterArgs(["--", "true"], { tmpdir: "/tmp", cpus: 2 });
     expect(upgradeConfig({ program: ["x"], retireSignal: "SIGQUIT" }, 1, defaults).retireSignal).toBe("SIGQUIT");
