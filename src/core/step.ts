@@ -8,6 +8,7 @@ import {
 } from "./pool";
 import type { SignalName } from "../signal-names";
 import type { Settings, State, Worker } from "./state";
+import { isMasterSignal, MASTER_SIGNALS } from "./master-signals";
 
 export type UpgradeMode = "smooth" | "fleet";
 
@@ -492,32 +493,39 @@ class Step {
 
   // --- the master's own lifecycle --------------------------------------------------
 
+  /** A signal to the master, by MASTER_SIGNALS (core/master-signals.ts). */
   onSignal(sig: SignalName): void {
     this.log("info", `Received ${sig}`);
-    switch (sig) {
-      case "SIGINT":
-      case "SIGUSR2":
-        // The graceful stop: workers get the retire signal (USR2 unless --retire-signal).
+    if (!isMasterSignal(sig)) {
+      this.log("warn", `No action for ${sig}`);
+      return;
+    }
+    const action = MASTER_SIGNALS[sig];
+    switch (action) {
+      case "graceful-stop":
+        // Workers get the retire signal (USR2 unless --retire-signal).
         this.apply({ type: "stop" });
         break;
-      case "SIGTERM":
-        this.apply({ type: "stop", signal: "SIGTERM" });
+      case "stop":
+        this.apply({ type: "stop", signal: sig });
         break;
-      case "SIGQUIT":
+      case "quit":
         this.apply({ type: "quit" });
         break;
-      case "SIGHUP":
-        this.requestReexec("upgrade", "smooth", null);
-        break;
-      case "SIGALRM":
+      case "deprecated-upgrade":
         // Einhorn 1.1.1 still upgrades on ALRM, its old upgrade signal, with
         // this error-level line; an operator's old script must not kill the
         // master (ALRM's default action) where Einhorn would upgrade.
         this.log("error", "Upgrading using SIGALRM is deprecated. Please switch to SIGHUP");
         this.requestReexec("upgrade", "smooth", null);
         break;
-      default:
-        this.log("warn", `No action for ${sig}`);
+      case "upgrade":
+        this.requestReexec("upgrade", "smooth", null);
+        break;
+      default: {
+        const unhandled: never = action;
+        this.log("warn", `No action for ${sig} (${String(unhandled)})`);
+      }
     }
   }
 

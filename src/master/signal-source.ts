@@ -23,14 +23,12 @@ import { readdirSync, readFileSync } from "node:fs";
 import { blockSignals, getpid, signalsBlocked, unblockSignals } from "../../ffi/process";
 import { ignoreSignal, parseSignalRecords, raiseSignal, readSignalfd, reraiseOnDelivery, signalfd, type SignalRecord } from "../../ffi/signalfd";
 import { close } from "../../ffi/socket";
+import { masterSignals } from "../core/master-signals";
 import type { Logger } from "../logging";
 import { type SignalName, signalFromNumber, signalNumber } from "../signal-names";
 
-/**
- * Signals the master acts on. ALRM is Einhorn's deprecated upgrade signal:
- * left out, its default action would kill the master.
- */
-export const HANDLED_SIGNALS: readonly SignalName[] = ["SIGCHLD", "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2", "SIGHUP", "SIGALRM"];
+/** Signals the master reads: CHLD (the shell reaps) and every one the core acts on (core/master-signals.ts). */
+export const HANDLED_SIGNALS: readonly SignalName[] = ["SIGCHLD", ...masterSignals(() => true)];
 /**
  * The master's own "now is a safe moment to exec" marker: a real-time signal
  * (they queue, so it never merges with another) raised at the main thread.

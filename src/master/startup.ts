@@ -11,16 +11,17 @@
 // kill the master.
 import { pendingSignals } from "../../ffi/process";
 import { type SignalName, signalFromNumber, signalNumber } from "../signal-names";
+import { isMasterSignal, MASTER_SIGNALS, masterSignals } from "../core/master-signals";
 import { StopDuringStart } from "./errors";
 
 /** The signals that end a master. At start-up there are no workers to wait for, so each ends it at once. */
-const STOP_SIGNALS: readonly SignalName[] = ["SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR2"];
+const STOP_SIGNALS: readonly SignalName[] = masterSignals((a) => a === "graceful-stop" || a === "stop" || a === "quit");
 /** The signals that ask for an upgrade (ALRM: Einhorn's deprecated one). */
-const UPGRADE_SIGNALS: readonly SignalName[] = ["SIGHUP", "SIGALRM"];
+const UPGRADE_SIGNALS: readonly SignalName[] = masterSignals((a) => a === "upgrade" || a === "deprecated-upgrade");
 const POLL_MS = 25;
 
 /** How a master stopped during start-up exits: as the same signal would end it later (QUIT: 1, as Einhorn). */
-export const stopDuringStartExitCode = (sig: SignalName): number => (sig === "SIGQUIT" ? 1 : 0);
+export const stopDuringStartExitCode = (sig: SignalName): number => (isMasterSignal(sig) && MASTER_SIGNALS[sig] === "quit" ? 1 : 0);
 
 export class StartupSignals {
   private got: SignalName | null = null;
