@@ -39,6 +39,44 @@ async function serving(sock: string, n: number, version?: number) {
 
 const pids = (s: any): number[] => s.workers.map((w: any) => w.pid).sort();
 
+/** The first line a stream gives. */
+async function firstLine(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const reader = stream.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  return text.split("\n")[0]!;
+}
+
+/** /proc/PID/stat of every process whose process group or session is `id` (which keeps that pid taken). */
+function groupMembers(id: number): string[] {
+  return readdirSync("/proc").filter((e) => /^\d+$/.test(e)).flatMap((e) => {
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, "latin1");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return Number(fields[2]) === id || Number(fields[3]) === id ? [stat.slice(0, 60)] : [];
+    } catch { return []; }
+  });
+}
+
+/** Pids of the running children of `parent` whose command name is `comm`. */
+function childrenNamed(parent: number, comm: string): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === parent && stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) === comm) found.push(Number(entry));
+    } catch { /* gone meanwhile */ }
+  }
+  return found;
+}
+
 describe("smooth upgrade", () => {
   test("re-executes the replaced binary in place; the waiting shell gets every message; the new program version serves", async () => {
     const dir = tempDir();
@@ -147,15 +185,32 @@ describe("fleet upgrade and reload", () => {
  * so it reaps any of the master's workers that dies meanwhile; the exit status
  * is lost with it, and the pid is free for the kernel to hand out again.
  */
-async function killWorkerWhileWrapperRuns(wrapperSleepS: number) {
-  const wrapper = `sh -c 'sleep ${wrapperSleepS}; exec "$0" "$@"' ${BIN}`;
+/**
+ * Start an upgrade through a --reexec-as wrapper that holds the exec until
+ * the test says `release()`, and kill a worker while it holds: the wrapper
+ * (dash, waiting for its `sleep`, which reaps any child) reaps it. Released
+ * by the test rather than after a fixed sleep: under load the test may see
+ * "Re-executing" seconds late, and a kill after the new image started would
+ * reach our own child, not the wrapper's. One long sleep, killed to release,
+ * rather than a polling loop: each poll would fork, taking the pid the
+ * pid-reuse test wants to hand to a stranger.
+ */
+async function killWorkerWhileWrapperRuns() {
+  // (The preflight runs the wrapper too, with --upgrade-check: that one goes straight through.)
+  const wrapper = `sh -c 'case " $* " in *" --upgrade-check "*) ;; *) sleep 600;; esac; exec "$0" "$@"' ${BIN}`;
   const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
   const s0 = await serving(m.sockPath, 2);
   const victim = s0.workers[0];
+  // Timer-ACKed at once, a worker may still be a launcher (pyenv's python3
+  // shim is a bash script that forks helpers): killed then, it would leave
+  // helpers behind in its process group, which keep its pid taken.
+  await waitFor("the victim running python", () => { try { return readFileSync(`/proc/${victim.pid}/comm`, "latin1").startsWith("python"); } catch { return false; } });
   const upgrade = sh(m.sockPath, "upgrade");
   await m.waitForOutput(/Re-executing: sh -c /, 20_000);
   process.kill(victim.pid, "SIGKILL");
-  return { m, victim, upgrade };
+  await waitFor("the victim reaped by the wrapper", () => !existsSync(`/proc/${victim.pid}`));
+  const holding = await waitFor("the wrapper's sleep", () => childrenNamed(m.pid, "sleep")[0]);
+  return { m, victim, upgrade, release: () => process.kill(holding, "SIGKILL") };
 }
 
 describe("re-exec details", () => {
@@ -205,11 +260,13 @@ describe("re-exec details", () => {
   });
 
   test("a worker that dies while a --reexec-as wrapper runs is reaped by the wrapper: the new master drops it, replaces it and exits on TERM", async () => {
-    const { m, victim, upgrade } = await killWorkerWhileWrapperRuns(2);
+    const { m, victim, upgrade, release } = await killWorkerWhileWrapperRuns();
+    release();
     try {
       const r = await upgrade;
       expect(r.code).toBe(0);
-      expect(m.output()).toContain(`Worker ${victim.pid} (index ${victim.index}) is gone (reaped by another process during the re-exec; exit status unknown)`);
+      // Logged just after the rollout starts (the resume checks its children then), maybe after "Upgrade done".
+      await m.waitForOutput(new RegExp(`Worker ${victim.pid} \\(index ${victim.index}\\) is gone \\(reaped by another process during the re-exec; exit status unknown\\)`));
       const s1 = await serving(m.sockPath, 2, 1);
       expect(pids(s1)).not.toContain(victim.pid);
       expect(s1.master.pid).toBe(m.pid);
@@ -255,31 +312,39 @@ describe("re-exec details", () => {
   const canChoosePids = (() => { try { accessSync("/proc/sys/kernel/ns_last_pid", fsConstants.W_OK); return process.getuid?.() === 0; } catch { return false; } })();
   const pidsSkip = canChoosePids ? "" : " (SKIPPED: needs root and a writable /proc/sys/kernel/ns_last_pid, to hand the reaped worker's pid to a stranger)";
   test.skipIf(!canChoosePids)(`a process that got the pid of a worker reaped by the wrapper is never signalled${pidsSkip}`, async () => {
-    const { m, victim, upgrade } = await killWorkerWhileWrapperRuns(3);
-    // Once the wrapper has reaped it, start a stranger under the same pid.
-    await waitFor("the victim reaped", () => !existsSync(`/proc/${victim.pid}`));
-    let stranger: ReturnType<typeof Bun.spawn> | null = null;
+    const { m, victim, upgrade, release } = await killWorkerWhileWrapperRuns();
+    // The wrapper has reaped it: start a stranger under the same pid, then let
+    // the new image start. The stranger is forked by a shell right after it
+    // sets ns_last_pid (forking from here could lose the pid to a thread the
+    // runtime starts meanwhile, which then holds it for good).
+    const tries: number[] = [];
+    let stranger: { pid: number; shell: ReturnType<typeof Bun.spawn> } | null = null;
     for (let i = 0; i < 50 && !stranger; i++) {
-      writeFileSync("/proc/sys/kernel/ns_last_pid", String(victim.pid - 1));
-      const p = Bun.spawn(["sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
-      if (p.pid === victim.pid) stranger = p;
-      else p.kill("SIGKILL");
+      const shell = Bun.spawn(["sh", "-c", `echo ${victim.pid - 1} > /proc/sys/kernel/ns_last_pid; sleep 60 & echo $!; wait`], { stdio: ["ignore", "pipe", "ignore"] });
+      const pid = Number((await firstLine(shell.stdout as ReadableStream<Uint8Array>)).trim());
+      tries.push(pid);
+      if (pid === victim.pid) stranger = { pid, shell };
+      else { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } shell.kill("SIGKILL"); }
     }
-    expect(stranger?.pid).toBe(victim.pid);
+    // (Should another process on the machine fork right after a write to
+    // ns_last_pid, it takes the pid, and holds it while it or a process of
+    // its group lives: the message then names who.)
+    expect(stranger?.pid, `pids the stranger got: ${tries.join(" ")}; ${victim.pid} is the group or session of: ${groupMembers(victim.pid).join(" | ") || "nobody"}`).toBe(victim.pid);
+    release();
+    const alive = (pid: number) => { try { return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "latin1")); } catch { return false; } };
     try {
       expect((await upgrade).code).toBe(0);
-      expect(m.output()).toContain(`Worker ${victim.pid} (index ${victim.index}) is gone (reaped by another process`);
+      await m.waitForOutput(new RegExp(`Worker ${victim.pid} \\(index ${victim.index}\\) is gone \\(reaped by another process`));
       await serving(m.sockPath, 2, 1);
       expect(await stopMaster(m, "SIGTERM")).toBe(0);
       // The master stopped every worker with TERM; the stranger never got it.
-      expect(stranger!.exitCode).toBeNull();
-      expect(stranger!.signalCode).toBeNull();
-      expect(existsSync(`/proc/${victim.pid}`)).toBe(true);
+      expect(alive(stranger!.pid)).toBe(true);
+      expect(stranger!.shell.exitCode).toBeNull();
     } catch (e) {
       console.log(`master output:\n${m.output()}`);
       throw e;
     } finally {
-      stranger?.kill("SIGKILL");
+      if (stranger) { try { process.kill(stranger.pid, "SIGKILL"); } catch { /* gone */ } stranger.shell.kill("SIGKILL"); }
     }
   });
 
