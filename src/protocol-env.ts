@@ -14,6 +14,12 @@ export const ENV = {
   LISTEN_FDS: "LISTEN_FDS",
   LISTEN_PID: "LISTEN_PID",
   LISTEN_FDNAMES: "LISTEN_FDNAMES",
+  /**
+   * Set only for an upgrade's preflight (`NEXT --upgrade-check`): the
+   * descriptor holding the handoff document the master would write, which
+   * the next binary reads as it would after the exec. Never set for workers.
+   */
+  UPGRADE_CHECK_STATE_FD: "EINHORN_UPGRADE_CHECK_STATE_FD",
 } as const;
 
 /**

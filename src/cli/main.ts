@@ -11,6 +11,7 @@ import { selfCommand } from "./self";
 import { osArgs, osEnviron } from "../../ffi/os-string";
 import { writeOutSync } from "./stdio";
 import { CLibraryError } from "../../ffi/c-library";
+import { ENV } from "../protocol-env";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -94,8 +95,22 @@ export async function main(argv: string[]): Promise<void> {
       const why = await checkPreload(config.preload);
       if (why) fail(`preload ${config.preload}: ${why}`, 1);
     }
-    const { HANDOFF_SCHEMA } = await import("../master/handoff");
+    const { HANDOFF_SCHEMA, readHandoff, validateHandoff } = await import("../master/handoff");
     const { STATE_SCHEMA } = await import("../core/state");
+    const docFd = osEnviron()[ENV.UPGRADE_CHECK_STATE_FD];
+    if (docFd !== undefined) {
+      // The document the master would hand over: read it as this binary
+      // would after the exec, so one it cannot continue from fails the
+      // upgrade now, while the old master still runs (not after its execve).
+      const { upgradeConfig } = await import("../master/config");
+      try {
+        if (!/^\d+$/.test(docFd)) throw new Error(`${ENV.UPGRADE_CHECK_STATE_FD} is '${docFd}', not a descriptor number`);
+        const doc = validateHandoff(readHandoff(Number(docFd)));
+        upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+      } catch (e) {
+        fail(`cannot continue from the state this master would hand over: ${(e as Error).message}`, 1);
+      }
+    }
     writeOutSync(1, `${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
     process.exit(0);
   }

@@ -489,10 +489,18 @@ export class Master implements Host {
       this.log.info(changed);
       this.notify(kind, changed, false);
     }
+    const r = this.state.reexec;
+    const pending: NonNullable<Handoff["pending"]> = r?.kind === "reload"
+      ? { kind: "reload", requestedAt: r.requestedAt }
+      : { kind: "upgrade", mode: r?.mode ?? "smooth", requestedAt: r?.requestedAt ?? this.os.now() };
     startPreflight({
       cmd: this.reexecCommand(),
       env: this.restoredEnv(),
       preload: this.cfg.preload,
+      // What the exec would hand over, without its descriptors: the next
+      // binary reads it as it would after the exec, so a document it cannot
+      // continue from fails the upgrade here, while this image still runs.
+      handoff: JSON.stringify(this.handoffDoc(pending, [])),
       os: this.os,
       watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
       unwatchChild: (pid) => this.loop.unwatchChild(pid),
@@ -517,12 +525,9 @@ export class Master implements Host {
     });
   }
 
-  private execNow(pending: NonNullable<Handoff["pending"]>): void {
-    const cmd = this.reexecCommand();
-    const env = this.restoredEnv();
-    const file = resolveProgram(cmd[0]!, env.PATH);
-    const conns = [...(this.server?.connections ?? [])].filter((c) => c.transferable);
-    const doc: Handoff = {
+  /** The handoff document, as the next image will read it (the capture is added at the exec). */
+  private handoffDoc(pending: NonNullable<Handoff["pending"]>, conns: Connection[]): Handoff {
+    return {
       schema: HANDOFF_SCHEMA,
       writerVersion: einhornVersionLabel(),
       writtenAt: this.os.now(),
@@ -551,6 +556,14 @@ export class Master implements Host {
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
       cpuAtExecUs: cpuMicros(),
     };
+  }
+
+  private execNow(pending: NonNullable<Handoff["pending"]>): void {
+    const cmd = this.reexecCommand();
+    const env = this.restoredEnv();
+    const file = resolveProgram(cmd[0]!, env.PATH);
+    const conns = [...(this.server?.connections ?? [])].filter((c) => c.transferable);
+    const doc = this.handoffDoc(pending, conns);
     const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
     this.log.info(`Re-executing: ${argv.join(" ")}`);

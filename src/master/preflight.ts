@@ -5,6 +5,8 @@ import { HANDOFF_SCHEMA } from "./handoff";
 import { type ExitStatus, memfdCreate, readAll } from "../../ffi/process";
 import { close } from "../../ffi/socket";
 import type { Os } from "./os";
+import { writeSync } from "node:fs";
+import { ENV } from "../protocol-env";
 import { resolveProgram } from "./spawner";
 
 /** How long `--upgrade-check` may take before the upgrade is declared failed. */
@@ -18,6 +20,8 @@ export interface PreflightOptions {
   env: Record<string, string>;
   /** A -p module the next image must be able to load. */
   preload: string | null;
+  /** The handoff document (JSON) for the next binary to check, on a descriptor named by ENV.UPGRADE_CHECK_STATE_FD. */
+  handoff?: string;
   timeoutMs?: number;
   /** Processes and timers: the master's Os. */
   os: Pick<Os, "spawn" | "kill" | "after">;
@@ -54,6 +58,7 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
   const { cmd, env, os } = opts;
   const timeoutMs = opts.timeoutMs ?? PREFLIGHT_TIMEOUT_MS;
   let out = -1;
+  let doc = -1;
   let pid: number;
   try {
     if (cmd.length === 0) throw new Error("no command to run");
@@ -61,17 +66,31 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
     // Output goes to an in-memory file, read after the exit: a pipe could fill and stall the check.
     out = memfdCreate("einhorn-preflight", true);
     const check = [...cmd, "--upgrade-check", ...(opts.preload ? ["--preload", opts.preload] : [])];
-    pid = os.spawn(file, check, Object.entries(env).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]] });
+    const childEnv = { ...env };
+    const inheritFds: number[] = [];
+    if (opts.handoff !== undefined) {
+      // An environment variable, not a flag: an einhorn that does not know it goes on as before.
+      doc = memfdCreate("einhorn-preflight-state", true);
+      const data = Buffer.from(opts.handoff);
+      let off = 0;
+      while (off < data.length) off += writeSync(doc, data, off, data.length - off, off);
+      childEnv[ENV.UPGRADE_CHECK_STATE_FD] = String(doc);
+      inheritFds.push(doc);
+    }
+    pid = os.spawn(file, check, Object.entries(childEnv).map(([k, v]) => `${k}=${v}`), { dup2: [[out, 1], [out, 2]], inheritFds });
   } catch (e) {
     if (out >= 0) { try { close(out); } catch { /* already closed */ } }
+    if (doc >= 0) { try { close(doc); } catch { /* already closed */ } }
     os.after(0, () => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }));
     return;
   }
   const outFd = out;
+  const docFd = doc;
   const finish = (r: PreflightResult) => {
     cancelTimer();
     opts.unwatchChild(pid);
     try { close(outFd); } catch { /* already closed */ }
+    if (docFd >= 0) { try { close(docFd); } catch { /* already closed */ } }
     // Leave the reaper's loop before acting: the re-exec must not run inside it.
     os.after(0, () => done(r));
   };

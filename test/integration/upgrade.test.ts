@@ -443,6 +443,51 @@ describe("upgrades that fail safe", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 
+  test("the preflight reads the very state the master would hand over: one the next binary cannot continue from fails the upgrade before the exec", async () => {
+    // A wrapper that, for the preflight only, keeps a copy of the document
+    // the master passed, then shows the next binary a document from a newer
+    // einhorn instead (what a reader that cannot continue sees).
+    const dir = tempDir();
+    writeFileSync(join(dir, "newer.json"), JSON.stringify({ schema: 99 }));
+    const wrapper = `sh -c 'case " $* " in *" --upgrade-check "*) cat /proc/self/fd/$EINHORN_UPGRADE_CHECK_STATE_FD > ${dir}/passed.json; exec 9< ${dir}/newer.json; export EINHORN_UPGRADE_CHECK_STATE_FD=9;; esac; exec "$0" "$@"' ${BIN}`;
+    const m = startMaster(["-n", "2", "-m", "0", "--reexec-as", wrapper, "--", ...PY]);
+    const s0 = await serving(m.sockPath, 2);
+    const r = await sh(m.sockPath, "upgrade");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("cannot continue from the state this master would hand over: the handed-over state has schema 99; this einhorn reads up to 1");
+    // What the master passed is its handoff: its state (these workers), its configuration, no descriptors of clients.
+    const passed = JSON.parse(readFileSync(join(dir, "passed.json"), "utf8"));
+    expect(passed.state.workers.map((w: any) => w.pid).sort()).toEqual(pids(s0));
+    expect(passed.config.program).toEqual(PY);
+    expect(passed.pending.kind).toBe("upgrade");
+    expect(passed.connections).toEqual([]);
+    // Nothing changed: same master image, same workers.
+    const s1 = await stateJson(m.sockPath);
+    expect(pids(s1)).toEqual(pids(s0));
+    expect(s1.master.reexecs).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
+  });
+
+  test("--upgrade-check with a handed-over document: a readable one passes, an unreadable one fails with the reason", async () => {
+    const dir = tempDir();
+    const check = async (doc: unknown) => {
+      writeFileSync(join(dir, "doc.json"), JSON.stringify(doc));
+      const p = Bun.spawn(["sh", "-c", `exec 9< ${join(dir, "doc.json")}; EINHORN_UPGRADE_CHECK_STATE_FD=9 exec ${BIN} --upgrade-check`], { stdin: "ignore", stdout: "pipe", stderr: "pipe", cwd: dir });
+      const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      return { code, stdout, stderr };
+    };
+    const minimal = { state: {}, config: { program: ["true"] }, listeners: [], commandFd: 5 };
+    const good = await check(minimal);
+    expect(good.code).toBe(0);
+    expect(JSON.parse(good.stdout).handoffSchema).toBe(1);
+    const bad = await check({ ...minimal, config: { program: ["true"], retireSignal: "SIGBOGUS" } });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain(`cannot continue from the state this master would hand over: the handed-over configuration's retireSignal is "SIGBOGUS"`);
+    const none = await check({ schema: 1 });
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain("the handed-over state lacks 'state'");
+  });
+
   test("an upgrade stuck on workers that never ACK is superseded by the next upgrade, which can fix it", async () => {
     const dir = tempDir();
     writeFileSync(join(dir, "mode"), "v1");
