@@ -160,7 +160,9 @@ export const DEFAULT_SETTINGS: Settings = {
  *   signal of a stop under way) refuses the document, naming the field and
  *   the value: every einhorn wrote those from a closed list, so an unreadable
  *   one means a document we do not understand (like a newer schema), and a
- *   guess could send workers a signal they do not take as "leave";
+ *   guess could send workers a signal they do not take as "leave" (the
+ *   upgrade's preflight reads the same document first, so such a refusal
+ *   fails the upgrade before the exec, not after);
  * - a record of what happened (a worker's signal history, the signal that
  *   last killed an index) is dropped with a warning through `warn`: it only
  *   feeds `state` and the escalation clock of a worker already asked to
