@@ -33,6 +33,19 @@ function run(cmd: string[]): void {
   if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
 }
 
+/** A master started while another process holds its lockfile (as a master creating its command socket does, briefly), waiting for it. */
+async function masterWaitingForLock() {
+  const dir = tempDir();
+  const lock = join(dir, "einhorn.lock");
+  writeFileSync(lock, "");
+  const holder = Bun.spawn(["flock", lock, "sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
+  onCleanup(() => { holder.kill("SIGKILL"); });
+  await waitFor("the lock to be held", () => readFileSync("/proc/locks", "latin1").includes(` ${holder.pid} `));
+  const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
+  await m.waitForOutput(new RegExp(`Waiting for the lockfile ${lock}, held by pid ${holder.pid}`));
+  return { dir, m };
+}
+
 describe("pidfile and lockfile planted by another local user", () => {
   test.skipIf(!IS_ROOT)(`symbolic links to root-owned files are refused, and the files they point at stay untouched${rootReason ? ` (SKIPPED: ${rootReason})` : ""}`, async () => {
     const other = ensureOtherUser()!;
@@ -93,15 +106,7 @@ describe("nothing the master opens at start can block it", () => {
   });
 
   test("TERM while the master waits for a lockfile held by another process ends the start at once, leaving nothing", async () => {
-    const dir = tempDir();
-    const lock = join(dir, "einhorn.lock");
-    writeFileSync(lock, "");
-    // Another process holds the lock (as a master creating its command socket does, briefly).
-    const holder = Bun.spawn(["flock", lock, "sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
-    onCleanup(() => { holder.kill("SIGKILL"); });
-    await waitFor("the lock to be held", () => readFileSync("/proc/locks", "latin1").includes(` ${holder.pid} `));
-    const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
-    await m.waitForOutput(new RegExp(`Waiting for the lockfile ${lock}, held by pid ${holder.pid}`));
+    const { dir, m } = await masterWaitingForLock();
     m.proc.kill("SIGTERM");
     expect(await m.exited).toBe(0);
     expect(m.output()).toContain("Received SIGTERM during start-up; stopping before any worker started");
@@ -110,14 +115,7 @@ describe("nothing the master opens at start can block it", () => {
   });
 
   test("ALRM during start-up is ignored like HUP (not its default action, death); QUIT then ends the start with status 1, as Einhorn's QUIT", async () => {
-    const dir = tempDir();
-    const lock = join(dir, "einhorn.lock");
-    writeFileSync(lock, "");
-    const holder = Bun.spawn(["flock", lock, "sleep", "60"], { stdio: ["ignore", "ignore", "ignore"] });
-    onCleanup(() => { holder.kill("SIGKILL"); });
-    await waitFor("the lock to be held", () => readFileSync("/proc/locks", "latin1").includes(` ${holder.pid} `));
-    const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
-    await m.waitForOutput(new RegExp(`Waiting for the lockfile ${lock}, held by pid ${holder.pid}`));
+    const { dir, m } = await masterWaitingForLock();
     m.proc.kill("SIGALRM");
     await m.waitForOutput(/Ignoring SIGALRM received during start-up: there is nothing to upgrade yet/);
     expect(m.exitCode()).toBeNull();
