@@ -83,12 +83,14 @@ describe("a -p module resolves npm packages from its own node_modules", () => {
     const report = join(project.dir, "hono-report");
     writeFileSync(join(project.dir, "app.ts"), [
       'import { Hono } from "hono";',
-      'import { writeFileSync } from "node:fs";',
+      'import { renameSync, writeFileSync } from "node:fs";',
       "export async function einhorn_main() {",
       "  const app = new Hono();",
       '  app.get("/", (c) => c.text("hono says hi"));',
       '  const res = await app.request("/");',
-      `  writeFileSync(${JSON.stringify(report)}, await res.text());`,
+      // Written aside, then renamed: the test waits for the name, and must not read a file created but not yet written.
+      `  writeFileSync(${JSON.stringify(report + ".tmp")}, await res.text());`,
+      `  renameSync(${JSON.stringify(report + ".tmp")}, ${JSON.stringify(report)});`,
       "  setInterval(() => {}, 1000);",
       '  process.on("SIGUSR2", () => process.exit(0));',
       "}",
