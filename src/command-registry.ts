@@ -76,6 +76,20 @@ export function parseSignalArg(arg: string): SignalName | null {
 }
 
 /**
+ * Why `arg` is not accepted: not a signal at all, or a job-control one, which
+ * is named as such (it is a signal; the policy above refuses it).
+ */
+function refusedSignal(arg: string, command: "signal" | "die", tryThese: string): ArgCheck<never> {
+  const found = parseSignal(arg);
+  const jobControl = "STOP, TSTP, TTIN and TTOU are refused";
+  if (found && JOB_CONTROL.has(found)) {
+    const name = shortSignalName(found);
+    return refuse(`${command} ${name} refused: ${name} pauses workers without ending them (${jobControl}); ${tryThese}`);
+  }
+  return refuse(`'${arg}' is not a signal name; ${tryThese}${command === "signal" ? ` (${jobControl})` : ""}`);
+}
+
+/**
  * Signals a worker ignores unless it asked for them (WINCH, CHLD, URG) or
  * that only resume it (CONT). As a `die` signal they would leave the master
  * "stopping" for ever, waiting for workers that never leave, so `die`
@@ -98,7 +112,7 @@ const SIGNALS: ArgRule<SignalName[]> = {
     const sigs: SignalName[] = [];
     for (const a of args) {
       const s = parseSignalArg(a);
-      if (!s) return refuse(`'${a}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)`);
+      if (!s) return refusedSignal(a, "signal", "try USR1, USR2, HUP, TERM, INT, QUIT, WINCH");
       sigs.push(s);
     }
     return ok(sigs);
@@ -112,7 +126,7 @@ const DIE_SIGNAL: ArgRule<SignalName | null> = {
     if (args.length > 1) return refuse(`die takes at most one signal name, got '${args.join(" ")}'`);
     if (args.length === 0) return ok(null);
     const sig = parseSignalArg(args[0]!);
-    if (!sig) return refuse(`'${args[0]}' is not a signal name; die takes one, like USR2 (the default) or TERM`);
+    if (!sig) return refusedSignal(args[0]!, "die", "die takes one, like USR2 (the default) or TERM");
     if (IGNORED_BY_DEFAULT.has(sig)) {
       return refuse(`die ${shortSignalName(sig)} refused: workers ignore ${shortSignalName(sig)} unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT`);
     }

@@ -179,14 +179,21 @@ describe("argument rules refuse with the messages they always gave", () => {
 
   test("signal: nothing sent unless every name is good", () => {
     expect(refusal("signal")).toBe("signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'");
-    for (const bad of ["NOPE", "STOP", "SIGTSTP", "ttin", "19", "0", "1000"]) {
+    for (const bad of ["NOPE", "0", "1000", "SIGNOPE"]) {
       expect(refusal("signal", "USR1", bad)).toBe(`'${bad}' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)`);
+    }
+    // Job-control signals are signals: the refusal names the policy, not a typo.
+    for (const [bad, name] of [["STOP", "STOP"], ["SIGTSTP", "TSTP"], ["ttin", "TTIN"], ["19", "STOP"], ["22", "TTOU"]]) {
+      expect(refusal("signal", "USR1", bad!)).toBe(`signal ${name} refused: ${name} pauses workers without ending them (STOP, TSTP, TTIN and TTOU are refused); try USR1, USR2, HUP, TERM, INT, QUIT, WINCH`);
     }
   });
 
   test("die", () => {
     expect(refusal("die", "TERM", "KILL")).toBe("die takes at most one signal name, got 'TERM KILL'");
-    for (const bad of ["NOPE", "STOP", "19"]) expect(refusal("die", bad)).toBe(`'${bad}' is not a signal name; die takes one, like USR2 (the default) or TERM`);
+    for (const bad of ["NOPE", "SIGNOPE", "0"]) expect(refusal("die", bad)).toBe(`'${bad}' is not a signal name; die takes one, like USR2 (the default) or TERM`);
+    for (const [bad, name] of [["STOP", "STOP"], ["19", "STOP"], ["sigttou", "TTOU"]]) {
+      expect(refusal("die", bad!)).toBe(`die ${name} refused: ${name} pauses workers without ending them (STOP, TSTP, TTIN and TTOU are refused); die takes one, like USR2 (the default) or TERM`);
+    }
     for (const ignored of ["WINCH", "CHLD", "CONT", "urg", "SIGWINCH"]) {
       const name = ignored.toUpperCase().replace(/^SIG/, "");
       expect(refusal("die", ignored)).toBe(`die ${name} refused: workers ignore ${name} unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT`);

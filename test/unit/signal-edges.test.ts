@@ -41,8 +41,8 @@ describe("command socket: signal", () => {
   const refusals: Array<[string, string]> = [
     ["signal BOGUS", "'BOGUS' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)"],
     ["signal HUP 999", "'999' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)"],
-    ["signal STOP", "'STOP' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)"],
-    ["signal 20", "'20' is not a signal name; try USR1, USR2, HUP, TERM, INT, QUIT, WINCH (STOP, TSTP, TTIN and TTOU are refused)"],
+    ["signal STOP", "signal STOP refused: STOP pauses workers without ending them (STOP, TSTP, TTIN and TTOU are refused); try USR1, USR2, HUP, TERM, INT, QUIT, WINCH"],
+    ["signal 20", "signal TSTP refused: TSTP pauses workers without ending them (STOP, TSTP, TTIN and TTOU are refused); try USR1, USR2, HUP, TERM, INT, QUIT, WINCH"],
     ["signal", "signal needs at least one signal name, like 'signal USR1' or 'signal HUP TERM'"],
   ];
   for (const [line, message] of refusals) {
@@ -66,7 +66,7 @@ describe("command socket: die", () => {
 
   const refusals: Array<[string, string]> = [
     ["die NOPE", "'NOPE' is not a signal name; die takes one, like USR2 (the default) or TERM"],
-    ["die TSTP", "'TSTP' is not a signal name; die takes one, like USR2 (the default) or TERM"],
+    ["die TSTP", "die TSTP refused: TSTP pauses workers without ending them (STOP, TSTP, TTIN and TTOU are refused); die takes one, like USR2 (the default) or TERM"],
     ["die USR2 TERM", "die takes at most one signal name, got 'USR2 TERM'"],
     ["die winch", "die WINCH refused: workers ignore WINCH unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker, like USR2 (the default), TERM, INT or QUIT"],
     // An alias is read as its canonical name, and answered with it.
