@@ -7,7 +7,17 @@ import { expect } from "bun:test";
 import { parseWrk } from "../bench/load";
 import { runBinary, stateJson, waitFor, type Master } from "./harness";
 
-export const WRK = Bun.which("wrk");
+const WRK = Bun.which("wrk");
+
+/**
+ * For a test's title: "" when every command is on PATH, else why the test is
+ * skipped (so a run without them says what it did not check). .ci/run
+ * installs them from Debian.
+ */
+export function needsOnPath(...commands: Array<string | null>): string {
+  const missing = commands.filter((c): c is string => c !== null && Bun.which(c) === null);
+  return missing.length ? ` (SKIPPED: needs ${missing.join(" and ")} on PATH; .ci/run installs them)` : "";
+}
 
 export interface LoadReport {
   requests: number;

@@ -8,7 +8,7 @@ import { describe, expect, test } from "bun:test";
 import net from "node:net";
 import { join } from "node:path";
 import { BUN, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
-import { expectNoFailures, settled, upgradesUnderLoad, WRK } from "../upgrade-under-load";
+import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "fetch-engine-worker.ts");
 
@@ -46,7 +46,8 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 
-  test.skipIf(!WRK)("three upgrades under wrk load: no failed request", async () => {
+  const wrkSkip = needsOnPath("wrk");
+  test.skipIf(wrkSkip !== "")(`three upgrades under wrk load: no failed request${wrkSkip}`, async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
     const r = await upgradesUnderLoad(m, `http://127.0.0.1:${s.listeners[0].port}/`, 2);

@@ -10,10 +10,9 @@ import { copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
 import { ROOT, startMaster, stopMaster, tempDir } from "../harness";
-import { expectNoFailures, settled, upgradesUnderLoad, WRK } from "../upgrade-under-load";
+import { expectNoFailures, needsOnPath, settled, upgradesUnderLoad } from "../upgrade-under-load";
 
 const RECIPES = join(ROOT, "examples", "recipes");
-const has = (cmd: string) => Bun.which(cmd) !== null;
 
 /** The Python that Debian's uvicorn runs on (its #! line), which has the uvicorn module. */
 function uvicornPython(): string {
@@ -42,18 +41,21 @@ async function recipe(args: string[], dir: string, body: RegExp, port?: number) 
 }
 
 describe("servers from Debian under einhorn", () => {
-  test.skipIf(!WRK || !has("gunicorn"))("gunicorn --bind fd://$EINHORN_FD_0, --retire-signal TERM", async () => {
+  const gunicornSkip = needsOnPath("wrk", "gunicorn");
+  test.skipIf(gunicornSkip !== "")(`gunicorn --bind fd://$EINHORN_FD_0, --retire-signal TERM${gunicornSkip}`, async () => {
     const dir = recipeDir("wsgi_app.py");
     await recipe(["-n", "2", "-m", "2", "--retire-signal", "TERM", "-b", "127.0.0.1:0", "--",
       "sh", "-c", 'exec gunicorn --bind "fd://$EINHORN_FD_0" --workers 2 wsgi_app:app'], dir, /^hello from gunicorn, worker \d+\/\d+\n$/);
   }, 120_000);
 
-  test.skipIf(!WRK || !has("uvicorn"))("uvicorn on EINHORN_FD_0 (Config(fd=...), as --fd), draining on USR2", async () => {
+  const uvicornSkip = needsOnPath("wrk", "uvicorn");
+  test.skipIf(uvicornSkip !== "")(`uvicorn on EINHORN_FD_0 (Config(fd=...), as --fd), draining on USR2${uvicornSkip}`, async () => {
     const dir = recipeDir("asgi_app.py");
     await recipe(["-n", "2", "-m", "2", "-b", "127.0.0.1:0", "--", uvicornPython(), "asgi_app.py"], dir, /^hello from uvicorn, worker \d+\n$/);
   }, 120_000);
 
-  test.skipIf(!WRK || !has("puma"))("puma with --listen-fds, --retire-signal QUIT (handled in config.ru)", async () => {
+  const pumaSkip = needsOnPath("wrk", "puma");
+  test.skipIf(pumaSkip !== "")(`puma with --listen-fds, --retire-signal QUIT (handled in config.ru)${pumaSkip}`, async () => {
     const dir = recipeDir("config.ru");
     const port = freeTcpPort();
     await recipe(["-n", "2", "-m", "2", "--retire-signal", "QUIT", "--listen-fds", "-b", `127.0.0.1:${port}`, "--",
