@@ -57,7 +57,11 @@ export interface Handoff {
   reexecs: number;
   /** The signal mask to restore once the new image's handlers are in place (hex of sigset_t). */
   signalMask: string;
-  /** Signals the old image received while preparing the exec; the new image acts on them. */
+  /**
+   * Signals an einhorn older than the signalfd caught while preparing the exec;
+   * the new image acts on them. This writer sends [] (pending signals now cross
+   * the execve in the kernel).
+   */
   signals: SignalName[];
   /** The workers' process descriptors (absent from older writers: their workers are checked by pid). */
   pidfds: Array<{ pid: number; fd: number }>;

@@ -1,8 +1,8 @@
 // The master's one seam to the operating system: everything the I/O shell
 // does to processes and time goes through an `Os`. The shell (master.ts,
-// effects.ts) never calls posix_spawn, kill, waitpid, execve, Date.now or
+// interpreter.ts) never calls posix_spawn, kill, waitpid, execve, Date.now or
 // setTimeout itself, so a test can run it over a scripted Os and watch every
-// decision it carries out (test/unit/effects.test.ts), and the real one stays
+// decision it carries out (test/unit/interpreter.test.ts), and the real one stays
 // small enough to audit: systemOs() below is the whole of it.
 //
 // The shape follows cloudflare/tableflip's `env`: a handful of functions,
