@@ -284,8 +284,14 @@ describe("state in Einhorn's layout", () => {
 
   test.skipIf(!ruby)(`Einhorn's own --signal-timeout test: after an upgrade one child is signaled; past the timeout it is gone${NO_RUBY}`, async () => {
     // Einhorn's test waits 2 s; 4 s leaves room to read the state on a busy machine.
-    const m = startMaster(["-m", "0.2", "-t", "4", "-b", "127.0.0.1:0", "--", ...PY, "--ignore-usr2"]);
+    const sig = tempDir();
+    const m = startMaster(["-m", "0.2", "-t", "4", "-b", "127.0.0.1:0", "--", ...PY, "--ignore-usr2", "--signals", sig]);
     await acked(m.sockPath, 1);
+    // A timer ACK does not wait for the program: on a busy machine python may
+    // not have set its USR2 handler 0.2 s in, and the upgrade's USR2 would
+    // then kill the old worker at once. Upgrade once it is ready.
+    const [first] = (await stateJson(m.sockPath)).workers;
+    await waitFor("the worker's signal handlers in place", () => existsSync(join(sig, `${first.pid}.ready`)));
     const e0 = rubyState(m.sockPath)[":state"];
     expect(e0[":ack_mode"]).toEqual({ ":type": ":timer", ":timeout": 0.2 });
     expect(e0[":signal_timeout"]).toBe(4);
