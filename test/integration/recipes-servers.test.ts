@@ -34,6 +34,9 @@ async function recipe(args: string[], dir: string, body: RegExp, port?: number) 
   const url = `http://127.0.0.1:${p}/`;
   expect(await (await fetch(url)).text()).toMatch(body);
   const r = await upgradesUnderLoad(m, url, 2);
+  // A failed request under load is rare and timing-bound: keep what the
+  // servers and wrk said, so the one failure is enough to diagnose it.
+  if (r.errorTotal) console.log(`servers' output:\n${m.output()}\nwrk:\n${r.raw}`);
   expectNoFailures(r);
   expect(await (await fetch(url)).text()).toMatch(body);
   expect(await stopMaster(m, "SIGINT", 30_000)).toBe(0);
