@@ -11,14 +11,40 @@
 #     nobody connects to. Puma has no switch for "stop accepting, keep
 #     serving"; its TERM closes connections that have not sent a byte yet,
 #     and a client that just connected to an old worker then loses its request.
-#  2. every response says `Connection: close` for a grace period, so busy
-#     clients reconnect, to the other workers;
-#  3. then TERM, when this worker holds no connection a client is using.
+#  2. every response says `Connection: close`, so busy clients reconnect, to
+#     the other workers;
+#  3. TERM once this process holds no established TCP connection (Linux:
+#     its socket descriptors against /proc/net/tcp{,6}), or after
+#     DRAIN_LIMIT_SECONDS for clients that stay idle on keep-alive. A fixed
+#     grace is a guess: on a busy machine a response can take longer than it,
+#     and TERM then cuts a request in flight.
 require "socket"
 
-GRACE_SECONDS = 2
 FIRST_LISTEN_FD = 3
+DRAIN_POLL_SECONDS = 0.1
+DRAIN_LIMIT_SECONDS = 30
+ESTABLISHED = "01" # TCP state column of /proc/net/tcp
 $draining = false
+
+# Socket inodes of this process's TCP connections that are still established
+# (a client that closed its end shows as CLOSE_WAIT and no longer counts).
+def established_connections
+  mine = Dir.children("/proc/self/fd").filter_map do |fd|
+    File.readlink("/proc/self/fd/#{fd}")[/\Asocket:\[(\d+)\]\z/, 1]
+  rescue SystemCallError
+    nil
+  end
+  return 0 if mine.empty?
+  ours = mine.to_h { |inode| [inode, true] }
+  %w[/proc/self/net/tcp /proc/self/net/tcp6].sum do |table|
+    File.foreach(table).drop(1).count do |row|
+      cols = row.split
+      cols[3] == ESTABLISHED && ours[cols[9]]
+    end
+  rescue SystemCallError
+    0
+  end
+end
 
 Signal.trap("QUIT") do
   next if $draining
@@ -30,7 +56,20 @@ Signal.trap("QUIT") do
     # no client knows.
     IO.for_fd(FIRST_LISTEN_FD, autoclose: false).reopen(private_listener)
     private_listener.close
-    sleep GRACE_SECONDS
+    started = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+    loop do
+      open_now = established_connections
+      waited = Process.clock_gettime(Process::CLOCK_MONOTONIC) - started
+      if open_now.zero?
+        $stderr.puts "puma #{Process.pid}: drained in #{waited.round(1)}s; stopping"
+        break
+      end
+      if waited >= DRAIN_LIMIT_SECONDS
+        $stderr.puts "puma #{Process.pid}: #{open_now} connection(s) still open after #{DRAIN_LIMIT_SECONDS}s; stopping anyway"
+        break
+      end
+      sleep DRAIN_POLL_SECONDS
+    end
     Process.kill("TERM", Process.pid)
   end
 end
