@@ -66,6 +66,29 @@ export function processesTagged(tag: string): number[] {
   return found;
 }
 
+/**
+ * What the processes carrying `tag` are doing, one line each (state, what
+ * the kernel has them wait in, pending and blocked signals, command line),
+ * and the master's threads: printed when a master does not stop in time, so
+ * a hang under load can be told apart from a lost signal or a slow child.
+ */
+export function describeProcesses(tag: string, masterPid: number): string {
+  const field = (status: string, name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim() ?? "?";
+  const read = (path: string) => { try { return readFileSync(path, "latin1"); } catch { return ""; } };
+  const line = (pid: number | string, base: string) => {
+    const st = read(`${base}/status`);
+    if (!st) return `${pid}: gone`;
+    const cmd = read(`${base}/cmdline`).split("\0").join(" ").trim().slice(0, 120);
+    return `${pid}: ${field(st, "State")} wchan=${read(`${base}/wchan`) || "?"} SigPnd=${field(st, "SigPnd")} ShdPnd=${field(st, "ShdPnd")} SigBlk=${field(st, "SigBlk")} ${cmd}`;
+  };
+  const pids = new Set([masterPid, ...processesTagged(tag)]);
+  const rows = [...pids].map((pid) => line(pid, `/proc/${pid}`));
+  try {
+    for (const tid of readdirSync(`/proc/${masterPid}/task`)) rows.push(`  thread ${line(tid, `/proc/${masterPid}/task/${tid}`)}`);
+  } catch { /* the master is gone */ }
+  return rows.join("\n");
+}
+
 export interface Master {
   proc: Subprocess<"ignore", "pipe", "pipe">;
   pid: number;
@@ -144,7 +167,7 @@ export async function stopMaster(m: Master, signal: NodeJS.Signals = "SIGINT", t
   m.proc.kill(signal);
   const t = setTimeout(() => {
     // Say why before the evidence goes: what the master last logged.
-    console.log(`master ${m.pid} did not exit within ${timeoutMs} ms of ${signal}; killing it. Its last output:\n${m.output().slice(-4000)}`);
+    console.log(`master ${m.pid} did not exit within ${timeoutMs} ms of ${signal}; killing it. Its last output:\n${m.output().slice(-4000)}\nIts processes:\n${describeProcesses(m.tag, m.pid)}`);
     m.proc.kill("SIGKILL");
   }, timeoutMs);
   const code = await m.exited;
