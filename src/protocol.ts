@@ -35,8 +35,8 @@ export const MAX_DEPTH = 64;
  * per character (long flow lists, many keys, nested flows: measured 2026-12
  * with 10-30 KiB lines, both cores busy), so a 1 MiB YAML line would stall the
  * master for seconds and grow it by hundreds of MB; Ruby clients send well
- * under 1 KiB. JSON requests
- * (what every other client sends) take the fast path and may fill the line.
+ * under 1 KiB. JSON requests (what every other client sends) take the fast
+ * path and may fill the line.
  */
 export const MAX_YAML_REQUEST_CHARS = 16 * 1024;
 
