@@ -1,0 +1,57 @@
+// The whole test suite, as `npm test` runs it (the README's command, and .ci/run's).
+//   bun scripts/test.ts                    build, then every test file in two phases
+//   bun scripts/test.ts --update-timings   the same, then rewrite test/timings.json
+//   bun scripts/test.ts FILE-OR-FILTER...  build, then one plain `bun test` over those
+//
+// Why two phases. Most integration tests wait on the clock (a worker's ACK, a
+// drain, a re-exec), not on the CPU: a serial run kept this 2-core machine only
+// 59% busy. So the files run two at a time (`--parallel=2`), the slowest first,
+// from the per-file durations in test/timings.json. The signals acceptance test
+// is the exception: it loads both cores with busy loops on purpose, and sharing
+// them with other files would make it measure those files instead. It runs
+// alone, after the rest. Both phases always run; the exit code is 1 if either
+// failed (bun test's own 1), 0 otherwise.
+//
+// Each test file still gets its own process state (`--parallel` implies
+// `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
+// running side by side share nothing but the machine.
+import { resolve } from "node:path";
+
+const ROOT = resolve(import.meta.dir, "..");
+const BUN = process.execPath;
+const TIMINGS = "test/timings.json";
+/** The file that must run alone (see above), relative to the project root, and as a glob for the first phase to skip. */
+const ALONE = "test/integration/signals.test.ts";
+const ALONE_GLOB = "**/signals.test.ts";
+/** Generous per-test limit: under two CPU hogs an integration test can take 4x its quiet time. */
+const TIMEOUT = ["--timeout", "60000"];
+
+function run(label: string, argv: string[]): number {
+  const t0 = performance.now();
+  console.log(`\n== ${label}: ${argv.slice(1).join(" ")}`);
+  const r = Bun.spawnSync(argv, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
+  const code = r.exitCode ?? 1;
+  console.log(`== ${label}: ${code === 0 ? "passed" : `FAILED (exit ${code})`} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  return code;
+}
+
+const args = process.argv.slice(2);
+const update = args.includes("--update-timings");
+const named = args.filter((a) => a !== "--update-timings");
+
+const started = performance.now();
+if (run("build", [BUN, "scripts/build.ts"]) !== 0) process.exit(1);
+
+const codes: number[] = [];
+if (named.length > 0) {
+  codes.push(run("tests", [BUN, "test", ...TIMEOUT, ...named]));
+} else {
+  codes.push(run("tests, two files at a time", [
+    BUN, "test", ...TIMEOUT, "--parallel=2", `--path-ignore-patterns=${ALONE_GLOB}`,
+    `--timings=${TIMINGS}`, ...(update ? ["--update-timings"] : []),
+  ]));
+  codes.push(run("signals acceptance test, alone", [BUN, "test", ...TIMEOUT, ALONE]));
+}
+const failed = codes.some((c) => c !== 0);
+console.log(`\n== all: ${failed ? "FAILED" : "passed"} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
+process.exit(failed ? 1 : 0);
