@@ -65,6 +65,10 @@ describe("preload (-p)", () => {
     writeFileSync(join(dir, "tag"), "one");
     const m = startMaster(["-n", "1", "-m", "0.1", "-b", "127.0.0.1:0", "-p", "app.ts"], { dir });
     const s0 = await acked(m.sockPath, 1);
+    // -m 0.1 ACKs on a timer: on a loaded machine that can come before the
+    // worker has imported app.ts, and breaking the file then breaks the worker
+    // itself. An answer means einhorn_main ran, so the module is loaded.
+    expect(await fetchLine(s0.listeners[0].port)).toBe("one \n");
     writeFileSync(join(dir, "app.ts"), "export function einhorn_main( {\n");
     const bad = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"]);
     expect(bad.code).toBe(1);
