@@ -383,6 +383,8 @@ describe("crash loop", () => {
   const S = 0.1;
   const launchTimes = (m: Master) => logLines(m).filter((l) => l.message.startsWith("===> Launched ")).map((l) => Date.parse(l.time));
   const crashes = (m: Master) => logLines(m).filter((l) => / exited with status 3 before ACKing /.test(l.message));
+  /** The "(N in a row)" count of each crash line, as the master logged it. */
+  const inARow = (lines: LogLine[]) => lines.map((l) => /\((\d+) in a row\)/.exec(l.message)?.[1]);
   /** Seconds between consecutive launches `from` .. `from + count`. */
   const gapsFrom = (times: number[], from: number, count: number) =>
     Array.from({ length: count }, (_, i) => (times[from + i + 1]! - times[from + i]!) / 1000);
@@ -430,7 +432,7 @@ describe("crash loop", () => {
     // A correctness check that the master sleeps between respawns, not a
     // speed benchmark: a spinning master would use a whole core.
     expect(cpuFraction, `master CPU: ${(cpuFraction * 100).toFixed(1)}% of one core`).toBeLessThan(0.2);
-    expect(crashes(m).map((l) => /\((\d+) in a row\)/.exec(l.message)?.[1])).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
+    expect(inARow(crashes(m))).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
     const looping = await stateJson(m.sockPath);
     // Seven in a row, unless the eighth worker has already ACKed and reset it.
     const eighthUp = looping.workers.some((w: any) => w.acked);
@@ -456,7 +458,7 @@ describe("crash loop", () => {
     expect(again[before]! - killedAt).toBeLessThan(1_000);
     // The killed worker's exit is not a crash (no status 3): its slot in the crash list is the kill.
     expectBackoff(again, [...crashTimes(m).slice(0, before - 1), killedAt, ...crashTimes(m).slice(before - 1)], before, 3, 1);
-    const counts = crashes(m).slice(7).slice(0, 3).map((l) => /\((\d+) in a row\)/.exec(l.message)?.[1]);
+    const counts = inARow(crashes(m).slice(7).slice(0, 3));
     expect(counts).toEqual(["1", "2", "3"]);
 
     console.log(`crash loop: gaps ${gapsFrom(times, 0, 6).map((g) => g.toFixed(3)).join(", ")} s; after the reset ${gapsFrom(again, before, 3).map((g) => g.toFixed(3)).join(", ")} s; master CPU ${(cpuFraction * 100).toFixed(1)}% of one core`);
