@@ -27,6 +27,8 @@ export function runExecHelper(argv: string[]): never {
   let pdeathsig: number | null = null;
   let parent: number | null = null;
   let listenPid = false;
+  // The file to exec (a generation's resolved program); default: program[0] looked up in PATH.
+  let file: string | null = null;
   let i = 0;
   for (; i < argv.length; i++) {
     const a = argv[i]!;
@@ -39,6 +41,7 @@ export function runExecHelper(argv: string[]): never {
     }
     else if (a === "--parent") parent = Number(argv[++i]);
     else if (a === "--listen-pid") listenPid = true;
+    else if (a === "--file") file = argv[++i] ?? null;
     else { process.stderr.write(`einhorn _exec: unknown option '${a}'\n`); process.exit(2); }
   }
   const program = argv.slice(i);
@@ -64,8 +67,7 @@ export function runExecHelper(argv: string[]): never {
     }
   }
   try {
-    const file = resolveProgram(program[0]!, env.PATH);
-    execve(file, program, Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`));
+    execve(file ?? resolveProgram(program[0]!, env.PATH), program, Object.entries(env).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${v}`));
   } catch (e) {
     process.stderr.write(`einhorn _exec: ${(e as Error).message}\n`);
     process.exit(e instanceof StartError ? e.exitCode : 127);

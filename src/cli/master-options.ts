@@ -44,6 +44,7 @@ export const MASTER_OPTIONS: OptionDef[] = [
   { long: "max-upgrade-additional", value: "N", description: "During an upgrade, at most number + N workers alive" },
   { long: "ack-timeout", value: "SECONDS", description: "Fail an upgrade whose new worker has not ACKed within SECONDS" },
   { long: "upgrade-max-deaths", value: "N", description: "Fail an upgrade after N new workers in a row die before ACKing (default 3)" },
+  { long: "upgrade-bake", value: "SECONDS", description: "After an upgrade is up, watch the new workers for SECONDS and roll back to the previous program if more than --upgrade-max-deaths of them exit unasked (default 0: off)" },
   { long: "drop-env-var", value: "VAR", repeat: true, description: "Remove VAR from the environment restored on re-exec (repeatable)" },
   { long: "reexec-as", value: "CMDLINE", description: "Command line used instead of this binary when the master re-executes itself" },
   { long: "nice", value: "MASTER[:WORKER[:RENICE_CMD]]", description: "Nice levels for the master and workers" },
@@ -144,6 +145,15 @@ function secondsOpt(raw: Raw, long: string): number | undefined {
   if (v.trim() === "" || !Number.isFinite(n) || n <= 0) {
     throw new UsageError(`${flagName(o)} wants a number of seconds greater than 0, got '${v}'`);
   }
+  return n;
+}
+
+/** --upgrade-bake: seconds, 0 (off) or more. */
+function bakeOpt(raw: Raw): number | undefined {
+  const v = last(raw, "upgrade-bake");
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n < 0) throw new UsageError(`--upgrade-bake wants a number of seconds, 0 (off) or more, got '${v}'`);
   return n;
 }
 
@@ -293,6 +303,7 @@ function buildConfig(raw: Raw, program: string[], defaults: Defaults): Omit<Mast
     maxUpgradeAdditional: intOpt(raw, "max-upgrade-additional", 0) ?? null,
     ackTimeout: secondsOpt(raw, "ack-timeout") ?? null,
     upgradeMaxDeaths: intOpt(raw, "upgrade-max-deaths", 1) ?? 3,
+    upgradeBake: bakeOpt(raw) ?? 0,
     dropEnvVars: raw.get("drop-env-var") ?? [],
     reexecAs,
     nice,

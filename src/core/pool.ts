@@ -2,6 +2,7 @@
 // phrased with these, so the policy reads close to Einhorn's own wording.
 import type { SignalName } from "../signal-names";
 import type { State, Worker } from "./state";
+import type { WorkerSpec } from "./generation";
 
 /**
  * Signals that ask a worker to go away. Only these make a worker "retiring"
@@ -108,4 +109,16 @@ export function replacementExtra(s: State): number {
 
 export function findWorker(s: State, pid: number): Worker | undefined {
   return s.workers.find((w) => w.pid === pid);
+}
+
+/** The spec of generation `version` (every live worker's and pending spawn's generation has one: see State.generations). */
+export function specOf(s: State, version: number): WorkerSpec {
+  const g = s.generations[String(version)];
+  if (!g) throw new Error(`no spec for generation ${version} (known: ${Object.keys(s.generations).join(", ") || "none"})`);
+  return g.spec;
+}
+
+/** What asks a worker of generation `version` to leave: its own spec's retire signal. */
+export function retireSignalOf(s: State, version: number): SignalName {
+  return specOf(s, version).retireSignal;
 }

@@ -4,8 +4,13 @@
 // an older writer did not know about.
 
 import { parseSignal, signalFromNumber, type SignalName } from "../signal-names";
+import { DEFAULT_SPEC, type Generation, type WorkerSpec } from "./generation";
 
-export const STATE_SCHEMA = 1;
+/**
+ * 2: generations carry their worker spec (State.generations) and the retire
+ * signal moved from the settings into it; a bake window (State.bake).
+ */
+export const STATE_SCHEMA = 2;
 
 export type AckMode = { kind: "timer"; seconds: number } | { kind: "manual" };
 
@@ -21,17 +26,17 @@ export interface Settings {
   maxUpgradeAdditional: number | null;
   /** Seconds after a retiring signal before SIGKILL; null: never escalate. */
   signalTimeout: number | null;
-  /**
-   * What a worker is sent to make it leave on upgrade, `dec` and graceful stop
-   * (USR2, as Einhorn; servers that give USR2 another meaning want TERM/QUIT).
-   */
-  retireSignal: SignalName;
   /** A new generation whose workers die this many times in a row before ACKing fails the upgrade. */
   upgradeMaxDeaths: number;
   /** A new worker not ACKed this many seconds after spawn fails the upgrade; null: wait forever. */
   ackTimeout: number | null;
   /** 0 debug, 1 info, 2 errors only (Einhorn's scale). */
   verbosity: number;
+  /**
+   * Seconds an upgrade's new generation is watched once it is all up, with
+   * the previous generation's spec kept to roll back to; 0: no bake.
+   */
+  upgradeBake: number;
 }
 
 export interface SignalRecord { signal: SignalName; at: number }
@@ -60,6 +65,24 @@ export interface Upgrade {
   fromVersion: number;
   /** New-generation workers that died before ACKing during this upgrade, in a row. */
   deathsBeforeAck: number;
+  /** This rollout is a rollback: it runs `fromVersion`'s predecessor's spec again (no bake follows it). */
+  rollback?: boolean;
+}
+
+/**
+ * The window after an upgrade's new generation came up in which its
+ * unasked exits are counted; past --upgrade-max-deaths of them, the previous
+ * generation's spec is rolled out again (a rollback).
+ */
+export interface Bake {
+  /** The generation being watched. */
+  version: number;
+  /** The generation it replaced: its spec is what a rollback runs. */
+  previous: number;
+  since: number;
+  until: number;
+  /** Exits of the watched generation's workers that nobody asked for, in the window. */
+  deaths: number;
 }
 
 export interface Stopping {
@@ -91,8 +114,16 @@ export interface Reexec {
 export interface State {
   schema: number;
   settings: Settings;
-  /** Generation new workers are spawned as. */
+  /** Generation new workers are spawned as (the live one, or the one an upgrade rolls out). */
   version: number;
+  /**
+   * The spec of every generation still needed, by version: the current one,
+   * those with live workers or spawns in flight, an upgrade's fallback and a
+   * bake's previous generation. Others are dropped (see pruneGenerations).
+   */
+  generations: Record<string, Generation>;
+  /** An upgrade's new generation under watch after it came up (null: none). */
+  bake: Bake | null;
   /** Highest generation ever used, so a failed upgrade's number is never reused. */
   lastVersion: number;
   workers: Worker[];
@@ -114,11 +145,13 @@ export interface State {
   replacement: Replacement | null;
 }
 
-export function initialState(settings: Settings, now: number): State {
+export function initialState(settings: Settings, now: number, spec: WorkerSpec = DEFAULT_SPEC): State {
   return {
     schema: STATE_SCHEMA,
     settings,
     version: 0,
+    generations: { 0: { version: 0, spec, createdAt: now } },
+    bake: null,
     lastVersion: 0,
     workers: [],
     pending: [],
@@ -142,10 +175,10 @@ export const DEFAULT_SETTINGS: Settings = {
   maxUnacked: 1,
   maxUpgradeAdditional: null,
   signalTimeout: null,
-  retireSignal: "SIGUSR2",
   upgradeMaxDeaths: 3,
   ackTimeout: null,
   verbosity: 1,
+  upgradeBake: 0,
 };
 
 /**
@@ -169,13 +202,14 @@ export const DEFAULT_SETTINGS: Settings = {
  *   leave, and refusing the document after an execve would end a master
  *   whose workers are serving.
  */
-export function upgradeState(doc: unknown, now: number, warn: (message: string) => void = () => {}): State {
+export function upgradeState(doc: unknown, now: number, warn: (message: string) => void = () => {}, fallbackSpec: WorkerSpec = DEFAULT_SPEC): State {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) throw new Error("state document is not a mapping");
-  const d = doc as Partial<State>;
+  const d = doc as Partial<State> & { settings?: Partial<Settings> & { retireSignal?: unknown } };
   const schema = typeof d.schema === "number" ? d.schema : 0;
   if (schema > STATE_SCHEMA) throw new Error(`state schema ${schema} is newer than this einhorn understands (${STATE_SCHEMA})`);
-  const settings = { ...DEFAULT_SETTINGS, ...(d.settings ?? {}) };
-  settings.retireSignal = decidingSignal(settings.retireSignal, "settings.retireSignal");
+  // Schema 1 kept the retire signal among the settings; it now belongs to each generation's spec.
+  const { retireSignal: oldRetire, ...oldSettings } = d.settings ?? {};
+  const settings: Settings = { ...DEFAULT_SETTINGS, ...oldSettings };
   const base = initialState(settings, now);
   const workers = (d.workers ?? []).map((w) => ({
     pid: w.pid, index: w.index ?? 0, version: w.version ?? 0, spawnedAt: w.spawnedAt ?? now,
@@ -189,11 +223,30 @@ export function upgradeState(doc: unknown, now: number, warn: (message: string) 
   const exits = Object.fromEntries(Object.entries(d.exits ?? {}).map(([index, c]) => [index, {
     ...c, lastSignal: c.lastSignal === null || c.lastSignal === undefined ? null : recordedSignal(c.lastSignal, `the last exit of index ${index}`, warn),
   }]));
+  const version = d.version ?? 0;
+  const generations: Record<string, Generation> = {};
+  for (const [key, g] of Object.entries(d.generations ?? {})) {
+    if (!g || typeof g !== "object" || !g.spec) throw new Error(`the handed-over state's generation ${key} has no spec`);
+    generations[key] = {
+      ...g,
+      version: Number(key),
+      spec: { ...DEFAULT_SPEC, ...g.spec, retireSignal: decidingSignal(g.spec.retireSignal, `generations.${key}.spec.retireSignal`) },
+    };
+  }
+  // A writer from before generations knew one spec, its configuration's: every
+  // generation it still had runs what the caller says (the next image's
+  // configuration, as those einhorns did), with the retire signal it recorded.
+  const fallback = { ...fallbackSpec, ...(oldRetire !== undefined ? { retireSignal: decidingSignal(oldRetire, "settings.retireSignal") } : {}) };
+  const needed = new Set<number>([version, ...workers.map((w) => w.version), ...(d.upgrade ? [d.upgrade.fromVersion] : [])]);
+  for (const v of needed) generations[String(v)] ??= { version: v, spec: fallback, createdAt: now };
   return {
     ...base,
     ...d,
     schema: STATE_SCHEMA,
     settings: base.settings,
+    version,
+    generations,
+    bake: d.bake ?? null,
     workers,
     pending: [],
     lastVersion: d.lastVersion ?? d.version ?? 0,

@@ -4,8 +4,9 @@
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
   ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
-  askedToLeave, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, spawnIntervalMs, unackedCount, wasSent,
+  askedToLeave, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, retireSignalOf, spawnIntervalMs, specOf, unackedCount, wasSent,
 } from "./pool";
+import { specChanges, specDigest, type WorkerSpec } from "./generation";
 import type { SignalName } from "../signal-names";
 import type { Settings, State, Worker } from "./state";
 import { isMasterSignal, MASTER_SIGNALS } from "./master-signals";
@@ -39,8 +40,11 @@ export type Event =
   /** QUIT: pass QUIT to every worker and exit at once, with status 1 (as Einhorn). */
   | { type: "quit" }
   | { type: "signal-workers"; signals: SignalName[] }
-  /** Roll a new generation: what `resumed` does for an upgrade, once the new master image runs. */
-  | { type: "upgrade"; mode: UpgradeMode }
+  /**
+   * Roll a new generation running `spec` (default: the current generation's):
+   * what `resumed` does for an upgrade, once the new master image runs.
+   */
+  | { type: "upgrade"; mode: UpgradeMode; spec?: WorkerSpec }
   | { type: "settings"; patch: Partial<Settings> }
   /** Replace this worker gracefully: its successor first, then the retiring signal (--max-memory). */
   | { type: "replace"; pid: number; reason: string }
@@ -60,9 +64,11 @@ export type Event =
   /**
    * A new master image took over from the handoff and acted on the signals
    * pending since the exec. `pending` only from an einhorn whose state had no
-   * `reexec` (older); `version` and `pid` are for the messages.
+   * `reexec` (older); `version` and `pid` are for the messages. `spec`: what
+   * the new image's configuration says workers run, the candidate an upgrade
+   * rolls out as its new generation (a reload leaves the generations alone).
    */
-  | { type: "resumed"; version: string; pid: number; pending?: { kind: ReexecKind; mode: UpgradeMode | null; requestedAt: number } | null };
+  | { type: "resumed"; version: string; pid: number; pending?: { kind: ReexecKind; mode: UpgradeMode | null; requestedAt: number } | null; spec?: WorkerSpec };
 
 export type ReexecKind = "upgrade" | "reload";
 
@@ -72,8 +78,12 @@ export type Effect =
   | { type: "spawn"; spawnId: number; index: number; version: number }
   | { type: "kill"; pid: number; signal: SignalName }
   | { type: "log"; level: LogLevel; message: string }
-  /** A rollout ended (its waiters are told, as by a final `notify`; metrics count it). */
-  | { type: "upgrade-finished"; ok: boolean; message: string }
+  /**
+   * An upgrade ended (its waiters are told, as by a final `notify`; metrics
+   * count it): done (after its bake, when there is one), failed, or rolled
+   * back after a bad bake.
+   */
+  | { type: "upgrade-finished"; ok: boolean; message: string; rolledBack?: boolean }
   | { type: "exit"; code: number }
   // --- lifecycle effects
   /** Requester `requestId` now waits for messages about `kind`. */
@@ -155,9 +165,9 @@ class Step {
     }
   }
 
-  /** Ask a worker to leave with the configured retire signal. */
+  /** Ask a worker to leave with its own generation's retire signal. */
   retire(w: Worker): void {
-    this.signal(w, this.s.settings.retireSignal);
+    this.signal(w, retireSignalOf(this.s, w.version));
   }
 
   /**
@@ -191,8 +201,13 @@ class Step {
     s.version = up.fromVersion;
     s.upgrade = null;
     s.consecutiveDeaths = 0;
-    const message = `Upgrade failed: ${reason}. Version ${failed} is being stopped; version ${up.fromVersion} keeps serving.`;
+    const what = up.rollback ? "Rollback" : "Upgrade";
+    const message = `${what} failed: ${reason}. Version ${failed} is being stopped; version ${up.fromVersion} keeps serving.`;
     this.log("error", message);
+    // Said apart, before the final line: nothing of the failed spec stays in force.
+    const kept = `Version ${up.fromVersion} replaces any worker it loses from its own spec (${specDigest(specOf(s, up.fromVersion))}), not version ${failed}'s`;
+    this.log("info", kept);
+    this.fx.push({ type: "notify", kind: "upgrade", message: kept, final: false, error: false });
     this.fx.push({ type: "upgrade-finished", ok: false, message });
   }
 
@@ -215,9 +230,78 @@ class Step {
     if (ackedCurrentCount(s) >= s.settings.number) {
       s.upgrade = null;
       const secs = ((this.now - up.startedAt) / 1000).toFixed(3);
+      if (up.rollback) {
+        // Its requester was told at the rollback; this only ends the rollout.
+        this.log("info", `Rollback done in ${secs}s: version ${s.version} (the spec of version ${s.generations[String(s.version)]?.rollbackOf ?? "?"}) is up`);
+        return;
+      }
+      const bake = s.settings.upgradeBake;
+      if (bake > 0) {
+        s.bake = { version: s.version, previous: up.fromVersion, since: this.now, until: this.now + bake * 1000, deaths: 0 };
+        const message = `Upgrade to version ${s.version} is up in ${secs}s; baking for ${bake}s (more than ${s.settings.upgradeMaxDeaths} unasked exits roll back to version ${up.fromVersion}'s spec)`;
+        this.log("info", message);
+        this.fx.push({ type: "notify", kind: "upgrade", message, final: false, error: false });
+        return;
+      }
       this.log("info", `Upgrade to version ${s.version} done in ${secs}s`);
       this.fx.push({ type: "upgrade-finished", ok: true, message: "Upgrade done" });
     }
+  }
+
+  // --- the bake window after an upgrade, and rollback -------------------------------
+
+  /** The bake window ran out with the new generation healthy: the upgrade is done, the previous spec let go. */
+  checkBake(): void {
+    const b = this.s.bake;
+    if (!b || this.now < b.until) return;
+    this.s.bake = null;
+    const message = `Upgrade done: version ${b.version} baked for ${((b.until - b.since) / 1000).toFixed(0)}s with ${b.deaths} unasked exit${b.deaths === 1 ? "" : "s"}`;
+    this.log("info", message);
+    this.fx.push({ type: "upgrade-finished", ok: true, message });
+  }
+
+  /** An unasked exit of a worker of the generation under bake: past the limit, roll back. */
+  bakeDeath(w: Worker): void {
+    const s = this.s;
+    const b = s.bake;
+    if (!b || w.version !== b.version) return;
+    b.deaths++;
+    if (b.deaths > s.settings.upgradeMaxDeaths) this.rollback(`${b.deaths} of its workers exited unasked within ${((this.now - b.since) / 1000).toFixed(1)}s of it coming up (more than --upgrade-max-deaths ${s.settings.upgradeMaxDeaths})`);
+  }
+
+  /**
+   * Roll back a baked generation: the previous generation's spec becomes a
+   * new generation, rolled out like an upgrade (same ACK rules, smooth), and
+   * the bad generation is retired as its replacements come up. Its own
+   * failure falls back to the bad generation, which is still serving then.
+   */
+  rollback(reason: string): void {
+    const s = this.s;
+    const b = s.bake!;
+    s.bake = null;
+    const prev = s.generations[String(b.previous)];
+    if (!prev) {
+      this.log("error", `Cannot roll back version ${b.version}: the spec of version ${b.previous} is gone`);
+      return;
+    }
+    const next = ++s.lastVersion;
+    s.generations[String(next)] = { version: next, spec: prev.spec, createdAt: this.now, rollbackOf: b.previous };
+    s.upgrade = { mode: "smooth", startedAt: this.now, fromVersion: b.version, deathsBeforeAck: 0, rollback: true };
+    s.replacement = null;
+    s.version = next;
+    s.consecutiveDeaths = 0;
+    const message = `Upgrade to version ${b.version} rolled back: ${reason}; rolling out version ${b.previous}'s spec (${specDigest(prev.spec)}) again as version ${next}`;
+    this.log("error", message);
+    this.fx.push({ type: "upgrade-finished", ok: false, message, rolledBack: true });
+  }
+
+  /** Forget the specs no worker, spawn, fallback or bake needs any more. */
+  pruneGenerations(): void {
+    const s = this.s;
+    const keep = new Set<string>([s.version, ...s.workers.map((w) => w.version), ...s.pending.map((p) => p.version)].map(String));
+    if (s.upgrade) keep.add(String(s.upgrade.fromVersion));
+    if (s.bake) { keep.add(String(s.bake.version)); keep.add(String(s.bake.previous)); }
+    for (const v of Object.keys(s.generations)) if (!keep.has(v)) delete s.generations[v];
   }
 
   // --- the reconcile pass: replenish, then cull --------------------------------------
@@ -317,6 +401,7 @@ class Step {
       return;
     }
     this.checkUpgrade();
+    this.checkBake();
     this.replenish();
     this.makeRoom();
     this.finishReplacement();
@@ -342,6 +427,7 @@ class Step {
     // Wake for the next spawn only when the interval is all that holds it back:
     // a spawn blocked by max_unacked or the surge cap waits for an ACK or an
     // exit, which are events of their own (waking "now" would spin).
+    if (s.bake && !s.stopping) times.push(s.bake.until);
     if (!s.stopping && s.started && missingCount(s) + replacementExtra(s) > 0 && s.lastSpawnAt !== null && !this.spawnBlocked()) {
       times.push(s.lastSpawnAt + spawnIntervalMs(s));
     }
@@ -392,6 +478,7 @@ class Step {
         const tail = !isAcked(w) && !expected ? ` before ACKing (${s.consecutiveDeaths} in a row)` : "";
         // Asked to leave: info. Left on its own: an error, unless it exited 0 (then a warning).
         this.log(expected ? "info" : code === 0 || e.type === "vanished" ? "warn" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
+        if (!expected) this.bakeDeath(w);
         break;
       }
       case "ack": {
@@ -419,14 +506,20 @@ class Step {
         this.setNumber(e.number);
         break;
       case "stop": {
-        const sig = e.signal ?? s.settings.retireSignal;
+        // Without a signal named, each worker gets its own generation's retire signal.
+        const sig = e.signal ?? retireSignalOf(s, s.version);
         s.stopping = { signal: sig, since: this.now };
         s.replacement = null;
         if (s.upgrade) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${sig})` });
+        else if (s.bake) this.fx.push({ type: "upgrade-finished", ok: false, message: `Upgrade to version ${s.bake.version}: its bake was cut short, the master is stopping (${sig})` });
         s.upgrade = null;
+        s.bake = null;
         this.abandonReexec(sig);
         this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
-        for (const w of s.workers) if (!wasSent(w, sig)) this.signal(w, sig);
+        for (const w of s.workers) {
+          const own = e.signal ?? retireSignalOf(s, w.version);
+          if (!wasSent(w, own)) this.signal(w, own);
+        }
         break;
       }
       case "quit":
@@ -452,12 +545,19 @@ class Step {
         // back to the version that was serving before the first one.
         const fromVersion = s.upgrade ? s.upgrade.fromVersion : s.version;
         if (s.upgrade) this.log("info", `Upgrade to version ${s.version} superseded; starting over`);
+        // (requestReexec ends a bake before a new request enrolls; this is the safety net.)
+        s.bake = null;
+        const spec = e.spec ?? specOf(s, s.version);
         s.upgrade = { mode: e.mode, startedAt: this.now, fromVersion, deathsBeforeAck: 0 };
         // The rollout replaces every worker, the one being replaced included.
         s.replacement = null;
         s.version = ++s.lastVersion;
+        s.generations[String(s.version)] = { version: s.version, spec, createdAt: this.now };
         s.consecutiveDeaths = 0;
         this.log("info", `Starting ${e.mode} upgrade to version ${s.version}`);
+        const was = specOf(s, fromVersion);
+        const changed = specChanges(was, spec);
+        this.log("info", `Version ${s.version} runs spec ${specDigest(spec)}${changed.length ? `; changed from version ${fromVersion}'s (${specDigest(was)}): ${changed.join(", ")}` : ", as version " + fromVersion}`);
         break;
       }
       case "settings":
@@ -548,6 +648,14 @@ class Step {
       // Reference: a new upgrade supersedes a rollout in progress (one stuck on
       // workers that never ACK would otherwise block every later fix).
       this.fx.push({ type: "notify", kind: "upgrade", message: `Upgrade to version ${s.version} superseded by a newer upgrade`, final: true, error: true });
+    } else if (s.bake && kind === "upgrade") {
+      // A newer upgrade ends the bake: the generation it watched is what the
+      // new one replaces, and a rollback target older than that is let go.
+      const b = s.bake;
+      s.bake = null;
+      const message = `Upgrade done: version ${b.version} is up; its bake was cut short by a newer upgrade after ${((this.now - b.since) / 1000).toFixed(1)}s (${b.deaths} unasked exit${b.deaths === 1 ? "" : "s"})`;
+      this.log("info", message);
+      this.fx.push({ type: "upgrade-finished", ok: true, message });
     }
     if (requestId !== null) this.fx.push({ type: "enroll", requestId, kind });
     s.reexec = { kind, mode: kind === "upgrade" ? (mode ?? "smooth") : null, requestedAt: this.now, phase: "preflight" };
@@ -587,9 +695,13 @@ class Step {
       this.fx.push({ type: "notify", kind: r.kind, message: `${r.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${s.stopping.signal})`, final: true, error: true });
     } else if (r.kind === "upgrade") {
       this.fx.push({ type: "notify", kind: "upgrade", message: `Master re-executed as einhorn ${e.version} (pid ${e.pid} kept, ${took} ms since the request); starting the new workers`, final: false, error: false });
-      this.apply({ type: "upgrade", mode: r.mode ?? "smooth" });
+      this.apply({ type: "upgrade", mode: r.mode ?? "smooth", ...(e.spec ? { spec: e.spec } : {}) });
     } else {
-      this.fx.push({ type: "notify", kind: "reload", message: `Reload done: master ${e.pid} is now einhorn ${e.version} (${took} ms)`, final: true, error: false });
+      // A reload re-executes the master only: what workers run changes with an upgrade.
+      const live = specOf(s, s.version);
+      const later = e.spec && specDigest(e.spec) !== specDigest(live) ? `; the workers' new settings (spec ${specDigest(e.spec)}) take effect at the next upgrade` : "";
+      if (later) this.log("info", `Reload: version ${s.version} keeps its spec (${specDigest(live)})${later}`);
+      this.fx.push({ type: "notify", kind: "reload", message: `Reload done: master ${e.pid} is now einhorn ${e.version} (${took} ms)${later}`, final: true, error: false });
     }
   }
 
@@ -613,7 +725,7 @@ class Step {
       : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet" : null;
     if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
     s.replacement = { pid, reason };
-    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${s.settings.retireSignal})`);
+    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${retireSignalOf(s, w!.version)})`);
   }
 
   setNumber(n: number): void {
@@ -652,6 +764,7 @@ export function step(state: State, event: Event, now: number): StepResult {
   st.timerAcks();
   st.apply(event);
   if (!st.fx.some((f) => f.type === "exit")) st.reconcile();
+  st.pruneGenerations();
   if (st.fx.some((f) => f.type === "exit")) return { state: st.s, effects: st.fx, wakeAt: null };
   return { state: st.s, effects: st.fx, wakeAt: st.s.stopping && st.fx.some((f) => f.type === "exit") ? null : st.wakeAt() };
 }

@@ -5,6 +5,7 @@
 import type { Event, UpgradeMode } from "../core/step";
 import { MAX_WORKERS } from "../core/step";
 import type { State } from "../core/state";
+import { retireSignalOf } from "../core/pool";
 import { type ArgsOf, type CommandName, COMMANDS, commandList, helpText, isCommandName } from "../command-registry";
 import { shortSignalName } from "../signal-names";
 import { decodeRequest, ProtocolError, REPLY_FORMAT_KEY, type Request, toYaml } from "../protocol";
@@ -170,11 +171,12 @@ const HANDLERS: { [N in CommandName]: Handler<N> } = {
   },
   die(ctx, { args, reply }) {
     // Without a name, the retire signal (USR2 unless --retire-signal), as a graceful stop.
-    const sig = args ?? ctx.state().settings.retireSignal;
+    // (Each worker gets its own generation's retire signal; the answer names the live one's.)
+    const sig = args ?? retireSignalOf(ctx.state(), ctx.state().version);
     const pids = ctx.state().workers.map((w) => w.pid);
     // Answer first: with no worker left the stop exits the master at once.
     reply(`Einhorn is going down! Successfully sent ${shortSignalName(sig)}s to ${pids.length} processes: [${pids.join(", ")}]`);
-    ctx.dispatch({ type: "stop", signal: sig });
+    ctx.dispatch(args ? { type: "stop", signal: args } : { type: "stop" });
   },
   config(ctx, { args: { patch, changes }, reply }) {
     ctx.dispatch({ type: "settings", patch });

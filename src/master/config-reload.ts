@@ -35,6 +35,7 @@ const SETTINGS: Array<[string, keyof Settings, (c: MasterConfig) => unknown]> = 
   ["signal-timeout", "signalTimeout", (c) => c.signalTimeout],
   ["ack-timeout", "ackTimeout", (c) => c.ackTimeout],
   ["upgrade-max-deaths", "upgradeMaxDeaths", (c) => c.upgradeMaxDeaths],
+  ["upgrade-bake", "upgradeBake", (c) => c.upgradeBake],
   ["quiet/verbose", "verbosity", (c) => c.verbosity],
 ];
 
@@ -79,7 +80,7 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
     }
   }
   if (!same(old.program, next.program)) changes.push(`program ${JSON.stringify(old.program)} -> ${JSON.stringify(next.program)}`);
-  for (const k of ["killChildrenOnExit", "commandSocketAsFd", "listenFds", "reexecAs", "dropEnvVars", "logFormat", "nice"] as const) {
+  for (const k of ["retireSignal", "killChildrenOnExit", "commandSocketAsFd", "listenFds", "reexecAs", "dropEnvVars", "logFormat", "nice", "maxMemory"] as const) {
     if (!same(old[k], next[k])) changes.push(`${k} ${JSON.stringify(old[k])} -> ${JSON.stringify(next[k])}`);
   }
   return { config: next, patch, changes };

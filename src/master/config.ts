@@ -31,6 +31,8 @@ export interface MasterConfig {
   maxUpgradeAdditional: number | null;
   ackTimeout: number | null;
   upgradeMaxDeaths: number;
+  /** --upgrade-bake: seconds a new generation is watched after it is up (0: off). */
+  upgradeBake: number;
   dropEnvVars: string[];
   reexecAs: string | null;
   nice: { master: number | null; worker: number | null; reniceCmd: string | null };

@@ -31,8 +31,8 @@ export type ExecRequest = Extract<Effect, { type: "exec" }>["pending"];
 
 /** What effects do beyond processes and time: the master's clients, its files and the next image. */
 export interface Host {
-  /** Start worker `index` (through Os.spawn): its pid; throws when it cannot. */
-  spawnWorker(index: number): number;
+  /** Start worker `index` of generation `version`, from that generation's spec (through Os.spawn): its pid; throws when it cannot. */
+  spawnWorker(index: number, version: number): number;
   /** Requester `requestId` now waits for messages about `kind`. */
   enroll(requestId: number, kind: ReexecKind): void;
   /** Tell requester `requestId` its request was refused. */
@@ -153,7 +153,7 @@ export class Interpreter {
         this.log[fx.level](fx.message);
         break;
       case "spawn":
-        this.spawn(fx.spawnId, fx.index);
+        this.spawn(fx.spawnId, fx.index, fx.version);
         break;
       case "kill":
         try {
@@ -190,9 +190,9 @@ export class Interpreter {
   }
 
   /** The `spawn` effect; its outcome queues behind the current step. */
-  private spawn(spawnId: number, index: number): void {
+  private spawn(spawnId: number, index: number, version: number): void {
     try {
-      const pid = this.host.spawnWorker(index);
+      const pid = this.host.spawnWorker(index, version);
       this.queue.push({ type: "spawned", spawnId, pid, at: this.os.now() });
     } catch (e) {
       this.queue.push({ type: "spawn-failed", spawnId, reason: (e as Error).message });

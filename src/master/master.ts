@@ -1,12 +1,14 @@
 // The I/O shell around the decision core. It is the only code that touches
 // processes: it turns signals, timers, child exits and command-socket lines
 // into core events, and performs the effects the core returns, in order.
-import { rmSync } from "node:fs";
+import { existsSync, realpathSync, rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
+import type { WorkerSpec } from "../core/generation";
+import { specOf } from "../core/pool";
 import type { SignalName } from "../signal-names";
 import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
@@ -83,7 +85,6 @@ export class Master implements Host {
   private pidfile: OwnedPath | null = null;
   private server: CommandServer | null = null;
   private commandFd: number | null = null;
-  private plan!: WorkerPlan;
   /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
   private timers: Cancel[] = [];
   private readonly pid = getpid();
@@ -169,11 +170,11 @@ export class Master implements Host {
       maxUnacked: cfg.maxUnacked,
       maxUpgradeAdditional: cfg.maxUpgradeAdditional,
       signalTimeout: cfg.signalTimeout,
-      retireSignal: cfg.retireSignal,
       upgradeMaxDeaths: cfg.upgradeMaxDeaths,
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
-    }, this.os.now()));
+      upgradeBake: cfg.upgradeBake,
+    }, this.os.now(), this.candidateSpec()));
     signals.dispose();
     try {
       this.boot();
@@ -223,7 +224,10 @@ export class Master implements Host {
     sock.setCloexec(doc.commandFd, true);
     this.commandFd = doc.commandFd;
     this.serveCommands(doc.commandFd);
-    this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0, (message) => this.log.warn(message)));
+    // This image's configuration is the candidate an upgrade rolls out; the
+    // generations already running keep the specs the state carries.
+    const candidate = this.candidateSpec();
+    this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0, (message) => this.log.warn(message), candidate));
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
     this.os.adoptChildren(doc.pidfds);
@@ -257,7 +261,7 @@ export class Master implements Host {
     // The core rolls the pending upgrade, or ends the reload (an older writer's state does not say which: its handoff does).
     const older = (doc.state as Partial<State>).reexec === undefined && doc.pending;
     this.dispatch({
-      type: "resumed", version: einhornVersionLabel(), pid: this.pid,
+      type: "resumed", version: einhornVersionLabel(), pid: this.pid, spec: candidate,
       pending: older ? { kind: doc.pending!.kind, mode: doc.pending!.kind === "upgrade" ? doc.pending!.mode : null, requestedAt: doc.pending!.requestedAt } : null,
     });
     // After the pending upgrade started: a worker lost meanwhile is then
@@ -303,28 +307,75 @@ export class Master implements Host {
       process.title = `einhorn: ${cfg.commandName}`;
       try { setProcessName(`einhorn: ${cfg.commandName}`); } catch { /* cosmetic */ }
     }
-    this.plan = {
-      // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
-      program: cfg.preload ? [...this.opts.selfCommand, "_preload", cfg.preload, "--", ...cfg.program] : cfg.program,
-      listenFds: cfg.listenFds,
-      listenNames: this.listeners.map((l) => l.spec.name ?? "einhorn"),
-      listenerFds: this.listeners.map((l) => l.fd),
-      sockPath: cfg.socketPath,
-      selfCommand: this.opts.selfCommand,
-      ...this.selfImage(),
-      killChildrenOnExit: cfg.killChildrenOnExit,
-      retireSignal: cfg.retireSignal,
-      workerNice: cfg.nice.worker,
-      baseEnv: this.opts.env,
-    };
+    this.selfExec = pinSelfImage();
     this.installSignals();
   }
 
-  /** Spawn this binary from the running image, not the path on disk (see pinSelfImage). */
-  private selfImage(): { selfExec?: string; programFile?: string } {
-    const exec = pinSelfImage();
-    if (!exec) return {};
-    return { selfExec: exec, ...(this.cfg.preload ? { programFile: exec } : {}) };
+  /** This binary's running image, pinned (see pinSelfImage); null without /proc. */
+  private selfExec: string | null = null;
+
+  /**
+   * What this image's configuration says workers run: the spec of the first
+   * generation at start, and after a re-exec the candidate an upgrade rolls
+   * out (generations already running keep theirs). The program is looked up
+   * in PATH and its symlinks resolved now, so a release behind a `current`
+   * symlink that moves later is not picked up by respawns (an upgrade makes a
+   * new spec). A program that cannot be found now gets its spawn's own error.
+   */
+  private candidateSpec(): WorkerSpec {
+    const cfg = this.cfg;
+    const env = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
+    let programPath: string | null = null;
+    if (!cfg.preload && cfg.program.length) {
+      try { programPath = realpathSync(fsPath(resolveProgram(cfg.program[0]!, env.PATH))); } catch { /* reported by the spawn */ }
+    }
+    let cwd = "/";
+    try { cwd = realpathSync(process.cwd()); } catch { /* a removed directory: recorded as / */ }
+    return {
+      program: cfg.program,
+      programPath,
+      preload: cfg.preload,
+      cwd,
+      env,
+      retireSignal: cfg.retireSignal,
+      killChildrenOnExit: cfg.killChildrenOnExit,
+      commandSocketAsFd: cfg.commandSocketAsFd,
+      listenFds: cfg.listenFds,
+      nice: cfg.nice.worker,
+    };
+  }
+
+  /** Generations whose recorded program was gone at a spawn (warned once each). */
+  private readonly goneWarned = new Set<number>();
+
+  /** How to start a worker of generation `version`, from its own spec. */
+  private planFor(version: number): WorkerPlan {
+    const spec = specOf(this.state, version);
+    let programFile: string | undefined;
+    if (spec.preload) {
+      // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
+      programFile = this.selfExec ?? undefined;
+    } else if (spec.programPath) {
+      if (existsSync(fsPath(spec.programPath))) programFile = spec.programPath;
+      else if (!this.goneWarned.has(version)) {
+        this.goneWarned.add(version);
+        this.log.warn(`Version ${version}'s program ${spec.programPath} is gone; starting its workers from '${spec.program[0]}' as given`);
+      }
+    }
+    return {
+      program: spec.preload ? [...this.opts.selfCommand, "_preload", spec.preload, "--", ...spec.program] : spec.program,
+      programFile,
+      listenFds: spec.listenFds,
+      listenNames: this.listeners.map((l) => l.spec.name ?? "einhorn"),
+      listenerFds: this.listeners.map((l) => l.fd),
+      sockPath: this.cfg.socketPath,
+      selfCommand: this.opts.selfCommand,
+      ...(this.selfExec ? { selfExec: this.selfExec } : {}),
+      killChildrenOnExit: spec.killChildrenOnExit,
+      retireSignal: spec.retireSignal,
+      workerNice: spec.nice,
+      baseEnv: spec.env,
+    };
   }
 
   // --- metrics -----------------------------------------------------------------------
@@ -618,13 +669,14 @@ export class Master implements Host {
   }
 
   /** The `spawn` effect's work: the worker's command connection and output capture, then Os.spawn. */
-  spawnWorker(index: number): number {
+  spawnWorker(index: number, version: number): number {
     let pair: [number, number] | null = null;
     let captured: PreparedCapture | null = null;
     try {
-      if (this.cfg.commandSocketAsFd) pair = sock.socketpair();
+      const plan = this.planFor(version);
+      if (specOf(this.state, version).commandSocketAsFd) pair = sock.socketpair();
       if (this.capture) captured = this.capture.output.prepare();
-      const pid = spawnWorker((file, argv, env, opts) => this.os.spawn(file, argv, env, opts), this.plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
+      const pid = spawnWorker((file, argv, env, opts) => this.os.spawn(file, argv, env, opts), plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
       if (captured) this.capture!.output.attach(captured, pid, index);
       if (pair) {
         sock.close(pair[1]);

@@ -40,7 +40,8 @@ export class Histogram {
 
 export type SpawnCause = "initial" | "respawn" | "upgrade" | "max_memory";
 export type ExitCause = "retired" | "died_before_ack" | "died";
-export type UpgradeResult = "success" | "failure";
+/** rolled_back: the new generation came up, then failed its bake (--upgrade-bake) and was rolled back. */
+export type UpgradeResult = "success" | "failure" | "rolled_back";
 
 export interface MetricsDoc {
   schema: number;
@@ -76,7 +77,7 @@ export class Metrics {
   exits: Record<string, number> = { retired: 0, died_before_ack: 0, died: 0 };
   restarts = 0;
   upgradesStarted = 0;
-  upgrades: Record<string, number> = { success: 0, failure: 0 };
+  upgrades: Record<string, number> = { success: 0, failure: 0, rolled_back: 0 };
   lastUpgradeSeconds: number | null = null;
   maxMemoryReplacements = 0;
   readonly ack = new Histogram(ACK_BUCKETS);
@@ -88,18 +89,25 @@ export class Metrics {
         const cause: SpawnCause = !before.started ? "initial" : after.upgrade || before.upgrade ? "upgrade" : after.replacement ? "max_memory" : "respawn";
         this.spawns[cause] = (this.spawns[cause] ?? 0) + 1;
       } else if (fx.type === "upgrade-finished") {
-        const result: UpgradeResult = fx.ok ? "success" : "failure";
+        const result: UpgradeResult = fx.rolledBack ? "rolled_back" : fx.ok ? "success" : "failure";
         this.upgrades[result] = (this.upgrades[result] ?? 0) + 1;
-        if (fx.ok && before.upgrade) {
+        if (fx.ok && before.upgrade && !before.upgrade.rollback) {
           const secs = (now - before.upgrade.startedAt) / 1000;
           this.lastUpgradeSeconds = secs;
           this.upgradeDuration.observe(secs);
         }
       }
     }
+    // A baked upgrade's duration ends when its workers are up, not when its bake does.
+    if (before.upgrade && !before.upgrade.rollback && !after.upgrade && !before.bake && after.bake) {
+      const secs = (now - before.upgrade.startedAt) / 1000;
+      this.lastUpgradeSeconds = secs;
+      this.upgradeDuration.observe(secs);
+    }
     if (e.type === "replace" && after.replacement && !before.replacement) this.maxMemoryReplacements++;
     // A rollout starts whichever event led to it (the core starts one when the re-executed master resumes).
-    if (after.upgrade && (!before.upgrade || before.upgrade.startedAt !== after.upgrade.startedAt || before.version !== after.version)) this.upgradesStarted++;
+    // (A rollback's rollout is counted as the rollback it is, in upgrades{result="rolled_back"}.)
+    if (after.upgrade && !after.upgrade.rollback && (!before.upgrade || before.upgrade.startedAt !== after.upgrade.startedAt || before.version !== after.version)) this.upgradesStarted++;
     if (e.type === "spawn-failed") this.spawnFailures++;
     if (e.type === "exited") {
       const w = before.workers.find((x) => x.pid === e.pid);
@@ -192,6 +200,8 @@ export function renderMetrics(m: Metrics, live: Live): string {
   family("einhorn_upgrades_started_total", "counter", "Upgrades started (after the master's re-exec).", [[null, m.upgradesStarted]]);
   family("einhorn_upgrades_total", "counter", "Upgrades finished, by result.", Object.entries(m.upgrades).map(([result, v]) => [{ result }, v]));
   family("einhorn_upgrade_in_progress", "gauge", "1 while an upgrade rolls out.", [[null, s.upgrade ? 1 : 0]]);
+  family("einhorn_upgrade_bake_in_progress", "gauge", "1 while an upgraded generation is baking (--upgrade-bake), its predecessor kept to roll back to.", [[null, s.bake ? 1 : 0]]);
+  family("einhorn_rollbacks_total", "counter", "Upgrades rolled back after a bad bake (--upgrade-bake).", [[null, m.upgrades.rolled_back ?? 0]]);
   histogram("einhorn_upgrade_duration_seconds", "Duration of successful upgrades, from the rollout's start to the last new worker's ACK.", m.upgradeDuration);
   if (m.lastUpgradeSeconds !== null) family("einhorn_last_upgrade_duration_seconds", "gauge", "Duration of the last successful upgrade.", [[null, m.lastUpgradeSeconds]]);
   family("einhorn_master_reexecs_total", "counter", "Times the master re-executed itself (upgrade, reload).", [[null, live.reexecs]]);
@@ -226,5 +236,8 @@ export function health(s: State): { ok: true; message: string } | { ok: false; m
     return { ok: false, message: `upgrade to version ${s.version} failing: ${s.upgrade.deathsBeforeAck} new worker(s) in a row died before ACKing` };
   }
   if (up < s.settings.number) return { ok: false, message: `${up} of ${s.settings.number} workers up` };
-  return { ok: true, message: `ok: ${up} of ${s.settings.number} workers up${s.upgrade ? `, upgrade to version ${s.version} rolling out` : ""}` };
+  const doing = s.upgrade?.rollback ? `, rolling back to version ${s.generations[String(s.version)]?.rollbackOf ?? "?"}'s spec as version ${s.version}`
+    : s.upgrade ? `, upgrade to version ${s.version} rolling out`
+    : s.bake ? `, version ${s.version} baking (${s.bake.deaths} of at most ${s.settings.upgradeMaxDeaths} unasked exits)` : "";
+  return { ok: true, message: `ok: ${up} of ${s.settings.number} workers up${doing}` };
 }

@@ -22,7 +22,11 @@ export interface WorkerPlan {
    * pinSelfImage(), so spawning never depends on the path on disk.
    */
   selfExec?: string;
-  /** With -p, PROGRAM is this binary itself: the file to exec for program[0] (selfExec); otherwise looked up in PATH. */
+  /**
+   * The file to exec for program[0]: with -p this binary itself (selfExec);
+   * otherwise the generation's resolved program (WorkerSpec.programPath);
+   * absent: looked up in PATH.
+   */
   programFile?: string;
   killChildrenOnExit: boolean;
   /** Sent to workers when the master dies with -k (--retire-signal). */
@@ -146,6 +150,9 @@ export function spawnWorker(spawn: Os["spawn"], plan: WorkerPlan, index: number,
     argv = [...plan.selfCommand, "_exec"];
     if (plan.killChildrenOnExit) argv.push("--pdeathsig", plan.retireSignal, "--parent", String(getpid()));
     if (plan.listenFds) argv.push("--listen-pid");
+    // The generation's resolved program; not the pinned self image, whose
+    // /proc/self/fd path means nothing in the child (the descriptor is close-on-exec).
+    if (plan.programFile !== undefined && plan.programFile !== plan.selfExec) argv.push("--file", plan.programFile);
     argv.push("--", ...plan.program);
   } else {
     file = plan.programFile ?? plan.program[0]!;

@@ -3,6 +3,7 @@
 // form is the same data, for Einhorn's own shell and for people.
 import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
+import { publicSpec } from "../core/generation";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import type { Listener } from "./listeners";
 
@@ -41,7 +42,20 @@ export function buildStateReport(s: State, rt: RuntimeInfo) {
         : null,
       consecutive_deaths: s.consecutiveDeaths,
       verbosity: rt.verbosity,
+      bake: s.bake
+        ? { version: s.bake.version, previous_version: s.bake.previous, since: iso(s.bake.since), until: iso(s.bake.until), unasked_exits: s.bake.deaths }
+        : null,
     },
+    // What each generation still needed runs (the environment by its size and
+    // the spec's digest only); `live` marks the one new workers start as.
+    generations: Object.values(s.generations).sort((a, b) => a.version - b.version).map((g) => ({
+      version: g.version,
+      live: g.version === s.version,
+      created_at: iso(g.createdAt),
+      rollback_of: g.rollbackOf ?? null,
+      workers: s.workers.filter((w) => w.version === g.version).length,
+      spec: publicSpec(g.spec),
+    })),
     settings: {
       number: st.number,
       seconds: st.seconds,
@@ -52,6 +66,7 @@ export function buildStateReport(s: State, rt: RuntimeInfo) {
       signal_timeout: st.signalTimeout,
       ack_timeout: st.ackTimeout,
       upgrade_max_deaths: st.upgradeMaxDeaths,
+      upgrade_bake: st.upgradeBake,
     },
     listeners: rt.listeners.map((l) => ({
       spec: l.spec.text,

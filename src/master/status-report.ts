@@ -4,6 +4,7 @@
 import { formatSockAddr } from "../../ffi/sockaddr";
 import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
+import { specDigest } from "../core/generation";
 import type { Listener } from "./listeners";
 import { CpuMeter, formatBytes, formatDuration, readProc, uptimeSeconds } from "./proc-stats";
 import { type SignalName, shortSignalName } from "../signal-names";
@@ -48,7 +49,10 @@ export interface StatusData {
     workers_up: number;
     upgrade: { mode: string; from_version: number; to_version: number; elapsed_seconds: number; new_up: number; waiting_for_ack: number[] } | null;
     stopping: { signal: SignalName; elapsed_seconds: number } | null;
+    bake: { version: number; previous_version: number; remaining_seconds: number; unasked_exits: number; limit: number } | null;
   };
+  /** Each generation still needed: its spec's digest and program, and whether new workers start as it. */
+  generations: Array<{ version: number; live: boolean; digest: string; program: string[]; retire_signal: SignalName; rollback_of: number | null; workers: number }>;
   workers: WorkerStatus[];
 }
 
@@ -113,7 +117,19 @@ export function buildStatus(s: State, rt: StatusRuntime, readings: Readings, now
         }
         : null,
       stopping: s.stopping ? { signal: s.stopping.signal, elapsed_seconds: secs(s.stopping.since) } : null,
+      bake: s.bake
+        ? { version: s.bake.version, previous_version: s.bake.previous, remaining_seconds: round1(Math.max(0, (s.bake.until - now) / 1000)), unasked_exits: s.bake.deaths, limit: s.settings.upgradeMaxDeaths }
+        : null,
     },
+    generations: Object.values(s.generations).sort((a, b) => a.version - b.version).map((g) => ({
+      version: g.version,
+      live: g.version === s.version,
+      digest: specDigest(g.spec),
+      program: g.spec.preload ? ["-p", g.spec.preload, ...g.spec.program] : g.spec.program,
+      retire_signal: g.spec.retireSignal,
+      rollback_of: g.rollbackOf ?? null,
+      workers: s.workers.filter((w) => w.version === g.version).length,
+    })),
     workers,
   };
 }
@@ -188,7 +204,16 @@ export function renderStatus(d: StatusData): string {
     lines.push(fit(`upgrade: ${u.mode}, version ${u.from_version} -> ${u.to_version}, ${u.new_up}/${m.workers_wanted} new up, `
       + `running ${formatDuration(u.elapsed_seconds)}${waiting}`, STATUS_WIDTH));
   }
+  if (m.bake) {
+    const b = m.bake;
+    lines.push(fit(`bake: version ${b.version}, ${formatDuration(b.remaining_seconds)} left, ${b.unasked_exits}/${b.limit} unasked exits (more roll back to version ${b.previous_version})`, STATUS_WIDTH));
+  }
   if (m.stopping) lines.push(fit(`stopping: sent ${m.stopping.signal} ${formatDuration(m.stopping.elapsed_seconds)} ago`, STATUS_WIDTH));
+  for (const g of d.generations) {
+    const tag = g.live ? "live" : g.workers ? "retiring" : "kept";
+    const of = g.rollback_of !== null ? `, rollback to ${g.rollback_of}` : "";
+    lines.push(fit(`generation ${g.version} (${tag}${of}): spec ${g.digest}, ${g.workers} worker${g.workers === 1 ? "" : "s"}, ${shortSignalName(g.retire_signal)} to retire: ${g.program.join(" ")}`, STATUS_WIDTH));
+  }
   lines.push("");
   lines.push(row(COLUMNS.map((c) => c.head)));
   for (const w of d.workers) {

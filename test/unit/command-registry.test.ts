@@ -145,7 +145,7 @@ describe("handlers", () => {
       louder: [[[], ['dispatch {"type":"settings","patch":{"verbosity":0}}', "verbosity 0", "reply 1 Verbosity set to 0 (0 debug, 1 info, 2 errors only)"]]],
       signal: [[["usr1", "SIGterm", "1"], ['dispatch {"type":"signal-workers","signals":["SIGUSR1","SIGTERM","SIGHUP"]}', "reply 1 Successfully sent USR1, TERM, HUPs to 2 processes: [100, 101]"]]],
       die: [
-        [[], ["reply 1 Einhorn is going down! Successfully sent USR2s to 2 processes: [100, 101]", 'dispatch {"type":"stop","signal":"SIGUSR2"}']],
+        [[], ["reply 1 Einhorn is going down! Successfully sent USR2s to 2 processes: [100, 101]", 'dispatch {"type":"stop"}']],
         [["term"], ["reply 1 Einhorn is going down! Successfully sent TERMs to 2 processes: [100, 101]", 'dispatch {"type":"stop","signal":"SIGTERM"}']],
       ],
       config: [

@@ -9,6 +9,8 @@ import { decodeWaitStatus } from "../../ffi/process";
 import { complete } from "../../src/cli/shell-script";
 import type { Event } from "../../src/core/step";
 import { DEFAULT_SETTINGS, initialState, type State, upgradeState } from "../../src/core/state";
+import { DEFAULT_SPEC } from "../../src/core/generation";
+import type { SignalName } from "../../src/signal-names";
 import type { Connection } from "../../src/master/command-server";
 import { type CommandContext, handleLine } from "../../src/master/commands";
 import { upgradeConfig } from "../../src/master/config";
@@ -17,8 +19,8 @@ import { parseMasterArgs } from "../../src/cli/master-options";
 import { parseSignal } from "../../src/signal-names";
 
 /** One command line through handleLine: the events it dispatched and its answers. */
-function send(line: string, retireSignal = DEFAULT_SETTINGS.retireSignal) {
-  const state: State = { ...initialState({ ...DEFAULT_SETTINGS, retireSignal }, 0) };
+function send(line: string, retireSignal: SignalName = "SIGUSR2") {
+  const state: State = { ...initialState(DEFAULT_SETTINGS, 0, { ...DEFAULT_SPEC, retireSignal }) };
   state.workers = [100, 101].map((pid, index) => ({ pid, index, version: 0, spawnedAt: 0, ackedAt: 1, signals: [], lastPing: null }));
   const events: Event[] = [];
   const answers: Array<{ message: string; error: boolean }> = [];
@@ -56,8 +58,11 @@ describe("command socket: signal", () => {
 
 describe("command socket: die", () => {
   test("without a name: the retire signal; with one, in any spelling: that signal", () => {
-    expect(send("die").events).toEqual([{ type: "stop", signal: "SIGUSR2" }]);
-    expect(send("die", "SIGTERM").events).toEqual([{ type: "stop", signal: "SIGTERM" }]);
+    // No name: each worker gets its own generation's retire signal (the core decides).
+    expect(send("die").events).toEqual([{ type: "stop" }]);
+    const byRetire = send("die", "SIGTERM");
+    expect(byRetire.events).toEqual([{ type: "stop" }]);
+    expect(byRetire.answers[0]!.message).toContain("Successfully sent TERMs");
     const r = send("die 15");
     expect(r.events).toEqual([{ type: "stop", signal: "SIGTERM" }]);
     expect(r.answers).toEqual([{ message: "Einhorn is going down! Successfully sent TERMs to 2 processes: [100, 101]", error: false }]);
@@ -110,12 +115,14 @@ describe("the handoff document read after a re-exec", () => {
 
   test("names an older writer recorded read as canonical ones (SIGIOT is SIGABRT, USR2 is SIGUSR2)", () => {
     const s = upgradeState(state({
+      schema: 1, generations: undefined,
       settings: { ...DEFAULT_SETTINGS, retireSignal: "TERM" },
       stopping: { signal: "usr2", since: 5 },
       workers: [{ pid: 7, index: 0, version: 0, spawnedAt: 0, ackedAt: 1, signals: [{ signal: "SIGIOT", at: 2 }], lastPing: null }],
       exits: { 0: { total: 1, beforeAck: 0, lastCode: null, lastSignal: "SIGPOLL", lastAt: 3 } },
     }), 10);
-    expect(s.settings.retireSignal).toBe("SIGTERM");
+    // (A schema-1 writer kept the retire signal in its settings: it becomes the spec's.)
+    expect(s.generations["0"]!.spec.retireSignal).toBe("SIGTERM");
     expect(s.stopping).toEqual({ signal: "SIGUSR2", since: 5 });
     expect(s.workers[0]!.signals).toEqual([{ signal: "SIGABRT", at: 2 }]);
     expect(s.exits["0"]!.lastSignal).toBe("SIGIO");
