@@ -388,7 +388,7 @@ describe("re-exec details", () => {
   test("--upgrade-check reports the state formats this binary reads", async () => {
     const r = await runBinary(["--upgrade-check"]);
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual({ einhorn: expect.any(String), handoffSchema: 1, stateSchema: 1 });
+    expect(JSON.parse(r.stdout)).toEqual({ einhorn: expect.any(String), handoffSchema: 1, stateSchema: 2 });
   });
 });
 
