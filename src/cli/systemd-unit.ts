@@ -12,6 +12,7 @@
 // - the sandboxing is what `systemd-analyze security` scores, minus what the
 //   Bun runtime cannot run without (MemoryDenyWriteExecute: the JIT) and what
 //   einhorn itself reads (ProcSubset=pid would hide /proc/uptime from status).
+import { realpathSync } from "node:fs";
 import { userInfo } from "node:os";
 import { isIP } from "node:net";
 import { basename, join, resolve } from "node:path";
@@ -161,6 +162,37 @@ export function listenStreamValue(spec: BindSpec, cwd: string): string {
   return a.v6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
+/** What the unit's own sandbox hides from the service (systemd.exec(5)), and the setting that hides it. */
+const HIDDEN: Array<[string, string, string]> = [
+  ["/tmp", "PrivateTmp=yes", "the service gets an empty /tmp of its own"],
+  ["/var/tmp", "PrivateTmp=yes", "the service gets an empty /var/tmp of its own"],
+  ["/home", "ProtectHome=yes", "empty and inaccessible to the service"],
+  ["/root", "ProtectHome=yes", "empty and inaccessible to the service"],
+  ["/run/user", "ProtectHome=yes", "empty and inaccessible to the service"],
+];
+
+const under = (path: string, dir: string) => path === dir || path.startsWith(`${dir}/`);
+
+/**
+ * One warning for each path the service needs that the unit's sandbox hides:
+ * the unit is still printed (it is right for a deployment that installs
+ * these elsewhere), but as generated here it would fail to start. A symbolic
+ * link is followed: a /usr/local/bin link into /home is hidden all the same.
+ */
+export function sandboxWarnings(needed: Array<[string, string]>): string[] {
+  const warnings: string[] = [];
+  for (const [what, path] of needed) {
+    let real = path;
+    try { real = realpathSync(path); } catch { /* not there (yet): judged by its name */ }
+    const hit = HIDDEN.find(([dir]) => under(path, dir)) ?? HIDDEN.find(([dir]) => under(real, dir));
+    if (!hit) continue;
+    const [dir, setting, effect] = hit;
+    const where = under(path, dir) ? path : `${path} (really ${real})`;
+    warnings.push(`warning: ${what} ${where} is under ${dir}, which the unit's ${setting} hides (${effect}); move it, or change ${setting.split("=")[0]}= in the unit`);
+  }
+  return warnings;
+}
+
 /** The option as `einhorn -h` names it: -c/--command-name, or --metrics. */
 function optionLabel(long: string): string {
   const o = MASTER_OPTIONS.find((x) => x.long === long);
@@ -169,7 +201,7 @@ function optionLabel(long: string): string {
 
 const FLAG_ONLY = new Set(["command-socket-as-fd", "kill-children-on-exit", "quiet", "verbose", "listen-fds", "subreaper"]);
 
-export interface GeneratedUnits { name: string; service: string; socket: string | null }
+export interface GeneratedUnits { name: string; service: string; socket: string | null; warnings: string[] }
 
 /**
  * The command socket of the unit's master, decided here only: ExecStart
@@ -256,6 +288,8 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
   }
   // -b addresses from the config file: systemd binds them now, so the command line replaces the file's list.
   if (unit.socket && !bindsPut) socketBinds();
+  // The program as the master will find it, when known now (for the sandbox warnings).
+  let programPath: string | null = configFile && cfg.program[0]!.includes("/") ? resolve(cwd, cfg.program[0]!) : null;
   if (!configFile) {
     words.push({ value: "--", what: "PROGRAM" });
     const program = [...cfg.program];
@@ -264,6 +298,7 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
       program[0] = program[0]!.includes("/") ? resolve(cwd, program[0]!) : resolveProgram(program[0]!, env.pathVar);
     }
     words.push(...program.map((value, i) => ({ value, what: i === 0 ? "PROGRAM" : `PROGRAM argument ${i}` })));
+    programPath = program[0]!;
   }
   const shell: ExecArg[] = [
     ...env.self.map((value) => ({ value, what: "the einhorn binary's path" })),
@@ -363,7 +398,13 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
       "",
     ].join("\n");
   }
-  return { name, service: lines.join("\n"), socket };
+  // What the service must reach at start: einhorn itself, its working directory, its config, its program.
+  const needed: Array<[string, string]> = env.self.map((p, i) => [i === 0 ? "the einhorn binary" : "einhorn's entry script", p]);
+  needed.push(["the working directory", cwd]);
+  if (configFile) needed.push(["the config file", configFile]);
+  if (cfg.preload) needed.push(["the preload module", resolve(cwd, cfg.preload)]);
+  else if (programPath !== null) needed.push(["the program", programPath]);
+  return { name, service: lines.join("\n"), socket, warnings: sandboxWarnings(needed) };
 }
 
 export function runSystemdUnit(argv: string[]): number {
@@ -374,6 +415,7 @@ export function runSystemdUnit(argv: string[]): number {
   try {
     const { unit, master } = parseUnitArgs(argv);
     const u = generateUnits(unit, master, { self: selfCommand(), cwd: process.cwd(), user: userInfo().username, uid: process.getuid?.() ?? 0 });
+    for (const w of u.warnings) process.stderr.write(`einhorn systemd-unit: ${w}\n`);
     process.stdout.write(u.service);
     if (u.socket) process.stdout.write(`# ---- ${u.name}.socket ----\n${u.socket}`);
     return 0;

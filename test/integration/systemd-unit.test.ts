@@ -262,6 +262,27 @@ describe("einhorn systemd-unit", () => {
     expect(v.code).toBe(0);
   });
 
+  test("a path the unit's sandbox hides gets a warning naming the setting; the unit is still printed", async () => {
+    const dir = tempDir();
+    expect(dir.startsWith("/tmp/")).toBe(true);
+    writeFileSync(join(dir, "web.yaml"), "program: /root/einhorn-test-app\n");
+    const r = await runBinary(["systemd-unit", "--user", "www-data", "--", "--config", "web.yaml"], { dir });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("[Service]");
+    const warnings = r.stderr.trim().split("\n");
+    expect(warnings).toEqual([
+      `einhorn systemd-unit: warning: the working directory ${dir} is under /tmp, which the unit's PrivateTmp=yes hides (the service gets an empty /tmp of its own); move it, or change PrivateTmp= in the unit`,
+      `einhorn systemd-unit: warning: the config file ${join(dir, "web.yaml")} is under /tmp, which the unit's PrivateTmp=yes hides (the service gets an empty /tmp of its own); move it, or change PrivateTmp= in the unit`,
+      "einhorn systemd-unit: warning: the program /root/einhorn-test-app is under /root, which the unit's ProtectHome=yes hides (empty and inaccessible to the service); move it, or change ProtectHome= in the unit",
+    ]);
+    const h = await runBinary(["systemd-unit", "--user", "www-data", "--", "/home/someone/app"], { dir, cwd: "/" });
+    expect(h.code).toBe(0);
+    expect(h.stderr).toBe("einhorn systemd-unit: warning: the program /home/someone/app is under /home, which the unit's ProtectHome=yes hides (empty and inaccessible to the service); move it, or change ProtectHome= in the unit\n");
+    // Nothing hidden, nothing said.
+    const ok = await runBinary(["systemd-unit", "--user", "www-data", "--", "/bin/sleep", "1"], { dir, cwd: "/" });
+    expect(ok.stderr).toBe("");
+  });
+
   test("systemd quoting", () => {
     expect(execWord("w", "/usr/bin/x")).toBe("/usr/bin/x");
     expect(execWord("w", "a b")).toBe('"a b"');
