@@ -35,13 +35,16 @@ export interface UnitOptions {
 
 const UNIT_OPTIONS_USAGE = `Usage: einhorn systemd-unit [--socket] [--name NAME] [--user USER] [--group GROUP]
                             [--drain SECONDS] [--reload-timeout SECONDS] [--] MASTER-OPTIONS [--] PROGRAM [ARGS...]
+       einhorn systemd-unit [UNIT-OPTIONS] [--] --config FILE [MASTER-OPTIONS]
 
 Prints a hardened systemd service unit running einhorn with MASTER-OPTIONS and
 PROGRAM (with --socket, also a socket unit binding the -b addresses; the two are
-separated by a line '# ---- NAME.socket ----').
+separated by a line '# ---- NAME.socket ----'). With --config FILE the unit runs
+'einhorn --config FILE' and the program stays in the file, re-read at every reload.
+Warnings (stderr) name paths the unit's PrivateTmp=/ProtectHome= would hide.
 
   --socket                 systemd binds the -b addresses (socket activation); einhorn takes them with -b systemd:N
-  --name NAME              unit and command name (default: -c NAME, else the program's file name)
+  --name NAME              unit name, and command name unless -c or the config gives one (default: that, else the program's file name)
   --user USER              User= (default: the user running this; root gets DynamicUser=yes instead)
   --group GROUP            Group=
   --drain SECONDS          time workers get to drain on stop; sets -t unless given (default 30)
