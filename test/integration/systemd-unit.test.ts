@@ -2,10 +2,10 @@
 // (Debian's systemd), score well in `systemd-analyze security`, and the
 // ExecStart/ExecReload lines it writes really start a master and upgrade it.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
-import { execWord } from "../../src/cli/systemd-unit";
+import { BIN, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { execWord, listItem, pathValue, settingValue, userOrGroupValue } from "../../src/cli/systemd-unit";
 
 /** Split an ExecStart= value back into words (the subset of systemd's quoting systemdWord writes). */
 function systemdWords(line: string): string[] {
@@ -263,8 +263,9 @@ describe("einhorn systemd-unit", () => {
   });
 
   test("a path the unit's sandbox hides gets a warning naming the setting; the unit is still printed", async () => {
-    const dir = tempDir();
-    expect(dir.startsWith("/tmp/")).toBe(true);
+    // Under /tmp whatever TMPDIR says: that is the path PrivateTmp= hides.
+    const dir = mkdtempSync("/tmp/einhorn-unit-test-");
+    onCleanup(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, "web.yaml"), "program: /root/einhorn-test-app\n");
     const r = await runBinary(["systemd-unit", "--user", "www-data", "--", "--config", "web.yaml"], { dir });
     expect(r.code).toBe(0);
@@ -288,5 +289,18 @@ describe("einhorn systemd-unit", () => {
     expect(execWord("w", "a b")).toBe('"a b"');
     expect(execWord("w", 'say "hi" 50% $HOME\\')).toBe('"say \\"hi\\" 50%% $$HOME\\\\"');
     expect(execWord("w", "")).toBe('""');
+    // A quoted ';' is an argument; a bare one would start a second command.
+    expect(execWord("w", ";")).toBe('";"');
+    expect(() => execWord("PROGRAM argument 1", "a\rb")).toThrow('PROGRAM argument 1 "a\\rb": a unit file cannot hold a newline or other control character');
+    // Settings that do not unquote: only '%' changes; what they cannot hold is refused.
+    expect(settingValue("--user", "a%b$c")).toBe("a%%b$c");
+    expect(() => settingValue("--user", "web\\")).toThrow("end with '\\'");
+    expect(() => settingValue("--user", " web")).toThrow("start or end with whitespace");
+    expect(() => userOrGroupValue("--group", "a:b")).toThrow("cannot contain ':' or '/'");
+    expect(pathValue("the working directory", "/srv/a b%c\\d")).toBe("/srv/a b%%c\\d");
+    expect(() => pathValue("the working directory", "srv")).toThrow("absolute path");
+    // Settings that unquote their items.
+    expect(listItem("the unit name", "TMPDIR=/run/einhorn-web")).toBe("TMPDIR=/run/einhorn-web");
+    expect(listItem("x", 'A=b c"%')).toBe('"A=b c\\"%%"');
   });
 });
