@@ -3,10 +3,11 @@
 // stop signal at any moment of start-up, failures that name the path and the
 // errno and leave nothing behind, and masters side by side or nested.
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  worldWritableDir,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -19,18 +20,6 @@ async function workersUp(sockPath: string, n: number) {
     const s = await stateJson(sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
   }, 20_000);
-}
-
-/** A directory anyone may write to (no sticky bit: fs.protected_symlinks does not apply there). */
-function worldWritableDir(): string {
-  const dir = tempDir();
-  chmodSync(dir, 0o777);
-  return dir;
-}
-
-function run(cmd: string[]): void {
-  const r = Bun.spawnSync(cmd, { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
 }
 
 /** A master started while another process holds its lockfile (as a master creating its command socket does, briefly), waiting for it. */
