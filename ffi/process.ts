@@ -27,6 +27,7 @@ export const O_RDONLY = 0;
 export const O_EXCL = 0o200;
 export const O_NONBLOCK = 0o4000;
 export const O_NOFOLLOW = 0o400000;
+export const O_NOCTTY = 0o400;
 const SIG_BLOCK = 0;
 const SIG_UNBLOCK = 1;
 const SIG_SETMASK = 2;

@@ -4,7 +4,7 @@
 // EINHORN_TEST_TAG; after a test, any live process carrying this test's tag
 // is a leak: it is killed and the test fails.
 import { expect } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -313,6 +313,19 @@ export function ensureOtherUser(): OtherUser | null {
   const gid = Number(Bun.spawnSync(["id", "-g", name], { stdout: "pipe" }).stdout.toString().trim());
   otherUser = { name, uid, gid, as: ["setpriv", `--reuid=${uid}`, `--regid=${gid}`, "--clear-groups"], created };
   return otherUser;
+}
+
+/** A directory anyone may write to (no sticky bit: fs.protected_symlinks does not apply there). */
+export function worldWritableDir(): string {
+  const dir = tempDir();
+  chmodSync(dir, 0o777);
+  return dir;
+}
+
+/** Run a command to completion; throw with its stderr if it fails. */
+export function run(cmd: string[]): void {
+  const r = Bun.spawnSync(cmd, { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
 }
 
 export function removeOtherUser(): void {

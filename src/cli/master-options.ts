@@ -26,9 +26,9 @@ export interface OptionDef {
 export const MASTER_OPTIONS: OptionDef[] = [
   { long: "bind", short: "b", value: "ADDR", repeat: true, description: "Bind and listen on ADDR before any worker starts (repeatable): HOST:PORT, [IPV6]:PORT or unix:/PATH, with ,r ,n ,reuseport ,mode=0660 flags" },
   { long: "backlog", short: "l", value: "N", description: "Listen backlog (default 100)" },
-  { long: "command-name", short: "c", value: "NAME", description: "Name shown in ps; also names the default socket, pid and lock files" },
+  { long: "command-name", short: "c", value: "NAME", description: "Name shown in ps; also names the default command socket and lockfile" },
   { long: "socket-path", short: "d", value: "PATH", description: "Command socket path" },
-  { long: "pidfile", short: "e", value: "PATH", description: "Pidfile path" },
+  { long: "pidfile", short: "e", value: "PATH", description: "Write the master's pid to PATH (no pidfile unless given)" },
   { long: "lockfile", short: "f", value: "PATH", description: "Lockfile path" },
   { long: "command-socket-as-fd", short: "g", description: "Give each worker EINHORN_SOCK_FD, a descriptor already connected to the command socket" },
   { long: "kill-children-on-exit", short: "k", description: "Workers get SIGUSR2 (the --retire-signal) when the master dies, even by SIGKILL" },
@@ -288,7 +288,10 @@ function buildConfig(raw: Raw, program: string[], defaults: Defaults): Omit<Mast
     backlog: intOpt(raw, "backlog", 1, 65535) ?? 100,
     commandName,
     socketPath: last(raw, "socket-path") ?? join(dir, `${base}.sock`),
-    pidfile: last(raw, "pidfile") ?? join(dir, `${base}.pid`),
+    // No pidfile unless asked, as Einhorn 1.1.1 (`pidfile: nil`): a default
+    // one in the shared temp dir was overwritten by every other master, and a
+    // file planted there by another user stopped every default master.
+    pidfile: last(raw, "pidfile") ?? null,
     lockfile: last(raw, "lockfile") ?? join(dir, `${base}.lock`),
     commandSocketAsFd: has("command-socket-as-fd"),
     killChildrenOnExit: has("kill-children-on-exit"),

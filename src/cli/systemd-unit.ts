@@ -341,7 +341,7 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
     `TimeoutStopSec=${Math.ceil(Math.max(cfg.signalTimeout ?? unit.drain, unit.drain) + 15)}`,
     "Restart=on-failure",
     "RestartSec=2",
-    // The command socket, pidfile and lockfile: /run/einhorn-NAME, reachable from outside the private /tmp.
+    // The command socket and lockfile (and a pidfile, when -e asks for one): /run/einhorn-NAME, reachable from outside the private /tmp.
     `RuntimeDirectory=${listItem("the unit name", `einhorn-${name}`)}`,
     "RuntimeDirectoryMode=0750",
     `Environment=${listItem("the unit name", `TMPDIR=${runDir}`)}`,

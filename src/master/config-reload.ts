@@ -10,6 +10,8 @@
 //   metrics address, worker-output mode) cannot change without a restart: a
 //   file that changes them fails the upgrade with the reason.
 // The command line still overrides the file, as at start.
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type Defaults, type MasterConfig, parseMasterArgs } from "../cli/master-options";
 import type { Settings } from "../core/state";
 
@@ -49,6 +51,11 @@ export interface ConfigReload {
   changes: string[];
 }
 
+/** The pidfile an image before "no pidfile unless asked" chose when not given one. */
+function oldDefaultPidfile(cfg: MasterConfig, defaults: Defaults): string {
+  return join(defaults.tmpdir ?? tmpdir(), cfg.commandName ? `einhorn-${cfg.commandName}.pid` : "einhorn.pid");
+}
+
 /** Re-read the config file of `old` with the same command line; throws an Error saying why it cannot be used. */
 export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): ConfigReload {
   if (!old.configFile) return { config: old, patch: {}, changes: [] };
@@ -60,6 +67,12 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
     throw new Error((e as Error).message, { cause: e });
   }
   next = { ...next, withStateFd: null, upgradeCheck: false, version: false, help: false };
+  // Images before "no pidfile unless asked" wrote one by default and hand
+  // over its path. The file they made stays this master's (removed at exit),
+  // so a re-read that names no pidfile keeps it rather than failing every
+  // upgrade until a restart; an -e or pidfile: given before and dropped now
+  // is still a change.
+  if (next.pidfile === null && old.pidfile !== null && old.pidfile === oldDefaultPidfile(old, defaults)) next = { ...next, pidfile: old.pidfile };
   // -p was resolved to an absolute path at start; a file that names it the same way is not a change.
   if (old.preload && next.preload && !same(old.preload, next.preload)) {
     const { resolve } = require("node:path") as typeof import("node:path");

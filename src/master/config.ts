@@ -15,7 +15,8 @@ export interface MasterConfig {
   backlog: number;
   commandName: string | null;
   socketPath: string;
-  pidfile: string;
+  /** -e PATH, or null: no pidfile unless asked (an older image's handoff may carry its default path). */
+  pidfile: string | null;
   lockfile: string;
   commandSocketAsFd: boolean;
   killChildrenOnExit: boolean;

@@ -25,6 +25,7 @@ import { close } from "../../ffi/socket";
 import type { SignalName } from "../signal-names";
 import { StartError, StopDuringStart } from "./errors";
 import { fsPath } from "../../ffi/os-string";
+import { fileKind } from "../file-trust";
 
 /** How long a starting master waits for a lockfile another master holds while it creates its command socket. */
 const LOCK_WAIT_MS = 5_000;
@@ -50,11 +51,7 @@ export function describePath(path: string, st?: Stats): string {
     try { target = readlinkSync(fsPath(path), "utf8"); } catch { /* gone meanwhile */ }
     return `a symbolic link (to ${target})`;
   }
-  if (st.isFIFO()) return "a FIFO (named pipe)";
-  if (st.isSocket()) return "a socket";
-  if (st.isDirectory()) return "a directory";
-  if (st.isCharacterDevice()) return "a character device";
-  if (st.isBlockDevice()) return "a block device";
+  if (!st.isFile()) return fileKind(st);
   if (st.uid !== geteuid()) return `a file owned by uid ${st.uid}, not by this master's uid ${geteuid()}`;
   if (st.nlink !== 1) return `a file with ${st.nlink} hard links`;
   return "a regular file";

@@ -133,7 +133,7 @@ export class Master implements Host {
       // The command socket first: a second master on the same path is
       // refused before it binds anything or touches the pidfile.
       await this.openCommandSocket(stopRequested);
-      this.pidfile = writePidfile(cfg.pidfile);
+      this.pidfile = cfg.pidfile === null ? null : writePidfile(cfg.pidfile);
       if (cfg.nice.master !== null) setpriority(0, cfg.nice.master);
       if (cfg.subreaper || this.pid === 1) {
         // Orphaned grandchildren of the workers are reparented to us and reaped like any child.
@@ -216,7 +216,8 @@ export class Master implements Host {
     if (doc.lock) { try { sock.close(doc.lock.fd); } catch { /* already closed */ } }
     // (A handoff from before inodes were recorded: what the paths lead to now is ours.)
     this.commandPath = doc.commandPath ? { path: this.cfg.socketPath, ...doc.commandPath } : ownedPath(this.cfg.socketPath);
-    this.pidfile = doc.pidfile ? { path: this.cfg.pidfile, ...doc.pidfile } : ownedPath(this.cfg.pidfile);
+    const pidfile = this.cfg.pidfile;
+    this.pidfile = pidfile === null ? null : doc.pidfile ? { path: pidfile, ...doc.pidfile } : ownedPath(pidfile);
     for (const l of doc.listeners) {
       sock.setCloexec(l.fd, true);
       this.listeners.push({ fd: l.fd, spec: parseBindSpec(l.specText), bound: l.bound, unixPath: l.unixPath });

@@ -1,7 +1,7 @@
 // --config FILE: a master started from a YAML file, found by `einhorn sh
 // --config`, and the file changed between upgrades (good, broken, invalid).
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { FIXTURES, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
@@ -83,6 +83,23 @@ describe("--config", () => {
     expect(m.output()).toMatch(/ERROR: Upgrade failed: config .*not valid YAML/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 120_000);
+
+  test("pidfile: in the file writes one; without it (and without -e) no pidfile is written, as Einhorn 1.1.1", async () => {
+    const dir = tempDir();
+    const file = join(dir, "einhorn.yaml");
+    writeFileSync(file, "ack-mode: 0\nprogram: [sleep, '1000']\n");
+    const plain = startMaster(["--config", file], { dir });
+    await waitFor("the worker up", async () => (await stateJson(plain.sockPath)).workers.length === 1, 20_000);
+    expect(readdirSync(dir).sort()).toEqual(["einhorn.sock", "einhorn.yaml"]);
+    expect(await stopMaster(plain)).toBe(0);
+
+    writeFileSync(file, `pidfile: ${join(dir, "master.pid")}\nack-mode: 0\nprogram: [sleep, '1000']\n`);
+    const m = startMaster(["--config", file], { dir });
+    await waitFor("the worker up", async () => (await stateJson(m.sockPath)).workers.length === 1, 20_000);
+    expect(readFileSync(join(dir, "master.pid"), "utf8")).toBe(`${m.pid}\n`);
+    expect(await stopMaster(m)).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(["einhorn.yaml"]);
+  }, 60_000);
 
   test("a bad file at start is a usage error naming the file and line", async () => {
     const dir = tempDir();

@@ -194,7 +194,8 @@ describe("signals to the master", () => {
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
     await handlersReady(sig, s.workers.map((w: any) => w.pid));
-    expect(existsSync(join(m.dir, "einhorn.pid"))).toBe(true);
+    // No pidfile unless asked (-e), as Einhorn 1.1.1.
+    expect(existsSync(join(m.dir, "einhorn.pid"))).toBe(false);
     expect(await stopMaster(m, "SIGINT")).toBe(0);
     for (const w of s.workers) expect(readFileSync(join(sig, `${w.pid}.signals`), "utf8")).toBe("USR2\n");
     expect(existsSync(join(m.dir, "einhorn.pid"))).toBe(false);
@@ -294,13 +295,12 @@ describe("files and logs", () => {
     expect(await stopMaster(m)).toBe(0);
   });
 
-  test("-c NAME names the default files; -e/-f/-d set them", async () => {
+  test("-c NAME names the default files (no pidfile unless asked, as Einhorn 1.1.1); -e/-f/-d set them", async () => {
     const dir = tempDir();
     const m = startMaster(["-c", "web", "-m", "0", "--", ...PY], { dir });
     await workersUp(join(dir, "einhorn-web.sock"), 1);
-    expect(readFileSync(join(dir, "einhorn-web.pid"), "utf8").trim()).toBe(String(m.pid));
     // The lockfile exists only while the command socket is being created (as in Einhorn).
-    expect(existsSync(join(dir, "einhorn-web.lock"))).toBe(false);
+    expect(readdirSync(dir)).toEqual(["einhorn-web.sock"]);
     expect(await stopMaster(m)).toBe(0);
 
     const m2 = startMaster(["-e", join(dir, "p"), "-f", join(dir, "l"), "-d", join(dir, "s"), "-m", "0", "--", ...PY], { dir });

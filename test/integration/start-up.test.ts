@@ -3,10 +3,11 @@
 // stop signal at any moment of start-up, failures that name the path and the
 // errno and leave nothing behind, and masters side by side or nested.
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  worldWritableDir,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -19,18 +20,6 @@ async function workersUp(sockPath: string, n: number) {
     const s = await stateJson(sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
   }, 20_000);
-}
-
-/** A directory anyone may write to (no sticky bit: fs.protected_symlinks does not apply there). */
-function worldWritableDir(): string {
-  const dir = tempDir();
-  chmodSync(dir, 0o777);
-  return dir;
-}
-
-function run(cmd: string[]): void {
-  const r = Bun.spawnSync(cmd, { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")} failed: ${r.stderr.toString()}`);
 }
 
 /** A master started while another process holds its lockfile (as a master creating its command socket does, briefly), waiting for it. */
@@ -56,7 +45,7 @@ describe("pidfile and lockfile planted by another local user", () => {
       writeFileSync(target, "precious\n", { mode: 0o644 });
       // The other user plants the link, as it could in any shared temp dir.
       run([...other.as, "ln", "-s", target, join(dir, file)]);
-      const r = await runBinary(["-m", "0", "--", "sleep", "1000"], { dir });
+      const r = await runBinary(["-e", join(dir, "einhorn.pid"), "-m", "0", "--", "sleep", "1000"], { dir });
       expect(r.code).toBe(1);
       const what = file.endsWith(".pid") ? "pidfile" : "lockfile";
       expect(r.stderr).toBe(`einhorn: refusing to use ${join(dir, file)} as the ${what}: it is a symbolic link (to ${target}); remove it or give another path with ${flag}\n`);
@@ -72,7 +61,7 @@ describe("pidfile and lockfile planted by another local user", () => {
     const dir = worldWritableDir();
     for (const [file, what] of [["einhorn.pid", "pidfile"], ["einhorn.lock", "lockfile"]] as const) {
       run([...other.as, "sh", "-c", `echo theirs > ${join(dir, file)} && chmod 600 ${join(dir, file)}`]);
-      const r = await runBinary(["-m", "0", "--", "sleep", "1000"], { dir });
+      const r = await runBinary(["-e", join(dir, "einhorn.pid"), "-m", "0", "--", "sleep", "1000"], { dir });
       expect(r.code).toBe(1);
       expect(r.stderr).toBe(`einhorn: refusing to use ${join(dir, file)} as the ${what}: it is a file owned by uid ${other.uid}, not by this master's uid 0; remove it or give another path with ${what === "pidfile" ? "-e" : "-f"}\n`);
       const st = Bun.spawnSync(["stat", "-c", "%a %u %s", join(dir, file)], { stdout: "pipe" }).stdout.toString().trim();
@@ -81,10 +70,21 @@ describe("pidfile and lockfile planted by another local user", () => {
     }
   });
 
+  test.skipIf(!IS_ROOT)(`without -e no pidfile is written, so a file another user plants at \$TMPDIR/einhorn.pid stops nothing${rootReason ? ` (SKIPPED: ${rootReason})` : ""}`, async () => {
+    const other = ensureOtherUser()!;
+    const dir = worldWritableDir();
+    run([...other.as, "sh", "-c", `echo theirs > ${join(dir, "einhorn.pid")}`]);
+    const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
+    await workersUp(m.sockPath, 1);
+    expect(readFileSync(join(dir, "einhorn.pid"), "utf8")).toBe("theirs\n");
+    expect(await stopMaster(m)).toBe(0);
+    expect(readdirSync(dir)).toEqual(["einhorn.pid"]);
+  });
+
   test("a stale pidfile of the master's own uid is replaced (a new inode), and removed at exit", async () => {
     const dir = tempDir();
     writeFileSync(join(dir, "einhorn.pid"), "99999999\n");
-    const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
+    const m = startMaster(["-e", join(dir, "einhorn.pid"), "-m", "0", "--", "sleep", "1000"], { dir });
     await workersUp(m.sockPath, 1);
     expect(readFileSync(join(dir, "einhorn.pid"), "utf8")).toBe(`${m.pid}\n`);
     expect(await stopMaster(m)).toBe(0);
@@ -98,7 +98,7 @@ describe("nothing the master opens at start can block it", () => {
       const dir = tempDir();
       run(["mkfifo", "-m", "644", join(dir, file)]);
       const t0 = Date.now();
-      const r = await runBinary(["-m", "0", "--", "sleep", "1000"], { dir, timeoutMs: 20_000 });
+      const r = await runBinary(["-e", join(dir, "einhorn.pid"), "-m", "0", "--", "sleep", "1000"], { dir, timeoutMs: 20_000 });
       expect(r.stderr).toBe(`einhorn: refusing to use ${join(dir, file)} as the ${what}: it is a FIFO (named pipe); remove it or give another path with ${flag}\n`);
       expect(r.code).toBe(1);
       expect(Date.now() - t0).toBeLessThan(15_000); // not a speed assertion: old masters blocked for ever

@@ -97,3 +97,22 @@ describe("re-reading the config file", () => {
     expect(() => rereadConfig(old, D)).toThrow(/-n\/--number wants a whole number/);
   });
 });
+
+describe("the pidfile", () => {
+  test("none unless -e or pidfile: asks for one (Einhorn 1.1.1's pidfile: nil)", () => {
+    expect(parseMasterArgs(["--", "x"], D).pidfile).toBeNull();
+    expect(parseMasterArgs(["-c", "web", "--", "x"], D).pidfile).toBeNull();
+    expect(parseMasterArgs(["-e", "/run/x.pid", "--", "x"], D).pidfile).toBe("/run/x.pid");
+    expect(parseMasterArgs(["--config", file("pidfile: /run/y.pid\nprogram: x\n")], D).pidfile).toBe("/run/y.pid");
+  });
+
+  test("a re-read keeps the default pidfile an older image handed over; dropping an explicit one is still a change", () => {
+    const p = join(dir, "pid.yaml");
+    writeFileSync(p, "program: [srv]\n");
+    // What an image from before "no pidfile unless asked" hands over.
+    const fromOlder = { ...parseMasterArgs(["--config", p, "-c", "web"], D), pidfile: "/tmp/x/einhorn-web.pid" };
+    expect(rereadConfig(fromOlder, D).config.pidfile).toBe("/tmp/x/einhorn-web.pid");
+    const explicit = { ...parseMasterArgs(["--config", p], D), pidfile: "/run/chosen.pid" };
+    expect(() => rereadConfig(explicit, D)).toThrow(/pidfile changed from "\/run\/chosen\.pid" to null, which only a restart of einhorn can apply/);
+  });
+});
