@@ -4,7 +4,7 @@
 // EINHORN_TEST_TAG; after a test, any live process carrying this test's tag
 // is a leak: it is killed and the test fails.
 import { expect } from "bun:test";
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -43,10 +43,26 @@ export function onCleanup(fn: () => Promise<void> | void): void {
   cleanups.push(fn);
 }
 
+/** Every temp dir tempDir() made and has not seen removed: the leak check's list. */
+const madeDirs = new Set<string>();
+
 export function tempDir(prefix = "einhorn-test-"): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  madeDirs.add(dir);
   onCleanup(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/**
+ * Temp dirs made by tempDir() that still exist, removed now. After a test's
+ * cleanups none may be left: one that is was made where no cleanup runs for
+ * it (outside a test, or after its cleanups) or could not be removed.
+ */
+export function sweepTempDirs(): string[] {
+  const left = [...madeDirs].filter((d) => existsSync(d));
+  madeDirs.clear();
+  for (const d of left) { try { rmSync(d, { recursive: true, force: true }); } catch { /* reported */ } }
+  return left;
 }
 
 /** Pids of live processes whose environment carries EINHORN_TEST_TAG=tag. */
@@ -284,6 +300,7 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
   }
   tagsInUse.clear();
   expect(leaked, "processes left running by this test").toEqual([]);
+  expect(sweepTempDirs(), "temp dirs left behind by this test").toEqual([]);
 }
 
 /** Whether the tests run as root (second-uid, tmpfs and ownership cases need it). */
