@@ -7,9 +7,9 @@
 // citty still renders the usage text from the same table (see main.ts).
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
-import { type BindSpec, BindSpecError, parseBindSpec } from "../master/bind-spec";
-import { shellSplit } from "../master/shell-split";
-import { ConfigFileError, configPath, readConfigFile } from "./config-file";
+import { type BindSpec, BindSpecError, parseBindSpec } from "../config/bind-spec";
+import { shellSplit } from "../shell-split";
+import { ConfigFileError, configPath, readConfigFile } from "../config/config-file";
 import { parseSize } from "../master/proc-stats";
 import { RETIRE_SIGNAL_CHOICES } from "../core/pool";
 import { parseSignal, shortSignalName, type SignalName } from "../signal-names";

@@ -4,7 +4,7 @@
 // reads an older image's configuration with every option that image did not
 // know set to its default, and refuses a newer one.
 import { parseSignal, type SignalName } from "../signal-names";
-import type { BindSpec } from "./bind-spec";
+import type { BindSpec } from "../config/bind-spec";
 
 /** The layout of MasterConfig; bump it when a field changes meaning (adding one with a default needs no bump). */
 export const CONFIG_SCHEMA = 1;

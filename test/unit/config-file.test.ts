@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll } from "bun:test";
 import { MASTER_OPTIONS, parseMasterArgs } from "../../src/cli/master-options";
-import { ConfigFileError, parseConfigText } from "../../src/cli/config-file";
+import { ConfigFileError, parseConfigText } from "../../src/config/config-file";
 import { rereadConfig } from "../../src/master/config-reload";
 
 const dir = mkdtempSync(join(tmpdir(), "einhorn-config-unit-"));
