@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defineCommand, runCommand } from "citty";
 import { parseScript, type ScriptCommand, ScriptError } from "./shell-script";
-import { parseMasterArgs } from "./master-options";
+import { parseMasterArgs } from "../config/master-args";
 import { err, EXIT, out, runBatch, type SessionOptions } from "./shell-session";
 
 export { EXIT } from "./shell-session";
@@ -124,7 +124,7 @@ const shellCommand = defineCommand({
       }
     }
     return {
-      // Same defaults as the master (src/cli/master-options.ts).
+      // Same defaults as the master (src/config/options.ts).
       socketPath,
       script: args.execute ?? null,
       timeout,

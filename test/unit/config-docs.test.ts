@@ -3,7 +3,7 @@ import { expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseMasterArgs } from "../../src/cli/master-options";
+import { parseMasterArgs } from "../../src/config/master-args";
 
 test("docs/config.md's example parses and means what its comments say", () => {
   const md = readFileSync(join(import.meta.dir, "../../docs/config.md"), "utf8");
