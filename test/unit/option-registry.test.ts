@@ -11,7 +11,8 @@ import { COMMANDS, parseConfigArgs } from "../../src/command-registry";
 import { parseMasterArgs, UsageError } from "../../src/config/master-args";
 import { flagName, OPTIONS, type OptionSpec, runTimeKey, WORKER_COUNT } from "../../src/config/options";
 import type { ValueKind } from "../../src/config/value-kinds";
-import { DEFAULT_SETTINGS } from "../../src/core/state";
+import { DEFAULT_SETTINGS, initialState } from "../../src/core/state";
+import { buildStateReport } from "../../src/master/state-report";
 import { rereadConfig } from "../../src/master/config-reload";
 import { MAX_WORKERS } from "../../src/core/step";
 
@@ -126,6 +127,11 @@ describe("the table itself", () => {
       if (o.reload === "once") expect([o.long, o.inFile, o.unit]).toEqual([o.long, false, "refused"]);
       else if (o.long !== "config") expect([o.long, o.inFile]).toEqual([o.long, true]);
     }
+  });
+
+  test("`state json` reports every setting `config` can change, under the key `config` takes", () => {
+    const report = buildStateReport(initialState(DEFAULT_SETTINGS, 0), { einhornVersion: "t", masterPid: 1, commandName: null, socketPath: "/s", program: ["p"], listeners: [], verbosity: 1, reexecs: 0 });
+    for (const o of OPTIONS.filter((x) => x.atRunTime)) expect(Object.keys(report.settings)).toContain(runTimeKey(o));
   });
 
   test("-n and set_workers share one bound, MAX_WORKERS", () => {
