@@ -146,7 +146,7 @@ export function signalChoice(choices: readonly SignalName[], purpose: string): V
       const sig = parseSignal(t.trim());
       return sig !== null && choices.includes(sig) ? ok(sig) : NO;
     },
-    samples: { accepted: [...names, choices[0]!], refused: ["HUP", "USR3", ""] },
+    samples: { accepted: [...names, ...choices], refused: ["HUP", "USR3", ""] },
   };
 }
 
