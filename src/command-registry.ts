@@ -12,8 +12,9 @@
 // `{ [N in CommandName]: Handler<N> }`, so the type checker refuses a command
 // declared here without a handler there, or a handler for an undeclared one.
 // Adding a command: one entry here, one handler there.
+import { OPTIONS, type OptionSpec, runTimeKey, WORKER_COUNT } from "./config/options";
+import type { ValueKind } from "./config/value-kinds";
 import type { Settings } from "./core/state";
-import { MAX_WORKERS } from "./core/step";
 import { decodeLine, MAX_YAML_REQUEST_CHARS } from "./protocol";
 import { parseSignal, type SignalName, shortSignalName, STANDARD_SIGNALS } from "./signal-names";
 
@@ -137,47 +138,37 @@ const DIE_SIGNAL: ArgRule<SignalName | null> = {
 
 // --- set_workers -------------------------------------------------------------------------
 
-const WORKER_COUNT: ArgRule<number> = {
+/** set_workers takes what -n takes, within the same bounds. */
+const SET_WORKERS: ArgRule<number> = {
   parse(args) {
-    const n = args[0];
-    if (args.length !== 1 || !/^\d+$/.test(n!) || Number(n) < 1 || Number(n) > MAX_WORKERS) {
-      return refuse(`set_workers takes one whole number from 1 to ${MAX_WORKERS}, got ${args.length ? `'${args.join(" ")}'` : "nothing"}`);
-    }
-    return ok(Number(n));
+    const n = args.length === 1 && /^\d+$/.test(args[0]!) ? WORKER_COUNT.parse(args[0]!) : null;
+    if (!n?.ok) return refuse(`set_workers takes one whole number from ${WORKER_COUNT.min} to ${WORKER_COUNT.max}, got ${args.length ? `'${args.join(" ")}'` : "nothing"}`);
+    return ok(n.value);
   },
   choices: () => [],
 };
 
 // --- config ------------------------------------------------------------------------------
 
-type ConfigKey = "number" | "seconds" | "max_unacked" | "max_upgrade_additional" | "signal_timeout" | "ack_timeout" | "upgrade_max_deaths";
-
-/** The settings `config` may change, each with its validation. */
-const CONFIG_KEYS: Record<ConfigKey, { describe: string; apply(v: unknown): Partial<Settings> }> = {
-  number: { describe: `whole number 1..${MAX_WORKERS}`, apply: (v) => ({ number: wholeNumber(v, 1, MAX_WORKERS) }) },
-  seconds: { describe: "number of seconds > 0", apply: (v) => ({ seconds: seconds(v, false) }) },
-  max_unacked: { describe: "whole number >= 1", apply: (v) => ({ maxUnacked: wholeNumber(v, 1, 1_000_000) }) },
-  max_upgrade_additional: { describe: "whole number >= 0, or null for no cap", apply: (v) => ({ maxUpgradeAdditional: v === null ? null : wholeNumber(v, 0, 1_000_000) }) },
-  signal_timeout: { describe: "number of seconds > 0, or null", apply: (v) => ({ signalTimeout: v === null ? null : seconds(v, false) }) },
-  ack_timeout: { describe: "number of seconds > 0, or null", apply: (v) => ({ ackTimeout: v === null ? null : seconds(v, false) }) },
-  upgrade_max_deaths: { describe: "whole number >= 1", apply: (v) => ({ upgradeMaxDeaths: wholeNumber(v, 1, 1_000_000) }) },
-};
+/** The options `config` may set (options.ts marks them), by their key: number, max_unacked, ... */
+const CONFIG_KEYS = new Map<string, OptionSpec>(OPTIONS.filter((o) => o.atRunTime).map((o) => [runTimeKey(o), o]));
 
 /** The keys `config` knows, in the order its messages list them. */
-export const CONFIG_KEY_NAMES = Object.keys(CONFIG_KEYS) as ConfigKey[];
+export const CONFIG_KEY_NAMES = [...CONFIG_KEYS.keys()];
 
-class BadValue extends Error {}
-
-function wholeNumber(v: unknown, min: number, max: number): number {
-  const n = typeof v === "number" ? v : typeof v === "string" && /^-?\d+$/.test(v.trim()) ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < min || n > max) throw new BadValue(`${JSON.stringify(v)} is not a whole number from ${min} to ${max}`);
-  return n;
-}
-
-function seconds(v: unknown, zero: boolean): number {
-  const n = typeof v === "number" ? v : typeof v === "string" && v.trim() !== "" ? Number(v) : NaN;
-  if (!Number.isFinite(n) || n < 0 || (!zero && n === 0)) throw new BadValue(`${JSON.stringify(v)} is not a number of seconds ${zero ? ">= 0" : "> 0"}`);
-  return n;
+/**
+ * A `config` value: text from KEY=VALUE, or a YAML scalar. Numbers are read
+ * as their text, so a value means what it means on the command line; null
+ * unsets an option whose default is none.
+ */
+function settingValue(key: string, o: OptionSpec, v: unknown): { ok: true; value: unknown } | { ok: false; refusal: string } {
+  const kind = o.kind as ValueKind<unknown>;
+  if (v === null && o.unset !== undefined) return { ok: true, value: null };
+  const text = typeof v === "string" ? v : typeof v === "number" && Number.isFinite(v) ? String(v) : null;
+  const parsed = text === null ? null : kind.parse(text);
+  if (parsed?.ok) return { ok: true, value: parsed.value };
+  const unset = o.unset === undefined ? "" : `, or null for ${o.unset}`;
+  return { ok: false, refusal: `config: ${key} must be ${kind.notation}${unset}; ${JSON.stringify(v)} is not ${kind.allowed}` };
 }
 
 export interface ConfigChange { patch: Partial<Settings>; changes: string[] }
@@ -205,15 +196,12 @@ export function parseConfigArgs(args: readonly string[]): ConfigChange | string 
   const patch: Partial<Settings> = {};
   const changes: string[] = [];
   for (const [key, value] of entries) {
-    // Own keys only: `constructor`, `toString` and `__proto__` are not settings.
-    const def = Object.hasOwn(CONFIG_KEYS, key) ? CONFIG_KEYS[key as ConfigKey] : undefined;
-    if (!def) return `config: unknown setting '${key}'. Known settings: ${known}`;
-    try {
-      Object.assign(patch, def.apply(value));
-    } catch (e) {
-      if (e instanceof BadValue) return `config: ${key} must be a ${def.describe}; ${e.message}`;
-      throw e;
-    }
+    // A Map: `constructor`, `toString` and `__proto__` are not settings.
+    const o = CONFIG_KEYS.get(key);
+    if (!o) return `config: unknown setting '${key}'. Known settings: ${known}`;
+    const v = settingValue(key, o, value);
+    if (!v.ok) return v.refusal;
+    (patch as Record<string, unknown>)[o.field] = v.value;
     changes.push(`${key}=${value === null ? "null" : String(value)}`);
   }
   return { patch, changes };
@@ -262,7 +250,7 @@ export const COMMANDS = {
   },
   inc: { description: "Increment the number of workers", sender: "person", args: IGNORED },
   dec: { description: "Decrement the number of workers (never below 1)", sender: "person", args: IGNORED },
-  set_workers: { description: "Set the number of workers: set_workers N (1..1000)", sender: "person", args: WORKER_COUNT },
+  set_workers: { description: `Set the number of workers: set_workers N (${WORKER_COUNT.min}..${WORKER_COUNT.max})`, sender: "person", args: SET_WORKERS },
   quieter: { description: "Decrease the master's log verbosity", sender: "person", args: IGNORED },
   louder: { description: "Increase the master's log verbosity", sender: "person", args: IGNORED },
   signal: { description: "Send signals to every worker: signal SIG [SIG...]", sender: "person", args: SIGNALS },

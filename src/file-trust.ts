@@ -3,7 +3,7 @@
 // or swapped it for another through any directory on the way to it.
 //
 // The master's own files (pidfile, lockfile: src/master/files.ts) and the
-// config file it reads (src/cli/config-file.ts) describe what they find with
+// config file it reads (src/config/config-file.ts) describe what they find with
 // the same words from here. The directory rules are sshd's StrictModes,
 // applied to the path as the kernel resolves it:
 //

@@ -3,7 +3,7 @@
 // the master; the first argument may instead name a subcommand: `sh` (the
 // shell) or a hidden internal one starting with `_`. To run a worker program
 // that is itself called `sh`, put an option or `--` first: `einhorn -- sh -c ...`.
-import { parseMasterArgs, UsageError } from "./master-options";
+import { parseMasterArgs, UsageError } from "../config/master-args";
 import { einhornUsage } from "./usage";
 import { StartError } from "../master/errors";
 import { einhornVersionLabel, versionLine } from "../version";
@@ -67,7 +67,7 @@ export async function main(argv: string[]): Promise<void> {
     process.exit(await runShell(argv.slice(1)));
   }
 
-  let config: import("./master-options").MasterConfig;
+  let config: import("../config/master-config").MasterConfig;
   try {
     config = parseMasterArgs(argv);
   } catch (e) {

@@ -4,8 +4,8 @@
 import { COMMANDS, isCommandName, personCommands, workerCommands } from "../command-registry";
 import type { Response } from "../protocol";
 
-// The one quote-aware splitter (shared with --reexec-as) lives in master/shell-split.ts.
-export { parseScript, type ScriptCommand, ScriptError } from "../master/shell-split";
+// The one quote-aware splitter (shared with --reexec-as) lives in src/shell-split.ts.
+export { parseScript, type ScriptCommand, ScriptError } from "../shell-split";
 
 /** Commands the shell answers itself. */
 export const LOCAL_COMMANDS = ["quit", "exit"] as const;

@@ -13,11 +13,9 @@
 //   2  bad usage: unknown option, missing value, an unterminated quote
 //   3  the master cannot be reached, refused the session, or the connection was lost
 //   4  --timeout passed before the master answered
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { defineCommand, runCommand } from "citty";
 import { parseScript, type ScriptCommand, ScriptError } from "./shell-script";
-import { parseMasterArgs } from "./master-options";
+import { parseMasterArgs } from "../config/master-args";
 import { err, EXIT, out, runBatch, type SessionOptions } from "./shell-session";
 
 export { EXIT } from "./shell-session";
@@ -113,18 +111,19 @@ const shellCommand = defineCommand({
     if (socketPathArg === "") throw new ShellUsageError("-d/--socket-path needs a path");
     if (name === "") throw new ShellUsageError("-c/--command-name needs a name");
     if (args.execute !== undefined && args.execute.trim() === "") throw new ShellUsageError("-e/--execute needs commands, like -e 'state'");
-    let socketPath = socketPathArg ?? join(tmpdir(), name ? `einhorn-${name}.sock` : "einhorn.sock");
-    if (args.config !== undefined && socketPathArg === undefined) {
+    let socketPath = socketPathArg;
+    if (socketPath === undefined) {
       if (args.config === "") throw new ShellUsageError("--config needs a file");
-      // Exactly where the master puts its socket for that file (and this -c, which overrides the file's).
+      // Exactly where the master puts its socket for this -c and --config
+      // FILE (-c overrides the file's), by the master's own defaults.
+      const master = [...(args.config !== undefined ? ["--config", args.config] : []), ...(name ? ["--command-name", name] : [])];
       try {
-        socketPath = parseMasterArgs(["--config", args.config, ...(name ? ["--command-name", name] : [])]).socketPath;
+        socketPath = parseMasterArgs(master).socketPath;
       } catch (e) {
         throw new ShellUsageError((e as Error).message);
       }
     }
     return {
-      // Same defaults as the master (src/cli/master-options.ts).
       socketPath,
       script: args.execute ?? null,
       timeout,

@@ -16,9 +16,10 @@ import { realpathSync } from "node:fs";
 import { userInfo } from "node:os";
 import { isIP } from "node:net";
 import { basename, join, resolve } from "node:path";
-import type { BindSpec } from "../master/bind-spec";
-import { readConfigFile } from "./config-file";
-import { MASTER_OPTIONS, type MasterConfig, parseMasterArgs, splitArgv, UsageError } from "./master-options";
+import type { BindSpec } from "../config/bind-spec";
+import { readConfigFile } from "../config/config-file";
+import { type MasterConfig, parseMasterArgs, splitArgv, UsageError } from "../config/master-args";
+import { flagName, OPTIONS, optionByLong } from "../config/options";
 import { resolveProgram } from "../master/spawner";
 import { selfCommand } from "./self";
 
@@ -198,11 +199,14 @@ export function sandboxWarnings(needed: Array<[string, string]>): string[] {
 
 /** The option as `einhorn -h` names it: -c/--command-name, or --metrics. */
 function optionLabel(long: string): string {
-  const o = MASTER_OPTIONS.find((x) => x.long === long);
-  return o?.short ? `-${o.short}/--${long}` : `--${long}`;
+  const o = optionByLong(long);
+  return o ? flagName(o) : `--${long}`;
 }
 
-const FLAG_ONLY = new Set(["command-socket-as-fd", "kill-children-on-exit", "quiet", "verbose", "listen-fds", "subreaper"]);
+/** Options written as a bare flag (their value in the raw table is only a count or `true`): from the registry. */
+const FLAG_ONLY = new Set(OPTIONS.filter((o) => o.kind.takes !== "value").map((o) => o.long));
+/** Options with no place in a unit's command line (the registry's unit rendering "refused"). */
+const REFUSED_IN_UNIT = OPTIONS.filter((o) => o.unit === "refused").map((o) => o.long);
 
 export interface GeneratedUnits { name: string; service: string; socket: string | null; warnings: string[] }
 
@@ -224,12 +228,12 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
   const cwd = env.cwd;
   const cfg: MasterConfig = parseMasterArgs(masterArgv, { tmpdir: "/run/einhorn", cwd });
   const { raw, program: cmdProgram } = splitArgv(masterArgv);
-  for (const bad of ["with-state-fd", "upgrade-check", "version", "help"]) {
+  for (const bad of REFUSED_IN_UNIT) {
     if (raw.has(bad)) throw new UsageError(`--${bad} has no place in a unit's command line`);
   }
   const configFile = cfg.configFile;
   // What the config file itself sets, read through the same parser the master uses.
-  const fileRaw = configFile ? readConfigFile(configFile, MASTER_OPTIONS).raw : new Map<string, string[]>();
+  const fileRaw = configFile ? readConfigFile(configFile, OPTIONS).raw : new Map<string, string[]>();
   const given = (long: string) => raw.has(long) || fileRaw.has(long);
   if (configFile) {
     // The master re-reads the file at every upgrade; a program on the unit's command line would override it for good.

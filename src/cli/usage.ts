@@ -5,8 +5,8 @@
 // the description on the next line). Scripts and wrappers that check for
 // "## Usage" on stdout, or show this text to people, keep working. The words
 // are ours and describe our options; the options come from the same table the
-// parser uses (MASTER_OPTIONS), so the two cannot drift apart.
-import { MASTER_OPTIONS, type OptionDef } from "./master-options";
+// parser uses (src/config/options.ts), so the two cannot drift apart.
+import { OPTIONS, type OptionSpec } from "../config/options";
 
 /** OptionParser's defaults: summary_indent is four spaces, summary_width 32. */
 const INDENT = "    ";
@@ -82,18 +82,18 @@ given (this text is printed); 2 bad usage; 126 the program is not executable;
 127 the program was not found; 70 internal error.
 `;
 
-function flags(o: OptionDef): string {
-  const long = `--${o.long}${o.value ? ` ${o.value}` : ""}`;
+function flags(o: OptionSpec): string {
+  const long = `--${o.long}${o.placeholder ? ` ${o.placeholder}` : ""}`;
   return o.short ? `-${o.short}, ${long}` : `    ${long}`;
 }
 
 function optionLines(): string[] {
   const lines: string[] = [];
-  for (const o of MASTER_OPTIONS) {
+  for (const o of OPTIONS) {
     if (o.hidden) continue;
     const f = flags(o);
-    if (f.length <= WIDTH) lines.push(`${INDENT}${f.padEnd(WIDTH)} ${o.description}`);
-    else lines.push(`${INDENT}${f}`, `${INDENT}${" ".repeat(WIDTH)} ${o.description}`);
+    if (f.length <= WIDTH) lines.push(`${INDENT}${f.padEnd(WIDTH)} ${o.help}`);
+    else lines.push(`${INDENT}${f}`, `${INDENT}${" ".repeat(WIDTH)} ${o.help}`);
   }
   return lines;
 }

@@ -1,45 +1,46 @@
 // An upgrade (or reload) re-reads --config FILE: a change of settings rolls
-// out with it. What the file may change, and how:
-// - the program and its arguments, -k, -g, --nice's worker level, --listen-fds,
-//   --reexec-as, --drop-env-var, --log-format: taken by the next master image;
-// - the settings the core keeps in its state (number, seconds, ack mode,
-//   max_unacked, ...): applied to the state handed to the next image, but
-//   only those the file changed, so a `config`/`inc`/`set_workers` made at
-//   run time stays unless the file now says otherwise;
-// - what was bound or created at start (sockets, paths, command name,
-//   metrics address, worker-output mode) cannot change without a restart: a
-//   file that changes them fails the upgrade with the reason.
+// out with it. What each option's change does is its reload class in
+// src/config/options.ts:
+// - "fixed" (bound or created at start: sockets, paths, command name,
+//   metrics address, worker-output mode): the upgrade fails with the reason;
+// - "setting" (kept in the core's state: number, seconds, ack mode, ...):
+//   applied to the state handed to the next image, but only those the file
+//   changed, so a `config`/`inc`/`set_workers` made at run time stays unless
+//   the file now says otherwise;
+// - "master" and "worker" (and the program with its arguments): taken by the
+//   next master image and the workers it starts; listed for people.
 // The command line still overrides the file, as at start.
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Defaults, type MasterConfig, parseMasterArgs } from "../cli/master-options";
+import { type Defaults, type MasterConfig, parseMasterArgs } from "../config/master-args";
+import { OPTIONS, type Reload } from "../config/options";
+import type { ValueKind } from "../config/value-kinds";
 import type { Settings } from "../core/state";
 
-const FIXED: Array<[string, (c: MasterConfig) => unknown]> = [
-  ["bind", (c) => c.binds.map((b) => b.text)],
-  ["backlog", (c) => c.backlog],
-  ["socket-path", (c) => c.socketPath],
-  ["pidfile", (c) => c.pidfile],
-  ["lockfile", (c) => c.lockfile],
-  ["command-name", (c) => c.commandName],
-  ["metrics", (c) => c.metrics],
-  ["worker-output", (c) => c.workerOutput],
-  ["subreaper", (c) => c.subreaper],
-  ["preload", (c) => c.preload],
-];
+/** One field of the configuration, with the options that give it ("quiet/verbose") and how a diff shows it. */
+interface Diffed { name: string; field: keyof MasterConfig; reload: Reload; get(c: MasterConfig): unknown }
 
-const SETTINGS: Array<[string, keyof Settings, (c: MasterConfig) => unknown]> = [
-  ["number", "number", (c) => c.number],
-  ["seconds", "seconds", (c) => c.seconds],
-  ["ack-mode", "ackMode", (c) => c.ackMode],
-  ["max-unacked", "maxUnacked", (c) => c.maxUnacked],
-  ["max-upgrade-additional", "maxUpgradeAdditional", (c) => c.maxUpgradeAdditional],
-  ["signal-timeout", "signalTimeout", (c) => c.signalTimeout],
-  ["ack-timeout", "ackTimeout", (c) => c.ackTimeout],
-  ["upgrade-max-deaths", "upgradeMaxDeaths", (c) => c.upgradeMaxDeaths],
-  ["upgrade-bake", "upgradeBake", (c) => c.upgradeBake],
-  ["quiet/verbose", "verbosity", (c) => c.verbosity],
-];
+/** Per field, in option order: -q and -v both move the verbosity, and are one change. */
+const DIFFED: Diffed[] = (() => {
+  const byField = new Map<string, Diffed>();
+  for (const o of OPTIONS) {
+    const seen = byField.get(o.field);
+    if (seen) { seen.name += `/${o.long}`; continue; }
+    const show = o.kind.takes === "value" ? (o.kind as ValueKind<unknown>).show : undefined;
+    const get = (c: MasterConfig): unknown => {
+      const v = c[o.field];
+      if (!show) return v;
+      return o.repeat ? (v as unknown[]).map(show) : v === null ? null : show(v);
+    };
+    byField.set(o.field, { name: o.long, field: o.field, reload: o.reload, get });
+  }
+  return [...byField.values()];
+})();
+
+const ofClass = (...classes: Reload[]) => DIFFED.filter((d) => classes.includes(d.reload));
+const FIXED = ofClass("fixed");
+const SETTINGS = ofClass("setting");
+const TAKEN_BY_NEXT_IMAGE = ofClass("master", "worker");
 
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -78,7 +79,7 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
     const { resolve } = require("node:path") as typeof import("node:path");
     if (resolve(next.preload) === old.preload) next = { ...next, preload: old.preload };
   }
-  for (const [name, get] of FIXED) {
+  for (const { name, get } of FIXED) {
     if (!same(get(old), get(next))) {
       throw new Error(`config ${old.configFile}: ${name} changed from ${JSON.stringify(get(old))} to ${JSON.stringify(get(next))}, which only a restart of einhorn can apply`);
     }
@@ -86,15 +87,17 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
   if (next.program.length === 0) throw new Error(`config ${old.configFile}: no program (neither in the file nor on the command line)`);
   const patch: Partial<Settings> = {};
   const changes: string[] = [];
-  for (const [name, key, get] of SETTINGS) {
+  const change = (name: string, from: unknown, to: unknown) => changes.push(`${name} ${JSON.stringify(from)} -> ${JSON.stringify(to)}`);
+  for (const { name, field, get } of SETTINGS) {
     if (!same(get(old), get(next))) {
-      (patch as Record<string, unknown>)[key] = get(next);
-      changes.push(`${name} ${JSON.stringify(get(old))} -> ${JSON.stringify(get(next))}`);
+      // A "setting" option's field is also a Settings field (options.ts types it so).
+      (patch as Record<string, unknown>)[field] = get(next);
+      change(name, get(old), get(next));
     }
   }
-  if (!same(old.program, next.program)) changes.push(`program ${JSON.stringify(old.program)} -> ${JSON.stringify(next.program)}`);
-  for (const k of ["retireSignal", "killChildrenOnExit", "commandSocketAsFd", "listenFds", "reexecAs", "dropEnvVars", "logFormat", "nice", "maxMemory"] as const) {
-    if (!same(old[k], next[k])) changes.push(`${k} ${JSON.stringify(old[k])} -> ${JSON.stringify(next[k])}`);
+  if (!same(old.program, next.program)) change("program", old.program, next.program);
+  for (const { name, get } of TAKEN_BY_NEXT_IMAGE) {
+    if (!same(get(old), get(next))) change(name, get(old), get(next));
   }
   return { config: next, patch, changes };
 }

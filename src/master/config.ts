@@ -1,60 +1,14 @@
-// What a master was told to do: its command line (and --config file) as
-// parsed by src/cli/master-options.ts. It crosses the master's own execve in
-// the handoff next to State, and like State it is versioned: a new image
-// reads an older image's configuration with every option that image did not
-// know set to its default, and refuses a newer one.
-import { parseSignal, type SignalName } from "../signal-names";
-import type { BindSpec } from "./bind-spec";
+// What a master was told to do (src/config/master-config.ts) crosses the
+// master's own execve in the handoff next to State, and like State it is
+// versioned: a new image reads an older image's configuration with every
+// option that image did not know set to its default, and refuses a newer one.
+import { parseSignal } from "../signal-names";
+import type { MasterConfig } from "../config/master-config";
+
+export type { MasterConfig } from "../config/master-config";
 
 /** The layout of MasterConfig; bump it when a field changes meaning (adding one with a default needs no bump). */
 export const CONFIG_SCHEMA = 1;
-
-export interface MasterConfig {
-  program: string[];
-  binds: BindSpec[];
-  backlog: number;
-  commandName: string | null;
-  socketPath: string;
-  /** -e PATH, or null: no pidfile unless asked (an older image's handoff may carry its default path). */
-  pidfile: string | null;
-  lockfile: string;
-  commandSocketAsFd: boolean;
-  killChildrenOnExit: boolean;
-  ackMode: { kind: "timer"; seconds: number } | { kind: "manual" };
-  number: number;
-  preload: string | null;
-  verbosity: number;
-  seconds: number;
-  signalTimeout: number | null;
-  /** Canonical (SIGTERM, not TERM). */
-  retireSignal: SignalName;
-  maxUnacked: number;
-  maxUpgradeAdditional: number | null;
-  ackTimeout: number | null;
-  upgradeMaxDeaths: number;
-  /** --upgrade-bake: seconds a new generation is watched after it is up (0: off). */
-  upgradeBake: number;
-  dropEnvVars: string[];
-  reexecAs: string | null;
-  nice: { master: number | null; worker: number | null; reniceCmd: string | null };
-  logFormat: "text" | "plain" | "json";
-  /** --worker-output. */
-  workerOutput: "inherit" | "prefix" | "json";
-  /** --metrics HOST:PORT, or null. */
-  metrics: string | null;
-  /** --max-memory in bytes, or null. */
-  maxMemory: number | null;
-  /** --config FILE as an absolute path, or null. */
-  configFile: string | null;
-  /** The master's own command line, for re-reading the config file with the same overrides. */
-  commandLine: string[];
-  listenFds: boolean;
-  subreaper: boolean;
-  withStateFd: number | null;
-  upgradeCheck: boolean;
-  version: boolean;
-  help: boolean;
-}
 
 /**
  * A handed-over configuration, written by this or an older einhorn: fields

@@ -13,7 +13,7 @@ import type { State, Worker } from "../core/state";
 import type { MasterConfig } from "./config";
 import { RubyFloat, RubySet, sym, time, toRubyYaml } from "../ruby-yaml";
 import type { Listener } from "./listeners";
-import { shellSplit } from "./shell-split";
+import { shellSplit } from "../shell-split";
 import { shortSignalName } from "../signal-names";
 
 export interface EinhornStateInput {

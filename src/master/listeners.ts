@@ -8,7 +8,7 @@ import { umask } from "../../ffi/process";
 import type { SockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import type { SignalName } from "../signal-names";
-import type { BindSpec } from "./bind-spec";
+import type { BindSpec } from "../config/bind-spec";
 import { StartError } from "./errors";
 import { acquireLock, describePath, type OwnedPath, ownedPath, releaseLock } from "./files";
 import { selectSystemdSocket, type SystemdSockets } from "./systemd";

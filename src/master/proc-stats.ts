@@ -76,15 +76,6 @@ export class CpuMeter {
   }
 }
 
-/** 512M, 1.5G, 300k, 1048576: bytes. Units are powers of 1024. Null when it is not a size. */
-export function parseSize(text: string): number | null {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$/i.exec(text);
-  if (!m) return null;
-  const mult = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g" | "t"];
-  const n = Math.round(Number(m[1]) * mult);
-  return n > 0 ? n : null;
-}
-
 /** Bytes for people: 812K, 31.4M, 1.2G. */
 export function formatBytes(n: number): string {
   if (n < 1024) return `${n}B`;

@@ -75,7 +75,7 @@ describe("generations remember what they run", () => {
     writeFileSync(file, pythonConfig(args, "retire-signal: TERM\n"));
     const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir, timeoutMs: 60_000 });
     expect(up.code).toBe(0);
-    expect(up.stdout).toContain(`retireSignal "SIGUSR2" -> "SIGTERM"`);
+    expect(up.stdout).toContain(`retire-signal "SIGUSR2" -> "SIGTERM"`);
     const s1 = await waitFor("2 new workers alone", async () => {
       const s = await stateJson(m.sockPath);
       return upWorkers(s, 1).length === 2 && s.workers.length === 2 ? s : null;

@@ -48,7 +48,7 @@ describe("config takes known keys only", () => {
   test("constructor, toString, __proto__ and friends are unknown settings, answered with the list; no internal error", async () => {
     const m = startMaster(["-m", "0", "--", ...PY]);
     await workersUp(m.sockPath, 1);
-    const known = "Known settings: number, seconds, max_unacked, max_upgrade_additional, signal_timeout, ack_timeout, upgrade_max_deaths";
+    const known = "Known settings: number, seconds, signal_timeout, max_unacked, max_upgrade_additional, ack_timeout, upgrade_max_deaths, upgrade_bake";
     for (const [arg, key] of [
       ["constructor=1", "constructor"], ["toString=2", "toString"], ["__proto__=3", "__proto__"], ["hasOwnProperty=1", "hasOwnProperty"],
       ['{"__proto__": {"number": 5}}', "__proto__"], ["{constructor: 1}", "constructor"], ["{toString: x, number: 2}", "toString"],

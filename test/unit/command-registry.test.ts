@@ -201,13 +201,13 @@ describe("argument rules refuse with the messages they always gave", () => {
   });
 
   test("config", () => {
-    const known = "number, seconds, max_unacked, max_upgrade_additional, signal_timeout, ack_timeout, upgrade_max_deaths";
+    const known = "number, seconds, signal_timeout, max_unacked, max_upgrade_additional, ack_timeout, upgrade_max_deaths, upgrade_bake";
     expect(refusal("config")).toBe(`config needs settings, as KEY=VALUE pairs or a YAML mapping. Known keys: ${known}`);
     expect(refusal("config", "{}")).toBe(`config: no settings given. Known settings: ${known}`);
     expect(refusal("config", "foo=1")).toBe(`config: unknown setting 'foo'. Known settings: ${known}`);
     expect(refusal("config", "constructor=1")).toBe(`config: unknown setting 'constructor'. Known settings: ${known}`);
     expect(refusal("config", "number=0")).toBe('config: number must be a whole number 1..1000; "0" is not a whole number from 1 to 1000');
-    expect(refusal("config", "seconds=x")).toBe('config: seconds must be a number of seconds > 0; "x" is not a number of seconds > 0');
+    expect(refusal("config", "seconds=x")).toBe('config: seconds must be a number of seconds > 0; "x" is not a number of seconds greater than 0');
     expect(refusal("config", "number=3", "x")).toBe("config: 'x' is not KEY=VALUE");
     expect(refusal("config", "[1]")).toBe("config: expected a mapping like {number: 4}");
     expect(refusal("config", "'unterminated")).toBe("config: not a YAML document: Missing closing 'quote");
@@ -230,7 +230,7 @@ describe("completion comes from the registry", () => {
   test("each command's first and later arguments", () => {
     const signalNames = signalsWhere((n) => parseSignalArg(n) !== null);
     const dieNames = signalNames.filter((n) => !["WINCH", "CHLD", "URG", "CONT"].includes(n));
-    const configKeys = ["number=", "seconds=", "max_unacked=", "max_upgrade_additional=", "signal_timeout=", "ack_timeout=", "upgrade_max_deaths="];
+    const configKeys = ["number=", "seconds=", "signal_timeout=", "max_unacked=", "max_upgrade_additional=", "ack_timeout=", "upgrade_max_deaths=", "upgrade_bake="];
     // [first argument, second argument]; a new command needs its line here.
     const expected: Record<CommandName, [readonly string[], readonly string[]]> = {
       "worker:ack": [[], []],

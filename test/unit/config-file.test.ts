@@ -3,8 +3,9 @@ import { writeFileSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll } from "bun:test";
-import { MASTER_OPTIONS, parseMasterArgs } from "../../src/cli/master-options";
-import { ConfigFileError, parseConfigText } from "../../src/cli/config-file";
+import { parseMasterArgs } from "../../src/config/master-args";
+import { OPTIONS } from "../../src/config/options";
+import { ConfigFileError, parseConfigText } from "../../src/config/config-file";
 import { rereadConfig } from "../../src/master/config-reload";
 
 const dir = mkdtempSync(join(tmpdir(), "einhorn-config-unit-"));
@@ -72,7 +73,7 @@ args: [--port, 8080, "--name=a b"]
     ];
     for (const [text, re] of bad) expect(() => parseMasterArgs(["--config", file(text)], D)).toThrow(re);
     expect(() => parseMasterArgs(["--config", join(dir, "missing.yaml")], D)).toThrow(/config .*missing\.yaml: cannot read it \(ENOENT\)/);
-    expect(() => parseConfigText("max_unacked: 1\nmax-unacked: 2\n", "f", MASTER_OPTIONS)).toThrow(ConfigFileError);
+    expect(() => parseConfigText("max_unacked: 1\nmax-unacked: 2\n", "f", OPTIONS)).toThrow(ConfigFileError);
   });
 
   test("an empty file is no options", () => {

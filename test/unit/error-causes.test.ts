@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SysError } from "../../ffi/errno";
 import * as sock from "../../ffi/socket";
-import { parseBindSpec } from "../../src/master/bind-spec";
+import { parseBindSpec } from "../../src/config/bind-spec";
 import { StartError } from "../../src/master/errors";
 import { writePidfile } from "../../src/master/files";
 import { openListener } from "../../src/master/listeners";

@@ -59,7 +59,7 @@ describe("validateHandoff", () => {
 
 describe("the handed-over MasterConfig", () => {
   const { CONFIG_SCHEMA, upgradeConfig } = require("../../src/master/config") as typeof import("../../src/master/config");
-  const { parseMasterArgs } = require("../../src/cli/master-options") as typeof import("../../src/cli/master-options");
+  const { parseMasterArgs } = require("../../src/config/master-args") as typeof import("../../src/config/master-args");
   const defaults = parseMasterArgs(["--", "true"], { tmpdir: "/nowhere" });
 
   test("options an older writer did not know take this einhorn's defaults; what it said is kept", () => {

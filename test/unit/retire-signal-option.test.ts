@@ -1,7 +1,7 @@
 // --retire-signal on the master's command line: accepted spellings, the
 // default, and what a bad value is told.
 import { describe, expect, test } from "bun:test";
-import { parseMasterArgs, UsageError } from "../../src/cli/master-options";
+import { parseMasterArgs, UsageError } from "../../src/config/master-args";
 import type { SignalName } from "../../src/signal-names";
 
 const parse = (...flags: string[]) => parseMasterArgs([...flags, "--", "true"], { tmpdir: "/tmp", cpus: 2 });

@@ -137,7 +137,7 @@ describe("session helpers", () => {
 });
 
 describe("shellSplit (--reexec-as): the same splitter as einhorn sh scripts, one command only", () => {
-  const { shellSplit } = require("../../src/master/shell-split") as typeof import("../../src/master/shell-split");
+  const { shellSplit } = require("../../src/shell-split") as typeof import("../../src/shell-split");
   const cases: Array<[string, string[]]> = [
     [`sh -c 'sleep 2; exec "$0" "$@"' /usr/bin/einhorn`, ["sh", "-c", `sleep 2; exec "$0" "$@"`, "/usr/bin/einhorn"]],
     [`/opt/einhorn\\ 2/bin/einhorn --flag`, ["/opt/einhorn 2/bin/einhorn", "--flag"]],

@@ -15,7 +15,7 @@ import type { Connection } from "../../src/master/command-server";
 import { type CommandContext, handleLine } from "../../src/master/commands";
 import { upgradeConfig } from "../../src/master/config";
 import { validateHandoff } from "../../src/master/handoff";
-import { parseMasterArgs } from "../../src/cli/master-options";
+import { parseMasterArgs } from "../../src/config/master-args";
 import { parseSignal } from "../../src/signal-names";
 
 /** One command line through handleLine: the events it dispatched and its answers. */

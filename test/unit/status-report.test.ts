@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
 import { initialState, DEFAULT_SETTINGS } from "../../src/core/state";
 import { buildStatus, renderStatus, STATUS_WIDTH, type Readings } from "../../src/master/status-report";
-import { CpuMeter, formatBytes, formatDuration, parseSize } from "../../src/master/proc-stats";
-import { parseBindSpec } from "../../src/master/bind-spec";
+import { CpuMeter, formatBytes, formatDuration } from "../../src/master/proc-stats";
+import { parseSize } from "../../src/config/value-kinds";
+import { parseBindSpec } from "../../src/config/bind-spec";
 
 const T0 = Date.parse("2026-12-01T00:00:00Z");
 

@@ -3,12 +3,13 @@
 // `ack_mode`); its value is what the option would take on the command line,
 // as YAML: a number, a string, true/false for a flag, a list for a
 // repeatable option. The file becomes the same option table the command line
-// is split into (master-options.ts), so every check and message is the
+// is split into (master-args.ts), so every check and message is the
 // command line's, and the command line overrides the file key by key.
 import { fstatSync, readSync, type Stats } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { SysError } from "../../ffi/errno";
 import { fileKind, octalMode, ownerProblem, resolveTrusted, UntrustedPath, writableBy } from "../file-trust";
+import type { OptionSpec } from "./options";
 // The YAML library is loaded when a config file is read, not at import: this
 // module comes with the option parser into every einhorn process (the shell,
 // the preflight, each master image), and setting the library up costs about
@@ -23,12 +24,8 @@ export interface ConfigFileContent {
   program: string[];
 }
 
-export interface OptionShape { long: string; value?: string; repeat?: boolean }
-
-/** Options that make no sense in a file. */
-const NOT_IN_FILE = new Set(["config", "with-state-fd", "upgrade-check", "version", "help"]);
-/** Flags that may be given more than once on the command line: a count in the file. */
-const COUNTED = new Set(["quiet", "verbose"]);
+/** What the file reader needs to know of an option (options.ts). */
+export type OptionShape = Pick<OptionSpec, "long" | "kind" | "repeat" | "inFile">;
 /** Largest config file read (a config is a few hundred bytes). */
 const MAX_CONFIG_BYTES = 1024 * 1024;
 /**
@@ -188,8 +185,8 @@ export function parseConfigText(text: string, path: string, options: OptionShape
   const root = doc.contents as { items?: Array<{ key?: { value?: unknown; range?: [number, number, number] } }> } | null;
   for (const item of root?.items ?? []) if (item.key?.range) keyLine.set(String(item.key.value), where(item.key.range[0]));
 
-  const byLong = new Map(options.map((o) => [o.long, o]));
-  const known = () => [...options.filter((o) => !NOT_IN_FILE.has(o.long)).map((o) => o.long), "program", "args"].join(", ");
+  const byLong = new Map(options.filter((o) => o.inFile).map((o) => [o.long, o]));
+  const known = () => [...byLong.keys(), "program", "args"].join(", ");
   const raw = new Map<string, string[]>();
   let program: string[] = [];
   let args: string[] | null = null;
@@ -213,17 +210,18 @@ export function parseConfigText(text: string, path: string, options: OptionShape
     }
     const long = key.replace(/_/g, "-");
     const o = byLong.get(long);
-    if (!o || NOT_IN_FILE.has(long)) throw new ConfigFileError(`config ${path}:${at} unknown key '${key}'. Known keys: ${known()}`);
+    if (!o) throw new ConfigFileError(`config ${path}:${at} unknown key '${key}'. Known keys: ${known()}`);
     if (raw.has(long)) throw new ConfigFileError(`config ${path}:${at} '${key}' is given twice (as '${long}' and with underscores)`);
-    if (!o.value) {
-      // A flag: true/false, or a count for -q/-v.
+    if (o.kind.takes !== "value") {
+      // A flag: true/false, or a count for -q/-v (as many uses as the count's range is wide).
+      const most = o.kind.takes === "count" ? o.kind.max - o.kind.min : 0;
       if (v === false) continue;
       if (v === true) { raw.set(long, ["true"]); continue; }
-      if (COUNTED.has(long) && typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 2) {
+      if (most > 0 && typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= most) {
         if (v > 0) raw.set(long, Array.from({ length: v }, () => "true"));
         continue;
       }
-      throw new ConfigFileError(`config ${path}:${at} '${key}' is a flag: true or false${COUNTED.has(long) ? " (or a count, 0 to 2)" : ""}, got ${shown(v)}`);
+      throw new ConfigFileError(`config ${path}:${at} '${key}' is a flag: true or false${most > 0 ? ` (or a count, 0 to ${most})` : ""}, got ${shown(v)}`);
     }
     if (o.repeat) {
       const list = Array.isArray(v) ? v : [v];

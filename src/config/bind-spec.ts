@@ -1,6 +1,6 @@
 // `-b` specs: Einhorn's `HOST:PORT[,FLAG...]`, plus IPv6 (`[::1]:8080`), UNIX
 // stream sockets (`unix:/path`) and a few extra flags. Pure parsing; binding
-// happens in listeners.ts.
+// happens in src/master/listeners.ts.
 
 export interface BindSpec {
   /** The text given, for messages. */
