@@ -150,10 +150,9 @@ export const OPTIONS = [
   flag({ long: "kill-children-on-exit", short: "k", field: "killChildrenOnExit", reload: "worker", unit: "as-given", help: "Workers get SIGUSR2 (the --retire-signal) when the master dies, even by SIGKILL" }),
   valued({ long: "ack-mode", short: "m", placeholder: "MODE", field: "ackMode", kind: ACK_MODE, default: { kind: "timer", seconds: 1 }, reload: "setting", unit: "as-given", help: "'manual', or seconds a worker must live to count as up (timer; default 1)" }),
   valued({ long: "number", short: "n", placeholder: "N", field: "number", kind: WORKER_COUNT, default: 1, reload: "setting", atRunTime: true, unit: "as-given", help: "Number of workers (default 1)" }),
-  // "fixed" until an upgrade checks the new module: the preflight loads the
-  // running master's preload path, so a changed one would reach the workers
-  // unchecked. It shapes what workers run, so it becomes "worker" then.
-  valued({ long: "preload", short: "p", placeholder: "PATH", field: "preload", kind: anyText("a path"), default: null, reload: "fixed", unit: "as-given", help: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv); any other file is ignored with a warning" }),
+  // Part of a generation's spec: the upgrade's preflight checks the module the
+  // re-read configuration names (master.ts runPreflight), before any worker runs it.
+  valued({ long: "preload", short: "p", placeholder: "PATH", field: "preload", kind: anyText("a path"), default: null, reload: "worker", unit: "as-given", help: "Run workers from a Bun/TypeScript module exporting einhorn_main (checked before start and before every upgrade; PROGRAM ARGS become its argv); any other file is ignored with a warning" }),
   counted({ long: "quiet", short: "q", field: "verbosity", kind: VERBOSITY, step: 1, reload: "setting", unit: "as-given", help: "Quieter logs (repeatable)" }),
   counted({ long: "verbose", short: "v", field: "verbosity", kind: VERBOSITY, step: -1, reload: "setting", unit: "as-given", help: "Louder logs (repeatable)" }),
   valued({ long: "seconds", short: "s", placeholder: "N", field: "seconds", kind: POSITIVE_SECONDS, default: 1, reload: "setting", atRunTime: true, unit: "as-given", help: "Base respawn interval in seconds (default 1, > 0)" }),

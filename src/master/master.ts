@@ -2,6 +2,7 @@
 // processes: it turns signals, timers, child exits and command-socket lines
 // into core events, and performs the effects the core returns, in order.
 import { existsSync, realpathSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import { SysError } from "../../ffi/errno";
 import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
@@ -332,10 +333,16 @@ export class Master implements Host {
     }
     let cwd = "/";
     try { cwd = realpathSync(process.cwd()); } catch { /* a removed directory: recorded as / */ }
+    // -p's module by its real path too (a re-read file may name it relatively, or through `current`).
+    let preload: string | null = null;
+    if (cfg.preload) {
+      preload = resolve(cwd, cfg.preload);
+      try { preload = realpathSync(fsPath(preload)); } catch { /* checked by the preflight and the spawn */ }
+    }
     return {
       program: cfg.program,
       programPath,
-      preload: cfg.preload,
+      preload,
       cwd,
       env,
       retireSignal: cfg.retireSignal,
@@ -548,7 +555,8 @@ export class Master implements Host {
     startPreflight({
       cmd: this.reexecCommand(),
       env: this.restoredEnv(),
-      preload: this.cfg.preload,
+      // The module the next generation will run: the re-read configuration's.
+      preload: this.nextConfig?.config.preload ?? this.cfg.preload,
       // What the exec would hand over, without its descriptors: the next
       // binary reads it as it would after the exec, so a document it cannot
       // continue from fails the upgrade here, while this image still runs.

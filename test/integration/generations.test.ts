@@ -101,6 +101,54 @@ describe("generations remember what they run", () => {
   }, 90_000);
 });
 
+/** A preload module answering `TAG` on every connection (the module's own name for TAG). */
+const preloadModule = (tag: string) => `
+export function einhorn_main() {
+  const fd = Number(process.env.EINHORN_FD_0);
+  (Bun.listen as any)({ fd, socket: { open(s: any) { s.write("${tag}\\n"); s.end(); }, data() {} } });
+}
+`;
+
+describe("-p in the config file is part of the spec", () => {
+  test("an upgrade rolls out a new module; a broken one fails in the preflight and respawns keep the old module", async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, "a.ts"), preloadModule("module-a"));
+    writeFileSync(join(dir, "b.ts"), preloadModule("module-b"));
+    writeFileSync(join(dir, "broken.ts"), "export function einhorn_main( {\n");
+    const file = join(dir, "einhorn.yaml");
+    const conf = (module: string) => `number: 2\nack-mode: 0.1\nseconds: 0.2\nbind: [127.0.0.1:0]\npreload: ${module}\nprogram: [x]\n`;
+    writeFileSync(file, conf("a.ts"));
+    const m = startMaster(["--config", file], { dir });
+    const s0 = await waitFor("2 workers up", async () => { const s = await stateJson(m.sockPath); return upWorkers(s, 0).length === 2 ? s : null; }, 20_000);
+    const port = s0.listeners[0].port;
+    await waitFor("module a answers", async () => (await fetchLine(port)) === "module-a\n", 20_000);
+
+    writeFileSync(file, conf("b.ts"));
+    const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir, timeoutMs: 60_000 });
+    expect(up.code).toBe(0);
+    expect(up.stdout).toContain("changes: preload");
+    await waitFor("only module b answers", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 2 && upWorkers(s, 1).length === 2 && (await fetchLine(port)) === "module-b\n";
+    }, 20_000);
+
+    writeFileSync(file, conf("broken.ts"));
+    const bad = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir, timeoutMs: 60_000 });
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/Upgrade failed: preflight .*broken\.ts: Expected/);
+    // A worker lost now comes back running module b, not the broken one.
+    const s1 = await stateJson(m.sockPath);
+    process.kill(s1.workers[0].pid, "SIGKILL");
+    const s2 = await waitFor("2 workers of version 1 up again", async () => {
+      const s = await stateJson(m.sockPath);
+      return upWorkers(s, 1).length === 2 && !s.workers.some((w: any) => w.pid === s1.workers[0].pid) ? s : null;
+    }, 20_000);
+    expect(s2.generations.map((g: any) => [g.version, g.spec.preload])).toEqual([[1, join(dir, "b.ts")]]);
+    for (let i = 0; i < 4; i++) expect(await fetchLine(port)).toBe("module-b\n");
+    expect(await stopMaster(m)).toBe(0);
+  }, 90_000);
+});
+
 /**
  * releases/N/server: a #! script that runs the release-worker fixture, which
  * answers with the release directory it really runs from.
