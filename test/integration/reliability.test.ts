@@ -5,7 +5,7 @@
 // Bounded for CI (2 cores): every loop has a count and a time limit, all
 // traffic goes to 127.0.0.1, and the whole file runs well under 90 s.
 import { describe, expect, test } from "bun:test";
-import { chownSync, existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
 import { decodeLine, encodeMessage } from "../../src/protocol";
@@ -556,7 +556,8 @@ describe("resource limits", () => {
     const cpuFraction = (cpuSeconds(m.pid) - cpu0) / ((performance.now() - wall0) / 1000);
 
     const fails = failures(m);
-    for (const f of fails) expect(spawnFailure.exec(f.message)![1]).toBe("posix_spawnp /bin/sleep: EAGAIN (Resource temporarily unavailable)");
+    // The generation recorded the program's real path, which the spawn names (no PATH search).
+    for (const f of fails) expect(spawnFailure.exec(f.message)![1]).toBe(`posix_spawn ${realpathSync("/bin/sleep")}: EAGAIN (Resource temporarily unavailable)`);
     // Retried with a growing interval, not in a loop.
     const nextTry = fails.map((f) => Number(spawnFailure.exec(f.message)![2]));
     for (let i = 1; i < nextTry.length; i++) expect(nextTry[i]!).toBeGreaterThanOrEqual(nextTry[i - 1]!);
