@@ -1,7 +1,13 @@
 // The whole test suite, as `npm test` runs it (the README's command, and .ci/run's).
-//   bun scripts/test.ts                    build, then every test file in two phases
-//   bun scripts/test.ts --update-timings   the same, then rewrite test/timings.json
+//   bun scripts/test.ts                    system tools, build, then every test file in two phases
+//   bun scripts/test.ts --fast             the fast tier (`npm run test:fast`): see FAST below
+//   bun scripts/test.ts --update-timings   the whole suite, then rewrite test/timings.json
 //   bun scripts/test.ts FILE-OR-FILTER...  build, then one plain `bun test` over those
+//
+// First the system tools the suite drives (scripts/system-tools.ts): as root
+// on Debian, the missing ones are installed with one printed apt-get line;
+// otherwise the run stops at once with the command to run. No test then
+// fails or skips for a missing tool.
 //
 // Why two phases. Most integration tests wait on the clock (a worker's ACK, a
 // drain, a re-exec), not on the CPU: a serial run kept this 2-core machine only
@@ -16,6 +22,7 @@
 // `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
 // running side by side share nothing but the machine.
 import { resolve } from "node:path";
+import { ensureSystemTools } from "./system-tools";
 
 const ROOT = resolve(import.meta.dir, "..");
 const BUN = process.execPath;
@@ -24,6 +31,19 @@ const TIMINGS = "test/timings.json";
 const ALONE = "test/integration/signals.test.ts";
 /** Generous per-test limit: under two CPU hogs an integration test can take 4x its quiet time. */
 const TIMEOUT = ["--timeout", "60000"];
+/**
+ * The fast tier, for iterating on the core, the master, the command socket
+ * and upgrades: every unit and ffi test, and the integration files that run
+ * the master with local workers. Left to the whole suite: the package and
+ * release builds and npm installs (registry access), the servers and
+ * frameworks under wrk, the long reliability, hostile-client and
+ * compatibility runs, and the signals acceptance test.
+ */
+const FAST = [
+  "test/unit", "test/ffi",
+  ...["master", "command-socket", "upgrade", "generations", "config-file", "config-trust", "retire-signal", "status",
+    "shell", "start-up", "robustness", "spawn-image", "worker", "worker-output", "systemd-unit"].map((f) => `test/integration/${f}.test.ts`),
+];
 
 function run(label: string, argv: string[]): number {
   const t0 = performance.now();
@@ -36,13 +56,17 @@ function run(label: string, argv: string[]): number {
 
 const args = process.argv.slice(2);
 const update = args.includes("--update-timings");
-const named = args.filter((a) => a !== "--update-timings");
+const fast = args.includes("--fast");
+const named = args.filter((a) => a !== "--update-timings" && a !== "--fast");
 
 const started = performance.now();
+if (ensureSystemTools({ install: true }) !== 0) process.exit(1);
 if (run("build", [BUN, "scripts/build.ts"]) !== 0) process.exit(1);
 
 const codes: number[] = [];
-if (named.length > 0) {
+if (fast) {
+  codes.push(run("fast tier, two files at a time", [BUN, "test", ...TIMEOUT, "--parallel=2", ...FAST]));
+} else if (named.length > 0) {
   codes.push(run("tests", [BUN, "test", ...TIMEOUT, ...named]));
 } else {
   codes.push(run("tests, two files at a time", [
