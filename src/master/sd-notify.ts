@@ -251,11 +251,17 @@ export class SdNotifier {
     this.sayPid = true;
   }
 
-  /** Start the watchdog; after a re-exec, say MAINPID= now. */
+  /**
+   * Start the watchdog; after a re-exec, say MAINPID= now. The first ping
+   * goes at once: after a re-exec, the previous image's last ping was just
+   * before the execve, and waiting a whole interval more would bring a short
+   * WatchdogSec= close to firing during every upgrade.
+   */
   start(): void {
     if (!this.target) return;
     this.log.debug(`Notifying systemd at ${this.target.socket}${this.target.watchdogMs ? `; watchdog ping every ${this.target.watchdogMs} ms` : ""}`);
-    if (this.sayPid) this.sendLines([`MAINPID=${this.pid}`]);
+    const first = [...(this.target.watchdogMs ? ["WATCHDOG=1"] : []), ...(this.sayPid ? [`MAINPID=${this.pid}`] : [])];
+    if (first.length) this.sendLines(first);
     if (this.target.watchdogMs) this.watchdog = this.os.every(this.target.watchdogMs, () => this.trySend("WATCHDOG=1"));
   }
 
@@ -273,6 +279,9 @@ export class SdNotifier {
     this.doc = remember(this.doc, e, before, after, effects, now);
     this.last = after;
     this.sync(now);
+    // The master is about to execve: a ping now leaves the whole interval for
+    // the exec and the new image's start.
+    if (this.watchdog && effects.some((fx) => fx.type === "exec")) this.trySend("WATCHDOG=1");
   }
 
   /** Send what is due: state changes at once, STATUS= when the interval allows (else later, from a timer). */

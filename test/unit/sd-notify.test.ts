@@ -261,10 +261,18 @@ describe("the environment", () => {
     const rig = readyRig(1, {}, { NOTIFY_SOCKET: "@sd", WATCHDOG_USEC: "2000000", WATCHDOG_PID: "4242" });
     rig.notifier.start();
     rig.advance(rig.sim.now + 3500);
-    expect(rig.lines().filter(([, l]) => l === "WATCHDOG=1").length).toBe(3);
+    expect(rig.lines().filter(([, l]) => l === "WATCHDOG=1").length).toBe(4); // one at once, then every second
     rig.notifier.stop();
     rig.advance(rig.sim.now + 3000);
-    expect(rig.lines().filter(([, l]) => l === "WATCHDOG=1").length).toBe(3);
+    expect(rig.lines().filter(([, l]) => l === "WATCHDOG=1").length).toBe(4); // one at once, then every second
+
+    // A ping just before the execve, whatever the timer's phase.
+    const up = readyRig(1, {}, { NOTIFY_SOCKET: "@sd", WATCHDOG_USEC: "60000000" });
+    up.notifier.start();
+    up.send({ type: "reexec-requested", kind: "upgrade", mode: "smooth", requestId: null }, up.sim.now + 1000);
+    const before = up.sent.length;
+    up.send({ type: "preflight-done", ok: true, detail: "ok" }, up.sim.now + 100);
+    expect(up.sent.slice(before).map((d) => d.text)).toEqual(["WATCHDOG=1"]);
 
     const other = readyRig(1, {}, { NOTIFY_SOCKET: "/run/n", WATCHDOG_USEC: "2000000", WATCHDOG_PID: "1" });
     other.notifier.start();
