@@ -93,7 +93,7 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
     }
   }
   if (!same(old.program, next.program)) changes.push(`program ${JSON.stringify(old.program)} -> ${JSON.stringify(next.program)}`);
-  for (const k of ["retireSignal", "killChildrenOnExit", "commandSocketAsFd", "listenFds", "reexecAs", "dropEnvVars", "logFormat", "nice", "maxMemory"] as const) {
+  for (const k of ["retireSignal", "killChildrenOnExit", "commandSocketAsFd", "listenFds", "passNotifySocket", "reexecAs", "dropEnvVars", "logFormat", "nice", "maxMemory"] as const) {
     if (!same(old[k], next[k])) changes.push(`${k} ${JSON.stringify(old[k])} -> ${JSON.stringify(next[k])}`);
   }
   return { config: next, patch, changes };
