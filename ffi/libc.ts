@@ -44,6 +44,7 @@ export const libc = open({
   fcntl: { args: [i32, i32, i64], returns: i32 },
   write: { args: [i32, ptr, u64], returns: i64 },
   send: { args: [i32, ptr, u64, i32], returns: i64 },
+  sendto: { args: [i32, ptr, u64, i32, ptr, u32], returns: i64 },
   open: { args: [cstring, i32, u32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
   poll: { args: [ptr, u64, i32], returns: i32 },
@@ -52,6 +53,7 @@ export const libc = open({
   umask: { args: [u32], returns: u32 },
   memfd_create: { args: [cstring, u32], returns: i32 },
   getrlimit: { args: [i32, ptr], returns: i32 },
+  clock_gettime: { args: [i32, ptr], returns: i32 },
 
   // processes
   posix_spawn: { args: [ptr, cstring, ptr, ptr, ptr, ptr], returns: i32 },

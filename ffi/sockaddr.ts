@@ -114,3 +114,23 @@ export function formatSockAddr(addr: SockAddr): string {
     case "unix": return `unix:${addr.path}`;
   }
 }
+
+/**
+ * A sockaddr_un for a UNIX socket address written the way sd_notify(3) and
+ * ss(8) write one: `/path`, or `@name` for the abstract namespace (what
+ * systemd uses inside containers). An abstract address is a NUL followed by
+ * exactly the name's bytes, and its length is all there is to say where the
+ * name ends: a terminating NUL would become part of the name, so the buffer
+ * returned has the exact length to pass to the kernel.
+ */
+export function packUnixAddr(text: string): Buffer {
+  if (!text.startsWith("@")) return packSockAddr({ family: "unix", path: text });
+  const name = osBytes(text.slice(1));
+  if (1 + name.length > UNIX_PATH_MAX) {
+    throw new SysError("sendto", Errno.ENAMETOOLONG!, `the abstract name is ${name.length} bytes; it holds at most ${UNIX_PATH_MAX - 1}`, text);
+  }
+  const b = Buffer.alloc(2 + 1 + name.length);
+  b.writeUInt16LE(AF_UNIX, 0);
+  name.copy(b, 3);
+  return b;
+}

@@ -3,9 +3,10 @@
 // hands it through explicitly.
 import { ptr } from "bun:ffi";
 import { check, sym } from "./libc";
-import { AF_INET, AF_INET6, AF_UNIX, formatSockAddr, packSockAddr, unpackSockAddr, type SockAddr } from "./sockaddr";
+import { AF_INET, AF_INET6, AF_UNIX, formatSockAddr, packSockAddr, packUnixAddr, unpackSockAddr, type SockAddr } from "./sockaddr";
 
 export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
@@ -15,6 +16,9 @@ export const SO_REUSEPORT = 15;
 export const SO_PEERCRED = 17;
 export const SO_ACCEPTCONN = 30;
 export const SO_DOMAIN = 39;
+
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
 
 export const F_DUPFD_CLOEXEC = 1030;
 export const F_GETFD = 1;
@@ -28,6 +32,28 @@ const FAMILY: Record<SockAddr["family"], number> = { unix: AF_UNIX, inet: AF_INE
 
 export function socket(family: SockAddr["family"], flags = SOCK_CLOEXEC): number {
   return check(sym.socket(FAMILY[family], SOCK_STREAM | flags, 0), "socket", family);
+}
+
+/** An AF_UNIX datagram socket (the kind sd_notify(3) sends on), close-on-exec unless `flags` says otherwise. */
+export function unixDatagramSocket(flags = SOCK_CLOEXEC): number {
+  return check(sym.socket(AF_UNIX, SOCK_DGRAM | flags, 0), "socket", "unix datagram");
+}
+
+/** bind(2) to a UNIX address in `/path` or `@abstract` notation (see packUnixAddr). */
+export function bindUnix(fd: number, text: string): void {
+  const sa = packUnixAddr(text);
+  check(sym.bind(fd, ptr(sa), sa.length), "bind", text);
+}
+
+/**
+ * Send one datagram to a UNIX address in `/path` or `@abstract` notation;
+ * the number of bytes sent (a datagram goes whole or not at all).
+ */
+export function sendto(fd: number, data: Buffer, flags: number, to: string): number {
+  const sa = packUnixAddr(to);
+  // A zero-length buffer has no address to point at.
+  const body = data.length ? data : Buffer.alloc(1);
+  return check(Number(sym.sendto(fd, ptr(body), data.length, flags, ptr(sa), sa.length)), "sendto", to);
 }
 
 export function bind(fd: number, addr: SockAddr): void {

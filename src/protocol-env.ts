@@ -20,6 +20,12 @@ export const ENV = {
    * the next binary reads as it would after the exec. Never set for workers.
    */
   UPGRADE_CHECK_STATE_FD: "EINHORN_UPGRADE_CHECK_STATE_FD",
+  // systemd's notify protocol (sd_notify(3)): set by systemd for the master,
+  // which speaks it for the pool; removed from workers' environment (see
+  // src/master/sd-notify.ts) unless --pass-notify-socket.
+  NOTIFY_SOCKET: "NOTIFY_SOCKET",
+  WATCHDOG_USEC: "WATCHDOG_USEC",
+  WATCHDOG_PID: "WATCHDOG_PID",
 } as const;
 
 /**

@@ -1,6 +1,12 @@
 // `einhorn systemd-unit [UNIT OPTIONS] [--] MASTER OPTIONS [--] PROGRAM [ARGS...]`
 // prints a hardened systemd service unit for that einhorn command line (and,
 // with --socket, a socket unit that binds its -b addresses). Policy:
+// - Type=notify: the master tells systemd over sd_notify when the pool is up
+//   (READY=1 once every worker ACKed), when an upgrade is under way
+//   (RELOADING=1 ... READY=1) and what `systemctl status` shows (STATUS=);
+//   NotifyAccess=main, as workers do not get NOTIFY_SOCKET (=all with
+//   --pass-notify-socket, which hands it to them); --watchdog sets
+//   WatchdogSec=, pinged from the master's event loop (src/master/sd-notify.ts);
 // - the command socket goes to /run/NAME (RuntimeDirectory), so the private
 //   /tmp the sandbox gives the service does not hide it from `einhorn sh`;
 // - ExecReload runs `einhorn sh -e upgrade`, which exits non-zero when the
@@ -32,10 +38,13 @@ export interface UnitOptions {
   drain: number;
   /** Seconds `systemctl reload` (the upgrade) may take. */
   reloadTimeout: number;
+  /** WatchdogSec=, or null: no watchdog. */
+  watchdog: number | null;
 }
 
 const UNIT_OPTIONS_USAGE = `Usage: einhorn systemd-unit [--socket] [--name NAME] [--user USER] [--group GROUP]
-                            [--drain SECONDS] [--reload-timeout SECONDS] [--] MASTER-OPTIONS [--] PROGRAM [ARGS...]
+                            [--drain SECONDS] [--reload-timeout SECONDS] [--watchdog SECONDS]
+                            [--] MASTER-OPTIONS [--] PROGRAM [ARGS...]
        einhorn systemd-unit [UNIT-OPTIONS] [--] --config FILE [MASTER-OPTIONS]
 
 Prints a hardened systemd service unit running einhorn with MASTER-OPTIONS and
@@ -49,11 +58,12 @@ Warnings (stderr) name paths the unit's PrivateTmp=/ProtectHome= would hide.
   --user USER              User= (default: the user running this; root gets DynamicUser=yes instead)
   --group GROUP            Group=
   --drain SECONDS          time workers get to drain on stop; sets -t unless given (default 30)
-  --reload-timeout SECONDS how long 'systemctl reload' (an upgrade) may take (default 300)`;
+  --reload-timeout SECONDS how long 'systemctl reload' (an upgrade) may take (default 300)
+  --watchdog SECONDS       WatchdogSec=: systemd restarts a master whose event loop stops answering for that long`;
 
 /** Split the unit options off the front; the rest is the master's command line. */
 function parseUnitArgs(argv: string[]): { unit: UnitOptions; master: string[] } {
-  const unit: UnitOptions = { socket: false, name: null, user: null, group: null, drain: 30, reloadTimeout: 300 };
+  const unit: UnitOptions = { socket: false, name: null, user: null, group: null, drain: 30, reloadTimeout: 300, watchdog: null };
   let i = 0;
   const value = (flag: string) => {
     if (i + 1 >= argv.length) throw new UsageError(`${flag} needs a value`);
@@ -72,6 +82,7 @@ function parseUnitArgs(argv: string[]): { unit: UnitOptions; master: string[] } 
     else if (a === "--group") unit.group = value(a);
     else if (a === "--drain") unit.drain = seconds(a, value(a));
     else if (a === "--reload-timeout") unit.reloadTimeout = seconds(a, value(a));
+    else if (a === "--watchdog") unit.watchdog = seconds(a, value(a));
     else if (a === "--") { i++; break; } else break;
   }
   if (unit.name !== null) unitName("--name", unit.name);
@@ -332,13 +343,16 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
     ...(unit.socket ? [`Requires=${name}.socket`, `After=${name}.socket`] : []),
     "",
     "[Service]",
-    "Type=simple",
+    // The master says READY=1 once its workers are up; a pool that never comes up fails the start at TimeoutStartSec.
+    "Type=notify",
+    `NotifyAccess=${cfg.passNotifySocket ? "all" : "main"}`,
+    ...(unit.watchdog !== null ? [`WatchdogSec=${unit.watchdog}`] : []),
     ...(user !== null ? [`User=${userOrGroupValue(unit.user !== null ? "--user" : "the user running this (default --user)", user)}`] : ["# No --user given and generated as root: a transient user, created for the service.", "DynamicUser=yes"]),
     ...(unit.group !== null ? [`Group=${userOrGroupValue("--group", unit.group)}`] : []),
     `WorkingDirectory=${pathValue("the working directory", cwd)}`,
     `ExecStart=${execLine(words)}`,
     `ExecReload=${execLine(shell)}`,
-    // A reload job is bounded by TimeoutStartSec.
+    // Bounds the start (until READY=1) and a reload job alike.
     `TimeoutStartSec=${Math.ceil(unit.reloadTimeout + 30)}`,
     "KillSignal=SIGUSR2",
     "KillMode=mixed",

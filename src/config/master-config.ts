@@ -47,6 +47,8 @@ export interface MasterConfig {
   commandLine: string[];
   listenFds: boolean;
   subreaper: boolean;
+  /** --pass-notify-socket: workers keep NOTIFY_SOCKET (see sd-notify.ts). */
+  passNotifySocket: boolean;
   withStateFd: number | null;
   upgradeCheck: boolean;
   version: boolean;

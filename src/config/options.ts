@@ -173,6 +173,7 @@ export const OPTIONS = [
   // The memory guard is the master's: the re-executed one watches with the new size.
   valued({ long: "max-memory", placeholder: "SIZE", field: "maxMemory", kind: size("1M"), default: null, reload: "master", unit: "as-given", help: "Replace a worker whose resident memory stays above SIZE (512M, 2G, ...): its successor first, then the retire signal; one at a time" }),
   flag({ long: "listen-fds", field: "listenFds", reload: "worker", unit: "as-given", help: "Also hand workers the sockets the systemd way: fds 3, 4, ... with LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES" }),
+  flag({ long: "pass-notify-socket", field: "passNotifySocket", reload: "worker", unit: "as-given", help: "Let NOTIFY_SOCKET through to workers (by default the master alone speaks sd_notify for the pool; for NotifyAccess=all)" }),
   flag({ long: "subreaper", field: "subreaper", reload: "fixed", unit: "as-given", help: "Reap orphaned grandchildren of the workers (automatic when einhorn runs as PID 1)" }),
   // The file's path comes from the command line, which every upgrade re-reads unchanged.
   valued({ long: "config", placeholder: "FILE", field: "configFile", kind: anyText("a path"), default: null, reload: "fixed", notInFile: true, unit: "as-given", help: "Read options, program and arguments from a YAML file (docs/config.md); the command line overrides it. Re-read by every upgrade" }),

@@ -12,6 +12,7 @@ import { parseSignal, type SignalName } from "../signal-names";
 import type { UpgradeMode } from "../core/step";
 import type { HandedCapture } from "./worker-output";
 import type { MetricsDoc } from "./metrics";
+import type { SdNotifyDoc } from "./sd-notify";
 
 // Strings in the document (program, arguments, environment, paths) may carry
 // raw non-UTF-8 bytes as lone surrogates U+DC80..U+DCFF (ffi/os-string.ts).
@@ -71,6 +72,8 @@ export interface Handoff {
   cpuAtExecUs?: number;
   /** --metrics: the listening descriptor (kept open across the exec) and the counters; absent from older writers. */
   metrics?: { fd: number | null; counters: MetricsDoc } | null;
+  /** What the writer told systemd over sd_notify (absent from older writers: nothing). */
+  sdNotify?: SdNotifyDoc | null;
 }
 
 /** Write the document into a fresh inheritable memfd (or `into`, one made with memfdCreate); returns its descriptor. */
@@ -147,5 +150,6 @@ export function validateHandoff(doc: unknown): Handoff {
     capture: d.capture ?? null,
     ...(typeof d.cpuAtExecUs === "number" ? { cpuAtExecUs: d.cpuAtExecUs } : {}),
     metrics: d.metrics ?? null,
+    sdNotify: d.sdNotify ?? null,
   };
 }

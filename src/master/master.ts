@@ -44,6 +44,7 @@ import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Cancel, type Os, systemOs } from "./os";
 import { Waiters } from "./waiters";
+import { SdNotifier, workerNotifyEnv } from "./sd-notify";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -100,7 +101,11 @@ export class Master implements Host {
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
     this.os = opts.os ?? systemOs(this.log);
     this.commands = this.commandContext();
+    // sd_notify (issue 24): does nothing unless systemd set NOTIFY_SOCKET.
+    this.sdNotify = new SdNotifier(opts.env, this.pid, this.os, this.log);
   }
+
+  private readonly sdNotify: SdNotifier;
 
   get state(): State {
     return this.loop.state;
@@ -211,6 +216,7 @@ export class Master implements Host {
       this.capture.adopt(doc.capture, (s, e) => this.log.warn(`Captured ${s.stream} of worker ${s.pid} could not be kept across the re-exec (${e.message}); its output goes unread`));
     }
     this.reexecs = doc.reexecs;
+    this.sdNotify.restore(doc.sdNotify);
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
     // An older image held its lockfile for life; this one holds it only while creating the command socket.
@@ -344,7 +350,7 @@ export class Master implements Host {
       programPath,
       preload,
       cwd,
-      env,
+      env: workerNotifyEnv(env, cfg.passNotifySocket),
       retireSignal: cfg.retireSignal,
       killChildrenOnExit: cfg.killChildrenOnExit,
       commandSocketAsFd: cfg.commandSocketAsFd,
@@ -509,6 +515,7 @@ export class Master implements Host {
 
   observe(e: Event, before: State, after: State, effects: Effect[], now: number): void {
     this.metrics.observe(e, before, after, effects, now);
+    this.sdNotify.observe(e, before, after, effects, now);
   }
 
   cancelExec(): void {
@@ -615,6 +622,7 @@ export class Master implements Host {
       pidfds: this.os.handOverChildren(),
       metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
       cpuAtExecUs: cpuMicros(),
+      sdNotify: this.sdNotify.toJSON(),
     };
   }
 
@@ -653,6 +661,7 @@ export class Master implements Host {
     Bun.gc(true);
     this.timers.push(this.os.every(SAFETY_REAP_MS, () => this.loop.reap()));
     this.timers.push(this.os.every(1_000, () => this.housekeeping()));
+    this.sdNotify.start();
   }
   private readonly ackWait = new AckWaitReporter();
   private memoryGuard: MemoryGuard | null = null;
@@ -715,6 +724,7 @@ export class Master implements Host {
   /** The `exit` effect's last words (the Interpreter then ends the process). */
   leave(code: number): void {
     for (const cancel of this.timers) cancel();
+    this.sdNotify.stop();
     this.server?.stop();
     this.cleanupFiles();
     if (this.capture) {

@@ -81,6 +81,10 @@ describe("einhorn systemd-unit", () => {
     const line = (key: string) => unit.split("\n").find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1);
     expect(line("User")).toBe("www-data");
     expect(line("KillSignal")).toBe("SIGUSR2");
+    // sd_notify from the master alone; no watchdog unless asked.
+    expect(line("Type")).toBe("notify");
+    expect(line("NotifyAccess")).toBe("main");
+    expect(line("WatchdogSec")).toBeUndefined();
     expect(line("KillMode")).toBe("mixed");
     expect(line("TimeoutStopSec")).toBe("35");
     expect(line("RuntimeDirectory")).toBe("einhorn-web");
@@ -130,10 +134,23 @@ describe("einhorn systemd-unit", () => {
     expect(service).toMatch(/ExecStart=\S+ --signal-timeout 30 --log-format plain --socket-path \/run\/einhorn-api\/einhorn-api.sock --command-name api --number 2 --bind systemd:0 --bind systemd:1,n --bind systemd:2 -- \S+\/sleep 1000\n/);
   });
 
+  test("--watchdog writes WatchdogSec=; --pass-notify-socket makes NotifyAccess=all and stays a flag in ExecStart", async () => {
+    const dir = tempDir();
+    const r = await runBinary(["systemd-unit", "--user", "www-data", "--name", "dog", "--watchdog", "20", "--", "-n", "2", "--pass-notify-socket", "--", "sleep", "1000"], { dir });
+    expect(r.code).toBe(0);
+    writeFileSync(join(dir, "dog.service"), r.stdout);
+    const v = verify(dir, ["dog.service"]);
+    expect(v.stderr).toBe("");
+    expect(v.code).toBe(0);
+    expect(r.stdout).toContain("\nType=notify\nNotifyAccess=all\nWatchdogSec=20\n");
+    expect(r.stdout).toMatch(/^ExecStart=.* --number 2 --pass-notify-socket -- \S+\/sleep 1000$/m);
+  });
+
   test("bad input is a usage error that says what was wrong", async () => {
     const cases: Array<[string[], RegExp]> = [
       [["systemd-unit", "--", "-n", "2"], /no PROGRAM given/],
       [["systemd-unit", "--drain", "soon", "--", "sleep", "1"], /--drain wants a number of seconds greater than 0, got 'soon'/],
+      [["systemd-unit", "--watchdog", "0", "--", "sleep", "1"], /--watchdog wants a number of seconds greater than 0, got '0'/],
       [["systemd-unit", "--socket", "--", "sleep", "1"], /--socket needs at least one -b address/],
       [["systemd-unit", "--", "-n", "zero", "--", "sleep", "1"], /-n\/--number wants a whole number/],
       [["systemd-unit", "--name", "a b", "--", "sleep", "1"], /--name wants letters/],
