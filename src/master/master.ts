@@ -1,14 +1,12 @@
 // The I/O shell around the decision core. It is the only code that touches
 // processes: it turns signals, timers, child exits and command-socket lines
 // into core events, and performs the effects the core returns, in order.
-import { existsSync, realpathSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
-import type { WorkerSpec } from "../core/generation";
-import { specOf } from "../core/pool";
 import type { SignalName } from "../signal-names";
 import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
@@ -25,7 +23,7 @@ import { StartError, StopDuringStart } from "./errors";
 import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
 import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
-import { pinSelfImage, resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
+import { resolveProgram } from "./spawner";
 import { buildStateReport } from "./state-report";
 import { einhornStateYaml } from "./einhorn-state";
 import { renderStatus, StatusCollector } from "./status-report";
@@ -33,7 +31,7 @@ import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
-import { OutputCapture, type PreparedCapture } from "./worker-output";
+import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
 import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MemoryGuard } from "./memory-guard";
@@ -43,6 +41,7 @@ import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Cancel, type Os, systemOs } from "./os";
 import { Waiters } from "./waiters";
+import { WorkerLaunch } from "./worker-launch";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
@@ -92,12 +91,25 @@ export class Master implements Host {
   private reexecs = 0;
   private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
+  /** Starts workers from their generation's spec (worker-launch.ts). */
+  private readonly launch: WorkerLaunch;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
     this.capture = this.makeCapture();
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
     this.os = opts.os ?? systemOs(this.log);
+    this.launch = new WorkerLaunch({
+      state: () => this.state,
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
+      selfCommand: opts.selfCommand,
+      env: opts.env,
+      listeners: () => this.listeners,
+      capture: this.capture,
+      adoptConnection: (fd) => this.server!.adoptConnection(fd),
+    });
     this.commands = this.commandContext();
   }
 
@@ -174,7 +186,7 @@ export class Master implements Host {
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
       upgradeBake: cfg.upgradeBake,
-    }, this.os.now(), this.candidateSpec()));
+    }, this.os.now(), this.launch.candidateSpec()));
     signals.dispose();
     try {
       this.boot();
@@ -227,7 +239,7 @@ export class Master implements Host {
     this.serveCommands(doc.commandFd);
     // This image's configuration is the candidate an upgrade rolls out; the
     // generations already running keep the specs the state carries.
-    const candidate = this.candidateSpec();
+    const candidate = this.launch.candidateSpec();
     this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0, (message) => this.log.warn(message), candidate));
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
@@ -308,75 +320,8 @@ export class Master implements Host {
       process.title = `einhorn: ${cfg.commandName}`;
       try { setProcessName(`einhorn: ${cfg.commandName}`); } catch { /* cosmetic */ }
     }
-    this.selfExec = pinSelfImage();
+    this.launch.pinImage();
     this.installSignals();
-  }
-
-  /** This binary's running image, pinned (see pinSelfImage); null without /proc. */
-  private selfExec: string | null = null;
-
-  /**
-   * What this image's configuration says workers run: the spec of the first
-   * generation at start, and after a re-exec the candidate an upgrade rolls
-   * out (generations already running keep theirs). The program is looked up
-   * in PATH and its symlinks resolved now, so a release behind a `current`
-   * symlink that moves later is not picked up by respawns (an upgrade makes a
-   * new spec). A program that cannot be found now gets its spawn's own error.
-   */
-  private candidateSpec(): WorkerSpec {
-    const cfg = this.cfg;
-    const env = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
-    let programPath: string | null = null;
-    if (!cfg.preload && cfg.program.length) {
-      try { programPath = realpathSync(fsPath(resolveProgram(cfg.program[0]!, env.PATH))); } catch { /* reported by the spawn */ }
-    }
-    let cwd = "/";
-    try { cwd = realpathSync(process.cwd()); } catch { /* a removed directory: recorded as / */ }
-    return {
-      program: cfg.program,
-      programPath,
-      preload: cfg.preload,
-      cwd,
-      env,
-      retireSignal: cfg.retireSignal,
-      killChildrenOnExit: cfg.killChildrenOnExit,
-      commandSocketAsFd: cfg.commandSocketAsFd,
-      listenFds: cfg.listenFds,
-      nice: cfg.nice.worker,
-    };
-  }
-
-  /** Generations whose recorded program was gone at a spawn (warned once each). */
-  private readonly goneWarned = new Set<number>();
-
-  /** How to start a worker of generation `version`, from its own spec. */
-  private planFor(version: number): WorkerPlan {
-    const spec = specOf(this.state, version);
-    let programFile: string | undefined;
-    if (spec.preload) {
-      // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
-      programFile = this.selfExec ?? undefined;
-    } else if (spec.programPath) {
-      if (existsSync(fsPath(spec.programPath))) programFile = spec.programPath;
-      else if (!this.goneWarned.has(version)) {
-        this.goneWarned.add(version);
-        this.log.warn(`Version ${version}'s program ${spec.programPath} is gone; starting its workers from '${spec.program[0]}' as given`);
-      }
-    }
-    return {
-      program: spec.preload ? [...this.opts.selfCommand, "_preload", spec.preload, "--", ...spec.program] : spec.program,
-      programFile,
-      listenFds: spec.listenFds,
-      listenNames: this.listeners.map((l) => l.spec.name ?? "einhorn"),
-      listenerFds: this.listeners.map((l) => l.fd),
-      sockPath: this.cfg.socketPath,
-      selfCommand: this.opts.selfCommand,
-      ...(this.selfExec ? { selfExec: this.selfExec } : {}),
-      killChildrenOnExit: spec.killChildrenOnExit,
-      retireSignal: spec.retireSignal,
-      workerNice: spec.nice,
-      baseEnv: spec.env,
-    };
   }
 
   // --- metrics -----------------------------------------------------------------------
@@ -669,30 +614,9 @@ export class Master implements Host {
     else this.dispatch({ type: "signal", signal: sig });
   }
 
-  /** The `spawn` effect's work: the worker's command connection and output capture, then Os.spawn. */
+  /** The `spawn` effect: see worker-launch.ts. */
   spawnWorker(index: number, version: number): number {
-    let pair: [number, number] | null = null;
-    let captured: PreparedCapture | null = null;
-    try {
-      const plan = this.planFor(version);
-      if (specOf(this.state, version).commandSocketAsFd) pair = sock.socketpair();
-      if (this.capture) captured = this.capture.output.prepare();
-      const pid = spawnWorker((file, argv, env, opts) => this.os.spawn(file, argv, env, opts), plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
-      if (captured) this.capture!.output.attach(captured, pid, index);
-      if (pair) {
-        sock.close(pair[1]);
-        const masterEnd = pair[0];
-        this.server!.adoptConnection(masterEnd).catch((e) => {
-          this.log.error(`Could not serve the command connection of worker ${pid}: ${(e as Error).message}`);
-          try { sock.close(masterEnd); } catch { /* gone */ }
-        });
-      }
-      return pid;
-    } catch (e) {
-      if (pair) for (const fd of pair) { try { sock.close(fd); } catch { /* already closed */ } }
-      if (captured) this.capture!.output.abandon(captured);
-      throw e;
-    }
+    return this.launch.spawnWorker(index, version);
   }
 
   // --- leaving -----------------------------------------------------------------------
