@@ -8,25 +8,21 @@ import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
 import type { SignalName } from "../signal-names";
-import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
+import type { Effect, Event, ReexecKind } from "../core/step";
 import { CONFIG_SCHEMA, type MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
-import { type Handoff, handedFds, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
+import { type HandedConnection, type Handoff, handedFds, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
 import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
 import { shellSplit } from "./shell-split";
 import type { SystemdSockets } from "./systemd";
-import { CommandServer, type Connection } from "./command-server";
-import { type CommandContext, handleLine } from "./commands";
+import { CommandClients } from "./command-clients";
 import { StartError, StopDuringStart } from "./errors";
 import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
 import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
 import { resolveProgram } from "./spawner";
-import { buildStateReport } from "./state-report";
-import { einhornStateYaml } from "./einhorn-state";
-import { renderStatus, StatusCollector } from "./status-report";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { nonblockingWriter } from "../../ffi/io";
@@ -40,7 +36,6 @@ import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Cancel, type Os, systemOs } from "./os";
-import { Waiters } from "./waiters";
 import { WorkerLaunch } from "./worker-launch";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
@@ -82,15 +77,14 @@ export class Master implements Host {
   /** The command socket and pidfile this master created (removed at exit while they are still ours). */
   private commandPath: OwnedPath | null = null;
   private pidfile: OwnedPath | null = null;
-  private server: CommandServer | null = null;
-  private commandFd: number | null = null;
   /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
   private timers: Cancel[] = [];
   private readonly pid = getpid();
-  private readonly waiters = new Waiters();
   private reexecs = 0;
   private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
+  /** The command socket's server, connections and waiting clients (command-clients.ts). */
+  private readonly commands: CommandClients;
   /** Starts workers from their generation's spec (worker-launch.ts). */
   private readonly launch: WorkerLaunch;
 
@@ -108,9 +102,20 @@ export class Master implements Host {
       env: opts.env,
       listeners: () => this.listeners,
       capture: this.capture,
-      adoptConnection: (fd) => this.server!.adoptConnection(fd),
+      adoptConnection: (fd) => this.commands.adoptConnection(fd),
     });
-    this.commands = this.commandContext();
+    this.commands = new CommandClients({
+      state: () => this.state,
+      started: () => this.loop !== undefined,
+      dispatch: (e) => this.dispatch(e),
+      log: this.log,
+      now: () => this.os.now(),
+      config: this.cfg,
+      masterPid: this.pid,
+      path: opts.env.PATH,
+      listeners: () => this.listeners,
+      reexecs: () => this.reexecs,
+    });
   }
 
   get state(): State {
@@ -144,7 +149,7 @@ export class Master implements Host {
     try {
       // The command socket first: a second master on the same path is
       // refused before it binds anything or touches the pidfile.
-      await this.openCommandSocket(stopRequested);
+      const commandFd = await this.openCommandSocket(stopRequested);
       this.pidfile = cfg.pidfile === null ? null : writePidfile(cfg.pidfile);
       if (cfg.nice.master !== null) setpriority(0, cfg.nice.master);
       if (cfg.subreaper || this.pid === 1) {
@@ -161,7 +166,7 @@ export class Master implements Host {
       if (cfg.metrics) await this.openMetricsSocket(cfg.metrics);
       signals.check();
       try {
-        this.serveCommands(this.commandFd!);
+        this.commands.serve(commandFd);
       } catch (e) {
         throw new StartError(`cannot serve the command socket ${cfg.socketPath}: ${(e as Error).message}`, 1, { cause: e });
       }
@@ -235,8 +240,7 @@ export class Master implements Host {
       this.listeners.push({ fd: l.fd, spec: parseBindSpec(l.specText), bound: l.bound, unixPath: l.unixPath });
     }
     sock.setCloexec(doc.commandFd, true);
-    this.commandFd = doc.commandFd;
-    this.serveCommands(doc.commandFd);
+    this.commands.serve(doc.commandFd);
     // This image's configuration is the candidate an upgrade rolls out; the
     // generations already running keep the specs the state carries.
     const candidate = this.launch.candidateSpec();
@@ -246,20 +250,7 @@ export class Master implements Host {
     this.os.adoptChildren(doc.pidfds);
     this.boot();
     // The signals stay blocked: the signalfd reads those pending since before the exec.
-    for (const c of doc.connections) {
-      try {
-        sock.setCloexec(c.fd, true);
-        const conn = await this.server!.adoptConnection(c.fd);
-        if (!conn) continue;
-        if (c.format === "json") conn.format = "json";
-        // A client that had not yet sent a whole line is still held to the first-line timeout (older images did not say: assume it spoke).
-        conn.sentLine = c.spoke ?? true;
-        conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), this.os.now());
-        if (c.waiting && doc.pending) this.waiters.adopt(conn, c.waiting.requestId, doc.pending.kind);
-      } catch (e) {
-        this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
-      }
-    }
+    await this.commands.adopt(doc.connections, doc.pending?.kind ?? null);
     // Signals sent during the exec are pending: act on them before the
     // pending upgrade starts rolling (a stop then abandons it). An einhorn
     // from before the signalfd handed over the ones it caught instead; a
@@ -359,90 +350,32 @@ export class Master implements Host {
   }
 
   /** The command socket, created under the lockfile (see createCommandSocket). */
-  private async openCommandSocket(stopRequested: () => SignalName | null): Promise<void> {
+  private async openCommandSocket(stopRequested: () => SignalName | null): Promise<number> {
     const { socketPath, lockfile } = this.cfg;
-    this.commandFd = await createCommandSocket(socketPath, lockfile, stopRequested, {
+    const fd = await createCommandSocket(socketPath, lockfile, stopRequested, {
       waiting: (holder) => this.log.info(`Waiting for the lockfile ${lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`),
       created: (owned) => { this.commandPath = owned; },
     });
-    this.log.debug(`Command socket listening at ${socketPath} (fd ${this.commandFd})`);
-  }
-
-  private serveCommands(fd: number): void {
-    this.server = new CommandServer({
-      onLine: (conn, line) => handleLine(this.commands, conn, line),
-      // (Connections adopted on resume are served before the state is.)
-      isWorker: (pid) => this.loop?.state.workers.some((w) => w.pid === pid) ?? false,
-      onClose: (conn) => this.waiters.drop(conn),
-      log: (level, message) => this.log[level](message),
-    });
-    this.server.listenFd(fd);
-  }
-
-  /** What command handlers may see and do; built once in the constructor (it reads the options). */
-  private readonly commands: CommandContext;
-  private readonly statusCollector = new StatusCollector();
-
-  private commandContext(): CommandContext {
-    return {
-      state: () => this.state,
-      dispatch: (e: Event) => this.dispatch(e),
-      report: () => buildStateReport(this.state, {
-        einhornVersion: einhornVersionLabel(),
-        masterPid: this.pid,
-        commandName: this.cfg.commandName,
-        socketPath: this.cfg.socketPath,
-        program: this.cfg.program,
-        listeners: this.listeners,
-        verbosity: this.state.settings.verbosity,
-        reexecs: this.reexecs,
-      }),
-      einhornState: () => einhornStateYaml({
-        state: this.state,
-        config: this.cfg,
-        listeners: this.listeners,
-        reexecs: this.reexecs,
-        commandFd: this.commandFd,
-        connectionFds: [...(this.server?.connections ?? [])].map((c) => c.fd),
-        which: (program) => resolveProgram(program, this.opts.env.PATH),
-      }),
-      status: (format) => {
-        const data = this.statusCollector.collect(this.state, {
-          masterPid: this.pid, einhornVersion: einhornVersionLabel(), commandName: this.cfg.commandName, socketPath: this.cfg.socketPath, listeners: this.listeners,
-        }, this.os.now());
-        return format === "json" ? JSON.stringify(data) : renderStatus(data);
-      },
-      masterPid: this.pid,
-      commandName: this.cfg.commandName,
-      einhornVersion: einhornVersionLabel(),
-      setVerbosity: (v: number) => this.log.setVerbosity(v),
-      upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.request("upgrade", mode, conn, id),
-      reload: (conn: Connection, id: unknown) => this.request("reload", null, conn, id),
-      log: (level: "debug" | "info" | "warn" | "error", message: string) => this.log[level](message),
-    };
-  }
-
-  /** An upgrade or reload asked for on the command socket: the core decides (see requestReexec in core/step.ts). */
-  private request(kind: ReexecKind, mode: UpgradeMode | null, conn: Connection, id: unknown): void {
-    this.dispatch({ type: "reexec-requested", kind, mode, requestId: this.waiters.ask(conn, id) });
+    this.log.debug(`Command socket listening at ${socketPath} (fd ${fd})`);
+    return fd;
   }
 
   // --- Host: what effects do beyond processes and time (see interpreter.ts) ---------
 
   enroll(requestId: number, kind: ReexecKind): void {
-    this.waiters.enroll(requestId, kind);
+    this.commands.enroll(requestId, kind);
   }
 
   refuse(requestId: number, message: string): void {
-    this.waiters.refuse(requestId, message);
+    this.commands.refuse(requestId, message);
   }
 
   notify(kind: ReexecKind, message: string, final: boolean, error = false): void {
-    this.waiters.notify(kind, message, final, error);
+    this.commands.notify(kind, message, final, error);
   }
 
   inputWaiting(): boolean {
-    return this.server?.inputWaiting() ?? false;
+    return this.commands.inputWaiting();
   }
 
   observe(e: Event, before: State, after: State, effects: Effect[], now: number): void {
@@ -523,7 +456,7 @@ export class Master implements Host {
   }
 
   /** The handoff document, as the next image will read it (the capture is added at the exec). */
-  private handoffDoc(pending: NonNullable<Handoff["pending"]>, conns: Connection[]): Handoff {
+  private handoffDoc(pending: NonNullable<Handoff["pending"]>, connections: HandedConnection[]): Handoff {
     return {
       schema: HANDOFF_SCHEMA,
       writerVersion: einhornVersionLabel(),
@@ -534,15 +467,11 @@ export class Master implements Host {
       configSchema: CONFIG_SCHEMA,
       startEnv: this.startEnv,
       listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
-      commandFd: this.commandFd!,
+      commandFd: this.commands.fd!,
       lock: null,
       commandPath: this.commandPath ? { dev: this.commandPath.dev, ino: this.commandPath.ino } : null,
       pidfile: this.pidfile ? { dev: this.pidfile.dev, ino: this.pidfile.ino } : null,
-      connections: conns.map((c) => {
-        const b = c.exportBuffers();
-        const waiting = this.waiters.waitingOn(c);
-        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format, spoke: c.sentLine };
-      }),
+      connections,
       pending,
       reexecs: this.reexecs + 1,
       // Read by einhorns from before the signalfd: an empty mask and list
@@ -559,7 +488,7 @@ export class Master implements Host {
     const cmd = this.reexecCommand();
     const env = this.restoredEnv();
     const file = resolveProgram(cmd[0]!, env.PATH);
-    const conns = [...(this.server?.connections ?? [])].filter((c) => c.transferable);
+    const conns = this.commands.handOver();
     const doc = this.handoffDoc(pending, conns);
     const stateFd = memfdCreate("einhorn-handoff");
     const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
@@ -631,7 +560,7 @@ export class Master implements Host {
   /** The `exit` effect's last words (the Interpreter then ends the process). */
   leave(code: number): void {
     for (const cancel of this.timers) cancel();
-    this.server?.stop();
+    this.commands.stop();
     this.cleanupFiles();
     if (this.capture) {
       for (const [stream, n] of Object.entries(this.capture.takeUnreported())) {
