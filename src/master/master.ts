@@ -3,46 +3,40 @@
 // into core events, and performs the effects the core returns, in order.
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
-import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
+import { getpid, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
 import type { SignalName } from "../signal-names";
 import type { Effect, Event, ReexecKind } from "../core/step";
-import { CONFIG_SCHEMA, type MasterConfig } from "./config";
+import type { MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "./bind-spec";
-import { type HandedConnection, type Handoff, handedFds, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
-import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
-import { shellSplit } from "./shell-split";
+import { type Handoff, readHandoff, validateHandoff as validateHandoffDoc } from "./handoff";
 import type { SystemdSockets } from "./systemd";
 import { CommandClients } from "./command-clients";
 import { StartError, StopDuringStart } from "./errors";
 import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
 import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
-import { resolveProgram } from "./spawner";
 import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
-import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MemoryGuard } from "./memory-guard";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Cancel, type Os, systemOs } from "./os";
+import { checkChildren, cpuMicros, type Lineage, Reexec } from "./reexec";
 import { WorkerLaunch } from "./worker-launch";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
 const SAFETY_REAP_MS = 5_000;
-
-/** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
-const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -80,11 +74,11 @@ export class Master implements Host {
   /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
   private timers: Cancel[] = [];
   private readonly pid = getpid();
-  private reexecs = 0;
-  private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
   /** The command socket's server, connections and waiting clients (command-clients.ts). */
   private readonly commands: CommandClients;
+  /** The way to the next image (reexec.ts); made once start or resume knows this master's lineage. */
+  private reexec!: Reexec;
   /** Starts workers from their generation's spec (worker-launch.ts). */
   private readonly launch: WorkerLaunch;
 
@@ -114,7 +108,7 @@ export class Master implements Host {
       masterPid: this.pid,
       path: opts.env.PATH,
       listeners: () => this.listeners,
-      reexecs: () => this.reexecs,
+      reexecs: () => this.reexec.reexecs,
     });
   }
 
@@ -142,7 +136,7 @@ export class Master implements Host {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
+    this.reexec = this.makeReexec({ startEnv: Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined)), reexecs: 0 });
     // A stop signal at any moment of start-up ends it at once (see startup.ts).
     const signals = new StartupSignals(this.log);
     const stopRequested = signals.stopRequested;
@@ -211,7 +205,7 @@ export class Master implements Host {
    */
   async resume(doc: Handoff): Promise<void> {
     const t0 = this.os.now();
-    this.startEnv = doc.startEnv;
+    this.reexec = this.makeReexec({ startEnv: doc.startEnv, reexecs: doc.reexecs });
     this.metrics.restore(doc.metrics?.counters);
     if (doc.metrics?.fd != null) {
       try {
@@ -226,7 +220,6 @@ export class Master implements Host {
     if (this.capture && doc.capture) {
       this.capture.adopt(doc.capture, (s, e) => this.log.warn(`Captured ${s.stream} of worker ${s.pid} could not be kept across the re-exec (${e.message}); its output goes unread`));
     }
-    this.reexecs = doc.reexecs;
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
     // An older image held its lockfile for life; this one holds it only while creating the command socket.
@@ -270,29 +263,9 @@ export class Master implements Host {
     });
     // After the pending upgrade started: a worker lost meanwhile is then
     // replaced by one of the new version, not of the old.
-    this.checkChildren();
+    checkChildren({ state: () => this.state, dispatch: (e) => this.dispatch(e), os: this.os, log: this.log });
     this.loop.reap();
     if (handed.includes("SIGHUP")) this.onSignal("SIGHUP");
-  }
-
-  /**
-   * After a re-exec, find out which workers are still running children of
-   * this process. A --reexec-as wrapper that ran for a while may have reaped
-   * some (their exit status is lost with it), and their pids may since name
-   * other processes: those workers are dropped, and replaced as usual.
-   */
-  private checkChildren(): void {
-    for (const w of [...this.state.workers]) {
-      let r;
-      try {
-        r = this.os.check(w.pid);
-      } catch (e) {
-        this.log.error(`Could not check worker ${w.pid} after the re-exec: ${(e as Error).message}`);
-        continue;
-      }
-      if (r.kind === "exited") this.dispatch({ type: "exited", pid: w.pid, code: r.status.code, signal: r.status.signal });
-      else if (r.kind === "gone") this.dispatch({ type: "vanished", pid: w.pid, reason: r.reason });
-    }
   }
 
   /** What a fresh start and a resumed image share once sockets and state are in place. */
@@ -342,7 +315,7 @@ export class Master implements Host {
       einhornVersion: einhornVersionLabel(),
       masterPid: this.pid,
       master: master ? { cpuSeconds: master.cpuSeconds, rssBytes: master.rssBytes, startTimeSeconds: Math.round(bootTime + master.startedSinceBoot) } : null,
-      reexecs: this.reexecs,
+      reexecs: this.reexec.reexecs,
       workerRss,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
       maxMemoryBytes: this.cfg.maxMemory,
@@ -383,131 +356,43 @@ export class Master implements Host {
   }
 
   cancelExec(): void {
-    this.signals?.cancelExec();
+    this.reexec.cancelExec();
   }
 
-  /** The command that starts the next master image: --reexec-as, else this same binary. */
-  private reexecCommand(): string[] {
-    return this.cfg.reexecAs ? shellSplit(this.cfg.reexecAs) : this.opts.selfCommand;
-  }
-
-  /** The environment the master started with, minus --drop-env-var names. */
-  private restoredEnv(): Record<string, string> {
-    const env = { ...this.startEnv };
-    for (const name of this.cfg.dropEnvVars) delete env[name];
-    return env;
-  }
-
-  /** The configuration the next image gets (--config re-read by the current upgrade or reload). */
-  private nextConfig: ConfigReload | null = null;
-
-  /**
-   * The `run-preflight` effect: re-read --config FILE (a file that cannot be
-   * used fails the request before anything changes), then run the next
-   * image's command with --upgrade-check (preflight.ts).
-   */
+  /** The `run-preflight` effect: see reexec.ts. */
   runPreflight(kind: ReexecKind): void {
-    const done = (r: PreflightResult) => this.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
-    try {
-      this.nextConfig = rereadConfig(this.cfg);
-    } catch (e) {
-      done({ ok: false, reason: (e as Error).message });
-      return;
-    }
-    if (this.nextConfig.changes.length) {
-      const changed = `Config ${this.cfg.configFile} re-read; changes: ${this.nextConfig.changes.join(", ")}`;
-      this.log.info(changed);
-      this.notify(kind, changed, false);
-    }
-    const r = this.state.reexec;
-    const pending: NonNullable<Handoff["pending"]> = r?.kind === "reload"
-      ? { kind: "reload", requestedAt: r.requestedAt }
-      : { kind: "upgrade", mode: r?.mode ?? "smooth", requestedAt: r?.requestedAt ?? this.os.now() };
-    startPreflight({
-      cmd: this.reexecCommand(),
-      env: this.restoredEnv(),
-      preload: this.cfg.preload,
-      // What the exec would hand over, without its descriptors: the next
-      // binary reads it as it would after the exec, so a document it cannot
-      // continue from fails the upgrade here, while this image still runs.
-      handoff: JSON.stringify(this.handoffDoc(pending, [])),
+    this.reexec.runPreflight(kind);
+  }
+
+  /** The `exec` effect: see reexec.ts. */
+  exec(pending: ExecRequest): void {
+    this.reexec.exec(pending);
+  }
+
+  private makeReexec(lineage: Lineage): Reexec {
+    return new Reexec({
       os: this.os,
+      log: this.log,
+      config: this.cfg,
+      selfCommand: this.opts.selfCommand,
+      state: () => this.state,
+      dispatch: (e) => this.dispatch(e),
+      notify: (kind, message, final) => this.notify(kind, message, final),
+      exited: () => this.loop.exited,
+      whenDrained: (thunk) => this.signals!.execWhenDrained(thunk),
+      cancelDrained: () => this.signals?.cancelExec(),
       watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
       unwatchChild: (pid) => this.loop.unwatchChild(pid),
-    }, done);
-  }
-
-  /**
-   * The `exec` effect: hand everything to the next image and execve it, at a
-   * moment when no signal is in flight: at the end of the signal batch that
-   * carries a marker raised now (signal-source.ts), so every signal sent
-   * before has been acted on by this image (a stop cancels the exec), and
-   * every later one stays pending across the execve for the next image.
-   */
-  exec(pending: ExecRequest): void {
-    this.signals!.execWhenDrained(() => {
-      if (this.loop.exited || this.state.reexec?.phase !== "exec") return;
-      try {
-        this.execNow(pending.kind === "upgrade" ? { kind: "upgrade", mode: pending.mode ?? "smooth", requestedAt: pending.requestedAt } : { kind: "reload", requestedAt: pending.requestedAt });
-      } catch (e) {
-        this.dispatch({ type: "exec-failed", reason: (e as Error).message });
-      }
-    });
-  }
-
-  /** The handoff document, as the next image will read it (the capture is added at the exec). */
-  private handoffDoc(pending: NonNullable<Handoff["pending"]>, connections: HandedConnection[]): Handoff {
-    return {
-      schema: HANDOFF_SCHEMA,
-      writerVersion: einhornVersionLabel(),
-      writtenAt: this.os.now(),
-      // With --config, what the re-read file says (its settings patched into the state).
-      state: this.nextConfig ? { ...this.state, settings: { ...this.state.settings, ...this.nextConfig.patch } } : this.state,
-      config: this.nextConfig?.config ?? this.cfg,
-      configSchema: CONFIG_SCHEMA,
-      startEnv: this.startEnv,
-      listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
-      commandFd: this.commands.fd!,
-      lock: null,
-      commandPath: this.commandPath ? { dev: this.commandPath.dev, ino: this.commandPath.ino } : null,
-      pidfile: this.pidfile ? { dev: this.pidfile.dev, ino: this.pidfile.ino } : null,
-      connections,
-      pending,
-      reexecs: this.reexecs + 1,
-      // Read by einhorns from before the signalfd: an empty mask and list
-      // make them unblock every signal and replay none.
-      signalMask: "",
-      signals: [],
-      pidfds: this.os.handOverChildren(),
-      metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
-      cpuAtExecUs: cpuMicros(),
-    };
-  }
-
-  private execNow(pending: NonNullable<Handoff["pending"]>): void {
-    const cmd = this.reexecCommand();
-    const env = this.restoredEnv();
-    const file = resolveProgram(cmd[0]!, env.PATH);
-    const conns = this.commands.handOver();
-    const doc = this.handoffDoc(pending, conns);
-    const stateFd = memfdCreate("einhorn-handoff");
-    const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
-    this.log.info(`Re-executing: ${argv.join(" ")}`);
-    // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
-    const capture = this.capture?.handOver() ?? null;
-    doc.capture = capture;
-    const keep = [stateFd, ...handedFds(doc)];
-    try {
-      writeHandoff(doc, stateFd);
-      for (const fd of keep) sock.setCloexec(fd, false);
-      this.os.exec(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
-    } catch (e) {
-      // Still the old image: put every descriptor back as it was.
-      for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
-      try { sock.close(stateFd); } catch { /* already closed */ }
-      if (capture) this.capture!.takeBack(capture);
-      throw e;
-    }
+      holdings: () => ({
+        listeners: this.listeners,
+        commandFd: this.commands.fd!,
+        commandPath: this.commandPath,
+        pidfile: this.pidfile,
+        metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
+      }),
+      connections: () => this.commands.handOver(),
+      capture: this.capture,
+    }, lineage);
   }
 
   private installSignals(): void {
