@@ -20,23 +20,19 @@ import { StartError, StopDuringStart } from "./errors";
 import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
 import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
-import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
-import { MemoryGuard } from "./memory-guard";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
-import { type Cancel, type Os, systemOs } from "./os";
+import { type Os, systemOs } from "./os";
+import { Housekeeping } from "./housekeeping";
 import { checkChildren, cpuMicros, type Lineage, Reexec } from "./reexec";
 import { WorkerLaunch } from "./worker-launch";
-
-/** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
-const SAFETY_REAP_MS = 5_000;
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -71,8 +67,8 @@ export class Master implements Host {
   /** The command socket and pidfile this master created (removed at exit while they are still ours). */
   private commandPath: OwnedPath | null = null;
   private pidfile: OwnedPath | null = null;
-  /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
-  private timers: Cancel[] = [];
+  /** The repeating timers (reap safety net, once-a-second checks), stopped at exit (housekeeping.ts). */
+  private readonly housekeeping: Housekeeping;
   private readonly pid = getpid();
   private signals: SignalSource | null = null;
   /** The command socket's server, connections and waiting clients (command-clients.ts). */
@@ -109,6 +105,16 @@ export class Master implements Host {
       path: opts.env.PATH,
       listeners: () => this.listeners,
       reexecs: () => this.reexec.reexecs,
+    });
+    this.housekeeping = new Housekeeping({
+      state: () => this.state,
+      dispatch: (e) => this.dispatch(e),
+      notify: (kind, message, final) => this.notify(kind, message, final),
+      exited: () => this.loop.exited,
+      reap: () => this.loop.reap(),
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
     });
   }
 
@@ -402,25 +408,7 @@ export class Master implements Host {
     // that cannot create a thread later (RLIMIT_NPROC reached) aborts, so
     // have them made now, while starting.
     Bun.gc(true);
-    this.timers.push(this.os.every(SAFETY_REAP_MS, () => this.loop.reap()));
-    this.timers.push(this.os.every(1_000, () => this.housekeeping()));
-  }
-  private readonly ackWait = new AckWaitReporter();
-  private memoryGuard: MemoryGuard | null = null;
-
-  /** Once a second: reports and checks that are not driven by the core's clock. */
-  private housekeeping(): void {
-    if (this.loop.exited) return;
-    const report = this.ackWait.check(this.state, this.os.now());
-    if (report) {
-      this.log.warn(report);
-      this.notify("upgrade", report, false);
-    }
-    if (this.cfg.maxMemory) {
-      this.memoryGuard ??= new MemoryGuard(this.cfg.maxMemory);
-      const replace = this.memoryGuard.check(this.state, (pid) => readProc(pid)?.rssBytes ?? null);
-      if (replace) this.dispatch({ type: "replace", pid: replace.pid, reason: replace.reason });
-    }
+    this.housekeeping.start();
   }
 
   private onSignal(sig: SignalName): void {
@@ -444,7 +432,7 @@ export class Master implements Host {
 
   /** The `exit` effect's last words (the Interpreter then ends the process). */
   leave(code: number): void {
-    for (const cancel of this.timers) cancel();
+    this.housekeeping.stop();
     this.commands.stop();
     this.cleanupFiles();
     if (this.capture) {
