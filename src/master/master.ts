@@ -1,6 +1,11 @@
 // The I/O shell around the decision core. It is the only code that touches
 // processes: it turns signals, timers, child exits and command-socket lines
 // into core events, and performs the effects the core returns, in order.
+// The Master sets up (start) or takes over (resume) what a master holds, and
+// hands each concern to its piece, which sees only a narrow view of it:
+// worker-launch.ts (starting workers), command-clients.ts (the command
+// socket's clients), reexec.ts (the way to the next image) and
+// housekeeping.ts (the repeating timers).
 import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
 import { getpid, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
@@ -54,8 +59,9 @@ export function loadHandoff(fd: number): Handoff {
 /**
  * The master process: sets up (start) or takes over (resume) its sockets,
  * files and state, then runs the Interpreter over them. It is the
- * Interpreter's Host: what the core's effects do to clients, files and the
- * next image is here; processes and time go through the Os.
+ * Interpreter's Host: what the core's effects do to workers, clients and the
+ * next image, its pieces do; its files are here; processes and time go
+ * through the Os.
  */
 export class Master implements Host {
   readonly log: Logger;
@@ -116,6 +122,33 @@ export class Master implements Host {
       log: this.log,
       config: this.cfg,
     });
+  }
+
+  /** The way to the next image, for a master of this lineage (a fresh start's, or the one a handoff carries). */
+  private makeReexec(lineage: Lineage): Reexec {
+    return new Reexec({
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
+      selfCommand: this.opts.selfCommand,
+      state: () => this.state,
+      dispatch: (e) => this.dispatch(e),
+      notify: (kind, message, final) => this.notify(kind, message, final),
+      exited: () => this.loop.exited,
+      whenDrained: (thunk) => this.signals!.execWhenDrained(thunk),
+      cancelDrained: () => this.signals?.cancelExec(),
+      watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
+      unwatchChild: (pid) => this.loop.unwatchChild(pid),
+      holdings: () => ({
+        listeners: this.listeners,
+        commandFd: this.commands.fd!,
+        commandPath: this.commandPath,
+        pidfile: this.pidfile,
+        metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
+      }),
+      connections: () => this.commands.handOver(),
+      capture: this.capture,
+    }, lineage);
   }
 
   get state(): State {
@@ -341,6 +374,11 @@ export class Master implements Host {
 
   // --- Host: what effects do beyond processes and time (see interpreter.ts) ---------
 
+  /** The `spawn` effect: see worker-launch.ts. */
+  spawnWorker(index: number, version: number): number {
+    return this.launch.spawnWorker(index, version);
+  }
+
   enroll(requestId: number, kind: ReexecKind): void {
     this.commands.enroll(requestId, kind);
   }
@@ -361,10 +399,6 @@ export class Master implements Host {
     this.metrics.observe(e, before, after, effects, now);
   }
 
-  cancelExec(): void {
-    this.reexec.cancelExec();
-  }
-
   /** The `run-preflight` effect: see reexec.ts. */
   runPreflight(kind: ReexecKind): void {
     this.reexec.runPreflight(kind);
@@ -375,30 +409,8 @@ export class Master implements Host {
     this.reexec.exec(pending);
   }
 
-  private makeReexec(lineage: Lineage): Reexec {
-    return new Reexec({
-      os: this.os,
-      log: this.log,
-      config: this.cfg,
-      selfCommand: this.opts.selfCommand,
-      state: () => this.state,
-      dispatch: (e) => this.dispatch(e),
-      notify: (kind, message, final) => this.notify(kind, message, final),
-      exited: () => this.loop.exited,
-      whenDrained: (thunk) => this.signals!.execWhenDrained(thunk),
-      cancelDrained: () => this.signals?.cancelExec(),
-      watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
-      unwatchChild: (pid) => this.loop.unwatchChild(pid),
-      holdings: () => ({
-        listeners: this.listeners,
-        commandFd: this.commands.fd!,
-        commandPath: this.commandPath,
-        pidfile: this.pidfile,
-        metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
-      }),
-      connections: () => this.commands.handOver(),
-      capture: this.capture,
-    }, lineage);
+  cancelExec(): void {
+    this.reexec.cancelExec();
   }
 
   private installSignals(): void {
@@ -414,11 +426,6 @@ export class Master implements Host {
   private onSignal(sig: SignalName): void {
     if (sig === "SIGCHLD") this.loop.reap();
     else this.dispatch({ type: "signal", signal: sig });
-  }
-
-  /** The `spawn` effect: see worker-launch.ts. */
-  spawnWorker(index: number, version: number): number {
-    return this.launch.spawnWorker(index, version);
   }
 
   // --- leaving -----------------------------------------------------------------------
