@@ -110,7 +110,7 @@ export class Master implements Host {
       masterPid: this.pid,
       path: opts.env.PATH,
       listeners: () => this.listeners,
-      reexecs: () => this.reexec.reexecs,
+      reexecs: () => this.reexecs,
     });
     this.housekeeping = new Housekeeping({
       state: () => this.state,
@@ -153,6 +153,11 @@ export class Master implements Host {
 
   get state(): State {
     return this.loop.state;
+  }
+
+  /** How many times this master re-executed itself (the Reexec keeps the count). */
+  private get reexecs(): number {
+    return this.reexec.reexecs;
   }
 
   dispatch(e: Event): void {
@@ -354,7 +359,7 @@ export class Master implements Host {
       einhornVersion: einhornVersionLabel(),
       masterPid: this.pid,
       master: master ? { cpuSeconds: master.cpuSeconds, rssBytes: master.rssBytes, startTimeSeconds: Math.round(bootTime + master.startedSinceBoot) } : null,
-      reexecs: this.reexec.reexecs,
+      reexecs: this.reexecs,
       workerRss,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
       maxMemoryBytes: this.cfg.maxMemory,
