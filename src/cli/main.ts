@@ -3,7 +3,7 @@
 // the master; the first argument may instead name a subcommand: `sh` (the
 // shell) or a hidden internal one starting with `_`. To run a worker program
 // that is itself called `sh`, put an option or `--` first: `einhorn -- sh -c ...`.
-import { parseMasterArgs, UsageError } from "../config/master-args";
+import { type MasterConfig, parseMasterArgs, UsageError } from "../config/master-args";
 import { einhornUsage } from "./usage";
 import { StartError } from "../master/errors";
 import { einhornVersionLabel, versionLine } from "../version";
@@ -47,103 +47,93 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
-export async function main(argv: string[]): Promise<void> {
-  const first = argv[0];
-  if (first === "_exec") {
-    const { runExecHelper } = await import("./exec-helper");
-    runExecHelper(argv.slice(1));
-  }
-  if (first === "_preload") {
-    const { runPreload } = await import("./preload");
-    await runPreload(argv.slice(1));
-    return;
-  }
-  if (first === "systemd-unit") {
-    const { runSystemdUnit } = await import("./systemd-unit");
-    process.exit(runSystemdUnit(argv.slice(1)));
-  }
-  if (first === "sh") {
-    const { runShell } = await import("./shell");
-    process.exit(await runShell(argv.slice(1)));
-  }
+/** The command line: its words, and the master options they give (parsed when first asked for: a subcommand's words are not master options). */
+interface CommandLine {
+  argv: string[];
+  options(): MasterConfig;
+}
 
-  let config: import("../config/master-config").MasterConfig;
+/**
+ * One way einhorn runs. main() runs the first mode of MODES that matches;
+ * its `run` ends the process, or returns once the mode's work is handed to
+ * the event loop.
+ */
+interface Mode {
+  name: string;
+  matches(cl: CommandLine): boolean;
+  run(cl: CommandLine): Promise<void>;
+}
+
+/** A mode named by the first argument; the rest are its own arguments. */
+function subcommand(name: string, run: (args: string[]) => Promise<void>): Mode {
+  return { name, matches: (cl) => cl.argv[0] === name, run: (cl) => run(cl.argv.slice(1)) };
+}
+
+/** `--upgrade-check`, the preflight of an upgrade: this binary starts, can load the preload module (if any), and says which handed-over state it reads. */
+async function upgradeCheck(config: MasterConfig): Promise<void> {
+  if (config.preload) {
+    const { checkPreload } = await import("./preload");
+    const why = await checkPreload(config.preload);
+    if (why) fail(`preload ${config.preload}: ${why}`, 1);
+  }
+  const { HANDOFF_SCHEMA, readHandoff, validateHandoff } = await import("../master/handoff");
+  const { STATE_SCHEMA } = await import("../core/state");
+  const docFd = osEnviron()[ENV.UPGRADE_CHECK_STATE_FD];
+  if (docFd !== undefined) {
+    // The document the master would hand over: read it as this binary
+    // would after the exec, so one it cannot continue from fails the
+    // upgrade now, while the old master still runs (not after its execve).
+    const { upgradeConfig } = await import("../master/config");
+    try {
+      if (!/^\d+$/.test(docFd)) throw new Error(`${ENV.UPGRADE_CHECK_STATE_FD} is '${docFd}', not a descriptor number`);
+      const doc = validateHandoff(readHandoff(Number(docFd)));
+      upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+    } catch (e) {
+      fail(`cannot continue from the state this master would hand over: ${(e as Error).message}`, 1);
+    }
+  }
+  writeOutSync(1, `${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
+  process.exit(0);
+}
+
+/**
+ * `--with-state-fd N`: continue as the next image of a master that
+ * re-executed itself. Nothing here may wait on the event loop before the
+ * master has its signalfd (see below), so main() reaches this without one.
+ */
+async function resume(argv: string[], config: MasterConfig): Promise<void> {
+  const stateFd = config.withStateFd!;
+  // Loaded synchronously: signals pending since before the exec meet their
+  // default action at the first event-loop wait, so none may come before
+  // the master has its signalfd (Bun's loop waits with an empty mask).
+  const { Master, loadHandoff } = require("../master/master") as typeof import("../master/master");
+  const { close } = require("../../ffi/socket") as typeof import("../../ffi/socket");
+  let doc;
   try {
-    config = parseMasterArgs(argv);
+    doc = loadHandoff(stateFd);
   } catch (e) {
-    if (e instanceof UsageError) fail(e.message, e.exitCode);
-    throw e;
+    fail(`cannot continue from the state on fd ${stateFd}: ${(e as Error).message}`, 1);
   }
-  if (config.help) {
-    writeOutSync(1, einhornUsage(true));
-    process.exit(0);
+  // A --reexec-as wrapper may have cleared the signal mask (dash does while
+  // it waits for a command): set it again the way a fresh start does, with
+  // every handed-over descriptor kept across that one more exec.
+  const { handedFds } = require("../master/handoff") as typeof import("../master/handoff");
+  bootstrapSignalMask(argv, osEnviron(), [stateFd, ...handedFds(doc)]);
+  close(stateFd);
+  const { upgradeConfig } = require("../master/config") as typeof import("../master/config");
+  let handedConfig;
+  try {
+    // Options this einhorn has and the writer did not know get their defaults.
+    handedConfig = upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+  } catch (e) {
+    fail(`cannot continue from the state on fd ${stateFd}: ${(e as Error).message}`, 1);
   }
-  if (config.program.length === 0 && !config.version && !config.upgradeCheck && config.withStateFd === null && !config.preload) {
-    // Reference: without a program, Einhorn prints its usage to stdout and exits 1.
-    writeOutSync(1, einhornUsage(false));
-    process.exit(1);
-  }
-  if (config.version) {
-    writeOutSync(1, `${versionLine()}\n`);
-    process.exit(0);
-  }
-  if (config.upgradeCheck) {
-    // The preflight of an upgrade: this binary starts, can load the preload
-    // module (if any), and says which handed-over state it reads.
-    if (config.preload) {
-      const { checkPreload } = await import("./preload");
-      const why = await checkPreload(config.preload);
-      if (why) fail(`preload ${config.preload}: ${why}`, 1);
-    }
-    const { HANDOFF_SCHEMA, readHandoff, validateHandoff } = await import("../master/handoff");
-    const { STATE_SCHEMA } = await import("../core/state");
-    const docFd = osEnviron()[ENV.UPGRADE_CHECK_STATE_FD];
-    if (docFd !== undefined) {
-      // The document the master would hand over: read it as this binary
-      // would after the exec, so one it cannot continue from fails the
-      // upgrade now, while the old master still runs (not after its execve).
-      const { upgradeConfig } = await import("../master/config");
-      try {
-        if (!/^\d+$/.test(docFd)) throw new Error(`${ENV.UPGRADE_CHECK_STATE_FD} is '${docFd}', not a descriptor number`);
-        const doc = validateHandoff(readHandoff(Number(docFd)));
-        upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
-      } catch (e) {
-        fail(`cannot continue from the state this master would hand over: ${(e as Error).message}`, 1);
-      }
-    }
-    writeOutSync(1, `${JSON.stringify({ einhorn: einhornVersionLabel(), handoffSchema: HANDOFF_SCHEMA, stateSchema: STATE_SCHEMA })}\n`);
-    process.exit(0);
-  }
-  if (config.withStateFd !== null) {
-    // Loaded synchronously: signals pending since before the exec meet their
-    // default action at the first event-loop wait, so none may come before
-    // the master has its signalfd (Bun's loop waits with an empty mask).
-    const { Master, loadHandoff } = require("../master/master") as typeof import("../master/master");
-    const { close } = require("../../ffi/socket") as typeof import("../../ffi/socket");
-    let doc;
-    try {
-      doc = loadHandoff(config.withStateFd);
-    } catch (e) {
-      fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
-    }
-    // A --reexec-as wrapper may have cleared the signal mask (dash does while
-    // it waits for a command): set it again the way a fresh start does, with
-    // every handed-over descriptor kept across that one more exec.
-    const { handedFds } = require("../master/handoff") as typeof import("../master/handoff");
-    bootstrapSignalMask(argv, osEnviron(), [config.withStateFd, ...handedFds(doc)]);
-    close(config.withStateFd);
-    const { upgradeConfig } = require("../master/config") as typeof import("../master/config");
-    let handedConfig;
-    try {
-      // Options this einhorn has and the writer did not know get their defaults.
-      handedConfig = upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
-    } catch (e) {
-      fail(`cannot continue from the state on fd ${config.withStateFd}: ${(e as Error).message}`, 1);
-    }
-    const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env: osEnviron() });
-    await master.resume(doc);
-    return;
-  }
+  const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env: osEnviron() });
+  await master.resume(doc);
+}
+
+/** A fresh master: check the preload module (if any), block the signals, then bind, spawn and serve. */
+async function start(argv: string[], config: MasterConfig): Promise<void> {
   let postload: string | null = null;
   // Imported only here: preload.ts brings node:url, which every other start would pay for.
   if (config.preload && !(await import("./preload")).isPreloadModule(config.preload)) {
@@ -190,6 +180,74 @@ export async function main(argv: string[]): Promise<void> {
     if (e instanceof StartError) fail(e.message, e.exitCode);
     throw e;
   }
+}
+
+/** Every way einhorn runs, in the order they are tried: subcommands by the first argument, then by the options given. */
+const MODES: Mode[] = [
+  subcommand("_exec", async (args) => {
+    const { runExecHelper } = await import("./exec-helper");
+    runExecHelper(args);
+  }),
+  subcommand("_preload", async (args) => {
+    const { runPreload } = await import("./preload");
+    await runPreload(args);
+  }),
+  subcommand("systemd-unit", async (args) => {
+    const { runSystemdUnit } = await import("./systemd-unit");
+    process.exit(runSystemdUnit(args));
+  }),
+  subcommand("sh", async (args) => {
+    const { runShell } = await import("./shell");
+    process.exit(await runShell(args));
+  }),
+  {
+    name: "help",
+    matches: (cl) => cl.options().help,
+    run: async () => {
+      writeOutSync(1, einhornUsage(true));
+      process.exit(0);
+    },
+  },
+  {
+    name: "version",
+    matches: (cl) => cl.options().version,
+    run: async () => {
+      writeOutSync(1, `${versionLine()}\n`);
+      process.exit(0);
+    },
+  },
+  { name: "upgrade-check", matches: (cl) => cl.options().upgradeCheck, run: (cl) => upgradeCheck(cl.options()) },
+  { name: "resume", matches: (cl) => cl.options().withStateFd !== null, run: (cl) => resume(cl.argv, cl.options()) },
+  {
+    name: "usage",
+    matches: (cl) => cl.options().program.length === 0 && !cl.options().preload,
+    run: async () => {
+      // Reference: without a program, Einhorn prints its usage to stdout and exits 1.
+      writeOutSync(1, einhornUsage(false));
+      process.exit(1);
+    },
+  },
+  { name: "start", matches: () => true, run: (cl) => start(cl.argv, cl.options()) },
+];
+
+export async function main(argv: string[]): Promise<void> {
+  let parsed: MasterConfig | null = null;
+  const cl: CommandLine = {
+    argv,
+    options: () => {
+      if (parsed) return parsed;
+      try {
+        parsed = parseMasterArgs(argv);
+      } catch (e) {
+        if (e instanceof UsageError) fail(e.message, e.exitCode);
+        throw e;
+      }
+      return parsed;
+    },
+  };
+  // No await before the mode runs: resume must reach its signalfd without an event-loop wait.
+  const mode = MODES.find((m) => m.matches(cl))!;
+  await mode.run(cl);
 }
 
 if (import.meta.main) {

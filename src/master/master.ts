@@ -1,56 +1,44 @@
 // The I/O shell around the decision core. It is the only code that touches
 // processes: it turns signals, timers, child exits and command-socket lines
 // into core events, and performs the effects the core returns, in order.
-import { existsSync, realpathSync, rmSync } from "node:fs";
-import { resolve } from "node:path";
+// The Master sets up (start) or takes over (resume) what a master holds, and
+// hands each concern to its piece, which sees only a narrow view of it:
+// worker-launch.ts (starting workers), command-clients.ts (the command
+// socket's clients), reexec.ts (the way to the next image) and
+// housekeeping.ts (the repeating timers).
+import { rmSync } from "node:fs";
 import { SysError } from "../../ffi/errno";
-import { getpid, memfdCreate, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
+import { getpid, prctl, PR_SET_CHILD_SUBREAPER, setpriority, setProcessName } from "../../ffi/process";
 import { formatSockAddr } from "../../ffi/sockaddr";
 import * as sock from "../../ffi/socket";
 import { initialState, type State, upgradeState } from "../core/state";
-import type { WorkerSpec } from "../core/generation";
-import { specOf } from "../core/pool";
 import type { SignalName } from "../signal-names";
-import type { Effect, Event, ReexecKind, UpgradeMode } from "../core/step";
-import { CONFIG_SCHEMA, type MasterConfig } from "./config";
+import type { Effect, Event, ReexecKind } from "../core/step";
+import type { MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "../config/bind-spec";
-import { type Handoff, handedFds, HANDOFF_SCHEMA, readHandoff, validateHandoff as validateHandoffDoc, writeHandoff } from "./handoff";
-import { type PreflightResult, runPreflight as startPreflight } from "./preflight";
-import { shellSplit } from "../shell-split";
+import { type Handoff, readHandoff, validateHandoff as validateHandoffDoc } from "./handoff";
 import type { SystemdSockets } from "./systemd";
-import { CommandServer, type Connection } from "./command-server";
-import { type CommandContext, handleLine } from "./commands";
+import { CommandClients } from "./command-clients";
 import { StartError, StopDuringStart } from "./errors";
 import { fsErrorText, type OwnedPath, ownedPath, removeOwnFile, writePidfile } from "./files";
 import { createCommandSocket, type Listener, openListener } from "./listeners";
 import { StartupSignals, stopDuringStartExitCode, untilStopSignal } from "./startup";
-import { pinSelfImage, resolveProgram, spawnWorker, type WorkerPlan } from "./spawner";
-import { buildStateReport } from "./state-report";
-import { einhornStateYaml } from "./einhorn-state";
-import { renderStatus, StatusCollector } from "./status-report";
-import { AckWaitReporter } from "./ack-wait";
 import { fsPath } from "../../ffi/os-string";
 import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
-import { OutputCapture, type PreparedCapture } from "./worker-output";
+import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
-import { type ConfigReload, rereadConfig } from "./config-reload";
-import { MemoryGuard } from "./memory-guard";
 import { MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
-import { type Cancel, type Os, systemOs } from "./os";
-import { Waiters } from "./waiters";
-import { SdNotifier, workerNotifyEnv } from "./sd-notify";
-
-/** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
-const SAFETY_REAP_MS = 5_000;
-
-/** CPU time this process has used (all threads, all images since the first exec), in microseconds. */
-const cpuMicros = (): number => { const u = process.cpuUsage(); return u.user + u.system; };
+import { type Os, systemOs } from "./os";
+import { Housekeeping } from "./housekeeping";
+import { checkChildren, cpuMicros, type Lineage, Reexec } from "./reexec";
+import { WorkerLaunch } from "./worker-launch";
+import { SdNotifier } from "./sd-notify";
 
 export interface MasterOptions {
   config: MasterConfig;
@@ -72,8 +60,9 @@ export function loadHandoff(fd: number): Handoff {
 /**
  * The master process: sets up (start) or takes over (resume) its sockets,
  * files and state, then runs the Interpreter over them. It is the
- * Interpreter's Host: what the core's effects do to clients, files and the
- * next image is here; processes and time go through the Os.
+ * Interpreter's Host: what the core's effects do to workers, clients and the
+ * next image, its pieces do; its files are here; processes and time go
+ * through the Os.
  */
 export class Master implements Host {
   readonly log: Logger;
@@ -85,30 +74,95 @@ export class Master implements Host {
   /** The command socket and pidfile this master created (removed at exit while they are still ours). */
   private commandPath: OwnedPath | null = null;
   private pidfile: OwnedPath | null = null;
-  private server: CommandServer | null = null;
-  private commandFd: number | null = null;
-  /** The repeating timers (reap safety net, housekeeping), stopped at exit. */
-  private timers: Cancel[] = [];
+  /** The repeating timers (reap safety net, once-a-second checks), stopped at exit (housekeeping.ts). */
+  private readonly housekeeping: Housekeeping;
   private readonly pid = getpid();
-  private readonly waiters = new Waiters();
-  private reexecs = 0;
-  private startEnv: Record<string, string> = {};
   private signals: SignalSource | null = null;
+  /** The command socket's server, connections and waiting clients (command-clients.ts). */
+  private readonly commands: CommandClients;
+  /** The way to the next image (reexec.ts); made once start or resume knows this master's lineage. */
+  private reexec!: Reexec;
+  /** Starts workers from their generation's spec (worker-launch.ts). */
+  private readonly launch: WorkerLaunch;
+  /** sd_notify (sd-notify.ts): does nothing unless systemd set NOTIFY_SOCKET. */
+  private readonly sdNotify: SdNotifier;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
     this.capture = this.makeCapture();
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
     this.os = opts.os ?? systemOs(this.log);
-    this.commands = this.commandContext();
-    // sd_notify (issue 24): does nothing unless systemd set NOTIFY_SOCKET.
     this.sdNotify = new SdNotifier(opts.env, this.pid, this.os, this.log);
+    this.launch = new WorkerLaunch({
+      state: () => this.state,
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
+      selfCommand: opts.selfCommand,
+      env: opts.env,
+      listeners: () => this.listeners,
+      capture: this.capture,
+      adoptConnection: (fd) => this.commands.adoptConnection(fd),
+    });
+    this.commands = new CommandClients({
+      state: () => this.state,
+      started: () => this.loop !== undefined,
+      dispatch: (e) => this.dispatch(e),
+      log: this.log,
+      now: () => this.os.now(),
+      config: this.cfg,
+      masterPid: this.pid,
+      path: opts.env.PATH,
+      listeners: () => this.listeners,
+      reexecs: () => this.reexecs,
+    });
+    this.housekeeping = new Housekeeping({
+      state: () => this.state,
+      dispatch: (e) => this.dispatch(e),
+      notify: (kind, message, final) => this.notify(kind, message, final),
+      exited: () => this.loop.exited,
+      reap: () => this.loop.reap(),
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
+    });
   }
 
-  private readonly sdNotify: SdNotifier;
+  /** The way to the next image, for a master of this lineage (a fresh start's, or the one a handoff carries). */
+  private makeReexec(lineage: Lineage): Reexec {
+    return new Reexec({
+      os: this.os,
+      log: this.log,
+      config: this.cfg,
+      selfCommand: this.opts.selfCommand,
+      state: () => this.state,
+      dispatch: (e) => this.dispatch(e),
+      notify: (kind, message, final) => this.notify(kind, message, final),
+      exited: () => this.loop.exited,
+      whenDrained: (thunk) => this.signals!.execWhenDrained(thunk),
+      cancelDrained: () => this.signals?.cancelExec(),
+      watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
+      unwatchChild: (pid) => this.loop.unwatchChild(pid),
+      holdings: () => ({
+        listeners: this.listeners,
+        commandFd: this.commands.fd!,
+        commandPath: this.commandPath,
+        pidfile: this.pidfile,
+        metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
+        sdNotify: this.sdNotify.toJSON(),
+      }),
+      connections: () => this.commands.handOver(),
+      capture: this.capture,
+    }, lineage);
+  }
 
   get state(): State {
     return this.loop.state;
+  }
+
+  /** How many times this master re-executed itself (the Reexec keeps the count). */
+  private get reexecs(): number {
+    return this.reexec.reexecs;
   }
 
   dispatch(e: Event): void {
@@ -131,14 +185,14 @@ export class Master implements Host {
 
   async start(): Promise<void> {
     const cfg = this.cfg;
-    this.startEnv = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
+    this.reexec = this.makeReexec({ startEnv: Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined)), reexecs: 0 });
     // A stop signal at any moment of start-up ends it at once (see startup.ts).
     const signals = new StartupSignals(this.log);
     const stopRequested = signals.stopRequested;
     try {
       // The command socket first: a second master on the same path is
       // refused before it binds anything or touches the pidfile.
-      await this.openCommandSocket(stopRequested);
+      const commandFd = await this.openCommandSocket(stopRequested);
       this.pidfile = cfg.pidfile === null ? null : writePidfile(cfg.pidfile);
       if (cfg.nice.master !== null) setpriority(0, cfg.nice.master);
       if (cfg.subreaper || this.pid === 1) {
@@ -155,7 +209,7 @@ export class Master implements Host {
       if (cfg.metrics) await this.openMetricsSocket(cfg.metrics);
       signals.check();
       try {
-        this.serveCommands(this.commandFd!);
+        this.commands.serve(commandFd);
       } catch (e) {
         throw new StartError(`cannot serve the command socket ${cfg.socketPath}: ${(e as Error).message}`, 1, { cause: e });
       }
@@ -180,7 +234,7 @@ export class Master implements Host {
       ackTimeout: cfg.ackTimeout,
       verbosity: cfg.verbosity,
       upgradeBake: cfg.upgradeBake,
-    }, this.os.now(), this.candidateSpec()));
+    }, this.os.now(), this.launch.candidateSpec()));
     signals.dispose();
     try {
       this.boot();
@@ -200,7 +254,8 @@ export class Master implements Host {
    */
   async resume(doc: Handoff): Promise<void> {
     const t0 = this.os.now();
-    this.startEnv = doc.startEnv;
+    this.reexec = this.makeReexec({ startEnv: doc.startEnv, reexecs: doc.reexecs });
+    this.sdNotify.restore(doc.sdNotify);
     this.metrics.restore(doc.metrics?.counters);
     if (doc.metrics?.fd != null) {
       try {
@@ -215,8 +270,6 @@ export class Master implements Host {
     if (this.capture && doc.capture) {
       this.capture.adopt(doc.capture, (s, e) => this.log.warn(`Captured ${s.stream} of worker ${s.pid} could not be kept across the re-exec (${e.message}); its output goes unread`));
     }
-    this.reexecs = doc.reexecs;
-    this.sdNotify.restore(doc.sdNotify);
     // PR_SET_CHILD_SUBREAPER survives execve, but say it again rather than rely on it.
     if (this.cfg.subreaper || this.pid === 1) prctl(PR_SET_CHILD_SUBREAPER, 1);
     // An older image held its lockfile for life; this one holds it only while creating the command socket.
@@ -230,31 +283,17 @@ export class Master implements Host {
       this.listeners.push({ fd: l.fd, spec: parseBindSpec(l.specText), bound: l.bound, unixPath: l.unixPath });
     }
     sock.setCloexec(doc.commandFd, true);
-    this.commandFd = doc.commandFd;
-    this.serveCommands(doc.commandFd);
+    this.commands.serve(doc.commandFd);
     // This image's configuration is the candidate an upgrade rolls out; the
     // generations already running keep the specs the state carries.
-    const candidate = this.candidateSpec();
+    const candidate = this.launch.candidateSpec();
     this.loop = new Interpreter(this.os, this, this.log, upgradeState(doc.state, t0, (message) => this.log.warn(message), candidate));
     // Verbosity changed with quieter/louder lives in the state, not in the options.
     this.log.setVerbosity(this.state.settings.verbosity);
     this.os.adoptChildren(doc.pidfds);
     this.boot();
     // The signals stay blocked: the signalfd reads those pending since before the exec.
-    for (const c of doc.connections) {
-      try {
-        sock.setCloexec(c.fd, true);
-        const conn = await this.server!.adoptConnection(c.fd);
-        if (!conn) continue;
-        if (c.format === "json") conn.format = "json";
-        // A client that had not yet sent a whole line is still held to the first-line timeout (older images did not say: assume it spoke).
-        conn.sentLine = c.spoke ?? true;
-        conn.importBuffers(Buffer.from(c.partialIn, "base64"), Buffer.from(c.pendingOut, "base64"), this.os.now());
-        if (c.waiting && doc.pending) this.waiters.adopt(conn, c.waiting.requestId, doc.pending.kind);
-      } catch (e) {
-        this.log.warn(`Could not keep command connection fd ${c.fd} across the re-exec: ${(e as Error).message}`);
-      }
-    }
+    await this.commands.adopt(doc.connections, doc.pending?.kind ?? null);
     // Signals sent during the exec are pending: act on them before the
     // pending upgrade starts rolling (a stop then abandons it). An einhorn
     // from before the signalfd handed over the ones it caught instead; a
@@ -274,29 +313,9 @@ export class Master implements Host {
     });
     // After the pending upgrade started: a worker lost meanwhile is then
     // replaced by one of the new version, not of the old.
-    this.checkChildren();
+    checkChildren({ state: () => this.state, dispatch: (e) => this.dispatch(e), os: this.os, log: this.log });
     this.loop.reap();
     if (handed.includes("SIGHUP")) this.onSignal("SIGHUP");
-  }
-
-  /**
-   * After a re-exec, find out which workers are still running children of
-   * this process. A --reexec-as wrapper that ran for a while may have reaped
-   * some (their exit status is lost with it), and their pids may since name
-   * other processes: those workers are dropped, and replaced as usual.
-   */
-  private checkChildren(): void {
-    for (const w of [...this.state.workers]) {
-      let r;
-      try {
-        r = this.os.check(w.pid);
-      } catch (e) {
-        this.log.error(`Could not check worker ${w.pid} after the re-exec: ${(e as Error).message}`);
-        continue;
-      }
-      if (r.kind === "exited") this.dispatch({ type: "exited", pid: w.pid, code: r.status.code, signal: r.status.signal });
-      else if (r.kind === "gone") this.dispatch({ type: "vanished", pid: w.pid, reason: r.reason });
-    }
   }
 
   /** What a fresh start and a resumed image share once sockets and state are in place. */
@@ -315,81 +334,8 @@ export class Master implements Host {
       process.title = `einhorn: ${cfg.commandName}`;
       try { setProcessName(`einhorn: ${cfg.commandName}`); } catch { /* cosmetic */ }
     }
-    this.selfExec = pinSelfImage();
+    this.launch.pinImage();
     this.installSignals();
-  }
-
-  /** This binary's running image, pinned (see pinSelfImage); null without /proc. */
-  private selfExec: string | null = null;
-
-  /**
-   * What this image's configuration says workers run: the spec of the first
-   * generation at start, and after a re-exec the candidate an upgrade rolls
-   * out (generations already running keep theirs). The program is looked up
-   * in PATH and its symlinks resolved now, so a release behind a `current`
-   * symlink that moves later is not picked up by respawns (an upgrade makes a
-   * new spec). A program that cannot be found now gets its spawn's own error.
-   */
-  private candidateSpec(): WorkerSpec {
-    const cfg = this.cfg;
-    const env = Object.fromEntries(Object.entries(this.opts.env).filter((e): e is [string, string] => e[1] !== undefined));
-    let programPath: string | null = null;
-    if (!cfg.preload && cfg.program.length) {
-      try { programPath = realpathSync(fsPath(resolveProgram(cfg.program[0]!, env.PATH))); } catch { /* reported by the spawn */ }
-    }
-    let cwd = "/";
-    try { cwd = realpathSync(process.cwd()); } catch { /* a removed directory: recorded as / */ }
-    // -p's module by its real path too (a re-read file may name it relatively, or through `current`).
-    let preload: string | null = null;
-    if (cfg.preload) {
-      preload = resolve(cwd, cfg.preload);
-      try { preload = realpathSync(fsPath(preload)); } catch { /* checked by the preflight and the spawn */ }
-    }
-    return {
-      program: cfg.program,
-      programPath,
-      preload,
-      cwd,
-      env: workerNotifyEnv(env, cfg.passNotifySocket),
-      retireSignal: cfg.retireSignal,
-      killChildrenOnExit: cfg.killChildrenOnExit,
-      commandSocketAsFd: cfg.commandSocketAsFd,
-      listenFds: cfg.listenFds,
-      nice: cfg.nice.worker,
-    };
-  }
-
-  /** Generations whose recorded program was gone at a spawn (warned once each). */
-  private readonly goneWarned = new Set<number>();
-
-  /** How to start a worker of generation `version`, from its own spec. */
-  private planFor(version: number): WorkerPlan {
-    const spec = specOf(this.state, version);
-    let programFile: string | undefined;
-    if (spec.preload) {
-      // With -p, every worker is this binary running the preload module; PROGRAM ARGS become its argv.
-      programFile = this.selfExec ?? undefined;
-    } else if (spec.programPath) {
-      if (existsSync(fsPath(spec.programPath))) programFile = spec.programPath;
-      else if (!this.goneWarned.has(version)) {
-        this.goneWarned.add(version);
-        this.log.warn(`Version ${version}'s program ${spec.programPath} is gone; starting its workers from '${spec.program[0]}' as given`);
-      }
-    }
-    return {
-      program: spec.preload ? [...this.opts.selfCommand, "_preload", spec.preload, "--", ...spec.program] : spec.program,
-      programFile,
-      listenFds: spec.listenFds,
-      listenNames: this.listeners.map((l) => l.spec.name ?? "einhorn"),
-      listenerFds: this.listeners.map((l) => l.fd),
-      sockPath: this.cfg.socketPath,
-      selfCommand: this.opts.selfCommand,
-      ...(this.selfExec ? { selfExec: this.selfExec } : {}),
-      killChildrenOnExit: spec.killChildrenOnExit,
-      retireSignal: spec.retireSignal,
-      workerNice: spec.nice,
-      baseEnv: spec.env,
-    };
   }
 
   // --- metrics -----------------------------------------------------------------------
@@ -427,90 +373,37 @@ export class Master implements Host {
   }
 
   /** The command socket, created under the lockfile (see createCommandSocket). */
-  private async openCommandSocket(stopRequested: () => SignalName | null): Promise<void> {
+  private async openCommandSocket(stopRequested: () => SignalName | null): Promise<number> {
     const { socketPath, lockfile } = this.cfg;
-    this.commandFd = await createCommandSocket(socketPath, lockfile, stopRequested, {
+    const fd = await createCommandSocket(socketPath, lockfile, stopRequested, {
       waiting: (holder) => this.log.info(`Waiting for the lockfile ${lockfile}, held by ${holder ? `pid ${holder}` : "another process"}`),
       created: (owned) => { this.commandPath = owned; },
     });
-    this.log.debug(`Command socket listening at ${socketPath} (fd ${this.commandFd})`);
-  }
-
-  private serveCommands(fd: number): void {
-    this.server = new CommandServer({
-      onLine: (conn, line) => handleLine(this.commands, conn, line),
-      // (Connections adopted on resume are served before the state is.)
-      isWorker: (pid) => this.loop?.state.workers.some((w) => w.pid === pid) ?? false,
-      onClose: (conn) => this.waiters.drop(conn),
-      log: (level, message) => this.log[level](message),
-    });
-    this.server.listenFd(fd);
-  }
-
-  /** What command handlers may see and do; built once in the constructor (it reads the options). */
-  private readonly commands: CommandContext;
-  private readonly statusCollector = new StatusCollector();
-
-  private commandContext(): CommandContext {
-    return {
-      state: () => this.state,
-      dispatch: (e: Event) => this.dispatch(e),
-      report: () => buildStateReport(this.state, {
-        einhornVersion: einhornVersionLabel(),
-        masterPid: this.pid,
-        commandName: this.cfg.commandName,
-        socketPath: this.cfg.socketPath,
-        program: this.cfg.program,
-        listeners: this.listeners,
-        verbosity: this.state.settings.verbosity,
-        reexecs: this.reexecs,
-      }),
-      einhornState: () => einhornStateYaml({
-        state: this.state,
-        config: this.cfg,
-        listeners: this.listeners,
-        reexecs: this.reexecs,
-        commandFd: this.commandFd,
-        connectionFds: [...(this.server?.connections ?? [])].map((c) => c.fd),
-        which: (program) => resolveProgram(program, this.opts.env.PATH),
-      }),
-      status: (format) => {
-        const data = this.statusCollector.collect(this.state, {
-          masterPid: this.pid, einhornVersion: einhornVersionLabel(), commandName: this.cfg.commandName, socketPath: this.cfg.socketPath, listeners: this.listeners,
-        }, this.os.now());
-        return format === "json" ? JSON.stringify(data) : renderStatus(data);
-      },
-      masterPid: this.pid,
-      commandName: this.cfg.commandName,
-      einhornVersion: einhornVersionLabel(),
-      setVerbosity: (v: number) => this.log.setVerbosity(v),
-      upgrade: (conn: Connection, id: unknown, mode: UpgradeMode) => this.request("upgrade", mode, conn, id),
-      reload: (conn: Connection, id: unknown) => this.request("reload", null, conn, id),
-      log: (level: "debug" | "info" | "warn" | "error", message: string) => this.log[level](message),
-    };
-  }
-
-  /** An upgrade or reload asked for on the command socket: the core decides (see requestReexec in core/step.ts). */
-  private request(kind: ReexecKind, mode: UpgradeMode | null, conn: Connection, id: unknown): void {
-    this.dispatch({ type: "reexec-requested", kind, mode, requestId: this.waiters.ask(conn, id) });
+    this.log.debug(`Command socket listening at ${socketPath} (fd ${fd})`);
+    return fd;
   }
 
   // --- Host: what effects do beyond processes and time (see interpreter.ts) ---------
 
+  /** The `spawn` effect: see worker-launch.ts. */
+  spawnWorker(index: number, version: number): number {
+    return this.launch.spawnWorker(index, version);
+  }
+
   enroll(requestId: number, kind: ReexecKind): void {
-    this.waiters.enroll(requestId, kind);
+    this.commands.enroll(requestId, kind);
   }
 
   refuse(requestId: number, message: string): void {
-    this.waiters.refuse(requestId, message);
+    this.commands.refuse(requestId, message);
   }
 
   notify(kind: ReexecKind, message: string, final: boolean, error = false): void {
-    this.waiters.notify(kind, message, final, error);
+    this.commands.notify(kind, message, final, error);
   }
 
   inputWaiting(): boolean {
-    return this.server?.inputWaiting() ?? false;
+    return this.commands.inputWaiting();
   }
 
   observe(e: Event, before: State, after: State, effects: Effect[], now: number): void {
@@ -518,138 +411,18 @@ export class Master implements Host {
     this.sdNotify.observe(e, before, after, effects, now);
   }
 
-  cancelExec(): void {
-    this.signals?.cancelExec();
-  }
-
-  /** The command that starts the next master image: --reexec-as, else this same binary. */
-  private reexecCommand(): string[] {
-    return this.cfg.reexecAs ? shellSplit(this.cfg.reexecAs) : this.opts.selfCommand;
-  }
-
-  /** The environment the master started with, minus --drop-env-var names. */
-  private restoredEnv(): Record<string, string> {
-    const env = { ...this.startEnv };
-    for (const name of this.cfg.dropEnvVars) delete env[name];
-    return env;
-  }
-
-  /** The configuration the next image gets (--config re-read by the current upgrade or reload). */
-  private nextConfig: ConfigReload | null = null;
-
-  /**
-   * The `run-preflight` effect: re-read --config FILE (a file that cannot be
-   * used fails the request before anything changes), then run the next
-   * image's command with --upgrade-check (preflight.ts).
-   */
+  /** The `run-preflight` effect: see reexec.ts. */
   runPreflight(kind: ReexecKind): void {
-    const done = (r: PreflightResult) => this.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
-    try {
-      this.nextConfig = rereadConfig(this.cfg);
-    } catch (e) {
-      done({ ok: false, reason: (e as Error).message });
-      return;
-    }
-    if (this.nextConfig.changes.length) {
-      const changed = `Config ${this.cfg.configFile} re-read; changes: ${this.nextConfig.changes.join(", ")}`;
-      this.log.info(changed);
-      this.notify(kind, changed, false);
-    }
-    const r = this.state.reexec;
-    const pending: NonNullable<Handoff["pending"]> = r?.kind === "reload"
-      ? { kind: "reload", requestedAt: r.requestedAt }
-      : { kind: "upgrade", mode: r?.mode ?? "smooth", requestedAt: r?.requestedAt ?? this.os.now() };
-    startPreflight({
-      cmd: this.reexecCommand(),
-      env: this.restoredEnv(),
-      // The module the next generation will run: the re-read configuration's.
-      preload: this.nextConfig?.config.preload ?? this.cfg.preload,
-      // What the exec would hand over, without its descriptors: the next
-      // binary reads it as it would after the exec, so a document it cannot
-      // continue from fails the upgrade here, while this image still runs.
-      handoff: JSON.stringify(this.handoffDoc(pending, [])),
-      os: this.os,
-      watchChild: (pid, onExit) => this.loop.watchChild(pid, onExit),
-      unwatchChild: (pid) => this.loop.unwatchChild(pid),
-    }, done);
+    this.reexec.runPreflight(kind);
   }
 
-  /**
-   * The `exec` effect: hand everything to the next image and execve it, at a
-   * moment when no signal is in flight: at the end of the signal batch that
-   * carries a marker raised now (signal-source.ts), so every signal sent
-   * before has been acted on by this image (a stop cancels the exec), and
-   * every later one stays pending across the execve for the next image.
-   */
+  /** The `exec` effect: see reexec.ts. */
   exec(pending: ExecRequest): void {
-    this.signals!.execWhenDrained(() => {
-      if (this.loop.exited || this.state.reexec?.phase !== "exec") return;
-      try {
-        this.execNow(pending.kind === "upgrade" ? { kind: "upgrade", mode: pending.mode ?? "smooth", requestedAt: pending.requestedAt } : { kind: "reload", requestedAt: pending.requestedAt });
-      } catch (e) {
-        this.dispatch({ type: "exec-failed", reason: (e as Error).message });
-      }
-    });
+    this.reexec.exec(pending);
   }
 
-  /** The handoff document, as the next image will read it (the capture is added at the exec). */
-  private handoffDoc(pending: NonNullable<Handoff["pending"]>, conns: Connection[]): Handoff {
-    return {
-      schema: HANDOFF_SCHEMA,
-      writerVersion: einhornVersionLabel(),
-      writtenAt: this.os.now(),
-      // With --config, what the re-read file says (its settings patched into the state).
-      state: this.nextConfig ? { ...this.state, settings: { ...this.state.settings, ...this.nextConfig.patch } } : this.state,
-      config: this.nextConfig?.config ?? this.cfg,
-      configSchema: CONFIG_SCHEMA,
-      startEnv: this.startEnv,
-      listeners: this.listeners.map((l) => ({ fd: l.fd, specText: l.spec.text, bound: l.bound, unixPath: l.unixPath })),
-      commandFd: this.commandFd!,
-      lock: null,
-      commandPath: this.commandPath ? { dev: this.commandPath.dev, ino: this.commandPath.ino } : null,
-      pidfile: this.pidfile ? { dev: this.pidfile.dev, ino: this.pidfile.ino } : null,
-      connections: conns.map((c) => {
-        const b = c.exportBuffers();
-        const waiting = this.waiters.waitingOn(c);
-        return { fd: c.fd, waiting: waiting ? { requestId: waiting.id ?? null } : null, partialIn: b.partialIn.toString("base64"), pendingOut: b.pendingOut.toString("base64"), format: c.format, spoke: c.sentLine };
-      }),
-      pending,
-      reexecs: this.reexecs + 1,
-      // Read by einhorns from before the signalfd: an empty mask and list
-      // make them unblock every signal and replay none.
-      signalMask: "",
-      signals: [],
-      pidfds: this.os.handOverChildren(),
-      metrics: { fd: this.metricsFd, counters: this.metrics.toJSON() },
-      cpuAtExecUs: cpuMicros(),
-      sdNotify: this.sdNotify.toJSON(),
-    };
-  }
-
-  private execNow(pending: NonNullable<Handoff["pending"]>): void {
-    const cmd = this.reexecCommand();
-    const env = this.restoredEnv();
-    const file = resolveProgram(cmd[0]!, env.PATH);
-    const conns = [...(this.server?.connections ?? [])].filter((c) => c.transferable);
-    const doc = this.handoffDoc(pending, conns);
-    const stateFd = memfdCreate("einhorn-handoff");
-    const argv = [...cmd, "--with-state-fd", String(stateFd), "--", ...doc.config.program];
-    this.log.info(`Re-executing: ${argv.join(" ")}`);
-    // Last: the capture's queued lines (this log line included) and its streams move into the handoff.
-    const capture = this.capture?.handOver() ?? null;
-    doc.capture = capture;
-    const keep = [stateFd, ...handedFds(doc)];
-    try {
-      writeHandoff(doc, stateFd);
-      for (const fd of keep) sock.setCloexec(fd, false);
-      this.os.exec(file, argv, Object.entries(env).map(([k, v]) => `${k}=${v}`));
-    } catch (e) {
-      // Still the old image: put every descriptor back as it was.
-      for (const fd of keep) { try { sock.setCloexec(fd, true); } catch { /* closed meanwhile */ } }
-      try { sock.close(stateFd); } catch { /* already closed */ }
-      if (capture) this.capture!.takeBack(capture);
-      throw e;
-    }
+  cancelExec(): void {
+    this.reexec.cancelExec();
   }
 
   private installSignals(): void {
@@ -659,57 +432,13 @@ export class Master implements Host {
     // that cannot create a thread later (RLIMIT_NPROC reached) aborts, so
     // have them made now, while starting.
     Bun.gc(true);
-    this.timers.push(this.os.every(SAFETY_REAP_MS, () => this.loop.reap()));
-    this.timers.push(this.os.every(1_000, () => this.housekeeping()));
+    this.housekeeping.start();
     this.sdNotify.start();
-  }
-  private readonly ackWait = new AckWaitReporter();
-  private memoryGuard: MemoryGuard | null = null;
-
-  /** Once a second: reports and checks that are not driven by the core's clock. */
-  private housekeeping(): void {
-    if (this.loop.exited) return;
-    const report = this.ackWait.check(this.state, this.os.now());
-    if (report) {
-      this.log.warn(report);
-      this.notify("upgrade", report, false);
-    }
-    if (this.cfg.maxMemory) {
-      this.memoryGuard ??= new MemoryGuard(this.cfg.maxMemory);
-      const replace = this.memoryGuard.check(this.state, (pid) => readProc(pid)?.rssBytes ?? null);
-      if (replace) this.dispatch({ type: "replace", pid: replace.pid, reason: replace.reason });
-    }
   }
 
   private onSignal(sig: SignalName): void {
     if (sig === "SIGCHLD") this.loop.reap();
     else this.dispatch({ type: "signal", signal: sig });
-  }
-
-  /** The `spawn` effect's work: the worker's command connection and output capture, then Os.spawn. */
-  spawnWorker(index: number, version: number): number {
-    let pair: [number, number] | null = null;
-    let captured: PreparedCapture | null = null;
-    try {
-      const plan = this.planFor(version);
-      if (specOf(this.state, version).commandSocketAsFd) pair = sock.socketpair();
-      if (this.capture) captured = this.capture.output.prepare();
-      const pid = spawnWorker((file, argv, env, opts) => this.os.spawn(file, argv, env, opts), plan, index, pair ? pair[1] : null, (e) => this.log.error(`Worker ${e.message}`), captured?.child ?? null);
-      if (captured) this.capture!.output.attach(captured, pid, index);
-      if (pair) {
-        sock.close(pair[1]);
-        const masterEnd = pair[0];
-        this.server!.adoptConnection(masterEnd).catch((e) => {
-          this.log.error(`Could not serve the command connection of worker ${pid}: ${(e as Error).message}`);
-          try { sock.close(masterEnd); } catch { /* gone */ }
-        });
-      }
-      return pid;
-    } catch (e) {
-      if (pair) for (const fd of pair) { try { sock.close(fd); } catch { /* already closed */ } }
-      if (captured) this.capture!.output.abandon(captured);
-      throw e;
-    }
   }
 
   // --- leaving -----------------------------------------------------------------------
@@ -723,9 +452,9 @@ export class Master implements Host {
 
   /** The `exit` effect's last words (the Interpreter then ends the process). */
   leave(code: number): void {
-    for (const cancel of this.timers) cancel();
+    this.housekeeping.stop();
     this.sdNotify.stop();
-    this.server?.stop();
+    this.commands.stop();
     this.cleanupFiles();
     if (this.capture) {
       for (const [stream, n] of Object.entries(this.capture.takeUnreported())) {
