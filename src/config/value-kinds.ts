@@ -67,29 +67,26 @@ export function wholeNumber(min: number, max = Number.MAX_SAFE_INTEGER): ValueKi
   };
 }
 
-/** A duration that must be longer than nothing: intervals and timeouts. */
-export const POSITIVE_SECONDS: ValueKind<number> = {
-  takes: "value",
-  allowed: "a number of seconds greater than 0",
-  notation: "a number of seconds > 0",
-  parse(t) {
-    const n = Number(t);
-    return t.trim() !== "" && Number.isFinite(n) && n > 0 ? ok(n) : NO;
-  },
-  samples: { accepted: ["0.001", "1", "2.5"], refused: ["0", "-1", "", "soon", "Infinity"] },
-};
+/** A number of seconds: finite, and above 0 (or, where 0 means "off", at least 0). */
+function secondsKind(zeroIsOff: boolean): ValueKind<number> {
+  return {
+    takes: "value",
+    allowed: zeroIsOff ? "a number of seconds, 0 (off) or more" : "a number of seconds greater than 0",
+    notation: zeroIsOff ? "a number of seconds >= 0" : "a number of seconds > 0",
+    parse(t) {
+      const n = Number(t);
+      return t.trim() !== "" && Number.isFinite(n) && (zeroIsOff ? n >= 0 : n > 0) ? ok(n) : NO;
+    },
+    samples: zeroIsOff
+      ? { accepted: ["0", "1", "2.5"], refused: ["-1", "", "soon", "Infinity"] }
+      : { accepted: ["0.001", "1", "2.5"], refused: ["0", "-1", "", "soon", "Infinity"] },
+  };
+}
 
-/** A window that may be switched off: 0 (off) or a number of seconds. */
-export const SECONDS_OR_OFF: ValueKind<number> = {
-  takes: "value",
-  allowed: "a number of seconds, 0 (off) or more",
-  notation: "a number of seconds >= 0",
-  parse(t) {
-    const n = Number(t);
-    return t.trim() !== "" && Number.isFinite(n) && n >= 0 ? ok(n) : NO;
-  },
-  samples: { accepted: ["0", "1", "2.5"], refused: ["-1", "", "soon", "Infinity"] },
-};
+/** A duration that must be longer than nothing: intervals and timeouts. */
+export const POSITIVE_SECONDS = secondsKind(false);
+/** A window that may be switched off: 0 (off) or a number of seconds (--upgrade-bake). */
+export const SECONDS_OR_OFF = secondsKind(true);
 
 export type AckMode = { kind: "timer"; seconds: number } | { kind: "manual" };
 

@@ -8,40 +8,20 @@ import type { Effect, Event, ReexecKind } from "../../src/core/step";
 import { Housekeeping } from "../../src/master/housekeeping";
 import type { ExecRequest, Host } from "../../src/master/interpreter";
 import { Interpreter } from "../../src/master/interpreter";
-import type { Cancel, Os } from "../../src/master/os";
+import type { Os } from "../../src/master/os";
+import { ScriptedClock, T0 } from "../scripted-clock";
 
-const T0 = 1_700_000_000_000;
 
-/** Timers and a clock; every other Os call is not on this path. */
+/** Timers and a clock (the shared scripted clock); every other Os call is not on this path. */
 function clock() {
-  let t = T0;
-  const timers: Array<{ at: number; fn: () => void; live: boolean; every: number | null }> = [];
-  const add = (ms: number, fn: () => void, every: number | null): Cancel => {
-    const timer = { at: t + ms, fn, live: true, every };
-    timers.push(timer);
-    return () => { timer.live = false; };
-  };
+  const c = new ScriptedClock(T0);
   const off = (what: string) => () => { throw new Error(`${what}: not on this path`); };
   const os: Os = {
-    now: () => t,
-    after: (ms, fn) => add(ms, fn, null),
-    every: (ms, fn) => add(ms, fn, ms),
+    now: c.now, after: c.after, every: c.every,
     spawn: off("spawn"), kill: () => true, wait: () => null, check: () => ({ kind: "running" }),
     handOverChildren: () => [], adoptChildren: () => {}, exec: off("exec"), exit: (() => undefined) as unknown as Os["exit"],
   };
-  const advance = (ms: number) => {
-    const end = t + ms;
-    for (;;) {
-      const due = timers.filter((x) => x.live && x.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      t = Math.max(t, due.at);
-      if (due.every !== null) due.at += due.every;
-      else due.live = false;
-      due.fn();
-    }
-    t = end;
-  };
-  return { os, advance, armed: () => timers.filter((x) => x.live && x.every !== null).length };
+  return { os, advance: (ms: number) => c.advance(ms), armed: () => c.armedRepeating };
 }
 
 class WorkersHost implements Host {

@@ -14,15 +14,13 @@ import type { Effect, Event, ReexecKind } from "../../src/core/step";
 import type { Logger } from "../../src/logging";
 import type { SignalName } from "../../src/signal-names";
 import { type ExecRequest, type Host, INPUT_FIRST_MAX_MS, Interpreter, MAX_TIMER_MS } from "../../src/master/interpreter";
-import type { Cancel, Os } from "../../src/master/os";
+import type { Os } from "../../src/master/os";
+import { ScriptedClock, T0 } from "../scripted-clock";
 import type { ChildCheck, HandedPidfd } from "../../src/master/child-handles";
 
-const T0 = 1_700_000_000_000;
 
 /** An Os whose clock moves only when the test says, and whose children exist only in its tables. */
-class ScriptedOs implements Os {
-  t = T0;
-  private timers: Array<{ at: number; fn: () => void; live: boolean; every?: number }> = [];
+class ScriptedOs extends ScriptedClock implements Os {
   /** Exits waitpid will report, in order. */
   exits: Array<{ pid: number; status: ExitStatus }> = [];
   killed: Array<{ pid: number; signal: SignalName }> = [];
@@ -33,16 +31,6 @@ class ScriptedOs implements Os {
   exitCode: number | null = null;
   calls: string[] = [];
 
-  now = () => this.t;
-  /** Every delay a one-shot timer was armed with. */
-  delays: number[] = [];
-  after = (ms: number, fn: () => void): Cancel => { this.delays.push(ms); return this.add(ms, fn); };
-  every = (ms: number, fn: () => void): Cancel => this.add(ms, fn, ms);
-  private add(ms: number, fn: () => void, every?: number): Cancel {
-    const timer = { at: this.t + ms, fn, live: true, every };
-    this.timers.push(timer);
-    return () => { timer.live = false; };
-  }
   spawn(_file: string, _argv: string[], _env: string[], _opts: SpawnOptions): number {
     throw new Error("the interpreter spawns through its Host");
   }
@@ -66,24 +54,6 @@ class ScriptedOs implements Os {
     return undefined as never;
   };
 
-  /** Timers still armed. */
-  get armed(): number {
-    return this.timers.filter((t) => t.live).length;
-  }
-
-  /** Move the clock forward by `ms`, firing every timer that falls due, in time order. */
-  advance(ms: number): void {
-    const end = this.t + ms;
-    for (;;) {
-      const due = this.timers.filter((t) => t.live && t.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      this.t = Math.max(this.t, due.at);
-      if (due.every) due.at += due.every;
-      else due.live = false;
-      due.fn();
-    }
-    this.t = end;
-  }
 }
 
 /** A Host that records what the effects asked of it and starts "workers" with made-up pids. */

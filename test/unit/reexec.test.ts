@@ -25,18 +25,16 @@ import { type ExecRequest, type Host, Interpreter } from "../../src/master/inter
 import type { Listener } from "../../src/master/listeners";
 import { Metrics } from "../../src/master/metrics";
 import type { Cancel, Os } from "../../src/master/os";
+import { ScriptedClock, T0 } from "../scripted-clock";
 import { checkChildren, type Holdings, Reexec } from "../../src/master/reexec";
 
 /** What systemd had been told, as the handoff carries it. */
 const SD_TOLD = { ready: true, reloading: true, stopping: false, lastCrash: null, note: null };
 
-const T0 = 1_700_000_000_000;
 const PREFLIGHT_PID = 900;
 
 /** An Os whose clock moves only when the test says, whose children are made up, and whose execve records what it was given. */
-class ScriptedOs implements Os {
-  t = T0;
-  private timers: Array<{ at: number; fn: () => void; live: boolean }> = [];
+class ScriptedOs extends ScriptedClock implements Os {
   /** Exits waitpid will report, in order. */
   exits: Array<{ pid: number; status: ExitStatus }> = [];
   /** What the preflight child prints on its stdout. */
@@ -49,13 +47,7 @@ class ScriptedOs implements Os {
   execThrows: Error | null = null;
   children = new Map<number, ChildCheck>();
 
-  now = () => this.t;
-  after = (ms: number, fn: () => void): Cancel => {
-    const timer = { at: this.t + ms, fn, live: true };
-    this.timers.push(timer);
-    return () => { timer.live = false; };
-  };
-  every = (): Cancel => { throw new Error("no repeating timers on this path"); };
+  override every = (): Cancel => { throw new Error("no repeating timers on this path"); };
   spawn = (file: string, argv: string[], env: string[], opts: SpawnOptions): number => {
     // The preflight: stdout and stderr go to the master's memfd; the document it checks is on a descriptor the environment names.
     const out = opts.dup2![0]![0];
@@ -78,18 +70,6 @@ class ScriptedOs implements Os {
   };
   exit = (code: number): never => { throw new Error(`exit ${code}: not on this path`); };
 
-  /** Move the clock forward by `ms`, firing every timer that falls due. */
-  advance(ms: number): void {
-    const end = this.t + ms;
-    for (;;) {
-      const due = this.timers.filter((t) => t.live && t.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      this.t = Math.max(this.t, due.at);
-      due.live = false;
-      due.fn();
-    }
-    this.t = end;
-  }
 }
 
 /** Whether `fd` is close-on-exec, as the kernel reports it (O_CLOEXEC is 02000000 in fdinfo's octal flags). */
