@@ -118,6 +118,8 @@ function trimSignals(list: Worker["signals"]): Worker["signals"] {
 
 class Step {
   readonly fx: Effect[] = [];
+  /** This step is a timer's wake-up (see checkUpgrade). */
+  tick = false;
   constructor(readonly s: State, readonly now: number) {}
 
   log(level: LogLevel, message: string): void { this.fx.push({ type: "log", level, message }); }
@@ -220,7 +222,12 @@ class Step {
       return;
     }
     const timeout = s.settings.ackTimeout;
-    if (timeout !== null) {
+    // A deadline is enforced by a tick only. The shell delivers a tick once
+    // every input waiting in its sockets has been stepped (interpreter.ts,
+    // onWake), so ACKs that arrived while the master was stopped or busy all
+    // count; enforcing it on any step would let the first of them fail the
+    // upgrade for the others still queued behind it.
+    if (timeout !== null && this.tick) {
       const late = currentWorkers(s).find((w) => !isAcked(w) && !isRetiring(w) && this.now >= w.spawnedAt + timeout * 1000);
       if (late) {
         this.failUpgrade(`new worker ${late.pid} did not ACK within ${timeout}s`);
@@ -759,6 +766,7 @@ class Step {
 
 export function step(state: State, event: Event, now: number): StepResult {
   const st = new Step(structuredClone(state), now);
+  st.tick = event.type === "tick";
   // Timer ACKs due by now count before the event: a worker that lived its
   // ACK period and then died was up, whatever order the wake-ups came in.
   st.timerAcks();

@@ -892,6 +892,26 @@ describe("failed upgrades", () => {
     expect(sim.state.workers.map((w) => w.version)).toEqual([0, 0]);
   });
 
+  test("ackTimeout is decided by a tick only: ACKs stepped late (queued while the master was stopped) all count", () => {
+    const sim = ready(4, { maxUnacked: 4, ackTimeout: 2 });
+    sim.send({ type: "upgrade", mode: "fleet" }, 1000);
+    const news = sim.pids(1);
+    expect(news).toHaveLength(4);
+    // The master resumes at 5 s, long past every deadline, with four ACKs waiting: the shell steps them before its tick.
+    const fx = news.flatMap((p) => sim.ack(p, 5000));
+    expect(finished([...fx, ...sim.tick(5000)])).toEqual([{ type: "upgrade-finished", ok: true, message: "Upgrade done" }]);
+  });
+
+  test("a step past the ACK deadline that is not a tick asks for a tick at once", () => {
+    const sim = ready(2, { maxUnacked: 2, ackTimeout: 2 });
+    sim.send({ type: "upgrade", mode: "fleet" }, 1000);
+    const [n1] = sim.pids(1);
+    sim.ack(n1!, 5000);
+    expect(sim.state.upgrade).not.toBeNull();
+    expect(sim.wakeAt).toBe(5000);
+    expect(finished(sim.tick(5000)).map((f) => f.ok)).toEqual([false]);
+  });
+
   test("fleet failure: every new worker gets SIGUSR2, old workers untouched", () => {
     const sim = ready(2, { maxUnacked: 1, ackTimeout: 10 });
     const old = sim.pids(0);
