@@ -42,6 +42,8 @@ export interface MasterConfig {
   workerOutput: "inherit" | "prefix" | "json";
   /** --metrics HOST:PORT, or null. */
   metrics: string | null;
+  /** --metrics-allow-remote: a non-loopback --metrics address is meant (no warning). */
+  metricsAllowRemote: boolean;
   /** --max-memory in bytes, or null. */
   maxMemory: number | null;
   /** --config FILE as an absolute path, or null. */

@@ -37,7 +37,7 @@ import { OutputCapture, type PreparedCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
 import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MemoryGuard } from "./memory-guard";
-import { MetricsServer } from "./metrics-server";
+import { isLoopbackHost, MetricsServer } from "./metrics-server";
 import { readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
@@ -391,6 +391,10 @@ export class Master implements Host {
     this.metricsFd = l.fd;
     const where = formatSockAddr(l.bound);
     this.log.info(`Serving metrics on http://${where}/metrics and health on http://${where}/healthz`);
+    const host = parseBindSpec(hostPort).address;
+    if (host.kind === "tcp" && !isLoopbackHost(host.host) && !this.cfg.metricsAllowRemote) {
+      this.log.warn(`--metrics ${hostPort} is reachable from other hosts and /metrics needs no credentials to read; bind 127.0.0.1 or [::1], or pass --metrics-allow-remote if this is meant`);
+    }
   }
 
   private renderMetrics(): string {

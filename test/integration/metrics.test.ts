@@ -174,6 +174,41 @@ describe("--metrics", () => {
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 
+  test("a request head over 8 KiB gets 431 however it arrives: whole in one write or in pieces", async () => {
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    const exchange = (pieces: string[]) => new Promise<string>((res) => {
+      let got = "";
+      const s = net.createConnection({ host: "127.0.0.1", port }, async () => {
+        for (const p of pieces) { s.write(p); await Bun.sleep(20); }
+      });
+      s.on("data", (d) => { got += d.toString(); });
+      s.on("close", () => res(got));
+      s.on("error", () => res(got));
+    });
+    const head = (junk: number) => `GET /healthz HTTP/1.1\r\nX-Junk: ${"j".repeat(junk)}\r\n\r\n`;
+    expect(await exchange([head(8000)])).toStartWith("HTTP/1.1 ");
+    expect(await exchange([head(8000)])).not.toStartWith("HTTP/1.1 431");
+    for (const size of [9_000, 20_000, 60_000]) {
+      expect(await exchange([head(size)])).toStartWith("HTTP/1.1 431 ");
+      const h = head(size);
+      expect(await exchange([h.slice(0, 4000), h.slice(4000, 8500), h.slice(8500)])).toStartWith("HTTP/1.1 431 ");
+    }
+    expect(m.output()).not.toContain("--metrics-allow-remote");
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  });
+
+  test("--metrics on a non-loopback address warns at start, unless --metrics-allow-remote says it is meant", async () => {
+    const m = startMaster(["--metrics", "0.0.0.0:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    await m.waitForOutput(/WARN: --metrics 0\.0\.0\.0:0 is reachable from other hosts and \/metrics needs no credentials to read; bind 127\.0\.0\.1 or \[::1\], or pass --metrics-allow-remote if this is meant/);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+    const quiet = startMaster(["--metrics", "0.0.0.0:0", "--metrics-allow-remote", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    await quiet.waitForOutput(/Serving metrics on/);
+    await waitFor("a worker", async () => (await stateJson(quiet.sockPath)).workers.length === 1);
+    expect(quiet.output()).not.toContain("reachable from other hosts");
+    expect(await stopMaster(quiet, "SIGTERM")).toBe(0);
+  });
+
   test("bad --metrics values are usage errors", async () => {
     const { runBinary } = await import("../harness");
     for (const bad of ["9100", "unix:/tmp/x", "127.0.0.1:9100,r", "localhost:port"]) {
