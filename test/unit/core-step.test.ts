@@ -92,7 +92,7 @@ describe("ACKs", () => {
       const [pid] = sim.pids();
       sim.exit(pid!, exitAt, 1);
       expect(sim.state.consecutiveDeaths).toBe(wasUp ? 0 : 1);
-      expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: wasUp ? 0 : 1, lastCode: 1, lastSignal: null, lastAt: exitAt });
+      expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: wasUp ? 0 : 1, unasked: 1, lastCode: 1, lastSignal: null, lastAt: exitAt });
     });
   }
 
@@ -175,7 +175,7 @@ describe("reaping and respawning", () => {
     expect(logs(fx, "error")).toContain(`===> Worker ${victim} (index 1) exited with status 3`);
     expect(spawns(fx).map((s) => [s.index, s.version])).toEqual([[1, 0]]);
     expect(sim.state.consecutiveDeaths).toBe(0);
-    expect(sim.state.exits["1"]).toEqual({ total: 1, beforeAck: 0, lastCode: 3, lastSignal: null, lastAt: 60_000 });
+    expect(sim.state.exits["1"]).toEqual({ total: 1, beforeAck: 0, unasked: 1, lastCode: 3, lastSignal: null, lastAt: 60_000 });
     expect(sim.state.workers).toHaveLength(3);
   });
 
@@ -214,7 +214,7 @@ describe("reaping and respawning", () => {
     const fx = sim.exit(pid, 500, 1);
     expect(sim.state.consecutiveDeaths).toBe(1);
     expect(logs(fx, "error")).toEqual([`===> Worker ${pid} (index 0) exited with status 1 before ACKing (1 in a row)`]);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, lastCode: 1, lastSignal: null, lastAt: 500 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, unasked: 1, lastCode: 1, lastSignal: null, lastAt: 500 });
     expect(spawns(fx)).toEqual([]);
     expect(sim.wakeAt).toBe(1500); // last spawn 0 + 1 s * 1.5^1
   });
@@ -285,7 +285,7 @@ describe("reaping and respawning", () => {
     expect(sim.state.workers.map((w) => w.index)).toEqual([1]);
     expect(sim.state.pending).toEqual([]);
     expect(sim.state.consecutiveDeaths).toBe(1);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, lastCode: null, lastSignal: null, lastAt: 0 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, unasked: 1, lastCode: null, lastSignal: null, lastAt: 0 });
     expect(logs(fx, "error")).toEqual(["Could not start a worker (index 0): ENOENT: no such program; next try in 1.5s"]);
     // the surviving worker's timer ACK (1000) resets the counter: next try after the plain 1 s
     expect(sim.wakeAt).toBe(1000);
@@ -1334,7 +1334,7 @@ describe("workers found gone after a re-exec", () => {
     expect(logs(fx, "warn")).toEqual([`===> Worker ${a} (index 0) is gone (reaped by another process)`]);
     expect(sim.pids()).not.toContain(a);
     expect(sim.pids()).toContain(b!);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: 5000 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 0, unasked: 1, lastCode: null, lastSignal: null, lastAt: 5000 });
     const later = [...spawns(fx), ...spawns(sim.advance(10_000))];
     expect(later.map((s) => s.index)).toEqual([0]);
     const stop = sim.send({ type: "stop", signal: "SIGTERM" }, 11_000);
