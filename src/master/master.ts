@@ -38,7 +38,7 @@ import { health, Metrics, renderMetrics } from "./metrics";
 import { type ConfigReload, rereadConfig } from "./config-reload";
 import { MemoryGuard } from "./memory-guard";
 import { isLoopbackHost, MetricsServer } from "./metrics-server";
-import { readProc, uptimeSeconds } from "./proc-stats";
+import { masterFds, readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Cancel, type Os, systemOs } from "./os";
@@ -400,18 +400,21 @@ export class Master implements Host {
   private renderMetrics(): string {
     const master = readProc("self");
     const workerRss = new Map<number, number>();
+    const workerCpu = new Map<number, number>();
     for (const w of this.state.workers) {
       const r = readProc(w.pid);
-      if (r) workerRss.set(w.pid, r.rssBytes);
+      if (r) { workerRss.set(w.pid, r.rssBytes); workerCpu.set(w.pid, r.cpuSeconds); }
     }
     const bootTime = this.os.now() / 1000 - uptimeSeconds();
     return renderMetrics(this.metrics, {
       state: this.state,
       einhornVersion: einhornVersionLabel(),
-      masterPid: this.pid,
       master: master ? { cpuSeconds: master.cpuSeconds, rssBytes: master.rssBytes, startTimeSeconds: Math.round(bootTime + master.startedSinceBoot) } : null,
       reexecs: this.reexecs,
       workerRss,
+      workerCpu,
+      fds: masterFds(),
+      virtualMemoryBytes: master?.vmBytes ?? null,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
       maxMemoryBytes: this.cfg.maxMemory,
     });

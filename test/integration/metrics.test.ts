@@ -63,7 +63,7 @@ describe("--metrics", () => {
     expect(first.status).toBe(200);
     expect(first.type).toBe("text/plain; version=0.0.4; charset=utf-8");
     let p = parse(py, first.body);
-    expect(p.einhorn_workers!.find((s) => s.labels.state === "up" && s.labels.version === "0")!.value).toBe(2);
+    expect(p.einhorn_workers!.find((s) => s.labels.state === "up" && s.labels.generation === "0")!.value).toBe(2);
     expect(p.einhorn_workers![0]!.type).toBe("gauge");
     expect(value(p, "einhorn_workers_wanted")).toBe(2);
     expect(value(p, "einhorn_worker_spawns_total", { cause: "initial" })).toBe(2);
@@ -74,7 +74,8 @@ describe("--metrics", () => {
     expect(value(p, "einhorn_worker_ack_latency_seconds_sum")).toBeGreaterThan(0);
     expect(value(p, "process_resident_memory_bytes")).toBeGreaterThan(5e6);
     expect(value(p, "process_cpu_seconds_total")).toBeGreaterThan(0);
-    expect(value(p, "einhorn_info", { master_pid: String(m.pid) })).toBe(1);
+    expect(p.einhorn_build_info).toHaveLength(1);
+    expect(Object.keys(p.einhorn_build_info![0]!.labels)).toEqual(["version"]);
     expect(p.einhorn_worker_resident_memory_bytes).toHaveLength(2);
     expect(value(p, "einhorn_upgrade_in_progress")).toBe(0);
     // A worker that dies on its own counts as a restart.
@@ -124,8 +125,8 @@ describe("--metrics", () => {
     expect(value(p, "einhorn_last_upgrade_duration_seconds")).toBeGreaterThan(0);
     expect(value(p, "einhorn_worker_spawns_total", { cause: "upgrade" })).toBeGreaterThanOrEqual(5);
     const version = String((await stateJson(m.sockPath)).master.version);
-    expect(value(p, "einhorn_workers", { state: "up", version })).toBe(2);
-    expect(value(p, "einhorn_version")).toBe(Number(version));
+    expect(value(p, "einhorn_workers", { state: "up", generation: version })).toBe(2);
+    expect(value(p, "einhorn_generation")).toBe(Number(version));
     expect((await http(port, "/healthz")).status).toBe(200);
     expect((await http(port, "/nope")).status).toBe(404);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
