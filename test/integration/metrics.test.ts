@@ -7,7 +7,8 @@ import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { encodeMessage } from "../../src/protocol";
-import { ask, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { freeTcpPort } from "../free-port";
+import { ask, FIXTURES, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
 
@@ -218,4 +219,67 @@ describe("--metrics", () => {
       expect(r.stderr).toContain(`--metrics wants HOST:PORT (like 127.0.0.1:9100, [::1]:9100 or 0.0.0.0:0), got '${bad}'`);
     }
   });
+
+  test("a real Prometheus (Debian's) scrapes a master through 3 upgrades, a crash and a rollback: its API has the exit and rollback series, and no pid label", async () => {
+    const prometheus = Bun.which("prometheus");
+    if (!prometheus) throw new Error("no prometheus: apt-get install prometheus (.ci/run installs it)");
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "serve");
+    const port = freeTcpPort();
+    const m = startMaster(["--metrics", `127.0.0.1:${port}`, "-n", "2", "-m", "manual", "-s", "0.3", "--upgrade-bake", "60", "--upgrade-max-deaths", "1", "--", CRASH_OR_SERVE], { dir });
+    await m.waitForOutput(/Serving metrics on/);
+    const web = freeTcpPort();
+    writeFileSync(join(dir, "prometheus.yml"), `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: einhorn\n    static_configs:\n      - targets: ["127.0.0.1:${port}"]\n`);
+    const prom = Bun.spawn([prometheus, `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "tsdb")}`, `--web.listen-address=127.0.0.1:${web}`], { stdout: "ignore", stderr: "ignore" });
+    onCleanup(async () => { prom.kill("SIGKILL"); await prom.exited; });
+    const query = async (q: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> => {
+      const r = await (await fetch(`http://127.0.0.1:${web}/api/v1/query?query=${encodeURIComponent(q)}`)).json() as any;
+      if (r.status !== "success") throw new Error(`query ${q}: ${JSON.stringify(r)}`);
+      return r.data.result;
+    };
+    const scalar = async (q: string) => { const r = await query(q); return r.length ? Number(r[0]!.value[1]) : null; };
+
+    const live = (generation: number) => waitFor(`2 workers of generation ${generation} up`, async () => {
+      const s = await stateJson(m.sockPath);
+      const up = s.workers.filter((w: any) => w.version === generation && w.acked && !w.retiring);
+      return up.length === 2 && s.master.bake?.version === generation ? up : null;
+    }, 30_000);
+    await waitFor("2 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+    const upgrade = () => runBinary(["sh", "-d", m.sockPath, "--timeout", "120", "-e", "upgrade"], { dir, timeoutMs: 130_000 });
+    // Upgrades 1 and 2: each bakes until the next one cuts its bake short.
+    const u1 = upgrade();
+    await live(1);
+    const u2 = upgrade();
+    const gen2 = await live(2);
+    expect((await u1).stdout).toContain("its bake was cut short by a newer upgrade");
+    // The crash: one unasked exit in generation 2's bake (the limit is more than 1).
+    process.kill(gen2[0].pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.version === 2 && w.acked && !w.retiring).length === 2, 30_000);
+    // Upgrade 3, then two of its workers killed in its bake: rolled back.
+    const u3 = upgrade();
+    const gen3 = await live(3);
+    expect((await u2).code).toBe(0);
+    process.kill(gen3[0].pid, "SIGKILL");
+    process.kill(gen3[1].pid, "SIGKILL");
+    const r3 = await u3;
+    // A rollback fails the upgrade: said on stderr, exit status non-zero.
+    expect(r3.stderr).toContain("rolled back");
+    expect(r3.code).not.toBe(0);
+    await waitFor("the rollback's generation up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.version === 4 && w.acked && !w.retiring).length === 2, 30_000);
+
+    // Prometheus has it all once it scraped after the rollback's workers came up.
+    await waitFor("Prometheus to scrape the rollback", async () => (await scalar("einhorn_rollbacks_total")) === 1 && (await scalar('einhorn_workers{state="up",generation="4"}')) === 2, 60_000, 500);
+    expect(await scalar('sum(einhorn_worker_exits_total{cause="died",signal="SIGKILL",code="none"})')).toBe(3);
+    expect(await scalar('einhorn_upgrades_total{result="rolled_back"}')).toBe(1);
+    expect(await scalar('einhorn_upgrades_total{result="success"}')).toBe(2);
+    // Generations 0 and 1 were retired well before (generation 2's may still be leaving at that scrape).
+    expect(await scalar('einhorn_worker_retirements_total{reason="upgrade"}')).toBeGreaterThanOrEqual(4);
+    expect(await scalar("up")).toBe(1);
+    // No series, ever, with a pid label; per-worker series by index and generation only.
+    expect(await query('count by (__name__) ({__name__=~"einhorn_.+", pid!=""})')).toEqual([]);
+    const memory = await query("einhorn_worker_resident_memory_bytes");
+    for (const s of memory) expect(Object.keys(s.metric).sort()).toEqual(["__name__", "generation", "index", "instance", "job"]);
+    expect(await scalar("process_open_fds")).toBeGreaterThan(3);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 180_000);
 });
