@@ -140,6 +140,14 @@ export interface Stopping {
 export interface Replacement { pid: number; reason: string }
 
 /**
+ * Replacements (--max-memory) in a row, for their backoff: the next one
+ * starts no sooner than `lastAt` + backoffMs(seconds, streak), the crash
+ * loop's formula. A replacement asked for more than REPLACE_STREAK_RESET_SECONDS
+ * after the last one starts a new streak.
+ */
+export interface ReplaceBackoff { streak: number; lastAt: number }
+
+/**
  * An upgrade or reload between its request and the new master image: its
  * preflight runs, then the exec is under way (this crosses the execve, and
  * the new image's `resumed` ends it).
@@ -188,6 +196,8 @@ export interface State {
   startedAt: number;
   /** A graceful replacement in progress (absent from older writers: none). */
   replacement: Replacement | null;
+  /** The backoff of replacements in a row (absent from older writers: none). */
+  replaceBackoff: ReplaceBackoff | null;
 }
 
 export function initialState(settings: Settings, now: number, spec: WorkerSpec = DEFAULT_SPEC): State {
@@ -212,6 +222,7 @@ export function initialState(settings: Settings, now: number, spec: WorkerSpec =
     exitTotals: noExitTotals(),
     startedAt: now,
     replacement: null,
+    replaceBackoff: null,
   };
 }
 
@@ -305,6 +316,7 @@ export function upgradeState(doc: unknown, now: number, warn: (message: string) 
     exitTotals: { unasked: d.exitTotals?.unasked ?? 0, asked: { ...noExitTotals().asked, ...(d.exitTotals?.asked ?? {}) } },
     stopping: d.stopping ? { since: d.stopping.since, signal: decidingSignal(d.stopping.signal, "stopping.signal") } : null,
     replacement: d.replacement ?? null,
+    replaceBackoff: d.replaceBackoff ?? null,
     reexec: d.reexec ?? null,
   };
 }

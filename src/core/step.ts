@@ -3,7 +3,7 @@
 // and command-socket messages into events, performs the effects in order and
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
-  ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
+  ackedCurrentCount, backoffMs, REPLACE_STREAK_RESET_SECONDS, YOUNG_OVER_LIMIT_SECONDS, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
   askedToLeave, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, retireSignalOf, spawnIntervalMs, specOf, unackedCount, wasSent,
 } from "./pool";
 import { specChanges, specDigest, type WorkerSpec } from "./generation";
@@ -732,12 +732,30 @@ class Step {
   startReplacement(pid: number, reason: string): void {
     const s = this.s;
     const w = findWorker(s, pid);
+    const gen = w ? s.generations[String(w.version)] : undefined;
+    const b = s.replaceBackoff;
+    const inRow = b !== null && this.now - b.lastAt <= REPLACE_STREAK_RESET_SECONDS * 1000;
+    const nextAt = b && inRow ? b.lastAt + backoffMs(s.settings.seconds, b.streak) : null;
     const why = s.stopping ? "the master is stopping" : s.upgrade ? "an upgrade is rolling out (it replaces every worker)"
       : s.replacement ? `worker ${s.replacement.pid} is being replaced (one at a time)`
-      : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet" : null;
+      : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet"
+      : gen?.overLimitAtStart ? `version ${w.version}'s workers are over the limit from their start (worker ${gen.overLimitAtStart.pid}); replacing them would not end`
+      : nextAt !== null && this.now < nextAt ? `backing off after ${b!.streak} replacement${b!.streak === 1 ? "" : "s"} in a row; the next no sooner than ${((nextAt - this.now) / 1000).toFixed(1)}s from now`
+      : null;
     if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
+    const age = (this.now - w!.spawnedAt) / 1000;
+    if (age < YOUNG_OVER_LIMIT_SECONDS && gen) {
+      // Its normal size, not a leak: a successor would be as big. Said once, with the size and the limit (in `reason`).
+      gen.overLimitAtStart = { pid, at: this.now, reason };
+      this.log("warn", `Worker ${pid} (index ${w!.index}, version ${w!.version}) is over the limit ${age.toFixed(1)}s after its start: ${reason}. `
+        + `That looks like the program's normal size, so version ${w!.version}'s workers are not replaced for memory (a successor would be as big); raise --max-memory or make the program smaller, then upgrade`);
+      return;
+    }
+    const streak = inRow ? b!.streak + 1 : 1;
+    s.replaceBackoff = { streak, lastAt: this.now };
     s.replacement = { pid, reason };
-    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${retireSignalOf(s, w!.version)})`);
+    const pace = streak > 1 ? `; ${streak} replacements in a row, the next no sooner than ${(backoffMs(s.settings.seconds, streak) / 1000).toFixed(1)}s from now` : "";
+    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${retireSignalOf(s, w!.version)})${pace}`);
   }
 
   setNumber(n: number): void {
