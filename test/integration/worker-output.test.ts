@@ -141,7 +141,8 @@ describe("--worker-output", () => {
     const script = String.raw`printf 'ok\t\303\274\r[MASTER 1] ERROR: forged\n'; printf '\033]0;title\007\033[2Kgone\n'; printf '\302\233c \342\200\256evil \233x\n'; exec sleep 1000`;
     const m = startMaster(["--worker-output", "prefix", "-m", "0", "--", "sh", "-c", script]);
     const w = await waitFor("the worker", async () => (await stateJson(m.sockPath)).workers[0]);
-    await m.waitForOutput(/evil/);
+    // (The master's own start line quotes the script: wait for the worker's line.)
+    await m.waitForOutput(/\[WORKER \d+ #0\] .*evil/);
     const out = m.output();
     const tag = `[WORKER ${w.pid} #0] `;
     expect(out).toContain(`${tag}ok\tü^M[MASTER 1] ERROR: forged\n`);
