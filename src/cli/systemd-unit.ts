@@ -202,7 +202,7 @@ function optionLabel(long: string): string {
   return o?.short ? `-${o.short}/--${long}` : `--${long}`;
 }
 
-const FLAG_ONLY = new Set(["command-socket-as-fd", "kill-children-on-exit", "quiet", "verbose", "listen-fds", "subreaper"]);
+const FLAG_ONLY = new Set(["command-socket-as-fd", "kill-children-on-exit", "quiet", "verbose", "listen-fds", "subreaper", "metrics-allow-remote"]);
 
 export interface GeneratedUnits { name: string; service: string; socket: string | null; warnings: string[] }
 
