@@ -282,4 +282,37 @@ describe("--metrics", () => {
     expect(await scalar("process_open_fds")).toBeGreaterThan(3);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 180_000);
+
+  test("across 20 upgrades and a crash the number of series stays flat, and promtool check metrics finds nothing", async () => {
+    const promtool = Bun.which("promtool");
+    if (!promtool) throw new Error("no promtool: apt-get install prometheus (.ci/run installs it)");
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "2", "-m", "0", "--max-unacked", "2", "--", "sleep", "1000"]);
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    const settled = (generation: number) => waitFor(`generation ${generation} alone and up`, async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 2 && s.workers.every((w: any) => w.version === generation && w.acked) ? s : null;
+    }, 30_000);
+    const series = async () => {
+      const text = (await http(port, "/metrics")).body;
+      return { text, count: text.split("\n").filter((l) => l && !l.startsWith("#")).length };
+    };
+    const s0 = await settled(0);
+    // One crash first, so that every kind of exit the run will see has its series.
+    process.kill(s0.workers[0].pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked && w.pid !== s0.workers[0].pid).length === 2, 20_000);
+    const counts: number[] = [];
+    for (let g = 1; g <= 20; g++) {
+      const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { timeoutMs: 30_000 });
+      expect(r.stdout).toContain("Upgrade done");
+      await settled(g);
+      counts.push((await series()).count);
+    }
+    expect(new Set(counts)).toEqual(new Set([counts[0]!]));
+    const { text } = await series();
+    expect(text).not.toMatch(/pid="/);
+    const check = Bun.spawnSync([promtool, "check", "metrics"], { stdin: Buffer.from(text), stdout: "pipe", stderr: "pipe" });
+    expect(`${check.stdout}${check.stderr}`.trim()).toBe("");
+    expect(check.exitCode).toBe(0);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 180_000);
 });
