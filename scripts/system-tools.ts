@@ -22,6 +22,8 @@ export const SYSTEM_TOOLS: SystemTool[] = [
   { probe: { command: "ruby" }, pkg: "ruby", why: "Einhorn's own Ruby client and worker library as peers (einhorn-compat); the original Einhorn anchor" },
   { probe: { command: "tmux" }, pkg: "tmux", why: "einhorn sh on a real terminal (shell)" },
   { probe: { python: "prometheus_client.parser" }, pkg: "python3-prometheus-client", why: "the Prometheus text parser the metrics test reads /metrics with" },
+  { probe: { command: "promtool" }, pkg: "prometheus", why: "promtool check metrics on /metrics, and a real Prometheus scraping a master (metrics)" },
+  { probe: { command: "prometheus" }, pkg: "prometheus", why: "the same package's server" },
   { probe: { dpkg: "qemu-user-static" }, pkg: "qemu-user-static", why: "the arm64 release binary under emulation (release)" },
   { probe: { dpkg: "libc6-arm64-cross" }, pkg: "libc6-arm64-cross", why: "Debian's arm64 C library for that binary (release)" },
   { probe: { dpkg: "libstdc++6-arm64-cross" }, pkg: "libstdc++6-arm64-cross", why: "its C++ library (release)" },

@@ -9,7 +9,7 @@ import { clearLine, createInterface, cursorTo, type Interface } from "node:readl
 import type { Response } from "../protocol";
 import type { ShellClient } from "./shell-client";
 import { complete, parseScript, type ScriptCommand, ScriptError } from "./shell-script";
-import { terminalSafe } from "./terminal-text";
+import { terminalSafe } from "../terminal-text";
 import { connectAndGreet, Deadline, describeFatal, EXIT, messageText, refuseLocally, type SessionOptions } from "./shell-session";
 
 const PROMPT = "einhorn> ";

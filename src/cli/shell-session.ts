@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { userInfo } from "node:os";
 import type { Response } from "../protocol";
 import { writeOut } from "./stdio";
-import { forDescriptor } from "./terminal-text";
+import { forDescriptor } from "../terminal-text";
 import { type Answer, ConnectError, ConnectionLost, ShellClient, type ClientEvents } from "./shell-client";
 import { type ScriptCommand, ScriptError, WORKER_ONLY_COMMANDS } from "./shell-script";
 

@@ -39,6 +39,8 @@ export interface MasterConfig {
   workerOutput: "inherit" | "prefix" | "json";
   /** --metrics HOST:PORT, or null. */
   metrics: string | null;
+  /** --metrics-allow-remote: no warning for a non-loopback --metrics. */
+  metricsAllowRemote: boolean;
   /** --max-memory in bytes, or null. */
   maxMemory: number | null;
   /** --config FILE as an absolute path, or null. */

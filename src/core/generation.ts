@@ -50,6 +50,13 @@ export interface Generation {
    * runs again, for the log and `status`.
    */
   rollbackOf?: number;
+  /**
+   * A worker of this generation was over --max-memory within
+   * YOUNG_OVER_LIMIT_SECONDS of its start: the program's normal size is above
+   * the limit, so replacing its workers would never end. Reported once; none
+   * of its workers is replaced for memory.
+   */
+  overLimitAtStart?: { pid: number; at: number; reason: string };
 }
 
 export const DEFAULT_SPEC: WorkerSpec = {

@@ -69,6 +69,15 @@ export function freeIndex(s: State): number {
 
 export const BACKOFF_CAP_SECONDS = 30;
 
+/**
+ * A worker found over --max-memory this soon after it started is taken as a
+ * program whose normal size is above the limit, not as one that grew.
+ */
+export const YOUNG_OVER_LIMIT_SECONDS = 10;
+
+/** Replacements further apart than this are not "in a row": twice the backoff's cap, so a loop at the cap stays one. */
+export const REPLACE_STREAK_RESET_SECONDS = 2 * BACKOFF_CAP_SECONDS;
+
 /** Reference backoff: seconds * 1.5^deaths, capped at 30 s. In milliseconds. */
 export function backoffMs(seconds: number, deaths: number): number {
   return Math.min(seconds * 1.5 ** deaths, BACKOFF_CAP_SECONDS) * 1000;

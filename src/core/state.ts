@@ -49,6 +49,8 @@ export interface Worker {
   ackedAt: number | null;
   /** Every signal einhorn sent this worker, oldest first. */
   signals: SignalRecord[];
+  /** Why einhorn first asked this worker to leave (absent: never asked, or an older writer's worker). */
+  retireReason?: RetireReason;
   /** A warning said this worker outlived RETIRE_GRACE_SECONDS after being asked to leave (said once). */
   retireWarned?: boolean;
   lastPing: { at: number; requestId: unknown } | null;
@@ -57,7 +59,46 @@ export interface Worker {
 /** A spawn the core asked for and the shell has not yet reported back. */
 export interface PendingSpawn { spawnId: number; index: number; version: number }
 
-export interface ExitCounts { total: number; beforeAck: number; lastCode: number | null; lastSignal: SignalName | null; lastAt: number | null }
+/**
+ * Why a worker was asked to leave: an upgrade (or rollback, or failed
+ * upgrade) retiring the other generation, `dec`/`set_workers` lowering the
+ * number, --max-memory replacing it, the master stopping, or a retiring
+ * signal sent on request (`signal TERM`).
+ */
+export type RetireReason = "upgrade" | "dec" | "max_memory" | "stop" | "signal";
+export const RETIRE_REASONS: readonly RetireReason[] = ["upgrade", "dec", "max_memory", "stop", "signal"];
+
+/**
+ * Exits at one index. `unasked`: those nobody asked for (crashes, exits on
+ * their own): the restarts. An older writer did not tell them apart: its
+ * records count every exit as unasked.
+ */
+export interface ExitCounts { total: number; beforeAck: number; unasked: number; lastCode: number | null; lastSignal: SignalName | null; lastAt: number | null }
+
+/** One worker exit, for `status`'s recent exits: a crash stays visible whatever index its replacement takes. */
+export interface ExitRecord {
+  at: number;
+  pid: number;
+  index: number;
+  /** The worker's generation. */
+  version: number;
+  code: number | null;
+  signal: SignalName | null;
+  /** Why einhorn asked it to leave; null: it exited unasked. */
+  asked: RetireReason | null;
+  /** It had ACKed. */
+  acked: boolean;
+  /** Found gone without an exit status (see the `vanished` event). */
+  vanished?: boolean;
+}
+
+/** How many exits State.recentExits keeps (newest last). */
+export const RECENT_EXITS = 20;
+
+/** Every exit since the master started, unasked ones apart and asked ones by reason. */
+export interface ExitTotals { unasked: number; asked: Record<RetireReason, number> }
+
+export const noExitTotals = (): ExitTotals => ({ unasked: 0, asked: { upgrade: 0, dec: 0, max_memory: 0, stop: 0, signal: 0 } });
 
 export interface Upgrade {
   mode: "smooth" | "fleet";
@@ -97,6 +138,14 @@ export interface Stopping {
  * the others make up the wanted number of ACKed workers. One at a time.
  */
 export interface Replacement { pid: number; reason: string }
+
+/**
+ * Replacements (--max-memory) in a row, for their backoff: the next one
+ * starts no sooner than `lastAt` + backoffMs(seconds, streak), the crash
+ * loop's formula. A replacement asked for more than REPLACE_STREAK_RESET_SECONDS
+ * after the last one starts a new streak.
+ */
+export interface ReplaceBackoff { streak: number; lastAt: number }
 
 /**
  * An upgrade or reload between its request and the new master image: its
@@ -139,10 +188,16 @@ export interface State {
   upgrade: Upgrade | null;
   /** Exit history per child index, for `state`. */
   exits: Record<string, ExitCounts>;
+  /** The last RECENT_EXITS worker exits, oldest first (absent from older writers: none). */
+  recentExits: ExitRecord[];
+  /** Exits counted since the first start (absent from older writers: zero). */
+  exitTotals: ExitTotals;
   /** When the master (first incarnation) started. */
   startedAt: number;
   /** A graceful replacement in progress (absent from older writers: none). */
   replacement: Replacement | null;
+  /** The backoff of replacements in a row (absent from older writers: none). */
+  replaceBackoff: ReplaceBackoff | null;
 }
 
 export function initialState(settings: Settings, now: number, spec: WorkerSpec = DEFAULT_SPEC): State {
@@ -163,8 +218,11 @@ export function initialState(settings: Settings, now: number, spec: WorkerSpec =
     reexec: null,
     upgrade: null,
     exits: {},
+    recentExits: [],
+    exitTotals: noExitTotals(),
     startedAt: now,
     replacement: null,
+    replaceBackoff: null,
   };
 }
 
@@ -219,9 +277,10 @@ export function upgradeState(doc: unknown, now: number, warn: (message: string) 
       return signal === null ? [] : [{ signal, at: r.at }];
     }),
     ...(w.retireWarned ? { retireWarned: true } : {}),
+    ...(w.retireReason ? { retireReason: w.retireReason } : {}),
   }));
   const exits = Object.fromEntries(Object.entries(d.exits ?? {}).map(([index, c]) => [index, {
-    ...c, lastSignal: c.lastSignal === null || c.lastSignal === undefined ? null : recordedSignal(c.lastSignal, `the last exit of index ${index}`, warn),
+    ...c, unasked: c.unasked ?? c.total, lastSignal: c.lastSignal === null || c.lastSignal === undefined ? null : recordedSignal(c.lastSignal, `the last exit of index ${index}`, warn),
   }]));
   const version = d.version ?? 0;
   const generations: Record<string, Generation> = {};
@@ -253,8 +312,11 @@ export function upgradeState(doc: unknown, now: number, warn: (message: string) 
     // A writer that did not record `started` but had workers was past its first start.
     started: d.started ?? workers.length > 0,
     exits,
+    recentExits: (d.recentExits ?? []).slice(-RECENT_EXITS),
+    exitTotals: { unasked: d.exitTotals?.unasked ?? 0, asked: { ...noExitTotals().asked, ...(d.exitTotals?.asked ?? {}) } },
     stopping: d.stopping ? { since: d.stopping.since, signal: decidingSignal(d.stopping.signal, "stopping.signal") } : null,
     replacement: d.replacement ?? null,
+    replaceBackoff: d.replaceBackoff ?? null,
     reexec: d.reexec ?? null,
   };
 }

@@ -3,12 +3,12 @@
 // and command-socket messages into events, performs the effects in order and
 // calls step again with { type: "tick" } at `wakeAt`.
 import {
-  ackedCurrentCount, backoffMs, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
+  ackedCurrentCount, backoffMs, REPLACE_STREAK_RESET_SECONDS, YOUNG_OVER_LIMIT_SECONDS, currentWorkers, findWorker, freeIndex, isAcked, isFleetRollout, isRetiring, missingCount,
   askedToLeave, otherVersionWorkers, replacementExtra, RETIRE_GRACE_SECONDS, RETIRING_SIGNALS, retireSignalOf, spawnIntervalMs, specOf, unackedCount, wasSent,
 } from "./pool";
 import { specChanges, specDigest, type WorkerSpec } from "./generation";
 import type { SignalName } from "../signal-names";
-import type { Settings, State, Worker } from "./state";
+import { RECENT_EXITS, type RetireReason, type Settings, type State, type Worker } from "./state";
 import { isMasterSignal, MASTER_SIGNALS } from "./master-signals";
 
 export type UpgradeMode = "smooth" | "fleet";
@@ -118,11 +118,15 @@ function trimSignals(list: Worker["signals"]): Worker["signals"] {
 
 class Step {
   readonly fx: Effect[] = [];
+  /** This step is a timer's wake-up (see checkUpgrade). */
+  tick = false;
   constructor(readonly s: State, readonly now: number) {}
 
   log(level: LogLevel, message: string): void { this.fx.push({ type: "log", level, message }); }
 
-  signal(w: Worker, sig: SignalName): void {
+  /** Send `sig`; a retiring one records why the worker was asked to leave (the first reason counts). */
+  signal(w: Worker, sig: SignalName, reason: RetireReason = "signal"): void {
+    if (RETIRING_SIGNALS.has(sig) && !w.retireReason) w.retireReason = reason;
     w.signals.push({ signal: sig, at: this.now });
     if (w.signals.length > MAX_SIGNAL_RECORDS) w.signals = trimSignals(w.signals);
     this.fx.push({ type: "kill", pid: w.pid, signal: sig });
@@ -166,8 +170,8 @@ class Step {
   }
 
   /** Ask a worker to leave with its own generation's retire signal. */
-  retire(w: Worker): void {
-    this.signal(w, retireSignalOf(this.s, w.version));
+  retire(w: Worker, reason: RetireReason): void {
+    this.signal(w, retireSignalOf(this.s, w.version), reason);
   }
 
   /**
@@ -183,7 +187,7 @@ class Step {
       const name = `Worker ${w.pid} (index ${w.index}, version ${w.version})`;
       if (t !== null && this.now >= first.at + t * 1000) {
         this.log("warn", `${name} is still alive ${t}s after ${first.signal}; sending SIGKILL (-t ${t})`);
-        this.signal(w, "SIGKILL");
+        this.signal(w, "SIGKILL", w.retireReason ?? (this.s.stopping ? "stop" : "signal"));
       } else if (!w.retireWarned && this.now >= first.at + RETIRE_GRACE_SECONDS * 1000) {
         w.retireWarned = true;
         const next = t !== null ? `; SIGKILL in ${t - RETIRE_GRACE_SECONDS}s (-t ${t})` : "; it is never killed without -t";
@@ -220,7 +224,12 @@ class Step {
       return;
     }
     const timeout = s.settings.ackTimeout;
-    if (timeout !== null) {
+    // A deadline is enforced by a tick only. The shell delivers a tick once
+    // every input waiting in its sockets has been stepped (interpreter.ts,
+    // onWake), so ACKs that arrived while the master was stopped or busy all
+    // count; enforcing it on any step would let the first of them fail the
+    // upgrade for the others still queued behind it.
+    if (timeout !== null && this.tick) {
       const late = currentWorkers(s).find((w) => !isAcked(w) && !isRetiring(w) && this.now >= w.spawnedAt + timeout * 1000);
       if (late) {
         this.failUpgrade(`new worker ${late.pid} did not ACK within ${timeout}s`);
@@ -337,7 +346,7 @@ class Step {
     const needed = room - retiringOld;
     for (const w of old.slice(0, Math.max(0, needed))) {
       this.log("info", `Surge cap reached: retiring old worker ${w.pid} to make room for the new version`);
-      this.retire(w);
+      this.retire(w, "upgrade");
     }
   }
 
@@ -374,9 +383,9 @@ class Step {
     if (s.upgrade?.mode === "smooth") {
       // Old workers leave one for one as new ones come up.
       const keep = Math.max(0, s.settings.number - ackedCurrentCount(s));
-      others.sort(Step.retireOrder).slice(0, Math.max(0, others.length - keep)).forEach((w) => this.retire(w));
+      others.sort(Step.retireOrder).slice(0, Math.max(0, others.length - keep)).forEach((w) => this.retire(w, "upgrade"));
     } else if (!s.upgrade) {
-      for (const w of others) this.retire(w);
+      for (const w of others) this.retire(w, "upgrade");
     }
     // Too many of the current version (after `dec`): unacked first, then the newest.
     const current = currentWorkers(s).filter((w) => !isRetiring(w));
@@ -385,7 +394,7 @@ class Step {
       current
         .sort((a, b) => Number(isAcked(a)) - Number(isAcked(b)) || b.spawnedAt - a.spawnedAt)
         .slice(0, excess)
-        .forEach((w) => this.retire(w));
+        .forEach((w) => this.retire(w, "dec"));
     }
   }
 
@@ -449,7 +458,7 @@ class Step {
         const w: Worker = { pid: e.pid, index: p!.index, version: p!.version, spawnedAt: e.at ?? this.now, ackedAt: null, signals: [], lastPing: null };
         s.workers.push(w);
         this.log("info", `===> Launched ${e.pid} (index ${w.index}, version ${w.version})`);
-        if (s.stopping) this.signal(w, s.stopping.signal);
+        if (s.stopping) this.signal(w, s.stopping.signal, "stop");
         break;
       }
       case "spawn-failed": {
@@ -473,8 +482,11 @@ class Step {
         const code = e.type === "vanished" ? null : e.code;
         const signal = e.type === "vanished" ? null : e.signal;
         const expected = isRetiring(w) || s.stopping !== null;
+        // A worker sent a stop signal that is not a retiring one (`die USR1`) was asked too.
+        const asked: RetireReason | null = !expected ? null : w.retireReason ?? (s.stopping ? "stop" : "signal");
         if (!isAcked(w)) this.recordDeath(w.index, w.version, code, signal, expected);
-        else this.recordExit(w.index, false, code, signal);
+        else this.recordExit(w.index, false, code, signal, expected);
+        this.recordRecent({ at: this.now, pid: w.pid, index: w.index, version: w.version, code, signal, asked, acked: isAcked(w), ...(e.type === "vanished" ? { vanished: true } : {}) });
         const tail = !isAcked(w) && !expected ? ` before ACKing (${s.consecutiveDeaths} in a row)` : "";
         // Asked to leave: info. Left on its own: an error, unless it exited 0 (then a warning).
         this.log(expected ? "info" : code === 0 || e.type === "vanished" ? "warn" : "error", `===> Worker ${w.pid} (index ${w.index}) ${how}${tail}`);
@@ -518,7 +530,7 @@ class Step {
         this.log("info", `Stopping: sending ${sig} to ${s.workers.length} worker(s); exiting once they are gone`);
         for (const w of s.workers) {
           const own = e.signal ?? retireSignalOf(s, w.version);
-          if (!wasSent(w, own)) this.signal(w, own);
+          if (!wasSent(w, own)) this.signal(w, own, "stop");
         }
         break;
       }
@@ -526,7 +538,7 @@ class Step {
         s.stopping = { signal: "SIGQUIT", since: this.now };
         this.abandonReexec("SIGQUIT");
         this.log("info", `Quitting: sending SIGQUIT to ${s.workers.length} worker(s) and exiting now`);
-        for (const w of s.workers) this.signal(w, "SIGQUIT");
+        for (const w of s.workers) this.signal(w, "SIGQUIT", "stop");
         // Einhorn 1.1.1's QUIT handler ends with exit(1): the master did not
         // wait for its workers, and supervisors and scripts read the status.
         this.fx.push({ type: "exit", code: 1 });
@@ -714,18 +726,36 @@ class Step {
     if (others < s.settings.number) return;
     const w = findWorker(s, r.pid)!;
     this.log("info", `Replacement of worker ${w.pid} (index ${w.index}) is up; retiring it (${r.reason})`);
-    this.retire(w);
+    this.retire(w, "max_memory");
   }
 
   startReplacement(pid: number, reason: string): void {
     const s = this.s;
     const w = findWorker(s, pid);
+    const gen = w ? s.generations[String(w.version)] : undefined;
+    const b = s.replaceBackoff;
+    const inRow = b !== null && this.now - b.lastAt <= REPLACE_STREAK_RESET_SECONDS * 1000;
+    const nextAt = b && inRow ? b.lastAt + backoffMs(s.settings.seconds, b.streak) : null;
     const why = s.stopping ? "the master is stopping" : s.upgrade ? "an upgrade is rolling out (it replaces every worker)"
       : s.replacement ? `worker ${s.replacement.pid} is being replaced (one at a time)`
-      : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet" : null;
+      : !w ? "it is not a live worker" : w.version !== s.version ? "it is of an old version" : isRetiring(w) ? "it is already retiring" : !isAcked(w) ? "it has not ACKed yet"
+      : gen?.overLimitAtStart ? `version ${w.version}'s workers are over the limit from their start (worker ${gen.overLimitAtStart.pid}); replacing them would not end`
+      : nextAt !== null && this.now < nextAt ? `backing off after ${b!.streak} replacement${b!.streak === 1 ? "" : "s"} in a row; the next no sooner than ${((nextAt - this.now) / 1000).toFixed(1)}s from now`
+      : null;
     if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
+    const age = (this.now - w!.spawnedAt) / 1000;
+    if (age < YOUNG_OVER_LIMIT_SECONDS && gen) {
+      // Its normal size, not a leak: a successor would be as big. Said once, with the size and the limit (in `reason`).
+      gen.overLimitAtStart = { pid, at: this.now, reason };
+      this.log("warn", `Worker ${pid} (index ${w!.index}, version ${w!.version}) is over the limit ${age.toFixed(1)}s after its start: ${reason}. `
+        + `That looks like the program's normal size, so version ${w!.version}'s workers are not replaced for memory (a successor would be as big); raise --max-memory or make the program smaller, then upgrade`);
+      return;
+    }
+    const streak = inRow ? b!.streak + 1 : 1;
+    s.replaceBackoff = { streak, lastAt: this.now };
     s.replacement = { pid, reason };
-    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${retireSignalOf(s, w!.version)})`);
+    const pace = streak > 1 ? `; ${streak} replacements in a row, the next no sooner than ${(backoffMs(s.settings.seconds, streak) / 1000).toFixed(1)}s from now` : "";
+    this.log("warn", `Replacing worker ${pid} (index ${w!.index}): ${reason}; its successor starts first, then it is retired (${retireSignalOf(s, w!.version)})${pace}`);
   }
 
   setNumber(n: number): void {
@@ -736,20 +766,30 @@ class Step {
     s.settings.number = next;
   }
 
-  recordExit(index: number, beforeAck: boolean, code: number | null, signal: SignalName | null): void {
+  recordExit(index: number, beforeAck: boolean, code: number | null, signal: SignalName | null, expected: boolean): void {
     const key = String(index);
-    const c = this.s.exits[key] ?? { total: 0, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: null };
+    const c = this.s.exits[key] ?? { total: 0, beforeAck: 0, unasked: 0, lastCode: null, lastSignal: null, lastAt: null };
     c.total++;
     if (beforeAck) c.beforeAck++;
+    if (!expected) c.unasked++;
     c.lastCode = code;
     c.lastSignal = signal;
     c.lastAt = this.now;
     this.s.exits[key] = c;
   }
 
+  /** The recent-exits list (bounded: it crosses every re-exec) and the totals by reason. */
+  recordRecent(r: State["recentExits"][number]): void {
+    const s = this.s;
+    s.recentExits.push(r);
+    if (s.recentExits.length > RECENT_EXITS) s.recentExits.splice(0, s.recentExits.length - RECENT_EXITS);
+    if (r.asked === null) s.exitTotals.unasked++;
+    else s.exitTotals.asked[r.asked] = (s.exitTotals.asked[r.asked] ?? 0) + 1;
+  }
+
   recordDeath(index: number, version: number, code: number | null, signal: SignalName | null, expected: boolean): void {
     const s = this.s;
-    this.recordExit(index, true, code, signal);
+    this.recordExit(index, true, code, signal, expected);
     // A worker we asked to leave is not a crash.
     if (expected) return;
     s.consecutiveDeaths++;
@@ -759,6 +799,7 @@ class Step {
 
 export function step(state: State, event: Event, now: number): StepResult {
   const st = new Step(structuredClone(state), now);
+  st.tick = event.type === "tick";
   // Timer ACKs due by now count before the event: a worker that lived its
   // ACK period and then died was up, whatever order the wake-ups came in.
   st.timerAcks();

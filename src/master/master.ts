@@ -30,8 +30,8 @@ import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
-import { MetricsServer } from "./metrics-server";
-import { readProc, uptimeSeconds } from "./proc-stats";
+import { isLoopbackHost, MetricsServer } from "./metrics-server";
+import { masterFds, readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
 import { type Os, systemOs } from "./os";
@@ -350,23 +350,30 @@ export class Master implements Host {
     this.metricsFd = l.fd;
     const where = formatSockAddr(l.bound);
     this.log.info(`Serving metrics on http://${where}/metrics and health on http://${where}/healthz`);
+    const host = parseBindSpec(hostPort).address;
+    if (host.kind === "tcp" && !isLoopbackHost(host.host) && !this.cfg.metricsAllowRemote) {
+      this.log.warn(`--metrics ${hostPort} is reachable from other hosts and /metrics needs no credentials to read; bind 127.0.0.1 or [::1], or pass --metrics-allow-remote if this is meant`);
+    }
   }
 
   private renderMetrics(): string {
     const master = readProc("self");
     const workerRss = new Map<number, number>();
+    const workerCpu = new Map<number, number>();
     for (const w of this.state.workers) {
       const r = readProc(w.pid);
-      if (r) workerRss.set(w.pid, r.rssBytes);
+      if (r) { workerRss.set(w.pid, r.rssBytes); workerCpu.set(w.pid, r.cpuSeconds); }
     }
     const bootTime = this.os.now() / 1000 - uptimeSeconds();
     return renderMetrics(this.metrics, {
       state: this.state,
       einhornVersion: einhornVersionLabel(),
-      masterPid: this.pid,
       master: master ? { cpuSeconds: master.cpuSeconds, rssBytes: master.rssBytes, startTimeSeconds: Math.round(bootTime + master.startedSinceBoot) } : null,
       reexecs: this.reexecs,
       workerRss,
+      workerCpu,
+      fds: masterFds(),
+      virtualMemoryBytes: master?.vmBytes ?? null,
       output: this.capture ? { captured: this.capture.capturedLines, dropped: this.capture.droppedLines } : null,
       maxMemoryBytes: this.cfg.maxMemory,
     });

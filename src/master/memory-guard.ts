@@ -17,7 +17,8 @@ export class MemoryGuard {
 
   /** One reading per candidate worker; the replacement to ask for now, if any. */
   check(s: State, rssOf: (pid: number) => number | null): { pid: number; reason: string } | null {
-    const candidates = s.workers.filter((w) => w.version === s.version && isAcked(w) && !isRetiring(w));
+    // A generation over the limit from its start was reported once by the core; its workers are not asked about again.
+    const candidates = s.workers.filter((w) => w.version === s.version && isAcked(w) && !isRetiring(w) && !s.generations[String(w.version)]?.overLimitAtStart);
     const seen = new Set<number>();
     let worst: { pid: number; rss: number } | null = null;
     for (const w of candidates) {

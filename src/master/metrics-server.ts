@@ -19,6 +19,16 @@ const HEAD_TIMEOUT_MS = 5_000;
 const LIFETIME_MS = 15_000;
 const MAX_CONNECTIONS = 64;
 
+/**
+ * Whether a --metrics host is reachable from this machine only. /metrics
+ * needs no credentials, so anything else is warned about at start unless
+ * --metrics-allow-remote says it is meant.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+}
+
 export interface HttpAnswer { status: number; body: string; contentType?: string }
 
 export interface MetricsRoutes {
@@ -99,10 +109,13 @@ export class MetricsServer {
     const all = c.head.length === 1 ? c.head[0]! : Buffer.concat(c.head);
     c.head = [all];
     const end = all.indexOf("\r\n\r\n") >= 0 ? all.indexOf("\r\n\r\n") : all.indexOf("\n\n");
-    if (end < 0) {
-      if (c.bytes > MAX_HEAD_BYTES) this.respond(s, { status: 431, body: `request head larger than ${MAX_HEAD_BYTES} bytes\n`, head: false });
+    // The limit is on the head, however it arrived: whole in one read, or in
+    // pieces that have not ended it yet.
+    if ((end < 0 ? c.bytes : end) > MAX_HEAD_BYTES) {
+      this.respond(s, { status: 431, body: `request head larger than ${MAX_HEAD_BYTES} bytes\n`, head: false });
       return;
     }
+    if (end < 0) return;
     let a: HttpAnswer & { head: boolean };
     try {
       a = answer(all.subarray(0, end).toString("latin1"), this.routes);

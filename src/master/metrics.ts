@@ -4,7 +4,8 @@
 // monitoring; they cross the master's re-exec in the handoff (toJSON/restore)
 // so a scrape after an upgrade continues the same series.
 import { isAcked, isRetiring } from "../core/pool";
-import type { State } from "../core/state";
+import { RETIRE_REASONS, type State } from "../core/state";
+import type { SignalName } from "../signal-names";
 import type { Effect, Event } from "../core/step";
 
 /** ACK latency buckets, seconds (upper bounds; +Inf is implied). */
@@ -12,7 +13,8 @@ const ACK_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 /** Upgrade duration buckets, seconds. */
 const UPGRADE_BUCKETS = [0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900];
 
-const METRICS_SCHEMA = 1;
+/** 2: exits keyed by cause, signal and code (1: by cause alone). */
+const METRICS_SCHEMA = 2;
 
 export class Histogram {
   counts: number[];
@@ -40,6 +42,18 @@ export class Histogram {
 
 export type SpawnCause = "initial" | "respawn" | "upgrade" | "max_memory";
 export type ExitCause = "retired" | "died_before_ack" | "died";
+
+/**
+ * The key of einhorn_worker_exits_total's series: cause, signal, code. The
+ * label values are bounded: three causes, the signal names Linux has (or
+ * "none" for an exit with a status), the statuses 0-255 (or "none" when a
+ * signal killed it), and "unknown" for a worker found gone without a status
+ * or counted by an einhorn that did not record how.
+ */
+export function exitKey(cause: ExitCause, signal: SignalName | null | "unknown", code: number | null | "unknown"): string {
+  const sig = signal ?? (code === null ? "unnamed" : "none");
+  return `${cause}\0${sig}\0${code === null ? "none" : String(code)}`;
+}
 /** rolled_back: the new generation came up, then failed its bake (--upgrade-bake) and was rolled back. */
 export type UpgradeResult = "success" | "failure" | "rolled_back";
 
@@ -61,11 +75,16 @@ export interface MetricsDoc {
 export interface Live {
   state: State;
   einhornVersion: string;
-  masterPid: number;
   /** Master process: CPU seconds, RSS bytes, start time (unix seconds). */
   master: { cpuSeconds: number; rssBytes: number; startTimeSeconds: number } | null;
   reexecs: number;
   workerRss: Map<number, number>;
+  /** CPU seconds (user and system) of each live worker, by pid. */
+  workerCpu: Map<number, number>;
+  /** The master's open descriptors and RLIMIT_NOFILE (soft), when readable. */
+  fds: { open: number; max: number } | null;
+  /** The master's virtual memory size, bytes, when readable. */
+  virtualMemoryBytes: number | null;
   output: { captured: number; dropped: number } | null;
   /** Spawning a replacement because of --max-memory. */
   maxMemoryBytes: number | null;
@@ -74,7 +93,8 @@ export interface Live {
 export class Metrics {
   spawns: Record<string, number> = { initial: 0, respawn: 0, upgrade: 0, max_memory: 0 };
   spawnFailures = 0;
-  exits: Record<string, number> = { retired: 0, died_before_ack: 0, died: 0 };
+  /** By exitKey (cause, signal, code). */
+  exits: Record<string, number> = {};
   restarts = 0;
   upgradesStarted = 0;
   upgrades: Record<string, number> = { success: 0, failure: 0, rolled_back: 0 };
@@ -109,11 +129,12 @@ export class Metrics {
     // (A rollback's rollout is counted as the rollback it is, in upgrades{result="rolled_back"}.)
     if (after.upgrade && !after.upgrade.rollback && (!before.upgrade || before.upgrade.startedAt !== after.upgrade.startedAt || before.version !== after.version)) this.upgradesStarted++;
     if (e.type === "spawn-failed") this.spawnFailures++;
-    if (e.type === "exited") {
+    if (e.type === "exited" || e.type === "vanished") {
       const w = before.workers.find((x) => x.pid === e.pid);
       if (w) {
         const cause: ExitCause = isRetiring(w) || before.stopping ? "retired" : isAcked(w) ? "died" : "died_before_ack";
-        this.exits[cause] = (this.exits[cause] ?? 0) + 1;
+        const key = e.type === "exited" ? exitKey(cause, e.signal, e.code) : exitKey(cause, "unknown", "unknown");
+        this.exits[key] = (this.exits[key] ?? 0) + 1;
         if (cause !== "retired") this.restarts++;
       }
     }
@@ -147,7 +168,11 @@ export class Metrics {
     if (!d || typeof d !== "object" || (d.schema ?? 0) > METRICS_SCHEMA) return;
     Object.assign(this.spawns, d.spawns ?? {});
     this.spawnFailures = d.spawnFailures ?? 0;
-    Object.assign(this.exits, d.exits ?? {});
+    // Schema 1 counted exits by cause alone: how they ended is unknown.
+    for (const [k, v] of Object.entries(d.exits ?? {})) {
+      const key = (d.schema ?? 0) < 2 ? exitKey(k as ExitCause, "unknown", "unknown") : k;
+      this.exits[key] = (this.exits[key] ?? 0) + v;
+    }
     this.restarts = d.restarts ?? 0;
     this.upgradesStarted = d.upgradesStarted ?? 0;
     Object.assign(this.upgrades, d.upgrades ?? {});
@@ -178,8 +203,13 @@ export function renderMetrics(m: Metrics, live: Live): string {
   };
   const s = live.state;
 
-  family("einhorn_info", "gauge", "Always 1; the labels say which einhorn runs.", [[{ version: live.einhornVersion, master_pid: String(live.masterPid) }, 1]]);
-  // Workers by state and version; every state appears for the current version, so a dashboard always has the series.
+  // Label names keep one meaning each: `version` is einhorn's release (here
+  // only), `generation` a worker generation. No series is labelled with a
+  // pid: pids change with every restart and upgrade, and each would be a new
+  // series in Prometheus for ever (`status` has the pids). Per-worker series
+  // are by index, which stays below the number of workers plus the surge.
+  family("einhorn_build_info", "gauge", "Always 1; version: the einhorn release the master runs.", [[{ version: live.einhornVersion }, 1]]);
+  // Workers by state and generation; every state appears for the current generation, so a dashboard always has the series.
   const byKey = new Map<string, number>();
   for (const st of ["starting", "up", "retiring"]) byKey.set(`${st}\0${s.version}`, 0);
   for (const w of s.workers) {
@@ -187,14 +217,16 @@ export function renderMetrics(m: Metrics, live: Live): string {
     const k = `${st}\0${w.version}`;
     byKey.set(k, (byKey.get(k) ?? 0) + 1);
   }
-  family("einhorn_workers", "gauge", "Live workers by state (starting: not ACKed yet; up: ACKed; retiring: asked to leave) and version.",
-    [...byKey].map(([k, v]) => { const [state, version] = k.split("\0"); return [{ state: state!, version: version! }, v]; }));
+  family("einhorn_workers", "gauge", "Live workers by state (starting: not ACKed yet; up: ACKed; retiring: asked to leave) and generation.",
+    [...byKey].map(([k, v]) => { const [state, generation] = k.split("\0"); return [{ state: state!, generation: generation! }, v]; }));
   family("einhorn_workers_wanted", "gauge", "Number of workers asked for (-n, inc, dec, set_workers).", [[null, s.settings.number]]);
-  family("einhorn_version", "gauge", "Generation new workers are started as.", [[null, s.version]]);
+  family("einhorn_generation", "gauge", "Generation new workers are started as.", [[null, s.version]]);
   family("einhorn_worker_spawns_total", "counter", "Workers started, by cause.", Object.entries(m.spawns).map(([cause, v]) => [{ cause }, v]));
   family("einhorn_worker_spawn_failures_total", "counter", "Workers that could not be started at all.", [[null, m.spawnFailures]]);
-  family("einhorn_worker_exits_total", "counter", "Workers that exited, by cause (retired: asked to leave; died_before_ack; died: after its ACK).",
-    Object.entries(m.exits).map(([cause, v]) => [{ cause }, v]));
+  family("einhorn_worker_exits_total", "counter", "Workers that exited, by cause (retired: asked to leave; died_before_ack; died: after its ACK), the signal that ended it (none: it exited) and its exit status (none: a signal ended it).",
+    Object.entries(m.exits).map(([k, v]) => { const [cause, signal, code] = k.split("\0"); return [{ cause: cause!, signal: signal!, code: code! }, v]; }));
+  family("einhorn_worker_retirements_total", "counter", "Exits einhorn asked for, by reason: upgrade (an upgrade, rollback or failed upgrade retiring a generation), dec, max_memory, stop, signal.",
+    RETIRE_REASONS.map((reason) => [{ reason }, s.exitTotals.asked[reason] ?? 0]));
   family("einhorn_worker_restarts_total", "counter", "Workers replaced because they exited without being asked to.", [[null, m.restarts]]);
   histogram("einhorn_worker_ack_latency_seconds", "Time from a worker's start to its ACK.", m.ack);
   family("einhorn_upgrades_started_total", "counter", "Upgrades started (after the master's re-exec).", [[null, m.upgradesStarted]]);
@@ -207,8 +239,10 @@ export function renderMetrics(m: Metrics, live: Live): string {
   family("einhorn_master_reexecs_total", "counter", "Times the master re-executed itself (upgrade, reload).", [[null, live.reexecs]]);
   family("einhorn_max_memory_replacements_total", "counter", "Workers replaced for staying above --max-memory.", [[null, m.maxMemoryReplacements]]);
   if (live.maxMemoryBytes !== null) family("einhorn_max_memory_bytes", "gauge", "The --max-memory limit.", [[null, live.maxMemoryBytes]]);
-  family("einhorn_worker_resident_memory_bytes", "gauge", "Resident memory of each live worker.",
-    s.workers.filter((w) => live.workerRss.has(w.pid)).map((w) => [{ index: String(w.index), pid: String(w.pid) }, live.workerRss.get(w.pid)!]));
+  const perWorker = (readings: Map<number, number>) =>
+    s.workers.filter((w) => readings.has(w.pid)).map((w): [Record<string, string>, number] => [{ index: String(w.index), generation: String(w.version) }, readings.get(w.pid)!]);
+  family("einhorn_worker_resident_memory_bytes", "gauge", "Resident memory of each live worker, by index and generation.", perWorker(live.workerRss));
+  family("einhorn_worker_cpu_seconds_total", "counter", "CPU time (user and system) of each live worker, by index and generation; starts over with each new worker at the index.", perWorker(live.workerCpu));
   if (live.output) {
     family("einhorn_worker_output_lines_total", "counter", "Lines of worker output captured (--worker-output).", [[null, live.output.captured]]);
     family("einhorn_worker_output_dropped_lines_total", "counter", "Captured lines dropped because the master's own output was not keeping up.", [[null, live.output.dropped]]);
@@ -217,6 +251,11 @@ export function renderMetrics(m: Metrics, live: Live): string {
     family("process_cpu_seconds_total", "counter", "CPU time of the master (user and system).", [[null, live.master.cpuSeconds]]);
     family("process_resident_memory_bytes", "gauge", "Resident memory of the master.", [[null, live.master.rssBytes]]);
     family("process_start_time_seconds", "gauge", "When the master process started, unix seconds.", [[null, live.master.startTimeSeconds]]);
+  }
+  if (live.virtualMemoryBytes !== null) family("process_virtual_memory_bytes", "gauge", "Virtual memory size of the master.", [[null, live.virtualMemoryBytes]]);
+  if (live.fds) {
+    family("process_open_fds", "gauge", "Open file descriptors of the master.", [[null, live.fds.open]]);
+    family("process_max_fds", "gauge", "The master's limit on open file descriptors (RLIMIT_NOFILE).", [[null, live.fds.max]]);
   }
   return `${out.join("\n")}\n`;
 }

@@ -1,7 +1,8 @@
 // CPU time and resident memory of a process, read from /proc. Used by
 // `status`, the metrics and --max-memory; reading two small files per process
 // costs about 20 us, cheap enough to do per request and once a second.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { getrlimit, RLIMIT_NOFILE } from "../../ffi/process";
 
 /**
  * Clock ticks per second of /proc's time fields. USER_HZ is part of the
@@ -17,6 +18,8 @@ export interface ProcSample {
   rssBytes: number;
   /** When the process started, as seconds since boot. */
   startedSinceBoot: number;
+  /** Virtual memory size, bytes (stat's vsize). */
+  vmBytes?: number;
 }
 
 /** Fields of /proc/PID/stat after the command name (which may hold spaces and parentheses). */
@@ -34,7 +37,19 @@ export function readProc(pid: number | "self"): ProcSample | null {
     // VmRSS in kB, rather than stat's page count, so the page size never matters.
     const status = readFileSync(`/proc/${pid}/status`, "latin1");
     const kb = /^VmRSS:\s+(\d+) kB/m.exec(status);
-    return { cpuSeconds, rssBytes: kb ? Number(kb[1]) * 1024 : 0, startedSinceBoot };
+    return { cpuSeconds, rssBytes: kb ? Number(kb[1]) * 1024 : 0, startedSinceBoot, vmBytes: Number(f[20]) };
+  } catch {
+    return null;
+  }
+}
+
+/** This process's open descriptors and RLIMIT_NOFILE's soft limit (process_open_fds, process_max_fds); null if unreadable. */
+export function masterFds(): { open: number; max: number } | null {
+  try {
+    // The listing holds a descriptor of its own while it runs: not counted.
+    const open = readdirSync("/proc/self/fd").length - 1;
+    const { soft } = getrlimit(RLIMIT_NOFILE);
+    return { open, max: soft === Infinity ? Number.MAX_SAFE_INTEGER : soft };
   } catch {
     return null;
   }

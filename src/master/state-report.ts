@@ -89,9 +89,12 @@ export function buildStateReport(s: State, rt: RuntimeInfo) {
         retiring: isRetiring(w),
         signals: w.signals.map((x) => ({ signal: x.signal, at: iso(x.at) })),
         last_ping: w.lastPing ? { at: iso(w.lastPing.at), request_id: w.lastPing.requestId ?? null } : null,
-        index_exits: { total: ex?.total ?? 0, before_ack: ex?.beforeAck ?? 0 },
+        index_exits: { total: ex?.total ?? 0, before_ack: ex?.beforeAck ?? 0, unasked: ex?.unasked ?? 0 },
+        ...(w.retireReason ? { retire_reason: w.retireReason } : {}),
       };
     }),
-    exits: Object.fromEntries(Object.entries(s.exits).map(([k, v]) => [k, { total: v.total, before_ack: v.beforeAck, last_code: v.lastCode, last_signal: v.lastSignal, last_at: iso(v.lastAt) }])),
+    exits: Object.fromEntries(Object.entries(s.exits).map(([k, v]) => [k, { total: v.total, before_ack: v.beforeAck, unasked: v.unasked, last_code: v.lastCode, last_signal: v.lastSignal, last_at: iso(v.lastAt) }])),
+    exit_totals: s.exitTotals,
+    recent_exits: s.recentExits.map((r) => ({ at: iso(r.at), pid: r.pid, index: r.index, generation: r.version, code: r.code, signal: r.signal, asked: r.asked, acked: r.acked, ...(r.vanished ? { vanished: true } : {}) })),
   };
 }

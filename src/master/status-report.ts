@@ -3,7 +3,7 @@
 // table that fits 100 columns. `state` stays the full dump (state-report.ts).
 import { formatSockAddr } from "../../ffi/sockaddr";
 import { isAcked, isRetiring } from "../core/pool";
-import type { State } from "../core/state";
+import { RETIRE_REASONS, type RetireReason, type State } from "../core/state";
 import { specDigest } from "../core/generation";
 import type { Listener } from "./listeners";
 import { CpuMeter, formatBytes, formatDuration, readProc, uptimeSeconds } from "./proc-stats";
@@ -26,9 +26,32 @@ export interface WorkerStatus {
   /** Percent of one core since the previous `status` (or over the worker's life at the first); null if unreadable. */
   cpu_percent: number | null;
   rss_bytes: number | null;
-  /** Exits of workers that held this index before (each one was replaced by a new worker at the index). */
+  /**
+   * Unasked exits (crashes, exits on their own) of workers that held this
+   * index before. An index is the lowest free one when a worker starts
+   * (Einhorn's rule), so a crash's replacement may take another index:
+   * `recent_exits` keeps every exit in view whatever index follows it.
+   */
   restarts: number;
+  /** Exits at this index that einhorn asked for (upgrade, dec, --max-memory, stop, signal). */
+  retirements: number;
   last_exit: LastExit | null;
+}
+
+export interface RecentExit {
+  at: string;
+  ago_seconds: number;
+  pid: number;
+  index: number;
+  generation: number;
+  code: number | null;
+  signal: SignalName | null;
+  /** Einhorn asked it to leave (then `reason` says why); false: a crash or an exit on its own. */
+  asked: boolean;
+  reason: RetireReason | null;
+  acked: boolean;
+  /** Found gone without an exit status. */
+  vanished: boolean;
 }
 
 export interface StatusData {
@@ -50,11 +73,18 @@ export interface StatusData {
     upgrade: { mode: string; from_version: number; to_version: number; elapsed_seconds: number; new_up: number; waiting_for_ack: number[] } | null;
     stopping: { signal: SignalName; elapsed_seconds: number } | null;
     bake: { version: number; previous_version: number; remaining_seconds: number; unasked_exits: number; limit: number } | null;
+    /** Worker exits since the master first started: unasked ones, and asked ones by reason. */
+    exits: { unasked: number; asked: Record<RetireReason, number> };
   };
   /** Each generation still needed: its spec's digest and program, and whether new workers start as it. */
   generations: Array<{ version: number; live: boolean; digest: string; program: string[]; retire_signal: SignalName; rollback_of: number | null; workers: number }>;
   workers: WorkerStatus[];
+  /** The last worker exits the master keeps (RECENT_EXITS), newest first. */
+  recent_exits: RecentExit[];
 }
+
+/** How many recent exits the `status` table shows (`status json` has all the master keeps). */
+export const RECENT_EXITS_SHOWN = 10;
 
 export interface StatusRuntime {
   masterPid: number;
@@ -83,7 +113,8 @@ export function buildStatus(s: State, rt: StatusRuntime, readings: Readings, now
       uptime_seconds: secs(w.spawnedAt),
       cpu_percent: r ? round1(r.cpuPercent) : null,
       rss_bytes: r ? r.rssBytes : null,
-      restarts: ex?.total ?? 0,
+      restarts: ex?.unasked ?? 0,
+      retirements: ex ? ex.total - ex.unasked : 0,
       last_exit: ex && ex.lastAt !== null
         ? { code: ex.lastCode, signal: ex.lastSignal, at: new Date(ex.lastAt).toISOString(), ago_seconds: secs(ex.lastAt) }
         : null,
@@ -120,6 +151,7 @@ export function buildStatus(s: State, rt: StatusRuntime, readings: Readings, now
       bake: s.bake
         ? { version: s.bake.version, previous_version: s.bake.previous, remaining_seconds: round1(Math.max(0, (s.bake.until - now) / 1000)), unasked_exits: s.bake.deaths, limit: s.settings.upgradeMaxDeaths }
         : null,
+      exits: { unasked: s.exitTotals.unasked, asked: { ...s.exitTotals.asked } },
     },
     generations: Object.values(s.generations).sort((a, b) => a.version - b.version).map((g) => ({
       version: g.version,
@@ -131,7 +163,17 @@ export function buildStatus(s: State, rt: StatusRuntime, readings: Readings, now
       workers: s.workers.filter((w) => w.version === g.version).length,
     })),
     workers,
+    recent_exits: [...s.recentExits].reverse().map((r) => ({
+      at: new Date(r.at).toISOString(), ago_seconds: secs(r.at), pid: r.pid, index: r.index, generation: r.version,
+      code: r.code, signal: r.signal, asked: r.asked !== null, reason: r.asked, acked: r.acked, vanished: r.vanished ?? false,
+    })),
   };
+}
+
+function describeRecent(r: RecentExit): string {
+  const how = r.vanished ? "gone (no status)" : r.signal ? `killed by ${shortSignalName(r.signal)}` : r.code === null ? "killed by an unnamed signal" : `exited ${r.code}`;
+  const why = r.asked ? `asked (${r.reason === "max_memory" ? "max-memory" : r.reason})` : `UNASKED${r.acked ? "" : ", before its ACK"}`;
+  return `  ${r.at}  pid ${r.pid}  index ${r.index}  generation ${r.generation}  ${how}  ${why}`;
 }
 
 function describeExit(e: LastExit): string {
@@ -214,6 +256,8 @@ export function renderStatus(d: StatusData): string {
     const of = g.rollback_of !== null ? `, rollback to ${g.rollback_of}` : "";
     lines.push(fit(`generation ${g.version} (${tag}${of}): spec ${g.digest}, ${g.workers} worker${g.workers === 1 ? "" : "s"}, ${shortSignalName(g.retire_signal)} to retire: ${g.program.join(" ")}`, STATUS_WIDTH));
   }
+  const asked = RETIRE_REASONS.filter((k) => m.exits.asked[k] > 0).map((k) => `${m.exits.asked[k]} ${k === "max_memory" ? "max-memory" : k}`);
+  lines.push(fit(`exits: ${m.exits.unasked} unasked (the restarts); ${asked.length ? `asked: ${asked.join(", ")}` : "none asked"}`, STATUS_WIDTH));
   lines.push("");
   lines.push(row(COLUMNS.map((c) => c.head)));
   for (const w of d.workers) {
@@ -224,6 +268,11 @@ export function renderStatus(d: StatusData): string {
     ]));
   }
   if (d.workers.length === 0) lines.push("(no workers)");
+  if (d.recent_exits.length) {
+    const shown = d.recent_exits.slice(0, RECENT_EXITS_SHOWN);
+    lines.push("", `recent exits, newest first (${shown.length} of the last ${d.recent_exits.length}; all in 'status json'):`);
+    for (const r of shown) lines.push(fit(describeRecent(r), STATUS_WIDTH));
+  }
   return lines.join("\n");
 }
 

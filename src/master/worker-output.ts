@@ -12,6 +12,7 @@
 // slow, lines are dropped in LineSink, counted and reported.
 import type { Socket } from "bun";
 import { setCloexec, socketpair, close as closeFd } from "../../ffi/socket";
+import { hasUnsafe, terminalSafe } from "../terminal-text";
 import type { LineSink } from "./line-sink";
 
 export type StreamName = "stdout" | "stderr";
@@ -80,7 +81,26 @@ export function formatLine(mode: "prefix" | "json", w: { pid: number; index: num
     if (partial) o.partial = true;
     return Buffer.from(`${JSON.stringify(o)}\n`);
   }
-  return Buffer.from(`${stamps ? `${now.toISOString()} ` : ""}[WORKER ${w.pid} #${w.index}${partial ? " +" : ""}] ${text}\n`);
+  return Buffer.from(`${stamps ? `${now.toISOString()} ` : ""}[WORKER ${w.pid} #${w.index}${partial ? " +" : ""}] ${terminalSafe(text)}\n`);
+}
+
+/**
+ * A prefixed line's text as the master writes it: the bytes themselves when
+ * they are printable ASCII and tab (most lines, copied without decoding),
+ * otherwise decoded and neutralised by terminalSafe, so that no worker can
+ * move the cursor, retitle the terminal or reorder text to forge a line of
+ * the master's (see src/terminal-text.ts). `end`: the line without its CR.
+ */
+export function prefixBody(line: Buffer, end: number): Buffer {
+  for (let i = 0; i < end; i++) {
+    const b = line[i]!;
+    if ((b < 0x20 && b !== 9) || b >= 0x7f) {
+      const text = line.toString("utf8", 0, end);
+      // Bytes that are not UTF-8 (a lone 0x9b is CSI to a terminal in 8-bit mode) go out as U+FFFD.
+      return hasUnsafe(text) || text.includes("\ufffd") ? Buffer.from(terminalSafe(text)) : line.subarray(0, end);
+    }
+  }
+  return line.subarray(0, end);
 }
 
 /** A captured stream as handed to the next master image. */
@@ -185,17 +205,17 @@ export class WorkerOutput {
     const head = `${this.o.stamps ? `${now.toISOString()} ` : ""}[WORKER ${r.pid} #${r.index}`;
     const plainTag = Buffer.from(`${head}] `);
     const partTag = Buffer.from(`${head} +] `);
+    // A CRLF line ending loses its CR, as in formatLine.
+    const bodies = lines.map((l) => prefixBody(l.line, l.line.length && l.line[l.line.length - 1] === 13 ? l.line.length - 1 : l.line.length));
     let size = 0;
-    for (const l of lines) size += (l.partial ? partTag : plainTag).length + l.line.length + 1;
+    lines.forEach((l, i) => { size += (l.partial ? partTag : plainTag).length + bodies[i]!.length + 1; });
     const out = Buffer.allocUnsafe(size);
     let at = 0;
-    for (const l of lines) {
+    lines.forEach((l, i) => {
       at += (l.partial ? partTag : plainTag).copy(out, at);
-      // A CRLF line ending loses its CR, as in formatLine.
-      const end = l.line.length && l.line[l.line.length - 1] === 13 ? l.line.length - 1 : l.line.length;
-      at += l.line.copy(out, at, 0, end);
+      at += bodies[i]!.copy(out, at);
       out[at++] = 10;
-    }
+    });
     this.linesCaptured += lines.length;
     this.o.sinks[r.stream].push(out.subarray(0, at), false, lines.length);
   }

@@ -1,3 +1,7 @@
+// The types of node:http and node:net (listen, serve) come from @types/node:
+// referenced here (kept in the emitted .d.ts) so a project whose tsconfig
+// lists no types (`tsc --init` writes "types": []) still finds them.
+/// <reference types="node" preserve="true" />
 // einhorn/worker: what a Bun/TypeScript program needs to run as an einhorn
 // worker. Everything here also works outside einhorn where that makes sense
 // (ack/ping resolve false, serve() binds a port), so one program runs both in

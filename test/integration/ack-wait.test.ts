@@ -1,9 +1,11 @@
 // No silent waits: an upgrade whose new worker never ACKs reports every 10 s
 // in the master's log and to the shell waiting on it.
 import { describe, expect, test } from "bun:test";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { join } from "node:path";
 import { encodeMessage } from "../../src/protocol";
-import { runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 describe("ACK-wait reports", () => {
   test("the master log and the waiting `einhorn sh -e upgrade` name the unACKed worker with the --ack-timeout hint", async () => {
@@ -23,5 +25,41 @@ describe("ACK-wait reports", () => {
     expect(r.stdout.match(/waiting \d+s for ACKs/g)).toHaveLength(1);
     expect(m.output()).toMatch(new RegExp(`WARN: ${report.source}`));
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 60_000);
+});
+
+async function workersUp(sockPath: string, n: number) {
+  return waitFor(`${n} acked worker(s)`, async () => {
+    const s = await stateJson(sockPath);
+    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+  }, 20_000);
+}
+
+describe("every queued input before any timer", () => {
+  test("4 new workers' ACKs queued while the master is stopped (SIGSTOP) past --ack-timeout: all are handled, the upgrade succeeds", async () => {
+    const dir = tempDir();
+    const m = startMaster(["-n", "4", "--max-unacked", "4", "-m", "manual", "--ack-timeout", "2", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
+    const s0 = await workersUp(m.sockPath, 4);
+    const old = new Set(s0.workers.map((w: any) => w.pid));
+    writeFileSync(join(dir, "hold"), "");
+    const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
+    const fresh = await waitFor("the 4 new workers spawned", async () => {
+      const s = await stateJson(m.sockPath);
+      const f = s.workers.filter((w: any) => !old.has(w.pid));
+      return f.length === 4 ? f : null;
+    }, 30_000);
+    process.kill(m.pid, "SIGSTOP");
+    try {
+      rmSync(join(dir, "hold"));
+      await waitFor("4 ACKs sent into the stopped master's socket", () => fresh.every((w: any) => existsSync(join(dir, `${w.pid}.acked`))));
+      await sleep(3500); // well past the ACK timeout (2 s from each spawn)
+    } finally {
+      process.kill(m.pid, "SIGCONT");
+    }
+    const r = await upgrade;
+    expect(m.output()).not.toMatch(/did not ACK within/);
+    expect(r.stdout).toContain("Upgrade done");
+    expect(r.code).toBe(0);
+    expect(await stopMaster(m)).toBe(0);
   }, 60_000);
 });

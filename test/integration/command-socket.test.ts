@@ -305,7 +305,7 @@ describe("commands", () => {
     });
     expect(s.exits["1"]).toMatchObject({ total: 1, before_ack: 0, last_code: null, last_signal: "SIGKILL" });
     expect(new Date(s.exits["1"].last_at).toISOString()).toBe(s.exits["1"].last_at);
-    expect(s.workers[1].index_exits).toEqual({ total: 1, before_ack: 0 });
+    expect(s.workers[1].index_exits).toEqual({ total: 1, before_ack: 0, unasked: 1 });
 
     const yamlAnswer = await final(m.sockPath, "state", ["yaml"]);
     expect(yamlAnswer.error).toBeUndefined();

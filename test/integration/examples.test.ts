@@ -1,7 +1,10 @@
 // The programs in examples/ under the compiled master, and on their own.
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freeTcpPort } from "../free-port";
 import { BUN, fetchLine, onCleanup, ROOT, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
 
 const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
@@ -96,4 +99,27 @@ describe("examples/http-worker.ts", () => {
     proc.kill("SIGUSR2");
     expect(await proc.exited).toBe(0);
   });
+});
+
+describe("the README's quick start", () => {
+  test("the block that starts three Python workers runs as written (on a free port): curl answers, status, upgrade, graceful stop", async () => {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("Three workers sharing one port"));
+    const block = /```sh\n([\s\S]*?)```/.exec(section)![1]!;
+    expect(block).toContain("./dist/einhorn -n 3");
+    const port = freeTcpPort();
+    const tmp = mkdtempSync(join(tmpdir(), "einhorn-quickstart-"));
+    onCleanup(() => rmSync(tmp, { recursive: true, force: true }));
+    // As pasted into a shell, then `wait`: the master's own exit status ends
+    // the script. A step that fails stops it, and the master is not left behind.
+    const script = `set -e\ntrap 'kill -TERM %1 2>/dev/null || true' EXIT\n${block.replaceAll("8080", String(port))}wait %1\n`;
+    const p = Bun.spawn(["bash", "-c", script], { cwd: ROOT, env: { ...process.env, TMPDIR: tmp }, stdout: "pipe", stderr: "pipe" });
+    const timer = setTimeout(() => p.kill("SIGKILL"), 60_000);
+    const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    clearTimeout(timer);
+    expect(out).toMatch(/^Hello from python worker \d+ \(index [0-2]\)$/m);
+    expect(out).toMatch(/workers [1-3]\/3 up/);
+    expect(out).toContain("Upgrade done");
+    expect({ code, err: err.split("\n").filter((l) => / (ERROR|WARN): /.test(l)) }).toEqual({ code: 0, err: [] });
+  }, 90_000);
 });

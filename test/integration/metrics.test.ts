@@ -7,7 +7,8 @@ import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { encodeMessage } from "../../src/protocol";
-import { ask, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { freeTcpPort } from "../free-port";
+import { ask, FIXTURES, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
 
@@ -63,7 +64,7 @@ describe("--metrics", () => {
     expect(first.status).toBe(200);
     expect(first.type).toBe("text/plain; version=0.0.4; charset=utf-8");
     let p = parse(py, first.body);
-    expect(p.einhorn_workers!.find((s) => s.labels.state === "up" && s.labels.version === "0")!.value).toBe(2);
+    expect(p.einhorn_workers!.find((s) => s.labels.state === "up" && s.labels.generation === "0")!.value).toBe(2);
     expect(p.einhorn_workers![0]!.type).toBe("gauge");
     expect(value(p, "einhorn_workers_wanted")).toBe(2);
     expect(value(p, "einhorn_worker_spawns_total", { cause: "initial" })).toBe(2);
@@ -74,7 +75,8 @@ describe("--metrics", () => {
     expect(value(p, "einhorn_worker_ack_latency_seconds_sum")).toBeGreaterThan(0);
     expect(value(p, "process_resident_memory_bytes")).toBeGreaterThan(5e6);
     expect(value(p, "process_cpu_seconds_total")).toBeGreaterThan(0);
-    expect(value(p, "einhorn_info", { master_pid: String(m.pid) })).toBe(1);
+    expect(p.einhorn_build_info).toHaveLength(1);
+    expect(Object.keys(p.einhorn_build_info![0]!.labels)).toEqual(["version"]);
     expect(p.einhorn_worker_resident_memory_bytes).toHaveLength(2);
     expect(value(p, "einhorn_upgrade_in_progress")).toBe(0);
     // A worker that dies on its own counts as a restart.
@@ -124,8 +126,8 @@ describe("--metrics", () => {
     expect(value(p, "einhorn_last_upgrade_duration_seconds")).toBeGreaterThan(0);
     expect(value(p, "einhorn_worker_spawns_total", { cause: "upgrade" })).toBeGreaterThanOrEqual(5);
     const version = String((await stateJson(m.sockPath)).master.version);
-    expect(value(p, "einhorn_workers", { state: "up", version })).toBe(2);
-    expect(value(p, "einhorn_version")).toBe(Number(version));
+    expect(value(p, "einhorn_workers", { state: "up", generation: version })).toBe(2);
+    expect(value(p, "einhorn_generation")).toBe(Number(version));
     expect((await http(port, "/healthz")).status).toBe(200);
     expect((await http(port, "/nope")).status).toBe(404);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
@@ -174,6 +176,41 @@ describe("--metrics", () => {
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 
+  test("a request head over 8 KiB gets 431 however it arrives: whole in one write or in pieces", async () => {
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    const exchange = (pieces: string[]) => new Promise<string>((res) => {
+      let got = "";
+      const s = net.createConnection({ host: "127.0.0.1", port }, async () => {
+        for (const p of pieces) { s.write(p); await Bun.sleep(20); }
+      });
+      s.on("data", (d) => { got += d.toString(); });
+      s.on("close", () => res(got));
+      s.on("error", () => res(got));
+    });
+    const head = (junk: number) => `GET /healthz HTTP/1.1\r\nX-Junk: ${"j".repeat(junk)}\r\n\r\n`;
+    expect(await exchange([head(8000)])).toStartWith("HTTP/1.1 ");
+    expect(await exchange([head(8000)])).not.toStartWith("HTTP/1.1 431");
+    for (const size of [9_000, 20_000, 60_000]) {
+      expect(await exchange([head(size)])).toStartWith("HTTP/1.1 431 ");
+      const h = head(size);
+      expect(await exchange([h.slice(0, 4000), h.slice(4000, 8500), h.slice(8500)])).toStartWith("HTTP/1.1 431 ");
+    }
+    expect(m.output()).not.toContain("--metrics-allow-remote");
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  });
+
+  test("--metrics on a non-loopback address warns at start, unless --metrics-allow-remote says it is meant", async () => {
+    const m = startMaster(["--metrics", "0.0.0.0:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    await m.waitForOutput(/WARN: --metrics 0\.0\.0\.0:0 is reachable from other hosts and \/metrics needs no credentials to read; bind 127\.0\.0\.1 or \[::1\], or pass --metrics-allow-remote if this is meant/);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+    const quiet = startMaster(["--metrics", "0.0.0.0:0", "--metrics-allow-remote", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
+    await quiet.waitForOutput(/Serving metrics on/);
+    await waitFor("a worker", async () => (await stateJson(quiet.sockPath)).workers.length === 1);
+    expect(quiet.output()).not.toContain("reachable from other hosts");
+    expect(await stopMaster(quiet, "SIGTERM")).toBe(0);
+  });
+
   test("bad --metrics values are usage errors", async () => {
     const { runBinary } = await import("../harness");
     for (const bad of ["9100", "unix:/tmp/x", "127.0.0.1:9100,r", "localhost:port"]) {
@@ -182,4 +219,100 @@ describe("--metrics", () => {
       expect(r.stderr).toContain(`--metrics wants HOST:PORT (like 127.0.0.1:9100, [::1]:9100 or 0.0.0.0:0), got '${bad}'`);
     }
   });
+
+  test("a real Prometheus (Debian's) scrapes a master through 3 upgrades, a crash and a rollback: its API has the exit and rollback series, and no pid label", async () => {
+    const prometheus = Bun.which("prometheus");
+    if (!prometheus) throw new Error("no prometheus: apt-get install prometheus (.ci/run installs it)");
+    const dir = tempDir();
+    writeFileSync(join(dir, "mode"), "serve");
+    const port = freeTcpPort();
+    const m = startMaster(["--metrics", `127.0.0.1:${port}`, "-n", "2", "-m", "manual", "-s", "0.3", "--upgrade-bake", "60", "--upgrade-max-deaths", "1", "--", CRASH_OR_SERVE], { dir });
+    await m.waitForOutput(/Serving metrics on/);
+    const web = freeTcpPort();
+    writeFileSync(join(dir, "prometheus.yml"), `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: einhorn\n    static_configs:\n      - targets: ["127.0.0.1:${port}"]\n`);
+    const prom = Bun.spawn([prometheus, `--config.file=${join(dir, "prometheus.yml")}`, `--storage.tsdb.path=${join(dir, "tsdb")}`, `--web.listen-address=127.0.0.1:${web}`], { stdout: "ignore", stderr: "ignore" });
+    onCleanup(async () => { prom.kill("SIGKILL"); await prom.exited; });
+    const query = async (q: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> => {
+      const r = await (await fetch(`http://127.0.0.1:${web}/api/v1/query?query=${encodeURIComponent(q)}`)).json() as any;
+      if (r.status !== "success") throw new Error(`query ${q}: ${JSON.stringify(r)}`);
+      return r.data.result;
+    };
+    const scalar = async (q: string) => { const r = await query(q); return r.length ? Number(r[0]!.value[1]) : null; };
+
+    const live = (generation: number) => waitFor(`2 workers of generation ${generation} up`, async () => {
+      const s = await stateJson(m.sockPath);
+      const up = s.workers.filter((w: any) => w.version === generation && w.acked && !w.retiring);
+      return up.length === 2 && s.master.bake?.version === generation ? up : null;
+    }, 30_000);
+    await waitFor("2 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+    const upgrade = () => runBinary(["sh", "-d", m.sockPath, "--timeout", "120", "-e", "upgrade"], { dir, timeoutMs: 130_000 });
+    // Upgrades 1 and 2: each bakes until the next one cuts its bake short.
+    const u1 = upgrade();
+    await live(1);
+    const u2 = upgrade();
+    const gen2 = await live(2);
+    expect((await u1).stdout).toContain("its bake was cut short by a newer upgrade");
+    // The crash: one unasked exit in generation 2's bake (the limit is more than 1).
+    process.kill(gen2[0].pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.version === 2 && w.acked && !w.retiring).length === 2, 30_000);
+    // Upgrade 3, then two of its workers killed in its bake: rolled back.
+    const u3 = upgrade();
+    const gen3 = await live(3);
+    expect((await u2).code).toBe(0);
+    process.kill(gen3[0].pid, "SIGKILL");
+    process.kill(gen3[1].pid, "SIGKILL");
+    const r3 = await u3;
+    // A rollback fails the upgrade: said on stderr, exit status non-zero.
+    expect(r3.stderr).toContain("rolled back");
+    expect(r3.code).not.toBe(0);
+    await waitFor("the rollback's generation up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.version === 4 && w.acked && !w.retiring).length === 2, 30_000);
+
+    // Prometheus has it all once it scraped after the rollback's workers came up.
+    await waitFor("Prometheus to scrape the rollback", async () => (await scalar("einhorn_rollbacks_total")) === 1 && (await scalar('einhorn_workers{state="up",generation="4"}')) === 2, 60_000, 500);
+    expect(await scalar('sum(einhorn_worker_exits_total{cause="died",signal="SIGKILL",code="none"})')).toBe(3);
+    expect(await scalar('einhorn_upgrades_total{result="rolled_back"}')).toBe(1);
+    expect(await scalar('einhorn_upgrades_total{result="success"}')).toBe(2);
+    // Generations 0 and 1 were retired well before (generation 2's may still be leaving at that scrape).
+    expect(await scalar('einhorn_worker_retirements_total{reason="upgrade"}')).toBeGreaterThanOrEqual(4);
+    expect(await scalar("up")).toBe(1);
+    // No series, ever, with a pid label; per-worker series by index and generation only.
+    expect(await query('count by (__name__) ({__name__=~"einhorn_.+", pid!=""})')).toEqual([]);
+    const memory = await query("einhorn_worker_resident_memory_bytes");
+    for (const s of memory) expect(Object.keys(s.metric).sort()).toEqual(["__name__", "generation", "index", "instance", "job"]);
+    expect(await scalar("process_open_fds")).toBeGreaterThan(3);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 180_000);
+
+  test("across 20 upgrades and a crash the number of series stays flat, and promtool check metrics finds nothing", async () => {
+    const promtool = Bun.which("promtool");
+    if (!promtool) throw new Error("no promtool: apt-get install prometheus (.ci/run installs it)");
+    const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "2", "-m", "0", "--max-unacked", "2", "--", "sleep", "1000"]);
+    const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    const settled = (generation: number) => waitFor(`generation ${generation} alone and up`, async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 2 && s.workers.every((w: any) => w.version === generation && w.acked) ? s : null;
+    }, 30_000);
+    const series = async () => {
+      const text = (await http(port, "/metrics")).body;
+      return { text, count: text.split("\n").filter((l) => l && !l.startsWith("#")).length };
+    };
+    const s0 = await settled(0);
+    // One crash first, so that every kind of exit the run will see has its series.
+    process.kill(s0.workers[0].pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked && w.pid !== s0.workers[0].pid).length === 2, 20_000);
+    const counts: number[] = [];
+    for (let g = 1; g <= 20; g++) {
+      const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { timeoutMs: 30_000 });
+      expect(r.stdout).toContain("Upgrade done");
+      await settled(g);
+      counts.push((await series()).count);
+    }
+    expect(new Set(counts)).toEqual(new Set([counts[0]!]));
+    const { text } = await series();
+    expect(text).not.toMatch(/pid="/);
+    const check = Bun.spawnSync([promtool, "check", "metrics"], { stdin: Buffer.from(text), stdout: "pipe", stderr: "pipe" });
+    expect(`${check.stdout}${check.stderr}`.trim()).toBe("");
+    expect(check.exitCode).toBe(0);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 180_000);
 });

@@ -4,7 +4,7 @@
 // dependencies. A worker from each serves under the compiled master, through
 // an upgrade.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BUN, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
@@ -129,6 +129,47 @@ describe("Node", () => {
       "if (s.engine !== 'node') throw new Error('engine ' + s.engine);",
     ], /^fetch worker (\d+) node$/);
   });
+});
+
+describe("TypeScript 5, 6 and 7 with the defaults of `tsc --init`", () => {
+  // Fresh projects, one per major version, each with @types/node: the package's
+  // types must compile as a newcomer's project has them, ESM (import) and
+  // CommonJS (import = require), and with skipLibCheck off, since the
+  // defaults list no types ("types": []) and our .d.ts use node:http.
+  test("ESM and CommonJS programs typecheck against the package's types", async () => {
+    const projects = await Promise.all(["5", "6", "7"].map((v) => npmProject([tarball, `typescript@${v}`, "@types/node@22"], `einhorn-ts${v}-`)));
+    try {
+      for (const p of projects) {
+        const tsc = join(p.dir, "node_modules/.bin/tsc");
+        const version = Bun.spawnSync([tsc, "-v"]).stdout.toString().trim();
+        expect(Bun.spawnSync([tsc, "--init"], { cwd: p.dir }).exitCode).toBe(0);
+        writeFileSync(join(p.dir, "server.ts"), [
+          'import { isShuttingDown, listen, serve, socketFd } from "einhorn/worker";',
+          "const shuttingDown: boolean = isShuttingDown();",
+          "const fd: number = socketFd(0);",
+          "export { shuttingDown, fd, listen, serve };",
+        ].join("\n"));
+        const cjs = join(p.dir, "cjs");
+        mkdirSync(cjs);
+        writeFileSync(join(cjs, "package.json"), JSON.stringify({ name: "cjs-app", version: "1.0.0", private: true }));
+        writeFileSync(join(cjs, "tsconfig.json"), readFileSync(join(p.dir, "tsconfig.json")));
+        symlinkSync(join(p.dir, "node_modules"), join(cjs, "node_modules"));
+        writeFileSync(join(cjs, "server.ts"), [
+          'import worker = require("einhorn/worker");',
+          "const shuttingDown: boolean = worker.isShuttingDown();",
+          "export = { shuttingDown };",
+        ].join("\n"));
+        for (const [dir, what] of [[p.dir, "ESM"], [cjs, "CommonJS"]] as const) {
+          for (const extra of [[], ["--skipLibCheck", "false"]]) {
+            const r = Bun.spawnSync([tsc, "-p", dir, "--noEmit", ...extra], { cwd: dir });
+            expect(`${version} ${what} ${extra.join(" ")}: ${r.stdout}${r.stderr}`).toBe(`${version} ${what} ${extra.join(" ")}: `);
+          }
+        }
+      }
+    } finally {
+      for (const p of projects) p.remove();
+    }
+  }, 400_000);
 });
 
 describe("Node, https", () => {

@@ -62,8 +62,8 @@ describe("status", () => {
     expect(r.stdout).toContain(`sockets: ${d.master.sockets[0]}`);
     const head = lines.findIndex((l) => /PID +IDX +VER +STATE +UPTIME +CPU% +RSS +RESTARTS +LAST EXIT/.test(l));
     expect(head).toBeGreaterThan(0);
-    const rows = lines.slice(head + 1);
-    expect(rows).toHaveLength(3);
+    const rows = lines.slice(head + 1, head + 4);
+    expect(lines[head + 4]).toBe("");
     expect(rows[2]).toMatch(new RegExp(`^ +${byIndex[2].pid} +2 +0 up +\\d+s +\\d+\\.\\d +[\\d.]+[KM] +1 KILL, \\d+s ago$`));
     expect(rows[0]).toMatch(/ 0 -$/);
 
@@ -93,4 +93,37 @@ describe("status", () => {
     up.destroy();
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
+
+  test("after 2 upgrades and a kill -9 with -n 4: retirements are not restarts, and the crash stays in recent exits whatever index follows it", async () => {
+    const m = startMaster(["-n", "4", "-m", "0", "--max-unacked", "4", "--", "sleep", "1000"]);
+    const upAll = () => waitFor("4 workers up, none retiring", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 4 && s.workers.every((w: any) => w.acked && !w.retiring) ? s : null;
+    }, 30_000);
+    await upAll();
+    for (let i = 0; i < 2; i++) {
+      const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir: m.dir, timeoutMs: 30_000 });
+      expect(r.stdout).toContain("Upgrade done");
+      await upAll();
+    }
+    const before = await upAll();
+    const victim = before.workers[before.workers.length - 1];
+    process.kill(victim.pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => {
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 4 && !s.workers.some((w: any) => w.pid === victim.pid) && s.workers.every((w: any) => w.acked);
+    }, 30_000);
+    const d = JSON.parse(await ask(m.sockPath, "status", ["json"]));
+    expect(d.master.exits).toEqual({ unasked: 1, asked: { upgrade: 8, dec: 0, max_memory: 0, stop: 0, signal: 0 } });
+    expect(d.workers.reduce((n: number, w: any) => n + w.restarts, 0)).toBeLessThanOrEqual(1);
+    expect(d.recent_exits).toHaveLength(9);
+    expect(d.recent_exits[0]).toMatchObject({ pid: victim.pid, index: victim.index, generation: 2, code: null, signal: "SIGKILL", asked: false, reason: null, acked: true });
+    expect(d.recent_exits.slice(1).every((r: any) => r.asked && r.reason === "upgrade")).toBe(true);
+    const r = await runBinary(["sh", "-d", m.sockPath, "-e", "status"], { dir: m.dir });
+    expect(r.stdout).toContain("exits: 1 unasked (the restarts); asked: 8 upgrade");
+    expect(r.stdout).toMatch(new RegExp(`pid ${victim.pid}  index ${victim.index}  generation 2  killed by KILL  UNASKED`));
+    const s = await stateJson(m.sockPath);
+    expect(s.recent_exits).toHaveLength(9);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 90_000);
 });

@@ -134,4 +134,22 @@ describe("--worker-output", () => {
     await waitFor("the unfinished last line", () => objs().some((o) => o.message === "tail" && o.pid === w.pid));
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
+
+  test("prefix: a worker cannot forge the master's lines: CR, ESC and OSC sequences, BEL, C1 and bidi controls are shown escaped", async () => {
+    // CR back to the line's start then a forged master line; an OSC title ended by BEL; CSI erase-line;
+    // an 8-bit CSI (C1); a right-to-left override; a lone byte that is not UTF-8; tabs and ü pass.
+    const script = String.raw`printf 'ok\t\303\274\r[MASTER 1] ERROR: forged\n'; printf '\033]0;title\007\033[2Kgone\n'; printf '\302\233c \342\200\256evil \233x\n'; exec sleep 1000`;
+    const m = startMaster(["--worker-output", "prefix", "-m", "0", "--", "sh", "-c", script]);
+    const w = await waitFor("the worker", async () => (await stateJson(m.sockPath)).workers[0]);
+    // (The master's own start line quotes the script: wait for the worker's line.)
+    await m.waitForOutput(/\[WORKER \d+ #0\] .*evil/);
+    const out = m.output();
+    const tag = `[WORKER ${w.pid} #0] `;
+    expect(out).toContain(`${tag}ok\tü^M[MASTER 1] ERROR: forged\n`);
+    expect(out).toContain(`${tag}^[]0;title^G^[[2Kgone\n`);
+    expect(out).toContain(`${tag}\\x9bc \\u202eevil \ufffdx\n`);
+    // Nothing the worker wrote reached the output raw.
+    expect(out).not.toMatch(/[\r\x07\x1b\x9b\u202e]/);
+    expect(await stopMaster(m, "SIGTERM")).toBe(0);
+  }, 60_000);
 });

@@ -1,7 +1,7 @@
 // Values that come from clients and workers: what the master keeps of them
 // (boundedValue) and how the shell shows them on a terminal (terminalSafe).
 import { describe, expect, test } from "bun:test";
-import { terminalSafe } from "../../src/cli/terminal-text";
+import { terminalSafe } from "../../src/terminal-text";
 import { boundedValue, MAX_CLIENT_VALUE_CHARS } from "../../src/master/commands";
 
 describe("terminalSafe", () => {

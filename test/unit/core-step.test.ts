@@ -92,7 +92,7 @@ describe("ACKs", () => {
       const [pid] = sim.pids();
       sim.exit(pid!, exitAt, 1);
       expect(sim.state.consecutiveDeaths).toBe(wasUp ? 0 : 1);
-      expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: wasUp ? 0 : 1, lastCode: 1, lastSignal: null, lastAt: exitAt });
+      expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: wasUp ? 0 : 1, unasked: 1, lastCode: 1, lastSignal: null, lastAt: exitAt });
     });
   }
 
@@ -175,7 +175,7 @@ describe("reaping and respawning", () => {
     expect(logs(fx, "error")).toContain(`===> Worker ${victim} (index 1) exited with status 3`);
     expect(spawns(fx).map((s) => [s.index, s.version])).toEqual([[1, 0]]);
     expect(sim.state.consecutiveDeaths).toBe(0);
-    expect(sim.state.exits["1"]).toEqual({ total: 1, beforeAck: 0, lastCode: 3, lastSignal: null, lastAt: 60_000 });
+    expect(sim.state.exits["1"]).toEqual({ total: 1, beforeAck: 0, unasked: 1, lastCode: 3, lastSignal: null, lastAt: 60_000 });
     expect(sim.state.workers).toHaveLength(3);
   });
 
@@ -214,7 +214,7 @@ describe("reaping and respawning", () => {
     const fx = sim.exit(pid, 500, 1);
     expect(sim.state.consecutiveDeaths).toBe(1);
     expect(logs(fx, "error")).toEqual([`===> Worker ${pid} (index 0) exited with status 1 before ACKing (1 in a row)`]);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, lastCode: 1, lastSignal: null, lastAt: 500 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, unasked: 1, lastCode: 1, lastSignal: null, lastAt: 500 });
     expect(spawns(fx)).toEqual([]);
     expect(sim.wakeAt).toBe(1500); // last spawn 0 + 1 s * 1.5^1
   });
@@ -285,7 +285,7 @@ describe("reaping and respawning", () => {
     expect(sim.state.workers.map((w) => w.index)).toEqual([1]);
     expect(sim.state.pending).toEqual([]);
     expect(sim.state.consecutiveDeaths).toBe(1);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, lastCode: null, lastSignal: null, lastAt: 0 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 1, unasked: 1, lastCode: null, lastSignal: null, lastAt: 0 });
     expect(logs(fx, "error")).toEqual(["Could not start a worker (index 0): ENOENT: no such program; next try in 1.5s"]);
     // the surviving worker's timer ACK (1000) resets the counter: next try after the plain 1 s
     expect(sim.wakeAt).toBe(1000);
@@ -892,6 +892,26 @@ describe("failed upgrades", () => {
     expect(sim.state.workers.map((w) => w.version)).toEqual([0, 0]);
   });
 
+  test("ackTimeout is decided by a tick only: ACKs stepped late (queued while the master was stopped) all count", () => {
+    const sim = ready(4, { maxUnacked: 4, ackTimeout: 2 });
+    sim.send({ type: "upgrade", mode: "fleet" }, 1000);
+    const news = sim.pids(1);
+    expect(news).toHaveLength(4);
+    // The master resumes at 5 s, long past every deadline, with four ACKs waiting: the shell steps them before its tick.
+    const fx = news.flatMap((p) => sim.ack(p, 5000));
+    expect(finished([...fx, ...sim.tick(5000)])).toEqual([{ type: "upgrade-finished", ok: true, message: "Upgrade done" }]);
+  });
+
+  test("a step past the ACK deadline that is not a tick asks for a tick at once", () => {
+    const sim = ready(2, { maxUnacked: 2, ackTimeout: 2 });
+    sim.send({ type: "upgrade", mode: "fleet" }, 1000);
+    const [n1] = sim.pids(1);
+    sim.ack(n1!, 5000);
+    expect(sim.state.upgrade).not.toBeNull();
+    expect(sim.wakeAt).toBe(5000);
+    expect(finished(sim.tick(5000)).map((f) => f.ok)).toEqual([false]);
+  });
+
   test("fleet failure: every new worker gets SIGUSR2, old workers untouched", () => {
     const sim = ready(2, { maxUnacked: 1, ackTimeout: 10 });
     const old = sim.pids(0);
@@ -1314,7 +1334,7 @@ describe("workers found gone after a re-exec", () => {
     expect(logs(fx, "warn")).toEqual([`===> Worker ${a} (index 0) is gone (reaped by another process)`]);
     expect(sim.pids()).not.toContain(a);
     expect(sim.pids()).toContain(b!);
-    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 0, lastCode: null, lastSignal: null, lastAt: 5000 });
+    expect(sim.state.exits["0"]).toEqual({ total: 1, beforeAck: 0, unasked: 1, lastCode: null, lastSignal: null, lastAt: 5000 });
     const later = [...spawns(fx), ...spawns(sim.advance(10_000))];
     expect(later.map((s) => s.index)).toEqual([0]);
     const stop = sim.send({ type: "stop", signal: "SIGTERM" }, 11_000);

@@ -21,7 +21,12 @@ function drive(events: Array<[Event, number]>, number = 2): { m: Metrics; s: Sta
   return { m, s };
 }
 
-const live = (s: State) => ({ state: s, einhornVersion: "0.1.0", masterPid: 1, master: { cpuSeconds: 1.5, rssBytes: 4e7, startTimeSeconds: 1e9 }, reexecs: 0, workerRss: new Map<number, number>(), output: null, maxMemoryBytes: null });
+const live = (s: State, readings = false) => ({
+  state: s, einhornVersion: "0.1.0", master: { cpuSeconds: 1.5, rssBytes: 4e7, startTimeSeconds: 1e9 }, reexecs: 0,
+  workerRss: new Map<number, number>(readings ? s.workers.map((w) => [w.pid, 3e7]) : []),
+  workerCpu: new Map<number, number>(readings ? s.workers.map((w) => [w.pid, 0.25]) : []),
+  fds: { open: 12, max: 1024 }, virtualMemoryBytes: 1e9, output: null, maxMemoryBytes: null,
+});
 
 describe("metrics", () => {
   test("spawns, exits by cause, restarts and ACK latency come from the core's steps", () => {
@@ -33,7 +38,7 @@ describe("metrics", () => {
       [{ type: "tick" }, 6000],
     ]);
     expect(m.spawns).toEqual({ initial: 2, respawn: 1, upgrade: 0, max_memory: 0 });
-    expect(m.exits).toEqual({ retired: 0, died_before_ack: 0, died: 1 });
+    expect(m.exits).toEqual({ "died\0none\x001": 1 });
     expect(m.restarts).toBe(1);
     expect(m.ack.count).toBe(2);
     expect(m.ack.sum).toBeCloseTo(3.25);
@@ -42,7 +47,7 @@ describe("metrics", () => {
     expect(m.ack.counts[m.ack.buckets.indexOf(2.5)]).toBe(1);
     expect(m.ack.counts[m.ack.buckets.indexOf(5)]).toBe(2);
     const text = renderMetrics(m, live(s));
-    expect(text).toContain('einhorn_worker_exits_total{cause="died"} 1\n');
+    expect(text).toContain('einhorn_worker_exits_total{cause="died",signal="none",code="1"} 1\n');
     expect(text).toContain('einhorn_worker_ack_latency_seconds_bucket{le="+Inf"} 2\n');
     expect(text).toContain("# TYPE einhorn_worker_ack_latency_seconds histogram\n");
     expect(text).toContain("process_resident_memory_bytes 40000000\n");
@@ -83,5 +88,81 @@ describe("metrics", () => {
     expect(answer("POST /metrics HTTP/1.1", routes)).toMatchObject({ status: 405 });
     expect(answer("GET /nope HTTP/1.1", routes)).toMatchObject({ status: 404 });
     expect(answer("garbage", routes)).toMatchObject({ status: 400 });
+  });
+});
+
+/** Debian's promtool (the prometheus package; .ci/run installs it). */
+function promtool(): string {
+  const p = Bun.which("promtool");
+  if (!p) throw new Error("no promtool: apt-get install prometheus (.ci/run installs it)");
+  return p;
+}
+
+/**
+ * Step the core like the shell does, with a world where every spawn starts,
+ * every worker ACKs at once and every worker asked to leave exits 0.
+ */
+function world(m: Metrics, s: State, first: Event, at: number): State {
+  let pid = Math.max(100, ...s.workers.map((w) => w.pid));
+  const queue: Event[] = [first];
+  while (queue.length) {
+    const e = queue.shift()!;
+    const r = step(s, e, at);
+    m.observe(e, s, r.state, r.effects, at);
+    s = r.state;
+    for (const fx of r.effects) {
+      if (fx.type === "spawn") { const p = ++pid; queue.push({ type: "spawned", spawnId: fx.spawnId, pid: p }, { type: "ack", pid: p }); }
+      if (fx.type === "kill" && fx.signal === "SIGUSR2") queue.push({ type: "exited", pid: fx.pid, code: 0, signal: null });
+    }
+  }
+  return s;
+}
+
+describe("metrics by Prometheus' conventions", () => {
+  test("promtool check metrics is clean; no pid label; one meaning per label; series stay flat across 20 upgrades and crashes", () => {
+    const m = new Metrics();
+    let s = initialState({ ...DEFAULT_SETTINGS, number: 3, ackMode: { kind: "manual" }, maxUnacked: 3 }, 0);
+    let t = 0;
+    s = world(m, s, { type: "start" }, t);
+    const seriesAfter: number[] = [];
+    for (let u = 0; u < 20; u++) {
+      s = world(m, s, { type: "upgrade", mode: "fleet" }, t += 1000);
+      s = world(m, s, { type: "tick" }, t += 1000);
+      // A crash after every upgrade: the first with SIGKILL, the rest alternating a status and SIGSEGV.
+      const victim = s.workers[u % s.workers.length]!;
+      s = world(m, s, u % 2 ? { type: "exited", pid: victim.pid, code: 3, signal: null } : { type: "exited", pid: victim.pid, code: null, signal: u ? "SIGSEGV" : "SIGKILL" }, t += 100);
+      s = world(m, s, { type: "tick" }, t += 60_000);
+      const text = renderMetrics(m, live(s, true));
+      seriesAfter.push(text.split("\n").filter((l) => l && !l.startsWith("#")).length);
+      if (u === 19) {
+        const r = Bun.spawnSync([promtool(), "check", "metrics"], { stdin: Buffer.from(text), stdout: "pipe", stderr: "pipe" });
+        expect(`${r.stdout}${r.stderr}`.trim()).toBe("");
+        expect(r.exitCode).toBe(0);
+        expect(text).not.toMatch(/pid="/);
+        expect(text).toContain('einhorn_build_info{version="0.1.0"} 1\n');
+        expect(text).toContain(`einhorn_workers{state="up",generation="20"} 3\n`);
+        expect(text).toContain("einhorn_generation 20\n");
+        expect(text).toContain('einhorn_worker_exits_total{cause="died",signal="SIGKILL",code="none"} 1\n');
+        expect(text).toContain('einhorn_worker_exits_total{cause="died",signal="SIGSEGV",code="none"} 9\n');
+        expect(text).toContain('einhorn_worker_exits_total{cause="died",signal="none",code="3"} 10\n');
+        expect(text).toContain('einhorn_worker_exits_total{cause="retired",signal="none",code="0"} 60\n');
+        expect(text).toContain('einhorn_worker_retirements_total{reason="upgrade"} 60\n');
+        expect(text).toContain('einhorn_upgrades_total{result="success"} 20\n');
+        expect(text).toMatch(/einhorn_worker_cpu_seconds_total\{index="\d",generation="20"\} 0\.25\n/);
+        for (const name of ["process_cpu_seconds_total", "process_open_fds", "process_max_fds", "process_virtual_memory_bytes", "process_resident_memory_bytes", "process_start_time_seconds"]) {
+          expect(text).toContain(`\n${name} `);
+        }
+        // `version` labels only the release; workers are labelled by `generation`.
+        expect(text.split("\n").filter((l) => l.includes('version="'))).toEqual(['einhorn_build_info{version="0.1.0"} 1']);
+      }
+    }
+    // From the third upgrade on (every exit kind seen), the number of series never grows.
+    expect(new Set(seriesAfter.slice(2))).toEqual(new Set([seriesAfter[2]!]));
+  });
+
+  test("counters from a schema-1 handoff (exits by cause only) continue as signal and code \"unknown\"", () => {
+    const m = new Metrics();
+    m.restore({ schema: 1, exits: { retired: 4, died: 2, died_before_ack: 0 } } as any);
+    expect(m.exits).toEqual({ "retired\0unknown\0unknown": 4, "died\0unknown\0unknown": 2, "died_before_ack\0unknown\0unknown": 0 });
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { initialState, DEFAULT_SETTINGS } from "../../src/core/state";
+import { initialState, DEFAULT_SETTINGS, RECENT_EXITS, upgradeState } from "../../src/core/state";
+import { ready } from "../core-sim";
 import { buildStatus, renderStatus, STATUS_WIDTH, type Readings } from "../../src/master/status-report";
 import { CpuMeter, formatBytes, formatDuration } from "../../src/master/proc-stats";
 import { parseSize } from "../../src/config/value-kinds";
@@ -16,7 +17,7 @@ function sampleState() {
     { pid: 12, index: 0, version: 1, spawnedAt: T0, ackedAt: T0 + 100, signals: [{ signal: "SIGUSR2", at: T0 + 2000 }], lastPing: null },
     { pid: 13, index: 2, version: 2, spawnedAt: T0 + 3000, ackedAt: null, signals: [], lastPing: null },
   ];
-  s.exits = { "1": { total: 7, beforeAck: 2, lastCode: null, lastSignal: "SIGKILL", lastAt: T0 + 900 } };
+  s.exits = { "1": { total: 7, beforeAck: 2, unasked: 3, lastCode: null, lastSignal: "SIGKILL", lastAt: T0 + 900 } };
   s.upgrade = { mode: "smooth", startedAt: T0 + 800, fromVersion: 1, deathsBeforeAck: 0 };
   return s;
 }
@@ -33,7 +34,8 @@ describe("status", () => {
   test("data: states, restarts and last exit per index, upgrade and readings", () => {
     const d = buildStatus(sampleState(), rt, readings, T0 + 10_000);
     expect(d.workers.map((w) => [w.index, w.pid, w.state])).toEqual([[0, 12, "retiring"], [1, 4_194_301, "up"], [2, 13, "starting"]]);
-    expect(d.workers[1]!.restarts).toBe(7);
+    expect(d.workers[1]!.restarts).toBe(3);
+    expect(d.workers[1]!.retirements).toBe(4);
     expect(d.workers[1]!.last_exit).toEqual({ code: null, signal: "SIGKILL", at: new Date(T0 + 900).toISOString(), ago_seconds: 9.1 });
     expect(d.workers[0]!.last_exit).toBeNull();
     expect(d.workers[1]!.cpu_percent).toBeNull(); // no reading for that pid
@@ -52,7 +54,7 @@ describe("status", () => {
     const head = lines.findIndex((l) => l.startsWith("     PID"));
     expect(lines[head]).toMatch(/PID +IDX +VER +STATE +UPTIME +CPU% +RSS +RESTARTS +LAST EXIT/);
     expect(lines.slice(head + 1)).toHaveLength(3);
-    expect(lines[head + 2]).toMatch(/^ +4194301 +1 +2 up +9s +\? +\? +7 KILL, 9s ago$/);
+    expect(lines[head + 2]).toMatch(/^ +4194301 +1 +2 up +9s +\? +\? +3 KILL, 9s ago$/);
     expect(lines[head + 1]).toMatch(/^ +12 +0 +1 retiring +10s +150\.0 +4\.7G +0 -$/);
     expect(text).toContain("upgrade: smooth, version 1 -> 2, 1/3 new up");
     expect(text).toContain("waiting for ACKs from 13");
@@ -88,5 +90,53 @@ describe("proc-stats helpers", () => {
     expect(formatDuration(3 * 60 + 3)).toBe("3m03s");
     expect(formatDuration(2 * 3600 + 5 * 60)).toBe("2h05m");
     expect(formatDuration(3 * 86400 + 4 * 3600)).toBe("3d04h");
+  });
+});
+
+describe("status after incidents: restarts are unasked exits, recent exits keep a crash in view", () => {
+  test("-n 4, two upgrades and one SIGKILL: RESTARTS adds up to 1, retirements apart by reason, the crash in recent exits", () => {
+    const sim = ready(4, { maxUnacked: 4 }, T0);
+    let t = T0 + 1000;
+    // Two fleet upgrades: each new generation ACKs, each old worker leaves when asked.
+    for (let u = 0; u < 2; u++) {
+      sim.send({ type: "upgrade", mode: "fleet" }, t);
+      sim.ackAll(t += 100);
+      for (const w of sim.state.workers.filter((x) => x.signals.length)) sim.exit(w.pid, t += 10);
+    }
+    // kill -9 of the worker at index 2; its replacement takes the lowest free index.
+    const victim = sim.state.workers.find((w) => w.index === Math.min(...sim.state.workers.map((x) => x.index)))!;
+    sim.exit(victim.pid, t += 1000, null, "SIGKILL");
+    sim.advance(t + 5000);
+    sim.ackAll(t += 5000);
+    const d = buildStatus(sim.state, { masterPid: 1, einhornVersion: "0.1.0", commandName: null, socketPath: "/tmp/s.sock", listeners: [] }, new Map(), t + 1000);
+    expect(d.workers.reduce((n, w) => n + w.restarts, 0)).toBe(1);
+    expect(d.master.exits).toEqual({ unasked: 1, asked: { upgrade: 8, dec: 0, max_memory: 0, stop: 0, signal: 0 } });
+    expect(d.recent_exits).toHaveLength(9);
+    expect(d.recent_exits[0]).toMatchObject({ pid: victim.pid, index: victim.index, generation: 2, code: null, signal: "SIGKILL", asked: false, reason: null, acked: true });
+    expect(d.recent_exits.slice(1).every((r) => r.asked && r.reason === "upgrade")).toBe(true);
+    const text = renderStatus(d);
+    for (const l of text.split("\n")) expect(l.length).toBeLessThanOrEqual(STATUS_WIDTH);
+    expect(text).toContain("exits: 1 unasked (the restarts); asked: 8 upgrade");
+    expect(text).toContain(`pid ${victim.pid}  index ${victim.index}  generation 2  killed by KILL  UNASKED`);
+    expect(text).toContain("recent exits, newest first (9 of the last 9; all in 'status json'):");
+  });
+
+  test("the recent-exits list stays bounded and crosses a re-exec (JSON); an older document gets defaults", () => {
+    const sim = ready(1, {}, T0);
+    for (let i = 0; i < 30; i++) {
+      sim.exit(sim.state.workers[0]!.pid, sim.now + 100, 1);
+      sim.advance(sim.now + 60_000);
+      sim.ackAll();
+    }
+    expect(sim.state.recentExits).toHaveLength(RECENT_EXITS);
+    expect(sim.state.exitTotals.unasked).toBe(30);
+    const again = upgradeState(JSON.parse(JSON.stringify(sim.state)), sim.now);
+    expect(again.recentExits).toEqual(sim.state.recentExits);
+    const { recentExits: _r, exitTotals: _t, ...older } = JSON.parse(JSON.stringify(sim.state));
+    for (const c of Object.values(older.exits) as any[]) delete c.unasked;
+    const old = upgradeState(older, sim.now);
+    expect(old.recentExits).toEqual([]);
+    expect(old.exitTotals.unasked).toBe(0);
+    expect(old.exits["0"]!.unasked).toBe(30);
   });
 });

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { bind, close, connect, getsockname, listen, socket, socketpair } from "../../ffi/socket";
 import { childIndexFrom, isWorkerEnv, readWorkerEnv, type Env } from "../../src/worker/env";
 import { EinhornWorkerError } from "../../src/worker/errors";
-import { checkListeningFd, socketFdFrom, socketFdsFrom, whatIsWrong } from "../../src/worker/sockets";
+import { checkListeningFd, launcherHint, socketFdFrom, socketFdsFrom, whatIsWrong } from "../../src/worker/sockets";
 
 const dir = mkdtempSync(join(tmpdir(), "einhorn-worker-env-"));
 const toClose: number[] = [];
@@ -174,5 +174,27 @@ describe("socketFdsFrom / socketFdFrom", () => {
   test("outside einhorn: a clear error", () => {
     expect(() => socketFdsFrom({})).toThrow(/socketFds\(\): not running under einhorn/);
     expect(() => socketFdFrom(0, {})).toThrow(/socketFd\(0\): not running under einhorn/);
+  });
+});
+
+describe("a launcher between einhorn and the worker", () => {
+  test("a missing socket with a parent that is not the master says, in one line, that a launcher dropped the sockets and how to start node directly", () => {
+    const fd = socket("inet");
+    close(fd);
+    // This test's parent is not pid 999999 (the "master" of this environment).
+    const env: Env = { EINHORN_MASTER_PID: "999999", EINHORN_FD_COUNT: "1", EINHORN_FD_0: String(fd) };
+    let message = "";
+    try { socketFdFrom(0, env); } catch (e) { message = (e as Error).message; }
+    expect(message).not.toContain("\n");
+    expect(message).toStartWith(`EINHORN_FD_0=${fd}: fd ${fd} is not an open descriptor; expected a listening stream socket. This process's parent (pid ${process.ppid}, `);
+    expect(message).toContain("is not the einhorn master (pid 999999): a process between einhorn and this one (npm, npx, yarn, a shell that closes descriptors) dropped the sockets; have einhorn start node directly (einhorn ... -- node server.js; for TypeScript: node --import tsx server.ts)");
+  });
+  test("no hint when the parent is the master", () => {
+    expect(launcherHint(process.ppid)).toBeNull();
+    const fd = socket("inet");
+    close(fd);
+    let message = "";
+    try { socketFdFrom(0, { EINHORN_MASTER_PID: String(process.ppid), EINHORN_FD_COUNT: "1", EINHORN_FD_0: String(fd) }); } catch (e) { message = (e as Error).message; }
+    expect(message).toBe(`EINHORN_FD_0=${fd}: fd ${fd} is not an open descriptor; expected a listening stream socket`);
   });
 });

@@ -3,7 +3,7 @@ import { readSync } from "node:fs";
 import { nonblockingWriter } from "../../ffi/io";
 import { close, setNonblocking, socketpair } from "../../ffi/socket";
 import { LineSink } from "../../src/master/line-sink";
-import { formatLine, LineSplitter, MAX_LINE_BYTES } from "../../src/master/worker-output";
+import { formatLine, LineSplitter, MAX_LINE_BYTES, prefixBody } from "../../src/master/worker-output";
 
 const B = (s: string) => Buffer.from(s);
 
@@ -78,3 +78,17 @@ describe("LineSink over a real socket nobody reads", () => {
     close(b);
   });
 });
+
+describe("prefix mode neutralises controls (as einhorn sh does on a terminal)", () => {
+  const at = new Date("2026-12-01T00:00:00Z");
+  const B = (s: string | number[]) => (typeof s === "string" ? Buffer.from(s) : Buffer.from(s));
+  test("printable ASCII, tab and valid UTF-8 pass untouched; controls, C1, bidi and invalid bytes are escaped", () => {
+    const body = (b: Buffer) => prefixBody(b, b.length).toString();
+    expect(body(B("plain\ttext ü ✓"))).toBe("plain\ttext ü ✓");
+    expect(body(B("a\rb\x1b[2Kc\x07"))).toBe("a^Mb^[[2Kc^G");
+    expect(body(B("x\u009by \u202eevil\u2066"))).toBe("x\\x9by \\u202eevil\\u2066");
+    expect(body(B([0x61, 0x9b, 0x62]))).toBe("a\ufffdb");
+    expect(formatLine("prefix", { pid: 7, index: 2 }, "stdout", B("\x1b]0;t\x07x\r"), false, false, at).toString()).toBe("[WORKER 7 #2] ^[]0;t^Gx\n");
+  });
+});
+
