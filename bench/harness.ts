@@ -396,12 +396,13 @@ export interface MasterHandle extends Spawned {
 /**
  * Start the binary under test: `BIN -d SOCK -e PIDFILE -f LOCKFILE ARGS -- PROGRAM`.
  * All three paths are explicit so any Einhorn-compatible implementation keeps
- * its files in the run's directory.
+ * its files in the run's directory. `opts.bin` replaces BIN by another
+ * master's command (e.g. `ruby .../bin/einhorn` for the anchor, side by side).
  */
-export function startMaster(args: string[], program: string[], opts: { label: string; env?: Record<string, string>; dir?: string }): MasterHandle {
+export function startMaster(args: string[], program: string[], opts: { label: string; env?: Record<string, string>; dir?: string; bin?: string[] }): MasterHandle {
   const dir = opts.dir ?? scratchDir(opts.label);
   const sockPath = join(dir, "einhorn.sock");
-  const cmd = [BIN, "-d", sockPath, "-e", join(dir, "einhorn.pid"), "-f", join(dir, "einhorn.lock"), ...args, "--", ...program];
+  const cmd = [...(opts.bin ?? [BIN]), "-d", sockPath, "-e", join(dir, "einhorn.pid"), "-f", join(dir, "einhorn.lock"), ...args, "--", ...program];
   const spawnedAtMs = Date.now();
   const spawnedAtPerf = performance.now();
   const s = spawnTracked(cmd, { dir, label: `master-${opts.label}`, env: opts.env });

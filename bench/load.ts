@@ -24,6 +24,8 @@ export interface LoadOptions {
   reconnectPauseMs?: number;
   /** Built-in only: called for every counted outcome (ms since the load began at its end, its latency, ok, error kind). */
   onSample?: (tMs: number, latencyMs: number, ok: boolean, kind: string | null) => void;
+  /** Built-in only: ends the load early (for a window whose length is not known in advance); duration_ms is then the time it ran. */
+  signal?: AbortSignal;
   /** wrk only: threads. Default 2. */
   threads?: number;
 }
@@ -311,7 +313,8 @@ export async function runBuiltinLoad(opts: LoadOptions): Promise<LoadResult> {
   let successes = 0;
   let connects = 0;
   const start = performance.now();
-  const end = start + opts.durationMs;
+  let end = start + opts.durationMs;
+  opts.signal?.addEventListener("abort", () => { end = Math.min(end, performance.now()); });
 
   const record = (o: Outcome, t0: number, t1: number) => {
     if (t1 > end) return; // finished after the window: not counted, as wrk does
@@ -355,7 +358,7 @@ export async function runBuiltinLoad(opts: LoadOptions): Promise<LoadResult> {
   };
   // Every user stops by itself at `end` (+ at most one request timeout).
   await Promise.all(Array.from({ length: connections }, user));
-  const durationMs = opts.durationMs;
+  const durationMs = round(end - start);
   const d = distribution(latencies);
   const p75 = round(quantileSorted(sortedCopy(latencies), 0.75));
   return {
