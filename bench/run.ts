@@ -29,6 +29,7 @@ import { startup } from "./startup";
 import { serveThroughput } from "./serve-throughput";
 import { upgradeCost } from "./upgrade-cost";
 import { rolloutLimit } from "./rollout-limit";
+import { vsRuby } from "./vs-ruby";
 
 /**
  * Every benchmark, in the order a full run takes them. Cheap, quiet ones
@@ -57,6 +58,8 @@ const REGISTRY: Benchmark[] = [
   upgradeUnderLoad,
   preloadSpawn,
   serveThroughput,
+  // The anchor, side by side: Ruby Einhorn 1.1.1 on the rows the README compares.
+  vsRuby,
 ];
 
 interface Args { names: string[]; quick: boolean; runs: number | null; out: string | null; load: string | null; list: boolean; help: boolean; summaryOnly: boolean }
