@@ -5,7 +5,6 @@
 import { type Benchmark, distribution, fmtMB, median, procStatusKb, processLimits, round, sleep, startMaster, waitForAcked } from "./harness";
 
 const TARGET_MB_8 = 40;
-const RUBY_MB_8 = 18;
 
 interface Sample { run: number; workers: number; up_ms: number; samples_kb: Array<Record<string, number>>; rss_kb: number; hwm_kb: number; rss_anon_kb: number | null; rss_file_kb: number | null; threads: number | null }
 
@@ -78,7 +77,7 @@ export const masterMemory: Benchmark = {
         measure: `master RSS, ${n} idle workers`,
         value: fmtMB(rss),
         detail: `peak (VmHWM) ${fmtMB(hwm)}${anon !== null ? `; anon ${fmtMB(anon)}` : ""}; ${rs.length} run${rs.length === 1 ? "" : "s"}, range ${fmtMB(Math.min(...rs.map((x) => x.rss_kb)))}–${fmtMB(Math.max(...rs.map((x) => x.rss_kb)))}${n >= 100 ? `; all up in ${(median(rs.map((x) => x.up_ms)) / 1000).toFixed(1)} s` : ""}`,
-        reference: n === 8 ? `target < ${TARGET_MB_8} MB; Ruby Einhorn 1.1.1 ${RUBY_MB_8} MB` : "",
+        reference: n === 8 ? `target < ${TARGET_MB_8} MB; Ruby Einhorn side by side: vs-ruby` : "",
       });
     }
     return {

@@ -117,7 +117,7 @@ export const rolloutTime: Benchmark = {
           total_ms_all: got.map((s) => s.total_ms), all_ok: got.every((s) => s.ok),
         };
         results[key] = r;
-        const ref = n === 8 && v.kind === "instant" && v.maxUnacked === "default" ? "target < 1 s; Ruby Einhorn 1.1.1: 7.8 s (8 idle instant workers)" : undefined;
+        const ref = n === 8 && v.kind === "instant" && v.maxUnacked === "default" ? "target < 1 s; Ruby Einhorn side by side: vs-ruby" : undefined;
         summary.push({
           measure: `${v.kind === "instant" ? "instant ACK" : "200 ms start"}, N=${n}, max-unacked ${M}${v.maxUnacked === "N" ? " (=N)" : " (default)"}`,
           value: r.total_ms === null ? "–" : fmtMs(r.total_ms),

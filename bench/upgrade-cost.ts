@@ -291,7 +291,7 @@ export const upgradeCost: Benchmark = {
       references: {
         target_upgrade_ms: TARGET_UPGRADE, target_state_ms: TARGET_STATE,
         issue_15_reported_before_ms: "350-390 (master + preflight + shell, 4 sleep workers)",
-        ruby_einhorn_ms: "790-930 per upgrade of 4 sleep workers (issue 15's figure; Ruby Einhorn cannot be installed on this machine)",
+        ruby_einhorn_ms: "790-930 per upgrade of 4 sleep workers (issue 15's figure, another machine and day; not re-measured)",
       },
     };
     const p = results.per_upgrade_ms;
@@ -300,7 +300,7 @@ export const upgradeCost: Benchmark = {
         measure: "CPU per smooth upgrade of 4 sleep workers (master + preflight + einhorn sh)",
         value: fmtMs(total),
         detail: `${results.ratio_to_target}× the 130 ms target; master ${fmtMs(p.master)} (re-exec ${p.master_reexec === null ? "?" : fmtMs(p.master_reexec)}), preflight ${fmtMs(p.preflight)} (run directly: ${fmtMs(results.preflight_run_directly_ms)}), shell ${fmtMs(p.shell)}; workers apart: ${fmtMs(p.workers_old_reaped)} old + ${fmtMs(p.workers_new_started)} new; ${upgrades} upgrades`,
-        reference: "Ruby Einhorn 1.1.1: 790–930 ms (issue 15); target ≤ 130 ms",
+        reference: "Ruby Einhorn 1.1.1: 790–930 ms (issue 15, another machine and day); target ≤ 130 ms",
       },
       {
         measure: "CPU per `einhorn sh -e state` (shell + master)",
@@ -320,7 +320,7 @@ export const upgradeCost: Benchmark = {
         measure: "smooth upgrade of 4 Python HTTP workers under wrk -t2 -c16 (einhorn sh -e upgrade, wall)",
         value: fmtMs(l.wall_ms_median),
         detail: `einhorn CPU per upgrade: master ${fmtMs(l.master_cpu_ms_per_upgrade)} + shell ${fmtMs(l.shell_cpu_ms_per_upgrade)} (+ preflight, as idle); ${l.load.error_total} failed of ${l.load.successes + l.load.error_total} requests (${Math.round(l.load.rps)} req/s); ${l.upgrades} upgrade(s)`,
-        reference: "Ruby Einhorn 1.1.1, same kind of workers and load (targets note): 6.9 s median (6.4–7.9 s), 0 failed; not runnable here",
+        reference: "Ruby Einhorn side by side (Bun workers, built-in load): vs-ruby",
       });
     }
     return {
