@@ -8,6 +8,15 @@ import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+// Types only: the harness must not load master code.
+import type { buildStateReport } from "../src/master/state-report";
+import type { StatusData } from "../src/master/status-report";
+
+/** What `state json` answers, as the master's own report builder types it. */
+export type StateReport = ReturnType<typeof buildStateReport>;
+export type StateWorker = StateReport["workers"][number];
+/** What `status json` answers. */
+export type StatusReport = StatusData;
 
 export const ROOT = resolve(import.meta.dir, "..");
 /** The binary under test: the compiled one unless EINHORN_TEST_BIN names another. */
@@ -241,8 +250,17 @@ export async function ask(sockPath: string, cmd: string, args: string[] = []): P
   return String(answers[answers.length - 1]!.message);
 }
 
-export async function stateJson(sockPath: string): Promise<any> {
+export async function stateJson(sockPath: string): Promise<StateReport> {
+  return JSON.parse(await ask(sockPath, "state", ["json"])) as StateReport;
+}
+
+/** Untyped, for files not yet converted to the typed stateJson(); goes when none uses it. */
+export async function stateJsonAny(sockPath: string): Promise<any> {
   return JSON.parse(await ask(sockPath, "state", ["json"]));
+}
+
+export async function statusJson(sockPath: string): Promise<StatusReport> {
+  return JSON.parse(await ask(sockPath, "status", ["json"])) as StatusReport;
 }
 
 /**

@@ -11,7 +11,7 @@ import { MAX_CONNECTIONS, MAX_PENDING_OUTPUT } from "../../src/master/command-se
 import { COMMANDS, type CommandName } from "../../src/command-registry";
 import { decodeLine, escapeLine, MAX_LINE_BYTES } from "../../src/protocol";
 import {
-  command, FIXTURES, fetchLine, type Master, runBinary, sleep, startMaster, type StartOptions, stateJson, tempDir, waitFor,
+  command, FIXTURES, fetchLine, type Master, runBinary, sleep, startMaster, type StartOptions, stateJsonAny, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -198,7 +198,7 @@ function workerProcs(m: Master): number[] {
 /** Wait until state shows `n` acked, non-retiring workers and exactly `n` worker processes exist. */
 async function workersUp(m: Master, n: number, acked = true): Promise<any> {
   return waitFor(`${n} ${acked ? "acked " : ""}workers`, async () => {
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     const live = s.workers.filter((w: any) => !w.retiring && (!acked || w.acked));
     if (live.length !== n || s.workers.length !== n) return null;
     const procs = workerProcs(m);
@@ -309,7 +309,7 @@ describe("commands", () => {
 
     const yamlAnswer = await final(m.sockPath, "state", ["yaml"]);
     expect(yamlAnswer.error).toBeUndefined();
-    expect(parseYaml(String(yamlAnswer.message))).toEqual(await stateJson(m.sockPath));
+    expect(parseYaml(String(yamlAnswer.message))).toEqual(await stateJsonAny(m.sockPath));
 
     const bad = await final(m.sockPath, "state", ["xml"]);
     expect(bad.error).toBe(true);
@@ -352,7 +352,7 @@ describe("commands", () => {
     const m = start(["-v", "-m", "0", "-s", "0.05", "--", ...SLEEPER]);
     await workersUp(m, 1);
     expect(m.output()).toContain("DEBUG: Command socket listening");
-    expect((await stateJson(m.sockPath)).master.verbosity).toBe(0);
+    expect((await stateJsonAny(m.sockPath)).master.verbosity).toBe(0);
 
     // At 0 every command is logged at debug level.
     await final(m.sockPath, "ehlo");
@@ -368,7 +368,7 @@ describe("commands", () => {
     expect(m.output().slice(mark)).not.toContain("DEBUG:");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)"); // stays at 2
-    expect((await stateJson(m.sockPath)).master.verbosity).toBe(2);
+    expect((await stateJsonAny(m.sockPath)).master.verbosity).toBe(2);
 
     // Errors only: a launch (info) and an ACK for a stranger (warn) leave no line.
     mark = m.output().length;
@@ -387,7 +387,7 @@ describe("commands", () => {
 
     expect((await final(m.sockPath, "louder")).message).toBe("Verbosity set to 0 (0 debug, 1 info, 2 errors only)");
     expect((await final(m.sockPath, "louder")).message).toBe("Verbosity set to 0 (0 debug, 1 info, 2 errors only)"); // stays at 0
-    expect((await stateJson(m.sockPath)).master.verbosity).toBe(0);
+    expect((await stateJsonAny(m.sockPath)).master.verbosity).toBe(0);
     await m.waitForOutput(/DEBUG: Received command "louder" from pid/); // debug lines are back
   });
 
@@ -463,7 +463,7 @@ describe("commands", () => {
 
     expect((await final(m.sockPath, "config", ['{"seconds": 2}'])).message).toBe("Config updated: seconds=2");
     expect((await final(m.sockPath, "config", ["{max_unacked: 4, signal_timeout: 1.5}"])).message).toBe("Config updated: max_unacked=4, signal_timeout=1.5");
-    const before = await stateJson(m.sockPath);
+    const before = await stateJsonAny(m.sockPath);
     expect(before.settings).toMatchObject({ number: 3, seconds: 2, max_unacked: 4, signal_timeout: 1.5 });
 
     const bad: Array<[string[], RegExp]> = [
@@ -572,7 +572,7 @@ describe("worker messages", () => {
       expect(c.raw).toBe("");
     }
     await sleep(100);
-    expect(await stateJson(m.sockPath)).toEqual(before);
+    expect(await stateJsonAny(m.sockPath)).toEqual(before);
 
     // The real pid, as a string the way some libraries send it, is ACKed.
     const c = await Client.open(m.sockPath);
@@ -594,7 +594,7 @@ describe("worker messages", () => {
       expect(await c.closedWithin(3000)).toBe(true);
       expect(c.raw).toBe("");
     }
-    const after = await stateJson(m.sockPath);
+    const after = await stateJsonAny(m.sockPath);
     const byPid = new Map(after.workers.map((w: any) => [w.pid, w]));
     const p0 = (byPid.get(w0.pid) as any).last_ping;
     expect(p0.request_id).toBe("ping-7");
@@ -716,7 +716,7 @@ describe("security", () => {
       expect(String(answer.message)).not.toContain("schema");
       await m.waitForOutput(/Refused a command connection from pid \d+ uid 65534/);
 
-      expect((await stateJson(m.sockPath)).master.pid).toBe(m.pid);
+      expect((await stateJsonAny(m.sockPath)).master.pid).toBe(m.pid);
       expect(m.exitCode()).toBeNull();
     },
   );

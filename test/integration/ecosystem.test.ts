@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import { fetchLine, FIXTURES, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { fetchLine, FIXTURES, processesTagged, ROOT, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 /** PATH without node_modules/.bin: proves the workers need no Bun of their own. */
@@ -13,7 +13,7 @@ const PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 async function acked(sockPath: string, n: number, version?: number) {
   return waitFor(`${n} acked workers`, async () => {
-    const s = await stateJson(sockPath);
+    const s = await stateJsonAny(sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked && (version === undefined || w.version === version)) ? s : null;
   }, 20_000);
 }
@@ -73,7 +73,7 @@ describe("preload (-p)", () => {
     const bad = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/Upgrade failed: preflight .* --upgrade-check' exited with status 1: einhorn: preload .*app\.ts: Expected/);
-    const s1 = await stateJson(m.sockPath);
+    const s1 = await stateJsonAny(m.sockPath);
     expect(s1.workers.map((w: any) => w.pid)).toEqual(s0.workers.map((w: any) => w.pid));
 
     writeFileSync(join(dir, "app.ts"), PRELOAD_OK);
@@ -143,7 +143,7 @@ describe("systemd's socket protocol", () => {
 describe("running under others", () => {
   test("--subreaper: an orphaned grandchild is reparented to the master and reaped", async () => {
     const m = startMaster(["--subreaper", "-v", "-m", "0", "--", "sh", "-c", "(sleep 3 &) ; exec sleep 1000"]);
-    await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1);
+    await waitFor("a worker", async () => (await stateJsonAny(m.sockPath)).workers.length === 1);
     const orphan = await waitFor("the orphaned sleep", () => {
       for (const pid of processesTagged(m.tag)) {
         const cmd = readFileSync(`/proc/${pid}/cmdline`, "latin1");

@@ -8,13 +8,13 @@ import * as sock from "../../ffi/socket";
 import { osBytes, osString } from "../../ffi/os-string";
 import { decodeLine } from "../../src/protocol";
 import { join } from "node:path";
-import { BIN, FIXTURES, fetchLine, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, FIXTURES, fetchLine, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
 async function acked(sockPath: string, n: number) {
   return waitFor(`${n} acked workers`, async () => {
-    const s = await stateJson(sockPath);
+    const s = await stateJsonAny(sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
   }, 20_000);
 }
@@ -290,7 +290,7 @@ describe("state in Einhorn's layout", () => {
     // A timer ACK does not wait for the program: on a busy machine python may
     // not have set its USR2 handler 0.2 s in, and the upgrade's USR2 would
     // then kill the old worker at once. Upgrade once it is ready.
-    const [first] = (await stateJson(m.sockPath)).workers;
+    const [first] = (await stateJsonAny(m.sockPath)).workers;
     await waitFor("the worker's signal handlers in place", () => existsSync(join(sig, `${first.pid}.ready`)));
     const e0 = rubyState(m.sockPath)[":state"];
     expect(e0[":ack_mode"]).toEqual({ ":type": ":timer", ":timeout": 0.2 });
@@ -330,7 +330,7 @@ describe("workers ACKing the way Einhorn's worker library does", () => {
       const id = program[program.length - 1]!;
       // Our schema and Einhorn's layout agree on the ping.
       const pinged = await waitFor("pings recorded", async () => {
-        const s = await stateJson(m.sockPath);
+        const s = await stateJsonAny(m.sockPath);
         return s.workers.every((w: any) => w.last_ping?.request_id === id) ? s : null;
       });
       const e = rubyState(m.sockPath)[":state"][":children"];
@@ -352,7 +352,7 @@ describe("workers ACKing the way Einhorn's worker library does", () => {
 describe("--drop-env-var", () => {
   async function reportedEnv(rep: string, sockPath: string, version: number): Promise<Record<string, string>> {
     const s = await waitFor(`a worker of version ${version}`, async () => {
-      const t = await stateJson(sockPath);
+      const t = await stateJsonAny(sockPath);
       return t.workers.length === 1 && t.workers[0].version === version && t.workers[0].acked ? t : null;
     }, 30_000);
     const f = join(rep, `${s.workers[0].pid}.json`);
@@ -392,7 +392,7 @@ describe("-k", () => {
     expect(await fetchLine(j.listeners[0].port)).toBe(`${j.workers[0].pid} 0 USR2\n`);
     expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
     const s = await waitFor("the new worker alone", async () => {
-      const t = await stateJson(m.sockPath);
+      const t = await stateJsonAny(m.sockPath);
       return t.workers.length === 1 && t.workers[0].version === 1 && t.workers[0].acked ? t : null;
     }, 30_000);
     expect(await fetchLine(j.listeners[0].port)).toBe(`${s.workers[0].pid} ${s.workers[0].index} USR2\n`);

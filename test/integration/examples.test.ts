@@ -5,21 +5,21 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { BUN, fetchLine, onCleanup, ROOT, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
+import { BUN, fetchLine, onCleanup, ROOT, startMaster, stateJsonAny, stopMaster, waitFor, type Master } from "../harness";
 
 const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
 
 async function allAcked(m: Master, n: number): Promise<any> {
   return waitFor(`${n} acked workers`, async () => {
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
   });
 }
 
 async function exitRecorded(m: Master, index: number): Promise<any> {
   return waitFor(`exit of index ${index}`, async () => {
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     return s.exits[String(index)]?.total >= 1 ? s.exits[String(index)] : null;
   });
 }

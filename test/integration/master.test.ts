@@ -4,14 +4,14 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
 import {
-  BUN, FIXTURES, fetchLine, processesTagged, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BUN, FIXTURES, fetchLine, processesTagged, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
 async function workersUp(sock: string, n: number, acked = true) {
   return waitFor(`${n} ${acked ? "acked " : ""}workers`, async () => {
-    const s = await stateJson(sock);
+    const s = await stateJsonAny(sock);
     const ws = s.workers.filter((w: any) => !w.retiring && (!acked || w.acked));
     return ws.length === n ? s : null;
   });
@@ -146,7 +146,7 @@ describe("keeping workers alive", () => {
     const victim = s.workers[0];
     process.kill(victim.pid, "SIGKILL");
     const after = await waitFor("replacement", async () => {
-      const t = await stateJson(m.sockPath);
+      const t = await stateJsonAny(m.sockPath);
       return t.workers.length === 2 && !t.workers.some((w: any) => w.pid === victim.pid) ? t : null;
     });
     const replacement = after.workers.find((w: any) => w.index === victim.index);
@@ -162,7 +162,7 @@ describe("keeping workers alive", () => {
     await m.waitForOutput(/5 in a row/, 15_000);
     const launches = [...m.output().matchAll(/===> Launched (\d+)/g)].length;
     expect(launches).toBeGreaterThanOrEqual(5);
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     expect(s.master.consecutive_deaths).toBeGreaterThanOrEqual(5);
     // Without backoff 5 deaths would take milliseconds; with it they take > 1.7 s of waiting.
     const stampsOk = launches <= s.master.consecutive_deaths + 1;
@@ -182,7 +182,7 @@ describe("keeping workers alive", () => {
     const m = startMaster(["-n", "1", "-m", "manual", "--", ...PY]);
     await workersUp(m.sockPath, 1, false);
     await sleep(300);
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     expect(s.workers[0].acked).toBe(false);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -236,7 +236,7 @@ describe("signals to the master", () => {
     const s0 = await workersUp(m.sockPath, 2);
     m.proc.kill("SIGALRM");
     const s1 = await waitFor("2 acked workers of version 1", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.length === 2 && s.workers.every((w: any) => w.acked && !w.retiring && w.version === 1) ? s : null;
     }, 20_000);
     expect(s1.master.pid).toBe(s0.master.pid);
@@ -418,7 +418,7 @@ describe("bad input gets one clear line and a documented exit code", () => {
   test("an operator's own EINHORN_-prefixed variables pass through to workers; einhorn's own are replaced", async () => {
     const rep = tempDir();
     const m = startMaster(["-m", "0", "--", ...PY, "--report", rep], { env: { EINHORN_APP_MODE: "blue", EINHORN_CHILD_INDEX: "99", EINHORN_FD_7: "7" } });
-    const s = await waitFor("a worker", async () => ((await stateJson(m.sockPath)).workers.length === 1 ? stateJson(m.sockPath) : null));
+    const s = await waitFor("a worker", async () => ((await stateJsonAny(m.sockPath)).workers.length === 1 ? stateJsonAny(m.sockPath) : null));
     const r = await waitFor("report", () => existsSync(join(rep, `${s.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s.workers[0].pid}.json`), "utf8")));
     expect(r.env.EINHORN_APP_MODE).toBe("blue");
     expect(r.env.EINHORN_CHILD_INDEX).toBe("0");

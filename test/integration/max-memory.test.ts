@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { ask, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
 
 const WORKER = join(FIXTURES, "memory-worker.py");
 
@@ -28,7 +28,7 @@ describe("--max-memory", () => {
     const port = Number((await m.waitForOutput(/Bound 127\.0\.0\.1:0 on fd \d+ as 127\.0\.0\.1:(\d+)/))[1]);
     const metricsPort = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     const s0 = await waitFor("2 workers up", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.filter((w: any) => w.acked).length === 2 ? s : null;
     }, 20_000);
     const big = s0.workers.find((w: any) => w.index === 0);
@@ -74,7 +74,7 @@ describe("--max-memory", () => {
     expect(successorUp).toBeGreaterThan(0);
     expect(retired).toBeGreaterThan(successorUp);
     expect(out).toMatch(new RegExp(`===> Worker ${big.pid} \\(index 0\\) exited with status 0`));
-    const s1 = await stateJson(m.sockPath);
+    const s1 = await stateJsonAny(m.sockPath);
     expect(s1.workers).toHaveLength(2);
     expect(s1.workers.map((w: any) => w.pid)).toContain(small.pid);
     expect(s1.workers.map((w: any) => w.pid)).not.toContain(big.pid);
@@ -96,7 +96,7 @@ describe("--max-memory", () => {
     writeFileSync(join(dir, "grow"), ""); // index 0 allocates 120 MB as it starts
     const m = startMaster(["--max-memory", "60M", "-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "--", "python3", WORKER, "--grow", "120"], { dir });
     const s0 = await waitFor("2 workers up", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.filter((w: any) => w.acked).length === 2 ? s : null;
     }, 20_000);
     const big = s0.workers.find((w: any) => w.index === 0);
@@ -105,7 +105,7 @@ describe("--max-memory", () => {
     const out = m.output();
     expect(out.match(/is over the limit/g)).toHaveLength(1);
     expect(out).not.toContain("Replacing worker");
-    expect((await stateJson(m.sockPath)).workers.map((w: any) => w.pid)).toContain(big.pid);
+    expect((await stateJsonAny(m.sockPath)).workers.map((w: any) => w.pid)).toContain(big.pid);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 

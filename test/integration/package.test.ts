@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BUN, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { BUN, ROOT, runBinary, startMaster, stateJsonAny, stopMaster, waitFor } from "../harness";
 import { NODE, NPM, npmProject, type NpmProject } from "../npm-project";
 
 let packDir = "";
@@ -38,7 +38,7 @@ async function httpGet(port: number): Promise<string> {
 
 async function acked(sock: string, n: number, version: number) {
   return waitFor(`${n} acked workers of version ${version}`, async () => {
-    const s = await stateJson(sock);
+    const s = await stateJsonAny(sock);
     return s.workers.length === n && s.workers.every((w: any) => w.acked && w.version === version) ? s : null;
   }, 30_000);
 }
@@ -55,7 +55,7 @@ async function underEinhorn(program: string[], cwd: string, expectBody: RegExp) 
   const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
   expect(up.code).toBe(0);
   const s1 = await acked(m.sockPath, 2, 1);
-  await waitFor("old workers gone", async () => (await stateJson(m.sockPath)).workers.every((w: any) => w.version === 1));
+  await waitFor("old workers gone", async () => (await stateJsonAny(m.sockPath)).workers.every((w: any) => w.version === 1));
   const after = await httpGet(port);
   expect(s1.workers.map((w: any) => String(w.pid))).toContain(expectBody.exec(after)![1]!);
   expect(await stopMaster(m)).toBe(0);

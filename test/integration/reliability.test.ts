@@ -10,7 +10,7 @@ import * as net from "node:net";
 import { join } from "node:path";
 import { decodeLine, encodeMessage } from "../../src/protocol";
 import {
-  BUN, command, FIXTURES, fetchLine, type Master, processesTagged, ROOT, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BUN, command, FIXTURES, fetchLine, type Master, processesTagged, ROOT, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -107,7 +107,7 @@ function logLines(m: Master): LogLine[] {
  */
 async function settled(sock: string, n: number, timeoutMs = 20_000, everyMs = 50): Promise<any> {
   return waitFor(`${n} settled workers`, async () => {
-    const s = await stateJson(sock);
+    const s = await stateJsonAny(sock);
     const ok = s.settings.number === n && s.master.upgrade === null && s.workers.length === n
       && s.workers.every((w: any) => w.acked && !w.retiring && w.version === s.master.version);
     return ok ? s : null;
@@ -284,7 +284,7 @@ describe("chaos", () => {
         if (action === "dec" && number <= MIN_WORKERS) action = "inc";
 
         if (action === "kill") {
-          const live = (await stateJson(m.sockPath)).workers.filter((w: any) => running(w.pid));
+          const live = (await stateJsonAny(m.sockPath)).workers.filter((w: any) => running(w.pid));
           if (!live.length) { steps.push("kill: no live worker"); continue; }
           const victim = live[Math.floor(victimPick * live.length)];
           const at = Date.now(); // before the signal: its victims' failures come after it
@@ -433,7 +433,7 @@ describe("crash loop", () => {
     // speed benchmark: a spinning master would use a whole core.
     expect(cpuFraction, `master CPU: ${(cpuFraction * 100).toFixed(1)}% of one core`).toBeLessThan(0.2);
     expect(inARow(crashes(m))).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
-    const looping = await stateJson(m.sockPath);
+    const looping = await stateJsonAny(m.sockPath);
     // Seven in a row, unless the eighth worker has already ACKed and reset it.
     const eighthUp = looping.workers.some((w: any) => w.acked);
     expect(looping.master.consecutive_deaths).toBe(eighthUp ? 0 : 7);
@@ -441,7 +441,7 @@ describe("crash loop", () => {
 
     // An ACKing worker resets the counter.
     const up = await waitFor("the serving worker's ACK", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.length === 1 && s.workers[0].acked ? s : null;
     }, 15_000);
     expect(up.master.consecutive_deaths).toBe(0);
@@ -568,7 +568,7 @@ describe("resource limits", () => {
 
     // Still running and answering, with what it has.
     expect(m.exitCode()).toBeNull();
-    const pressed = await stateJson(m.sockPath);
+    const pressed = await stateJsonAny(m.sockPath);
     expect(pressed.settings.number).toBe(4);
     expect(pressed.workers.length).toBeGreaterThanOrEqual(2);
     expect(pressed.workers.length).toBeLessThan(4);
@@ -580,7 +580,7 @@ describe("resource limits", () => {
     const last = upgrade[upgrade.length - 1]!;
     expect(last.error).toBe(true);
     expect(String(last.message)).toMatch(/^Upgrade failed: preflight could not start .*: EAGAIN \(Resource temporarily unavailable\)\. Nothing was changed/);
-    const after = await stateJson(m.sockPath);
+    const after = await stateJsonAny(m.sockPath);
     expect(after.master.version).toBe(0);
     expect(after.master.reexecs).toBe(0);
     expect(after.workers.map((w: any) => w.pid)).toEqual(pressed.workers.map((w: any) => w.pid));

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import net from "node:net";
 import { encodeMessage } from "../../src/protocol";
-import { ask, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { ask, runBinary, startMaster, stateJsonAny, stopMaster, waitFor } from "../harness";
 
 // Index 0 spins (a CPU hog), the others sleep.
 const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while :; do :; done; else exec sleep 1000; fi'];
@@ -11,12 +11,12 @@ const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while
 describe("status", () => {
   test("a table with every column, plausible CPU and RSS, restarts and last exit per index", async () => {
     const m = startMaster(["-n", "3", "-m", "0.2", "-b", "127.0.0.1:0", "--", ...HOG_OR_SLEEP]);
-    await waitFor("3 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 3, 20_000);
-    const before = await stateJson(m.sockPath);
+    await waitFor("3 workers up", async () => (await stateJsonAny(m.sockPath)).workers.filter((w: any) => w.acked).length === 3, 20_000);
+    const before = await stateJsonAny(m.sockPath);
     const victim = before.workers.find((w: any) => w.index === 2);
     process.kill(victim.pid, "SIGKILL");
     await waitFor("index 2 replaced and up", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.some((w: any) => w.index === 2 && w.pid !== victim.pid && w.acked);
     }, 20_000);
     // Let the hog accumulate CPU time, then read twice: the second reading is the rate between the two.
@@ -76,11 +76,11 @@ describe("status", () => {
   test("during an upgrade the header names it and the workers not yet ACKed", async () => {
     // Manual ACK and a worker that never ACKs: the upgrade waits.
     const m = startMaster(["-n", "1", "-m", "manual", "--", "sleep", "1000"]);
-    await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1);
-    const s = await stateJson(m.sockPath);
+    await waitFor("a worker", async () => (await stateJsonAny(m.sockPath)).workers.length === 1);
+    const s = await stateJsonAny(m.sockPath);
     // `sleep` cannot ACK: ACK the first worker on its behalf, as a worker library would.
     await new Promise<void>((res) => { const c = net.createConnection(m.sockPath, () => { c.end(encodeMessage({ command: "worker:ack", pid: s.workers[0].pid })); }); c.on("close", () => res()); });
-    await waitFor("first worker acked", async () => (await stateJson(m.sockPath)).workers[0].acked);
+    await waitFor("first worker acked", async () => (await stateJsonAny(m.sockPath)).workers[0].acked);
     const up = net.createConnection(m.sockPath, () => up.write(encodeMessage({ command: "upgrade", args: [], id: 1 })));
     up.on("error", () => {});
     await waitFor("upgrade under way with a new worker", async () => {
@@ -97,7 +97,7 @@ describe("status", () => {
   test("after 2 upgrades and a kill -9 with -n 4: retirements are not restarts, and the crash stays in recent exits whatever index follows it", async () => {
     const m = startMaster(["-n", "4", "-m", "0", "--max-unacked", "4", "--", "sleep", "1000"]);
     const upAll = () => waitFor("4 workers up, none retiring", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.length === 4 && s.workers.every((w: any) => w.acked && !w.retiring) ? s : null;
     }, 30_000);
     await upAll();
@@ -110,7 +110,7 @@ describe("status", () => {
     const victim = before.workers[before.workers.length - 1];
     process.kill(victim.pid, "SIGKILL");
     await waitFor("the crash replaced", async () => {
-      const s = await stateJson(m.sockPath);
+      const s = await stateJsonAny(m.sockPath);
       return s.workers.length === 4 && !s.workers.some((w: any) => w.pid === victim.pid) && s.workers.every((w: any) => w.acked);
     }, 30_000);
     const d = JSON.parse(await ask(m.sockPath, "status", ["json"]));
@@ -122,7 +122,7 @@ describe("status", () => {
     const r = await runBinary(["sh", "-d", m.sockPath, "-e", "status"], { dir: m.dir });
     expect(r.stdout).toContain("exits: 1 unasked (the restarts); asked: 8 upgrade");
     expect(r.stdout).toMatch(new RegExp(`pid ${victim.pid}  index ${victim.index}  generation 2  killed by KILL  UNASKED`));
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     expect(s.recent_exits).toHaveLength(9);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 90_000);

@@ -6,7 +6,7 @@ import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdtemp
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  BIN, FIXTURES, fetchLine, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BIN, FIXTURES, fetchLine, processesTagged, ROOT, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -31,7 +31,7 @@ function sh(sock: string, script: string) {
 /** Wait until exactly `n` workers exist, all ACKed and not retiring (of `version` when given). */
 async function serving(sock: string, n: number, version?: number) {
   return waitFor(`${n} acked workers${version === undefined ? "" : ` of version ${version}`}`, async () => {
-    const s = await stateJson(sock);
+    const s = await stateJsonAny(sock);
     const ok = s.workers.length === n && s.workers.every((w: any) => w.acked && !w.retiring && (version === undefined || w.version === version));
     return ok ? s : null;
   }, 20_000);
@@ -170,7 +170,7 @@ describe("fleet upgrade and reload", () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Reloading einhorn, as commanded");
     expect(r.stdout.trim().split("\n").at(-1)).toMatch(/^Reload done: master \d+ is now einhorn /);
-    const s1 = await stateJson(m.sockPath);
+    const s1 = await stateJsonAny(m.sockPath);
     expect(s1.master.reexecs).toBe(1);
     expect(pids(s1)).toEqual(pids(s0));
     expect(s1.master.version).toBe(0);
@@ -367,12 +367,12 @@ describe("re-exec details", () => {
     const caught = (pid: number) => (field(readFileSync(`/proc/${pid}/status`, "latin1"), "SigCgt") & bits) === bits;
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY]);
     await serving(m.sockPath, 2);
-    for (let i = 0; i < 200; i++) await stateJson(m.sockPath); // some work, some garbage: JIT and GC threads appear
+    for (let i = 0; i < 200; i++) await stateJsonAny(m.sockPath); // some work, some garbage: JIT and GC threads appear
     expect(readdirSync(`/proc/${m.pid}/task`).length).toBeGreaterThan(2);
     expect(takers(m.pid)).toEqual([]);
     expect(caught(m.pid)).toBe(true);
     expect((await sh(m.sockPath, "reload")).code).toBe(0);
-    for (let i = 0; i < 200; i++) await stateJson(m.sockPath);
+    for (let i = 0; i < 200; i++) await stateJsonAny(m.sockPath);
     expect(takers(m.pid)).toEqual([]);
     expect(caught(m.pid)).toBe(true);
     expect(m.output()).not.toContain("without a signalfd");
@@ -436,7 +436,7 @@ describe("upgrades that fail safe", () => {
     const r = await sh(m.sockPath, "upgrade");
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("Upgrade failed: preflight '/bin/false --upgrade-check' exited with status 1");
-    const s1 = await stateJson(m.sockPath);
+    const s1 = await stateJsonAny(m.sockPath);
     expect(pids(s1)).toEqual(pids(s0));
     expect(s1.master.reexecs).toBe(0);
     expect(s1.master.version).toBe(0);
@@ -462,7 +462,7 @@ describe("upgrades that fail safe", () => {
     expect(passed.pending.kind).toBe("upgrade");
     expect(passed.connections).toEqual([]);
     // Nothing changed: same master image, same workers.
-    const s1 = await stateJson(m.sockPath);
+    const s1 = await stateJsonAny(m.sockPath);
     expect(pids(s1)).toEqual(pids(s0));
     expect(s1.master.reexecs).toBe(0);
     expect(await stopMaster(m)).toBe(0);
@@ -495,7 +495,7 @@ describe("upgrades that fail safe", () => {
     await serving(m.sockPath, 1);
     writeFileSync(join(dir, "mode"), "silent");
     const first = Bun.spawn([BIN, "sh", "-d", m.sockPath, "-e", "upgrade"], { stdout: "pipe", stderr: "pipe" });
-    await waitFor("rollout started", async () => (await stateJson(m.sockPath)).master.upgrade !== null);
+    await waitFor("rollout started", async () => (await stateJsonAny(m.sockPath)).master.upgrade !== null);
     // A reload is refused while a rollout runs; a new upgrade supersedes it.
     const reload = await sh(m.sockPath, "reload");
     expect(reload.code).toBe(1);

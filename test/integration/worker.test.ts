@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { BIN, BUN, FIXTURES, onCleanup, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
+import { BIN, BUN, FIXTURES, onCleanup, startMaster, stateJsonAny, stopMaster, waitFor, type Master } from "../harness";
 
 const HTTP_WORKER = join(FIXTURES, "http-worker.ts");
 const ACK_WORKER = join(FIXTURES, "ack-worker.ts");
@@ -16,7 +16,7 @@ beforeAll(() => {
 
 async function allAcked(m: Master, n: number): Promise<any> {
   return waitFor(`${n} acked workers`, async () => {
-    const s = await stateJson(m.sockPath);
+    const s = await stateJsonAny(m.sockPath);
     return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
   });
 }
@@ -85,7 +85,7 @@ describe("serve() under einhorn", () => {
     expect(slow.data).toEndWith("\r\n\r\nslow done");
 
     const after = await waitFor("the worker's exit recorded", async () => {
-      const st = await stateJson(m.sockPath);
+      const st = await stateJsonAny(m.sockPath);
       return st.exits["0"]?.total >= 1 ? st : null;
     });
     expect(after.exits["0"].last_code).toBe(0);
@@ -120,7 +120,7 @@ describe("ack() and ping() under einhorn", () => {
     }
     expect(reports(m).map((r) => r.index).sort()).toEqual([0, 1]);
     const pinged = await waitFor("pings recorded", async () => {
-      const st = await stateJson(m.sockPath);
+      const st = await stateJsonAny(m.sockPath);
       return st.workers.every((w: any) => w.last_ping) ? st : null;
     });
     for (const w of pinged.workers) expect(w.last_ping.request_id).toBe("ping-42");
@@ -139,7 +139,7 @@ describe("ack() and ping() under einhorn", () => {
     }
     // The descriptor is single-use: the ping after the ACK went over the path.
     const pinged = await waitFor("pings recorded", async () => {
-      const st = await stateJson(m.sockPath);
+      const st = await stateJsonAny(m.sockPath);
       return st.workers.every((w: any) => w.last_ping?.request_id === "via-path") ? st : null;
     });
     expect(pinged.workers.length).toBe(2);
