@@ -254,6 +254,13 @@ export async function stateJson(sockPath: string): Promise<StateReport> {
   return JSON.parse(await ask(sockPath, "state", ["json"])) as StateReport;
 }
 
+/** The port of listener `i` in a state report; throws when it has none (a UNIX listener, or no such listener). */
+export function listenerPort(s: StateReport, i = 0): number {
+  const port = s.listeners[i]?.port;
+  if (typeof port !== "number") throw new Error(`listener ${i} has no port: ${JSON.stringify(s.listeners[i])}`);
+  return port;
+}
+
 /** Untyped, for files not yet converted to the typed stateJson(); goes when none uses it. */
 export async function stateJsonAny(sockPath: string): Promise<any> {
   return JSON.parse(await ask(sockPath, "state", ["json"]));

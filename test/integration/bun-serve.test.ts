@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import net from "node:net";
 import { join } from "node:path";
-import { BUN, FIXTURES, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, FIXTURES, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "fetch-engine-worker.ts");
@@ -32,7 +32,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test("uses Bun.serve on the inherited socket", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
-    const reply = await request(s.listeners[0].port);
+    const reply = await request(listenerPort(s));
     expect(reply).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nbun pid=\d+$/);
     expect(m.output()).not.toMatch(/instead of Bun\.serve/);
     expect(await stopMaster(m)).toBe(0);
@@ -41,7 +41,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test("an IPv6 socket is adopted too", async () => {
     const m = startMaster(["-b", "[::1]:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
     const s = await settled(m, 1, 0);
-    expect(await request(s.listeners[0].port, "/", false, "::1")).toMatch(/\r\n\r\nbun pid=\d+$/);
+    expect(await request(listenerPort(s), "/", false, "::1")).toMatch(/\r\n\r\nbun pid=\d+$/);
     expect(m.output()).not.toMatch(/instead of Bun\.serve/);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -50,7 +50,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test.skipIf(wrkSkip !== "")(`three upgrades under wrk load: no failed request${wrkSkip}`, async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
-    const r = await upgradesUnderLoad(m, `http://127.0.0.1:${s.listeners[0].port}/`, 2);
+    const r = await upgradesUnderLoad(m, `http://127.0.0.1:${listenerPort(s)}/`, 2);
     expectNoFailures(r);
     expect(await stopMaster(m)).toBe(0);
   }, 120_000);
@@ -58,8 +58,8 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test("while an old worker drains, new connections go to the new one, none reset; its in-flight request ends with Connection: close", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
     const s0 = await settled(m, 1, 0);
-    const port = s0.listeners[0].port;
-    const old = s0.workers[0].pid;
+    const port = listenerPort(s0);
+    const old = s0.workers[0]!.pid;
     // Long enough to still be running once the upgrade (preflight, exec, a new Bun worker, its ACK) retired it on a loaded machine.
     const slow = request(port, "/slow?ms=8000", true);
     await m.waitForOutput(new RegExp(`slow-start pid=${old}`));
@@ -67,15 +67,15 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     const sock = m.sockPath;
     const { runBinary } = await import("../harness");
     const up = runBinary(["sh", "-d", sock, "-e", "upgrade", "--timeout", "60"]);
-    await waitFor("the old worker to be retiring", async () => (await stateJsonAny(sock)).workers.find((w: any) => w.pid === old)?.retiring, 20_000);
-    const s1 = await stateJsonAny(sock);
-    const fresh = s1.workers.find((w: any) => w.pid !== old).pid;
+    await waitFor("the old worker to be retiring", async () => (await stateJson(sock)).workers.find((w) => w.pid === old)?.retiring, 20_000);
+    const s1 = await stateJson(sock);
+    const fresh = s1.workers.find((w) => w.pid !== old)!.pid;
     // 200 connections, 20 at a time, during the drain.
     const replies: string[] = [];
     for (let i = 0; i < 10; i++) replies.push(...(await Promise.all(Array.from({ length: 20 }, () => request(port)))));
     expect(replies.every((r) => r.endsWith(`bun pid=${fresh}`))).toBe(true);
-    const still = await stateJsonAny(sock);
-    expect(still.workers.map((w: any) => w.pid)).toContain(old); // the drain was still going on
+    const still = await stateJson(sock);
+    expect(still.workers.map((w) => w.pid)).toContain(old); // the drain was still going on
     const slowReply = await slow;
     expect(slowReply).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(slowReply).toMatch(/\r\nconnection: close\r\n/i);

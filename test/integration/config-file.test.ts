@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { FIXTURES, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const WORKER = join(FIXTURES, "worker.py");
 
@@ -27,8 +27,8 @@ describe("--config", () => {
     writeFileSync(file, config("v1", 2, "command-name: from-file\n"));
     const m = startMaster(["--config", "einhorn.yaml", "-c", "cli"], { dir });
     const sock = join(dir, "einhorn-cli.sock"); // the command line's -c overrides the file's
-    await waitFor("2 workers up", async () => (await stateJsonAny(sock)).workers.filter((w: any) => w.acked).length === 2, 20_000);
-    const s0 = await stateJsonAny(sock);
+    await waitFor("2 workers up", async () => (await stateJson(sock)).workers.filter((w) => w.acked).length === 2, 20_000);
+    const s0 = await stateJson(sock);
     expect(s0.settings.number).toBe(2);
     expect(s0.settings.ack_mode).toBe("manual");
     for (const w of s0.workers) expect(cmdline(w.pid).slice(-2)).toEqual(["--label", "v1"]);
@@ -50,13 +50,13 @@ describe("--config", () => {
     expect(up.stdout).toContain(`Config ${file} re-read; changes: number 2 -> 3, program`);
     expect(up.stdout).toContain("Upgrade done");
     const s1 = await waitFor("3 new workers", async () => {
-      const s = await stateJsonAny(sock);
-      const cur = s.workers.filter((w: any) => w.version === s.master.version && w.acked && !w.retiring);
+      const s = await stateJson(sock);
+      const cur = s.workers.filter((w) => w.version === s.master.version && w.acked && !w.retiring);
       return cur.length === 3 && s.workers.length === 3 ? s : null;
     }, 20_000);
     expect(s1.settings.number).toBe(3);
     for (const w of s1.workers) expect(cmdline(w.pid).slice(-2)).toEqual(["--label", "v2"]);
-    const pids = s1.workers.map((w: any) => w.pid).sort();
+    const pids = s1.workers.map((w) => w.pid).sort();
 
     // Broken files fail the upgrade with the reason; nothing changes.
     const bad: Array<[string, RegExp]> = [
@@ -76,10 +76,10 @@ describe("--config", () => {
     const shBroken = await sh("upgrade", "-c", "cli");
     expect(shBroken.code).toBe(2);
     expect(shBroken.stderr).toMatch(/einhorn sh: config .*einhorn\.yaml: line \d+: not valid YAML/);
-    const s2 = await stateJsonAny(sock);
+    const s2 = await stateJson(sock);
     expect(s2.master.version).toBe(s1.master.version);
     expect(s2.master.reexecs).toBe(s1.master.reexecs);
-    expect(s2.workers.map((w: any) => w.pid).sort()).toEqual(pids);
+    expect(s2.workers.map((w) => w.pid).sort()).toEqual(pids);
     expect(m.output()).toMatch(/ERROR: Upgrade failed: config .*not valid YAML/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 120_000);
@@ -89,13 +89,13 @@ describe("--config", () => {
     const file = join(dir, "einhorn.yaml");
     writeFileSync(file, "ack-mode: 0\nprogram: [sleep, '1000']\n");
     const plain = startMaster(["--config", file], { dir });
-    await waitFor("the worker up", async () => (await stateJsonAny(plain.sockPath)).workers.length === 1, 20_000);
+    await waitFor("the worker up", async () => (await stateJson(plain.sockPath)).workers.length === 1, 20_000);
     expect(readdirSync(dir).sort()).toEqual(["einhorn.sock", "einhorn.yaml"]);
     expect(await stopMaster(plain)).toBe(0);
 
     writeFileSync(file, `pidfile: ${join(dir, "master.pid")}\nack-mode: 0\nprogram: [sleep, '1000']\n`);
     const m = startMaster(["--config", file], { dir });
-    await waitFor("the worker up", async () => (await stateJsonAny(m.sockPath)).workers.length === 1, 20_000);
+    await waitFor("the worker up", async () => (await stateJson(m.sockPath)).workers.length === 1, 20_000);
     expect(readFileSync(join(dir, "master.pid"), "utf8")).toBe(`${m.pid}\n`);
     expect(await stopMaster(m)).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(["einhorn.yaml"]);

@@ -8,7 +8,7 @@ import net from "node:net";
 import { join } from "node:path";
 import { encodeMessage } from "../../src/protocol";
 import { freeTcpPort } from "../free-port";
-import { ask, FIXTURES, onCleanup, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
 
@@ -80,12 +80,12 @@ describe("--metrics", () => {
     expect(p.einhorn_worker_resident_memory_bytes).toHaveLength(2);
     expect(value(p, "einhorn_upgrade_in_progress")).toBe(0);
     // A worker that dies on its own counts as a restart.
-    const victim = (await stateJsonAny(m.sockPath)).workers[0];
+    const victim = (await stateJson(m.sockPath)).workers[0]!;
     process.kill(victim.pid, "SIGKILL");
     // Two ACKed workers, the victim not among them (right after the kill, the master may not have reaped it yet).
     await waitFor("the replacement up", async () => {
-      const ws = (await stateJsonAny(m.sockPath)).workers;
-      return ws.filter((w: any) => w.acked).length === 2 && !ws.some((w: any) => w.pid === victim.pid);
+      const ws = (await stateJson(m.sockPath)).workers;
+      return ws.filter((w) => w.acked).length === 2 && !ws.some((w) => w.pid === victim.pid);
     }, 20_000);
 
     // A failing upgrade: new workers crash at once. /healthz says so while it fails.
@@ -125,7 +125,7 @@ describe("--metrics", () => {
     expect(value(p, "einhorn_upgrade_duration_seconds_count")).toBe(1);
     expect(value(p, "einhorn_last_upgrade_duration_seconds")).toBeGreaterThan(0);
     expect(value(p, "einhorn_worker_spawns_total", { cause: "upgrade" })).toBeGreaterThanOrEqual(5);
-    const version = String((await stateJsonAny(m.sockPath)).master.version);
+    const version = String((await stateJson(m.sockPath)).master.version);
     expect(value(p, "einhorn_workers", { state: "up", generation: version })).toBe(2);
     expect(value(p, "einhorn_generation")).toBe(Number(version));
     expect((await http(port, "/healthz")).status).toBe(200);
@@ -206,7 +206,7 @@ describe("--metrics", () => {
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
     const quiet = startMaster(["--metrics", "0.0.0.0:0", "--metrics-allow-remote", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
     await quiet.waitForOutput(/Serving metrics on/);
-    await waitFor("a worker", async () => (await stateJsonAny(quiet.sockPath)).workers.length === 1);
+    await waitFor("a worker", async () => (await stateJson(quiet.sockPath)).workers.length === 1);
     expect(quiet.output()).not.toContain("reachable from other hosts");
     expect(await stopMaster(quiet, "SIGTERM")).toBe(0);
   });
@@ -240,11 +240,11 @@ describe("--metrics", () => {
     const scalar = async (q: string) => { const r = await query(q); return r.length ? Number(r[0]!.value[1]) : null; };
 
     const live = (generation: number) => waitFor(`2 workers of generation ${generation} up`, async () => {
-      const s = await stateJsonAny(m.sockPath);
-      const up = s.workers.filter((w: any) => w.version === generation && w.acked && !w.retiring);
+      const s = await stateJson(m.sockPath);
+      const up = s.workers.filter((w) => w.version === generation && w.acked && !w.retiring);
       return up.length === 2 && s.master.bake?.version === generation ? up : null;
     }, 30_000);
-    await waitFor("2 workers up", async () => (await stateJsonAny(m.sockPath)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+    await waitFor("2 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w) => w.acked).length === 2, 20_000);
     const upgrade = () => runBinary(["sh", "-d", m.sockPath, "--timeout", "120", "-e", "upgrade"], { dir, timeoutMs: 130_000 });
     // Upgrades 1 and 2: each bakes until the next one cuts its bake short.
     const u1 = upgrade();
@@ -253,19 +253,19 @@ describe("--metrics", () => {
     const gen2 = await live(2);
     expect((await u1).stdout).toContain("its bake was cut short by a newer upgrade");
     // The crash: one unasked exit in generation 2's bake (the limit is more than 1).
-    process.kill(gen2[0].pid, "SIGKILL");
-    await waitFor("the crash replaced", async () => (await stateJsonAny(m.sockPath)).workers.filter((w: any) => w.version === 2 && w.acked && !w.retiring).length === 2, 30_000);
+    process.kill(gen2[0]!.pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w) => w.version === 2 && w.acked && !w.retiring).length === 2, 30_000);
     // Upgrade 3, then two of its workers killed in its bake: rolled back.
     const u3 = upgrade();
     const gen3 = await live(3);
     expect((await u2).code).toBe(0);
-    process.kill(gen3[0].pid, "SIGKILL");
-    process.kill(gen3[1].pid, "SIGKILL");
+    process.kill(gen3[0]!.pid, "SIGKILL");
+    process.kill(gen3[1]!.pid, "SIGKILL");
     const r3 = await u3;
     // A rollback fails the upgrade: said on stderr, exit status non-zero.
     expect(r3.stderr).toContain("rolled back");
     expect(r3.code).not.toBe(0);
-    await waitFor("the rollback's generation up", async () => (await stateJsonAny(m.sockPath)).workers.filter((w: any) => w.version === 4 && w.acked && !w.retiring).length === 2, 30_000);
+    await waitFor("the rollback's generation up", async () => (await stateJson(m.sockPath)).workers.filter((w) => w.version === 4 && w.acked && !w.retiring).length === 2, 30_000);
 
     // Prometheus has it all once it scraped after the rollback's workers came up.
     await waitFor("Prometheus to scrape the rollback", async () => (await scalar("einhorn_rollbacks_total")) === 1 && (await scalar('einhorn_workers{state="up",generation="4"}')) === 2, 60_000, 500);
@@ -289,8 +289,8 @@ describe("--metrics", () => {
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "2", "-m", "0", "--max-unacked", "2", "--", "sleep", "1000"]);
     const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     const settled = (generation: number) => waitFor(`generation ${generation} alone and up`, async () => {
-      const s = await stateJsonAny(m.sockPath);
-      return s.workers.length === 2 && s.workers.every((w: any) => w.version === generation && w.acked) ? s : null;
+      const s = await stateJson(m.sockPath);
+      return s.workers.length === 2 && s.workers.every((w) => w.version === generation && w.acked) ? s : null;
     }, 30_000);
     const series = async () => {
       const text = (await http(port, "/metrics")).body;
@@ -298,8 +298,8 @@ describe("--metrics", () => {
     };
     const s0 = await settled(0);
     // One crash first, so that every kind of exit the run will see has its series.
-    process.kill(s0.workers[0].pid, "SIGKILL");
-    await waitFor("the crash replaced", async () => (await stateJsonAny(m.sockPath)).workers.filter((w: any) => w.acked && w.pid !== s0.workers[0].pid).length === 2, 20_000);
+    process.kill(s0.workers[0]!.pid, "SIGKILL");
+    await waitFor("the crash replaced", async () => (await stateJson(m.sockPath)).workers.filter((w) => w.acked && w.pid !== s0.workers[0]!.pid).length === 2, 20_000);
     const counts: number[] = [];
     for (let g = 1; g <= 20; g++) {
       const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { timeoutMs: 30_000 });

@@ -3,12 +3,12 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 async function oneWorker(sock: string) {
   return waitFor("one acked worker", async () => {
-    const s = await stateJsonAny(sock);
-    return s.workers.length === 1 && s.workers[0].acked ? s : null;
+    const s = await stateJson(sock);
+    return s.workers.length === 1 && s.workers[0]!.acked ? s : null;
   });
 }
 
@@ -34,8 +34,8 @@ describe("the master keeps its workers accounted for", () => {
     });
     const s = await oneWorker(m.sockPath);
     await sleep(500);
-    const later = await stateJsonAny(m.sockPath);
-    expect(later.workers.map((w: any) => w.pid)).toEqual([s.workers[0].pid]);
+    const later = await stateJson(m.sockPath);
+    expect(later.workers.map((w) => w.pid)).toEqual([s.workers[0]!.pid]);
     expect(m.output()).toMatch(/ERROR: Worker setpriority pid \d+ nice -5: EACCES/);
     expect(m.output().match(/===> Launched/g)).toHaveLength(1);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
@@ -67,7 +67,7 @@ describe("commands", () => {
     const m = startMaster(["-m", "0", "--", "sleep", "1000"]);
     await oneWorker(m.sockPath);
     expect((await runBinary(["sh", "-d", m.sockPath, "-e", "louder; reload"])).code).toBe(0);
-    const s = await stateJsonAny(m.sockPath);
+    const s = await stateJson(m.sockPath);
     expect(s.master.reexecs).toBe(1);
     expect(s.master.verbosity).toBe(0);
     const after = m.output().slice(m.output().indexOf("re-executed as"));
@@ -85,11 +85,11 @@ describe("logging", () => {
       dir, wrap: ["sh", "-c", 'exec "$@" 2>&1 | head -c 1 >/dev/null', "sh"],
     });
     const sock = join(dir, "einhorn.sock");
-    await waitFor("the command socket", async () => (await stateJsonAny(sock)).workers.length === 1);
+    await waitFor("the command socket", async () => (await stateJson(sock)).workers.length === 1);
     for (let i = 0; i < 3; i++) expect((await runBinary(["sh", "-d", sock, "-e", "inc; dec"])).code).toBe(0);
-    const s = await stateJsonAny(sock);
+    const s = await stateJson(sock);
     expect(s.settings.number).toBe(1);
-    const masterPid = (await stateJsonAny(sock)).master.pid;
+    const masterPid = (await stateJson(sock)).master.pid;
     process.kill(masterPid, "SIGTERM");
     await waitFor("the master gone", () => { try { process.kill(masterPid, 0); return false; } catch { return true; } });
     expect(await m.exited).toBe(0);

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, pythonFor, removeOtherUser, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, pythonFor, removeOtherUser, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const rootReason = IS_ROOT ? "" : "needs root (useradd/setpriv for a second uid)";
 const HOSTILE = "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[31mred\\x9b31m\\u202eevil\\x00end";
@@ -61,7 +61,7 @@ describe("einhorn sh checks who serves the socket", () => {
 
   test("the master's own socket, and root's, are trusted as before; a bad --trust-uid is a usage error", async () => {
     const m = startMaster(["-m", "0", "--", "sleep", "1000"]);
-    await waitFor("the master up", () => stateJsonAny(m.sockPath));
+    await waitFor("the master up", () => stateJson(m.sockPath));
     const r = await runBinary(["sh", "-d", m.sockPath, "-e", "ehlo"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("Welcome");

@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { decodeLine, encodeMessage } from "../../src/protocol";
-import { BIN, onCleanup, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, onCleanup, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 
 const SLEEPER = ["-n", "1", "-m", "0", "--", "sleep", "1000"];
 
@@ -14,10 +14,10 @@ const SLEEPER = ["-n", "1", "-m", "0", "--", "sleep", "1000"];
 async function masterWithWorker(dir?: string) {
   const m = startMaster(SLEEPER, dir ? { dir } : {});
   const s = await waitFor("one acked worker", async () => {
-    const st = await stateJsonAny(m.sockPath);
-    return st.workers.length === 1 && st.workers[0].acked ? st : null;
+    const st = await stateJson(m.sockPath);
+    return st.workers.length === 1 && st.workers[0]!.acked ? st : null;
   });
-  return { m, pid: s.workers[0].pid as number };
+  return { m, pid: s.workers[0]!.pid as number };
 }
 
 /** `einhorn sh ARGS` to completion; HOME is the test's dir so no history leaks into the real one. */
@@ -71,9 +71,9 @@ describe("einhorn sh -e against a real master", () => {
     const r = await sh(["-d", m.sockPath, "-e", "state yaml"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const state = parseYaml(r.stdout);
+    const state = parseYaml(r.stdout) as StateReport;
     expect(state.master.pid).toBe(m.pid);
-    expect(state.workers.map((w: any) => w.pid)).toEqual([pid]);
+    expect(state.workers.map((w) => w.pid)).toEqual([pid]);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -99,7 +99,7 @@ describe("einhorn sh -e against a real master", () => {
     expect(r.stdout).toBe("");
     expect(r.stderr).toContain('frobnicate 3: Unrecognized command: "frobnicate"');
     expect(r.stderr).toContain("not run: inc");
-    expect((await stateJsonAny(m.sockPath)).settings.number).toBe(1);
+    expect((await stateJson(m.sockPath)).settings.number).toBe(1);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -308,13 +308,13 @@ describe("edge cases found in review", () => {
 
   test("with commands piped on stdin, a master that dies while the shell waits for more input ends it with exit 3", async () => {
     const m = startMaster(["-m", "0", "--", "sleep", "1000"]);
-    await waitFor("the master", async () => (await stateJsonAny(m.sockPath)).workers.length === 1);
+    await waitFor("the master", async () => (await stateJson(m.sockPath)).workers.length === 1);
     const sh = Bun.spawn([BIN, "sh", "-d", m.sockPath], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
     onCleanup(async () => { sh.kill("SIGKILL"); await sh.exited; });
     sh.stdin.write("inc\n");
     await sh.stdin.flush();
     const s = await waitFor("inc applied", async () => {
-      const st = await stateJsonAny(m.sockPath);
+      const st = await stateJson(m.sockPath);
       return st.settings.number === 2 && st.workers.length === 2 ? st : null;
     });
     m.proc.kill("SIGKILL");

@@ -4,7 +4,7 @@
 // image between its execve and its signalfd, is exactly what this catches).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { command, type Master, processesTagged, sleep, startMaster, stateJsonAny, stopMaster, waitFor } from "../harness";
+import { command, type Master, processesTagged, sleep, startMaster, stateJson, stopMaster, waitFor } from "../harness";
 
 let hogs: Subprocess[] = [];
 beforeAll(() => {
@@ -53,7 +53,7 @@ describe("signals during repeated re-execs, both cores busy", () => {
       const lane = async (id: number) => {
         for (let i = id; i < rounds; i += lanes) {
           const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "1000"]);
-          await waitFor("a worker", async () => (await stateJsonAny(m.sockPath)).workers.length === 1, 30_000);
+          await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1, 30_000);
           let stopped = false;
           const progress = { done: 0 };
           const loop = reloadLoop(m, () => stopped, progress);
@@ -90,7 +90,7 @@ describe("signals during repeated re-execs, both cores busy", () => {
     const seed = Date.now() & 0xffff;
     const rnd = random(seed);
     const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "1000"]);
-    await waitFor("a worker", async () => (await stateJsonAny(m.sockPath)).workers.length === 1, 30_000);
+    await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1, 30_000);
     let stopped = false;
     const loop = reloadLoop(m, () => stopped, { done: 0 });
     for (let i = 1; i <= 200; i++) {
@@ -103,7 +103,7 @@ describe("signals during repeated re-execs, both cores busy", () => {
     stopped = true;
     await loop;
     expect(count(m, "Received SIGHUP")).toBe(200);
-    const s = await stateJsonAny(m.sockPath);
+    const s = await stateJson(m.sockPath);
     // HUPs that arrive while one upgrade is being prepared join it, so fewer re-execs than HUPs.
     expect(s.master.reexecs).toBeGreaterThan(20);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);

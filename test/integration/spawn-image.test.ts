@@ -5,12 +5,12 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 async function oneWorker(sockPath: string, not: number[] = []) {
   return waitFor(`one acked worker other than ${not.join(", ") || "none"}`, async () => {
-    const s = await stateJsonAny(sockPath);
-    const w = s.workers.filter((x: any) => x.acked && !not.includes(x.pid));
+    const s = await stateJson(sockPath);
+    const w = s.workers.filter((x) => x.acked && !not.includes(x.pid));
     return w.length === 1 && s.workers.length === 1 ? w[0] : null;
   }, 20_000);
 }

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJsonAny, stopMaster, tempDir, waitFor,
+  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
   worldWritableDir,
 } from "../harness";
 
@@ -17,8 +17,8 @@ afterAll(() => removeOtherUser());
 
 async function workersUp(sockPath: string, n: number) {
   return waitFor(`${n} acked worker(s) at ${sockPath}`, async () => {
-    const s = await stateJsonAny(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    const s = await stateJson(sockPath);
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -200,8 +200,8 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
     const c = await runBinary(["-m", "0", "--", ...PY], { dir });
     expect(c.code).toBe(1);
     expect(c.stderr).toBe(`einhorn: another einhorn master (pid ${a.pid}) is serving the command socket ${a.sockPath}; give this master its own with -d PATH (or -c NAME), or stop the other one first\n`);
-    expect((await stateJsonAny(a.sockPath)).master.pid).toBe(a.pid);
-    expect((await stateJsonAny(join(dir, "b.sock"))).master.pid).toBe(b.pid);
+    expect((await stateJson(a.sockPath)).master.pid).toBe(a.pid);
+    expect((await stateJson(join(dir, "b.sock"))).master.pid).toBe(b.pid);
     expect(await stopMaster(b)).toBe(0);
     expect(await stopMaster(a)).toBe(0);
     expect(readdirSync(dir).filter((f) => f.startsWith("einhorn") || f.endsWith(".sock"))).toEqual([]);
@@ -213,7 +213,7 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
     const outer = startMaster(["-m", "1", "--", BIN, "-d", inner, "-m", "0", "-n", "2", "--", ...PY], { dir });
     const s = await workersUp(inner, 2);
     const o = await workersUp(outer.sockPath, 1);
-    expect(s.master.pid).toBe(o.workers[0].pid);
+    expect(s.master.pid).toBe(o.workers[0]!.pid);
     expect(await stopMaster(outer, "SIGINT", 20_000)).toBe(0);
     await waitFor("every process gone", () => processesTagged(outer.tag).length === 0);
     expect(existsSync(inner)).toBe(false);

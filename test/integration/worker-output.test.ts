@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants as fsc, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ask, FIXTURES, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const CHATTY = join(FIXTURES, "chatty-worker.py");
 const ISO = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
@@ -62,7 +62,7 @@ describe("--worker-output", () => {
       }
     })();
     const started = Date.now();
-    const w = await waitFor("the worker", async () => (await stateJsonAny(m.sockPath)).workers[0]);
+    const w = await waitFor("the worker", async () => (await stateJson(m.sockPath)).workers[0]);
     // Two re-execs of the master while the worker writes.
     await m.waitForOutput(/\[WORKER \d+ #0\] err \d+ 0/, 20_000);
     expect(await ask(m.sockPath, "reload")).toMatch(/^Reload done/);
@@ -116,7 +116,7 @@ describe("--worker-output", () => {
   test("json: one object per line with pid, index and stream; unfinished last line and over-long lines", async () => {
     const script = 'printf "%s\\n" "plain \\"quoted\\" ü"; head -c 70000 /dev/zero | tr "\\0" y; echo; echo oops >&2; printf tail; exec sleep 1000';
     const m = startMaster(["--worker-output", "json", "--log-format", "json", "-m", "0", "--", "sh", "-c", script]);
-    const w = await waitFor("the worker", async () => (await stateJsonAny(m.sockPath)).workers[0]);
+    const w = await waitFor("the worker", async () => (await stateJson(m.sockPath)).workers[0]);
     await m.waitForOutput(/"message":"oops"/);
     const objs = () => m.output().trim().split("\n").map((l) => JSON.parse(l)).filter((o) => o.role === "worker");
     const base = { role: "worker", pid: w.pid, index: 0 };
@@ -140,7 +140,7 @@ describe("--worker-output", () => {
     // an 8-bit CSI (C1); a right-to-left override; a lone byte that is not UTF-8; tabs and ü pass.
     const script = String.raw`printf 'ok\t\303\274\r[MASTER 1] ERROR: forged\n'; printf '\033]0;title\007\033[2Kgone\n'; printf '\302\233c \342\200\256evil \233x\n'; exec sleep 1000`;
     const m = startMaster(["--worker-output", "prefix", "-m", "0", "--", "sh", "-c", script]);
-    const w = await waitFor("the worker", async () => (await stateJsonAny(m.sockPath)).workers[0]);
+    const w = await waitFor("the worker", async () => (await stateJson(m.sockPath)).workers[0]);
     // (The master's own start line quotes the script: wait for the worker's line.)
     await m.waitForOutput(/\[WORKER \d+ #0\] .*evil/);
     const out = m.output();
