@@ -5,14 +5,14 @@ import { existsSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } 
 import { REPLY_FORMAT_KEY } from "../../src/protocol";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import { command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
 async function workersUp(sockPath: string, n: number) {
   return waitFor(`${n} acked worker(s)`, async () => {
-    const s = await stateJsonAny(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    const s = await stateJson(sockPath);
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -25,7 +25,7 @@ describe("die with a signal workers ignore by default", () => {
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(/die (WINCH|CHLD|URG|CONT) refused: workers ignore \w+ unless they handle it, so the master would wait for them for ever; die takes a signal that ends a worker/);
     }
-    const s = await stateJsonAny(m.sockPath);
+    const s = await stateJson(m.sockPath);
     expect(s.master.stopping ?? null).toBeNull();
     const up = await runBinary(["sh", "-d", m.sockPath, "--timeout", "40", "-e", "upgrade"], { timeoutMs: 45_000 });
     expect(up.code).toBe(0);
@@ -60,7 +60,7 @@ describe("config takes known keys only", () => {
     const empty = await command(m.sockPath, "config", ["{}"]);
     expect(empty[0]!.message).toBe(`config: no settings given. ${known}`);
     // Nothing was changed, and the master is fine.
-    const s = await stateJsonAny(m.sockPath);
+    const s = await stateJson(m.sockPath);
     expect(s.master.pid).toBe(m.pid);
     expect(m.output()).not.toContain("Command failed unexpectedly");
     expect((await command(m.sockPath, "config", ["number=2"]))[0]!.message).toBe("Config updated: number=2");
@@ -100,8 +100,8 @@ describe("connection floods", () => {
     expect(up.stderr).toBe("");
     expect(up.stdout).toContain("Upgrade done");
     expect(up.code).toBe(0);
-    const s = await stateJsonAny(m.sockPath);
-    expect(s.workers.filter((w: any) => w.acked && w.version === s.master.version)).toHaveLength(2);
+    const s = await stateJson(m.sockPath);
+    expect(s.workers.filter((w) => w.acked && w.version === s.master.version)).toHaveLength(2);
     // Clients that never sent a whole line are closed after FIRST_LINE_TIMEOUT_MS (10 s).
     await waitFor("every idle client closed by the master", () => sock.readableNow(idle).length === idle.length, 30_000, 200);
     expect(await stopMaster(m)).toBe(0);
@@ -138,9 +138,9 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
     let sampling = true;
     const sampler = (async () => { while (sampling) { peak = Math.max(peak, rssMb(m.pid)); await sleep(20); } })();
     try {
-      await abuse(m, s0.workers[0].pid);
+      await abuse(m, s0.workers[0]!.pid);
       // The master still answers.
-      expect((await stateJsonAny(m.sockPath)).master.pid).toBe(m.pid);
+      expect((await stateJson(m.sockPath)).master.pid).toBe(m.pid);
     } finally {
       sampling = false;
       await sampler;
@@ -158,10 +158,10 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
         }
       }
       const s = await waitFor("the last ping recorded", async () => {
-        const st = await stateJsonAny(m.sockPath);
-        return /^\{"a":"y+\.\.\. \(cut from 50008 characters\)$/.test(String(st.workers[0].last_ping?.request_id ?? "")) ? st : null;
+        const st = await stateJson(m.sockPath);
+        return /^\{"a":"y+\.\.\. \(cut from 50008 characters\)$/.test(String(st.workers[0]!.last_ping?.request_id ?? "")) ? st : null;
       });
-      expect(JSON.stringify(s.workers[0].last_ping.request_id).length).toBeLessThanOrEqual(260);
+      expect(JSON.stringify(s.workers[0]!.last_ping!.request_id).length).toBeLessThanOrEqual(260);
       expect(m.output()).toContain(`worker:ping from pid ${worker}: request_id of 60002 characters cut to 256`);
       // A request id longer than 256 characters is refused, not echoed.
       const [idFd] = connectMany(m.sockPath, 1);
@@ -215,8 +215,8 @@ describe("input already waiting is handled before a timeout fires", () => {
     writeFileSync(join(dir, "hold"), "");
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
     const fresh = await waitFor("the new worker spawned", async () => {
-      const s = await stateJsonAny(m.sockPath);
-      return s.workers.find((w: any) => w.pid !== s0.workers[0].pid) ?? null;
+      const s = await stateJson(m.sockPath);
+      return s.workers.find((w) => w.pid !== s0.workers[0]!.pid) ?? null;
     }, 30_000);
     process.kill(m.pid, "SIGSTOP");
     try {
