@@ -261,11 +261,6 @@ export function listenerPort(s: StateReport, i = 0): number {
   return port;
 }
 
-/** Untyped, for files not yet converted to the typed stateJson(); goes when none uses it. */
-export async function stateJsonAny(sockPath: string): Promise<any> {
-  return JSON.parse(await ask(sockPath, "state", ["json"]));
-}
-
 export async function statusJson(sockPath: string): Promise<StatusReport> {
   return JSON.parse(await ask(sockPath, "status", ["json"])) as StatusReport;
 }

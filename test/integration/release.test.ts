@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { cLibraryForInterpreter, elfInterpreterOfFile } from "../../ffi/c-library";
 import { RELEASE_TARGETS, type ReleaseTarget } from "../../scripts/compile";
 import { NPM_PLATFORMS, releaseFileName } from "../../scripts/release";
-import { BIN, onCleanup, ROOT, startMaster, stateJsonAny, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, onCleanup, ROOT, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const VERSION = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version as string;
 const TARGETS = Object.keys(RELEASE_TARGETS) as ReleaseTarget[];
@@ -157,9 +157,9 @@ describe("the arm64 binary under qemu-user-static", () => {
     // The master is the emulator running the arm64 binary: same pid.
     expect(readlinkSync(`/proc/${m.pid}/exe`)).toBe(QEMU);
     await m.waitForOutput(/Worker \d+ \(index 1\) is up/, 60_000);
-    const state = await stateJsonAny(m.sockPath);
+    const state = await stateJson(m.sockPath);
     expect(state.master.pid).toBe(m.pid);
-    const port = state.listeners[0].port as number;
+    const port = listenerPort(state);
     const servedBy = async (want: Set<number>) => {
       const seen = new Set<number>();
       await waitFor(`answers from workers ${[...want].join(", ")}`, async () => {
@@ -170,7 +170,7 @@ describe("the arm64 binary under qemu-user-static", () => {
       }, 30_000, 5);
       expect([...seen].every((p) => want.has(p))).toBe(true);
     };
-    const oldPids = new Set<number>(state.workers.map((w: { pid: number }) => w.pid));
+    const oldPids = new Set(state.workers.map((w) => w.pid));
     expect(oldPids.size).toBe(2);
     await servedBy(oldPids);
 
@@ -178,7 +178,7 @@ describe("the arm64 binary under qemu-user-static", () => {
     const up = Bun.spawnSync([...qemu, bin, "sh", "-d", m.sockPath, "-e", "upgrade"], { stdout: "pipe", stderr: "pipe", timeout: 120_000 });
     expect(up.stdout.toString()).toContain("Upgrade done");
     expect(up.exitCode).toBe(0);
-    const after = await stateJsonAny(m.sockPath);
+    const after = await stateJson(m.sockPath);
     expect(after.master.pid).toBe(m.pid);
     expect(after.master.reexecs).toBe(1);
     expect(readlinkSync(`/proc/${m.pid}/exe`)).toBe(QEMU);
@@ -230,7 +230,7 @@ describe("npm packages", () => {
     const launcher = join(prefix, "bin", "einhorn");
     const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "30"], { bin: launcher });
     await m.waitForOutput(/Worker \d+ \(index 0\) is up/, 30_000);
-    expect((await stateJsonAny(m.sockPath)).master.pid).toBe(m.pid);
+    expect((await stateJson(m.sockPath)).master.pid).toBe(m.pid);
     expect(readlinkSync(`/proc/${m.pid}/exe`)).toEndWith(`/@einhorn/${platform}/bin/einhorn`);
     expect(await stopMaster(m)).toBe(0);
 
