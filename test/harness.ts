@@ -7,7 +7,7 @@ import { expect } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
+import type { Socket, Subprocess } from "bun";
 // Types only: the harness must not load master code.
 import type { buildStateReport } from "../src/master/state-report";
 import type { StatusData } from "../src/master/status-report";
@@ -215,33 +215,117 @@ export async function runBinary(args: string[], opts: StartOptions & { timeoutMs
   return { code, stdout, stderr };
 }
 
-/** Send one command over the command socket; collect answers until one without `wait: true`. */
-export async function command(sockPath: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Array<Record<string, unknown>>> {
-  const { encodeMessage, decodeLine } = await import("../src/protocol");
-  return new Promise((resolvePromise, reject) => {
-    const answers: Array<Record<string, unknown>> = [];
-    let buf = "";
-    const timer = setTimeout(() => reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(answers)}`)), timeoutMs);
-    Bun.connect({
+export type Answer = Record<string, unknown>;
+
+/**
+ * One command-socket connection, kept open as long as the test wants: the
+ * harness's only command-socket client (command(), ask(), stateJson() and
+ * sendMessage() run on it). Requests are answered in order; a request's
+ * answers run up to the first one without `wait: true`. A connection that
+ * closes or fails rejects every request still waiting, with what it got.
+ * Opened before descriptors run short, it steers a master that accepts no
+ * new connection.
+ */
+export class CommandConnection {
+  private socket: Socket<undefined> | null = null;
+  private buf = "";
+  private readonly decoder = new TextDecoder();
+  private readonly pending: Array<{ cmd: string; answers: Answer[]; done: (a: Answer[]) => void; fail: (e: Error) => void }> = [];
+  private ended = false;
+  private markClosed: () => void = () => {};
+  /** Resolves once the connection is gone (either side closed it, or it failed). */
+  readonly closed = new Promise<void>((r) => { this.markClosed = r; });
+
+  private constructor(private readonly decode: (line: string) => unknown, private readonly encode: (msg: Record<string, unknown>) => string) {}
+
+  static async open(sockPath: string): Promise<CommandConnection> {
+    const { decodeLine, encodeMessage } = await import("../src/protocol");
+    const c = new CommandConnection(decodeLine, (msg) => encodeMessage(msg));
+    c.socket = await Bun.connect({
       unix: sockPath,
       socket: {
-        open(s) { s.write(encodeMessage({ command: cmd, args, id: 1 })); },
-        data(s, d) {
-          buf += d.toString();
-          let nl;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            const msg = decodeLine(line) as Record<string, unknown>;
-            answers.push(msg);
-            if (!msg.wait) { clearTimeout(timer); s.end(); resolvePromise(answers); return; }
-          }
-        },
-        close() { clearTimeout(timer); if (!answers.length || answers[answers.length - 1]!.wait) reject(new Error(`connection closed; answers so far ${JSON.stringify(answers)}`)); },
-        error(_s, e) { clearTimeout(timer); reject(e); },
+        data: (_s, d) => c.onData(d),
+        close: () => c.onEnd(new Error("connection closed")),
+        error: (_s, e) => c.onEnd(e),
       },
-    }).catch((e) => { clearTimeout(timer); reject(e); });
-  });
+    });
+    return c;
+  }
+
+  private onData(d: Uint8Array): void {
+    this.buf += this.decoder.decode(d, { stream: true });
+    for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
+      const msg = this.decode(this.buf.slice(0, nl)) as Answer;
+      this.buf = this.buf.slice(nl + 1);
+      const head = this.pending[0];
+      if (!head) continue;
+      head.answers.push(msg);
+      if (!msg.wait) { this.pending.shift(); head.done(head.answers); }
+    }
+  }
+
+  private onEnd(e: Error): void {
+    this.ended = true;
+    for (const p of this.pending.splice(0)) p.fail(new Error(`${e.message} before the final answer to '${p.cmd}'; answers so far ${JSON.stringify(p.answers)}`));
+    this.markClosed();
+  }
+
+  /** Write one message, framed as Einhorn's clients do (YAML), and wait for nothing: a worker message, or a request whose answers nobody reads. */
+  send(message: Record<string, unknown>): void {
+    this.socket!.write(this.encode(message));
+  }
+
+  /** Every answer to one request (`id`, when given, goes with it). */
+  askAll(cmd: string, args: string[] = [], timeoutMs = 10_000, id?: number): Promise<Answer[]> {
+    return new Promise((resolvePromise, reject) => {
+      if (this.ended) { reject(new Error(`connection closed before '${cmd}' was sent`)); return; }
+      const entry = {
+        cmd,
+        answers: [] as Answer[],
+        done: (a: Answer[]) => { clearTimeout(timer); resolvePromise(a); },
+        fail: (e: Error) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        this.pending.splice(this.pending.indexOf(entry), 1);
+        reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(entry.answers)}`));
+      }, timeoutMs);
+      this.pending.push(entry);
+      this.send({ command: cmd, args, ...(id === undefined ? {} : { id }) });
+    });
+  }
+
+  /** The final answer to one request. */
+  async ask(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer> {
+    const answers = await this.askAll(cmd, args, timeoutMs);
+    return answers[answers.length - 1]!;
+  }
+
+  async state(): Promise<StateReport> {
+    return JSON.parse(String((await this.ask("state", ["json"])).message)) as StateReport;
+  }
+
+  /** Close our end (see `closed` for when it is gone). */
+  close(): void {
+    this.socket!.end();
+  }
+}
+
+/** Send one command over a connection of its own; the answers up to the first without `wait: true`. */
+export async function command(sockPath: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer[]> {
+  const c = await CommandConnection.open(sockPath);
+  try {
+    return await c.askAll(cmd, args, timeoutMs, 1);
+  } finally {
+    c.close();
+  }
+}
+
+/** Write one message that gets no answer (a worker's `worker:ack`, say) on a connection of its own; resolves once it is closed. */
+export async function sendMessage(sockPath: string, message: Record<string, unknown>): Promise<void> {
+  const c = await CommandConnection.open(sockPath);
+  c.send(message);
+  c.close();
+  await c.closed;
 }
 
 /** The final message text of a command. */

@@ -2,17 +2,15 @@
 // in the master's log and to the shell waiting on it.
 import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
-import { encodeMessage } from "../../src/protocol";
-import { FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 describe("ACK-wait reports", () => {
   test("the master log and the waiting `einhorn sh -e upgrade` name the unACKed worker with the --ack-timeout hint", async () => {
     const m = startMaster(["-n", "1", "-m", "manual", "--", "sleep", "1000"]);
     const first = await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers[0]);
     // `sleep` cannot ACK: ACK the first worker on its behalf; its successor will never ACK.
-    await new Promise<void>((res) => { const c = net.createConnection(m.sockPath, () => c.end(encodeMessage({ command: "worker:ack", pid: first.pid }))); c.on("close", () => res()); });
+    await sendMessage(m.sockPath, { command: "worker:ack", pid: first.pid });
     await waitFor("first worker up", async () => (await stateJson(m.sockPath)).workers[0]!.acked);
     // The shell gives up after 13 s (exit 4), by when one report (at 10 s) is due.
     const r = await runBinary(["sh", "-d", m.sockPath, "--timeout", "13", "-e", "upgrade"], { dir: m.dir, timeoutMs: 30_000 });

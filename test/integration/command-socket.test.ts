@@ -52,7 +52,9 @@ type Answer = Record<string, unknown>;
 
 /**
  * One connection to the command socket, byte for byte: nothing is sent unless
- * asked. Bun.connect rather than node:net, whose sockets drop what the master
+ * asked. These tests check the wire itself (framing, partial and oversized
+ * lines, hostile clients), so they do not use the harness's CommandConnection,
+ * which frames requests and parses answers for them. Bun.connect rather than node:net, whose sockets drop what the master
  * sent when a write fails (EPIPE after "Line too long") or report ECONNRESET
  * from connect when the master answers and hangs up at once ("Too many
  * connections").

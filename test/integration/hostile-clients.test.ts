@@ -69,7 +69,12 @@ describe("config takes known keys only", () => {
   });
 });
 
-/** Connected raw clients (closed at the end of the test). */
+/**
+ * Connected raw clients (closed at the end of the test): blocking descriptors,
+ * not the harness's CommandConnection, since these tests hold hundreds of
+ * connections, write partial or oversized lines and never read, which a
+ * well-behaved client cannot do.
+ */
 function connectMany(path: string, n: number): number[] {
   const fds: number[] = [];
   onCleanup(() => { for (const fd of fds) { try { sock.close(fd); } catch { /* closed */ } } });

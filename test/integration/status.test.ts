@@ -1,9 +1,7 @@
 // `status` and `status json` against a live master with real workers: one
 // spinning on a core, one asleep, one killed and replaced.
 import { describe, expect, test } from "bun:test";
-import net from "node:net";
-import { encodeMessage } from "../../src/protocol";
-import { ask, runBinary, startMaster, stateJson, statusJson, stopMaster, waitFor } from "../harness";
+import { ask, CommandConnection, runBinary, sendMessage, startMaster, stateJson, statusJson, stopMaster, waitFor } from "../harness";
 
 // Index 0 spins (a CPU hog), the others sleep.
 const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while :; do :; done; else exec sleep 1000; fi'];
@@ -79,10 +77,11 @@ describe("status", () => {
     await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1);
     const s = await stateJson(m.sockPath);
     // `sleep` cannot ACK: ACK the first worker on its behalf, as a worker library would.
-    await new Promise<void>((res) => { const c = net.createConnection(m.sockPath, () => { c.end(encodeMessage({ command: "worker:ack", pid: s.workers[0]!.pid })); }); c.on("close", () => res()); });
+    await sendMessage(m.sockPath, { command: "worker:ack", pid: s.workers[0]!.pid });
     await waitFor("first worker acked", async () => (await stateJson(m.sockPath)).workers[0]!.acked);
-    const up = net.createConnection(m.sockPath, () => up.write(encodeMessage({ command: "upgrade", args: [], id: 1 })));
-    up.on("error", () => {});
+    // Its answers are not read: the connection stays open while the upgrade waits.
+    const up = await CommandConnection.open(m.sockPath);
+    up.send({ command: "upgrade", args: [], id: 1 });
     await waitFor("upgrade under way with a new worker", async () => {
       const d = await statusJson(m.sockPath);
       return d.master.upgrade && d.master.upgrade.waiting_for_ack.length === 1 ? d : null;
@@ -90,7 +89,7 @@ describe("status", () => {
     const text = await ask(m.sockPath, "status");
     expect(text).toMatch(/upgrade: smooth, version 0 -> 1, 0\/1 new up, running \d+s; waiting for ACKs from \d+/);
     expect(text).toMatch(/ starting /);
-    up.destroy();
+    up.close();
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 
