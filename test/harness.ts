@@ -351,10 +351,11 @@ export async function statusJson(sockPath: string): Promise<StatusReport> {
 
 /**
  * Connect (TCP, or a UNIX path) and read everything the server sends until it
- * closes. node:net, because Bun.connect reports ECONNRESET when a server
- * writes and closes before the connect callback runs.
+ * closes; over TCP, failing after `timeoutMs` without data when given.
+ * node:net, because Bun.connect reports ECONNRESET when a server writes and
+ * closes before the connect callback runs.
  */
-export async function fetchLine(port: number | string, host = "127.0.0.1"): Promise<string> {
+export async function fetchLine(port: number | string, host = "127.0.0.1", timeoutMs?: number): Promise<string> {
   if (typeof port === "string") {
     // Bun's UNIX-socket clients (Bun.connect and node:net alike) report
     // ECONNRESET from connect when the server writes and closes at once;
@@ -377,9 +378,81 @@ export async function fetchLine(port: number | string, host = "127.0.0.1"): Prom
     let data = "";
     const c = net.createConnection({ host, port });
     c.setEncoding("utf8");
+    if (timeoutMs !== undefined) c.setTimeout(timeoutMs, () => { c.destroy(); rej(new Error(`timeout: nothing more within ${timeoutMs} ms from port ${port}`)); });
     c.on("data", (d: string) => { data += d; });
     c.on("end", () => res(data));
     c.on("error", rej);
+  });
+}
+
+/** A failed request, with its kind: ECONNRESET/EPIPE/EOF (cut off), ECONNREFUSED, TIMEOUT, ... */
+export class RequestError extends Error {
+  constructor(readonly kind: string, message: string) { super(`${kind}: ${message}`); }
+}
+
+export interface HttpReply {
+  status: number;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  /** The body, de-chunked when the answer was chunked. */
+  body: string;
+  /** Every byte the server sent (latin1), head and body as they came. */
+  raw: string;
+}
+
+/** The body of a chunked answer; null while incomplete. */
+function dechunk(data: string): string | null {
+  let out = "";
+  for (let at = 0; ;) {
+    const eol = data.indexOf("\r\n", at);
+    if (eol < 0) return null;
+    const size = parseInt(data.slice(at, eol), 16);
+    if (!Number.isFinite(size)) return null;
+    if (size === 0) return out;
+    if (data.length < eol + 2 + size + 2) return null;
+    out += data.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+/**
+ * The one HTTP client of the tests: GET `path` on a fresh TCP connection,
+ * by hand, so one request is one connection accepted by exactly one worker,
+ * no pooled connection outlives the worker that accepted it, and a failure
+ * keeps its kind (RequestError). It asks for `Connection: close` unless
+ * `keepAlive`, when the server must decide to close. Resolves when the
+ * server closes, with a complete answer (all of Content-Length, or the last
+ * chunk); anything less is an EOF failure.
+ */
+export async function httpGet(port: number, opts: { path?: string; host?: string; keepAlive?: boolean; timeoutMs?: number } = {}): Promise<HttpReply> {
+  const { path = "/", host = "127.0.0.1", keepAlive = false, timeoutMs = 15_000 } = opts;
+  const net = await import("node:net");
+  return new Promise((resolvePromise, reject) => {
+    const c = net.createConnection({ host, port });
+    let data = "";
+    const fail = (kind: string, message: string) => { clearTimeout(timer); c.destroy(); reject(new RequestError(kind, message)); };
+    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer to GET ${path} within ${timeoutMs} ms`), timeoutMs);
+    c.setEncoding("latin1");
+    c.on("connect", () => c.write(`GET ${path} HTTP/1.1\r\nHost: ${host.includes(":") ? `[${host}]` : host}\r\n${keepAlive ? "" : "Connection: close\r\n"}\r\n`));
+    c.on("data", (d: string) => { data += d; });
+    c.on("error", (e: NodeJS.ErrnoException) => fail(e.code ?? e.name, e.message));
+    c.on("end", () => {
+      const split = data.indexOf("\r\n\r\n");
+      const status = /^HTTP\/1\.[01] (\d{3}) /.exec(data);
+      if (!status || split < 0) { fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`); return; }
+      const headers: Record<string, string> = {};
+      for (const line of data.slice(0, split).split("\r\n").slice(1)) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const rest = data.slice(split + 4);
+      const length = Number(headers["content-length"] ?? NaN);
+      const body = /chunked/i.test(headers["transfer-encoding"] ?? "") ? dechunk(rest) : rest;
+      if (body === null || (Number.isFinite(length) && rest.length < length)) { fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`); return; }
+      clearTimeout(timer);
+      c.destroy();
+      resolvePromise({ status: Number(status[1]), headers, body: Buffer.from(body, "latin1").toString("utf8"), raw: data });
+    });
   });
 }
 

@@ -1,11 +1,10 @@
 // The programs in examples/ under the compiled master, and on their own.
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { BUN, fetchLine, listenerPort, type Master, onCleanup, ROOT, startMaster, stateJson, type StateReport, stopMaster, waitFor } from "../harness";
+import { BUN, fetchLine, httpGet, listenerPort, type Master, onCleanup, ROOT, startMaster, stateJson, type StateReport, stopMaster, waitFor } from "../harness";
 
 const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -77,15 +76,11 @@ describe("examples/http-worker.ts", () => {
     expect(health.ok).toBe(true);
     expect(s.workers.map((w) => w.pid)).toContain(health.pid);
 
-    // A slow request on a raw connection, then USR2 to both workers (either may have taken it).
-    let data = "";
-    const sock = net.connect(port, "127.0.0.1");
-    sock.on("data", (d) => { data += d.toString(); });
-    const closed = new Promise<void>((r) => sock.on("close", () => r()));
-    sock.write("GET /slow?ms=600 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // A slow request on a keep-alive connection, then USR2 to both workers (either may have taken it): the worker closes it.
+    const slow = httpGet(port, { path: "/slow?ms=600", keepAlive: true });
     await Bun.sleep(150);
     for (const w of s.workers) process.kill(w.pid, "SIGUSR2");
-    await closed;
+    const data = (await slow).raw;
     expect(data).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(data).toMatch(/\r\nConnection: close\r\n/i);
     expect(data).toMatch(/slept 600 ms in worker \d+\n$/);

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseWrk } from "../../bench/load";
-import { BUN, fetchLine, FIXTURES, listenerPort, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 import { needsOnPath } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "worker.py");
@@ -169,11 +169,6 @@ function deploy(root: string, n: number): void {
   renameSync(tmp, join(root, "current"));
 }
 
-async function httpGet(port: number): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${port}/`);
-  return r.text();
-}
-
 describe("rollback after a bad bake (--upgrade-bake)", () => {
   test(`a release that dies after coming up is rolled back to the previous real path under load; the waiting shell fails${needsOnPath("wrk")}`, async () => {
     if (needsOnPath("wrk")) return;
@@ -197,7 +192,7 @@ program: ${join(root, "current", "server")}
     const port = listenerPort(s0);
     const metricsPort = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     expect(s0.generations[0]!.spec.programPath).toBe(realpathSync(join(root, "releases", "1", "server")));
-    expect(await httpGet(port)).toStartWith("release=1 ");
+    expect((await httpGet(port)).body).toStartWith("release=1 ");
 
     // Load for the whole story, and a sampler that records who answered.
     const wrk = Bun.spawn(["wrk", "-t2", "-c8", "-d600s", "--timeout", "10s", `http://127.0.0.1:${port}/`], { stdout: "pipe", stderr: "pipe" });
@@ -207,7 +202,7 @@ program: ${join(root, "current", "server")}
     let sampleErrors = 0;
     const sampler = (async () => {
       while (sampling) {
-        try { seen.add((await httpGet(port)).split(" ")[0]!); } catch { sampleErrors++; }
+        try { seen.add((await httpGet(port)).body.split(" ")[0]!); } catch { sampleErrors++; }
         await sleep(20);
       }
     })();
@@ -234,7 +229,7 @@ program: ${join(root, "current", "server")}
       const g = s1.generations.find((x) => x.version === 2)!;
       expect(g.rollback_of).toBe(0);
       expect(g.spec.programPath).toBe(realpathSync(join(root, "releases", "1", "server")));
-      for (let i = 0; i < 5; i++) expect(await httpGet(port)).toStartWith("release=1 ");
+      for (let i = 0; i < 5; i++) expect((await httpGet(port)).body).toStartWith("release=1 ");
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(/^einhorn_rollbacks_total 1$/m);
       expect(metrics).toMatch(/^einhorn_upgrades_total\{result="rolled_back"\} 1$/m);

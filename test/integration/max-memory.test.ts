@@ -3,23 +3,10 @@
 // with zero failed requests.
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
-import { ask, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, fetchLine, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const WORKER = join(FIXTURES, "memory-worker.py");
-
-function request(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let data = "";
-    const c = net.createConnection({ host: "127.0.0.1", port });
-    c.setEncoding("utf8");
-    c.setTimeout(10_000, () => { c.destroy(); reject(new Error("timeout")); });
-    c.on("data", (d: string) => { data += d; });
-    c.on("end", () => resolve(data));
-    c.on("error", reject);
-  });
-}
 
 describe("--max-memory", () => {
   test("a worker growing past the limit under load is replaced gracefully, once, with zero failed requests", async () => {
@@ -42,7 +29,7 @@ describe("--max-memory", () => {
     const client = async () => {
       while (running) {
         try {
-          const line = await request(port);
+          const line = await fetchLine(port, "127.0.0.1", 10_000);
           if (!/^\d+ \d+\n$/.test(line)) failures.push(`bad answer ${JSON.stringify(line)}`);
           else { ok++; answeredBy.add(line.split(" ")[0]!); }
         } catch (e) {

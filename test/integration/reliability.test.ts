@@ -6,10 +6,8 @@
 // traffic goes to 127.0.0.1, and the whole file runs well under 90 s.
 import { describe, expect, test } from "bun:test";
 import { chownSync, existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
 import { join } from "node:path";
-import { decodeLine, encodeMessage } from "../../src/protocol";
-import { BUN, command, fetchLine, FIXTURES, listenerPort, type Master, processesTagged, ROOT, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, type Master, processesTagged, type RequestError, ROOT, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -112,98 +110,7 @@ async function settled(sock: string, n: number, timeoutMs = 20_000, everyMs = 50
   }, timeoutMs, everyMs);
 }
 
-/**
- * One command connection kept open. Under descriptor pressure a new
- * connection may not be accepted, so a test opens this one beforehand and
- * steers the master through it. Requests are answered in order; a request's
- * answers run up to the first one without `wait: true`.
- */
-class CommandConnection {
-  private readonly sock: net.Socket;
-  private buf = "";
-  private readonly pending: Array<{ answers: Array<Record<string, unknown>>; done: (a: Array<Record<string, unknown>>) => void }> = [];
-  /** Whether the master has answered anything on this connection yet. */
-  answeredOnce = false;
-
-  constructor(path: string) {
-    this.sock = net.createConnection(path);
-    this.sock.setEncoding("utf8");
-    this.sock.on("data", (d: string) => {
-      this.buf += d;
-      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
-        const msg = decodeLine(this.buf.slice(0, nl)) as Record<string, unknown>;
-        this.buf = this.buf.slice(nl + 1);
-        this.answeredOnce = true;
-        const head = this.pending[0];
-        if (!head) continue;
-        head.answers.push(msg);
-        if (!msg.wait) { this.pending.shift(); head.done(head.answers); }
-      }
-    });
-    this.sock.on("error", () => { /* seen as a missing answer */ });
-  }
-
-  /** Every answer to one request. */
-  askAll(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Array<Record<string, unknown>>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms`)), timeoutMs);
-      this.pending.push({ answers: [], done: (a) => { clearTimeout(timer); resolve(a); } });
-      this.sock.write(encodeMessage({ command: cmd, args }));
-    });
-  }
-
-  /** The final answer to one request. */
-  async ask(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Record<string, unknown>> {
-    const answers = await this.askAll(cmd, args, timeoutMs);
-    return answers[answers.length - 1]!;
-  }
-
-  async state(): Promise<StateReport> {
-    return JSON.parse(String((await this.ask("state", ["json"])).message)) as StateReport;
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
 // --- load ----------------------------------------------------------------------------------
-
-/** A failure with its kind: ECONNRESET/EPIPE/EOF (cut off), ECONNREFUSED, TIMEOUT, ... */
-class RequestError extends Error {
-  constructor(readonly kind: string, message: string) { super(message); }
-}
-
-/**
- * GET / on a fresh connection (Connection: close), so every request is one
- * TCP connection accepted by exactly one worker, and a failure belongs to
- * that worker alone. node:net rather than fetch: no pooled connection
- * outlives the worker it was accepted by, and the error kind stays visible.
- */
-function httpGet(port: number, timeoutMs: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const c = net.createConnection({ host: "127.0.0.1", port });
-    let data = "";
-    const fail = (kind: string, message: string) => { clearTimeout(timer); c.destroy(); reject(new RequestError(kind, message)); };
-    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer within ${timeoutMs} ms`), timeoutMs);
-    c.setEncoding("latin1");
-    c.on("connect", () => c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
-    c.on("data", (d: string) => { data += d; });
-    c.on("error", (e: NodeJS.ErrnoException) => fail(e.code ?? e.name, e.message));
-    c.on("end", () => {
-      const head = /^HTTP\/1\.1 (\d{3}) /.exec(data);
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(data)?.[1] ?? NaN);
-      const body = data.slice(data.indexOf("\r\n\r\n") + 4);
-      if (!head || data.indexOf("\r\n\r\n") < 0 || (Number.isFinite(length) && Buffer.byteLength(body, "latin1") < length)) {
-        fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`);
-        return;
-      }
-      clearTimeout(timer);
-      c.destroy();
-      resolve({ status: Number(head[1]), body });
-    });
-  });
-}
 
 /** mulberry32: a small seeded PRNG, so a failing chaos run can be replayed by its seed. */
 function seededRandom(seed: number): () => number {
@@ -250,7 +157,7 @@ describe("chaos", () => {
         while (loadOn && sent < MAX_REQUESTS) {
           sent++;
           try {
-            const r = await httpGet(port, 15_000);
+            const r = await httpGet(port, { timeoutMs: 15_000 });
             if (r.status === 200 && r.body.startsWith("Hello from worker")) ok++;
             else wrongAnswers.push(`${r.status}: ${r.body.slice(0, 80)}`);
           } catch (e) {
@@ -605,7 +512,7 @@ describe("resource limits", () => {
     // spawn needs two at once for the socketpair.
     const m = startMaster(["--log-format", "json", "-g", "-n", "2", "-m", "0", "-s", "0.1", "--", "sleep", "100000"]);
     await settled(m.sockPath, 2);
-    const conn = new CommandConnection(m.sockPath);
+    const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
@@ -680,7 +587,7 @@ describe("resource limits", () => {
   test("RLIMIT_NOFILE: short of descriptors, the master stops accepting command connections (logged, no spinning) and serves the waiting ones once descriptors are back", async () => {
     const m = startMaster(["--log-format", "json", "-n", "1", "-m", "0", "--", "sleep", "100000"]);
     await settled(m.sockPath, 1);
-    const held = new CommandConnection(m.sockPath);
+    const held = await CommandConnection.open(m.sockPath);
     await held.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
@@ -688,7 +595,7 @@ describe("resource limits", () => {
     prlimit(m.pid, "nofile", Math.max(...fdNumbers(m.pid)) + 1 + 2, hard);
     await waitFor("the warning", () => logLines(m).some((l) => l.level === "warn" && /EMFILE/.test(l.message) && /not accepting command connections/.test(l.message)), 5_000);
 
-    const extra = Array.from({ length: 5 }, () => new CommandConnection(m.sockPath));
+    const extra = await Promise.all(Array.from({ length: 5 }, () => CommandConnection.open(m.sockPath)));
     const answered = extra.map((c) => c.ask("ehlo", [], 20_000).then(() => true, () => false));
     const cpu0 = cpuSeconds(m.pid);
     const wall0 = performance.now();
@@ -721,7 +628,7 @@ describe("resource limits", () => {
   test("RLIMIT_NOFILE: an upgrade with one descriptor to spare reads its preflight through it and still completes or fails safe naming EMFILE", async () => {
     const m = startMaster(["--log-format", "json", "-n", "1", "-m", "0", "--", "sleep", "100000"]);
     const s0 = await settled(m.sockPath, 1);
-    const conn = new CommandConnection(m.sockPath);
+    const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
