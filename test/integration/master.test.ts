@@ -22,8 +22,19 @@ async function handlersReady(dir: string, pids: number[]) {
   await waitFor("signal handlers installed", () => pids.every((p) => existsSync(join(dir, `${p}.ready`))));
 }
 
-function reports(dir: string): any[] {
-  return readdirSync(dir).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")));
+/** What test/fixtures/worker.py --report writes: what the worker got from einhorn. */
+interface WorkerReport {
+  pid: number;
+  pgid: number;
+  env: Record<string, string>;
+  fds: number[];
+  nonblocking: Record<string, boolean>;
+  sigblk: string;
+  sigign: string;
+}
+
+function reports(dir: string): WorkerReport[] {
+  return readdirSync(dir).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as WorkerReport);
 }
 
 describe("serving", () => {
@@ -89,7 +100,7 @@ describe("serving", () => {
     expect(s.listeners[0]!.address).toMatch(/^\[::1\]:\d+$/);
     expect(statSync(unixPath).mode & 0o777).toBe(0o660);
     expect(statSync(m.sockPath).mode & 0o777).toBe(0o600);
-    const [r] = await waitFor("report", () => (reports(rep).length ? reports(rep) : null));
+    const r = await waitFor("report", () => reports(rep)[0]);
     expect(r.nonblocking[String(s.listeners[0]!.fd)]).toBe(true);
     expect(r.nonblocking[String(s.listeners[1]!.fd)]).toBe(false);
     expect(r.env.EINHORN_FD_COUNT).toBe("2");
@@ -419,7 +430,8 @@ describe("bad input gets one clear line and a documented exit code", () => {
     const rep = tempDir();
     const m = startMaster(["-m", "0", "--", ...PY, "--report", rep], { env: { EINHORN_APP_MODE: "blue", EINHORN_CHILD_INDEX: "99", EINHORN_FD_7: "7" } });
     const s = await waitFor("a worker", async () => ((await stateJson(m.sockPath)).workers.length === 1 ? stateJson(m.sockPath) : null));
-    const r = await waitFor("report", () => existsSync(join(rep, `${s.workers[0]!.pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s.workers[0]!.pid}.json`), "utf8")));
+    const file = join(rep, `${s.workers[0]!.pid}.json`);
+    const r = await waitFor("report", () => (existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as WorkerReport) : null));
     expect(r.env.EINHORN_APP_MODE).toBe("blue");
     expect(r.env.EINHORN_CHILD_INDEX).toBe("0");
     expect(r.env.EINHORN_FD_7).toBeUndefined();

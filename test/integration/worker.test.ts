@@ -21,11 +21,26 @@ async function allAcked(m: Master, n: number): Promise<StateReport> {
   });
 }
 
-function reports(m: Master): any[] {
-  return [...m.output().matchAll(/^report (.*)$/gm)].map((x) => JSON.parse(x[1]!));
+/** The line test/fixtures/ack-worker.ts prints once it has ACKed. */
+interface AckReport {
+  pid: number;
+  isWorker: boolean;
+  index: number | null;
+  fds: number[];
+  sockFd: number | null;
+  sockFdClosedAfterAck: boolean | null;
+  acked: boolean;
 }
 
-/** A raw HTTP/1.1 connection keeping everything it receives. */
+function reports(m: Master): AckReport[] {
+  return [...m.output().matchAll(/^report (.*)$/gm)].map((x) => JSON.parse(x[1]!) as AckReport);
+}
+
+/**
+ * A raw HTTP/1.1 connection keeping everything it receives. Not the harness's
+ * httpGet: the drain test reads an idle keep-alive connection while it is
+ * still open, then watches the worker close it.
+ */
 function connect(port: number) {
   const sock = net.connect(port, "127.0.0.1");
   const c = { sock, data: "", ended: null as unknown as Promise<void> };
