@@ -132,6 +132,7 @@ describe("--metrics", () => {
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
     const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     await waitFor("healthz 200", async () => (await httpGet(port, { path: "/healthz" })).status === 200, 20_000);
+    // Raw connections, not the harness's httpGet: these scrapers stall, dribble and never finish a request.
     const socks: net.Socket[] = [];
     const open = (first?: string) => new Promise<net.Socket>((res) => {
       const s = net.createConnection({ host: "127.0.0.1", port }, () => { if (first) s.write(first); res(s); });
@@ -174,6 +175,7 @@ describe("--metrics", () => {
   test("a request head over 8 KiB gets 431 however it arrives: whole in one write or in pieces", async () => {
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
     const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
+    // By hand, not with httpGet: the request head is written in pieces, as a client may send it.
     const exchange = (pieces: string[]) => new Promise<string>((res) => {
       let got = "";
       const s = net.createConnection({ host: "127.0.0.1", port }, async () => {
