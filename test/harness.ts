@@ -275,7 +275,11 @@ export class CommandConnection {
     this.socket!.write(this.encode(message));
   }
 
-  /** Every answer to one request (`id`, when given, goes with it). */
+  /**
+   * Every answer to one request (`id`, when given, goes with it). After a
+   * timeout the answers still due to that request would go to the next one:
+   * a test that goes on after one closes the connection.
+   */
   askAll(cmd: string, args: string[] = [], timeoutMs = 10_000, id?: number): Promise<Answer[]> {
     return new Promise((resolvePromise, reject) => {
       if (this.ended) { reject(new Error(`connection closed before '${cmd}' was sent`)); return; }
@@ -286,7 +290,8 @@ export class CommandConnection {
         fail: (e: Error) => { clearTimeout(timer); reject(e); },
       };
       const timer = setTimeout(() => {
-        this.pending.splice(this.pending.indexOf(entry), 1);
+        const at = this.pending.indexOf(entry);
+        if (at >= 0) this.pending.splice(at, 1);
         reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(entry.answers)}`));
       }, timeoutMs);
       this.pending.push(entry);
