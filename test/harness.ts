@@ -7,7 +7,16 @@ import { expect } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import type { Subprocess } from "bun";
+import type { Socket, Subprocess } from "bun";
+// Types only: the harness must not load master code.
+import type { buildStateReport } from "../src/master/state-report";
+import type { StatusData } from "../src/master/status-report";
+
+/** What `state json` answers, as the master's own report builder types it. */
+export type StateReport = ReturnType<typeof buildStateReport>;
+export type StateWorker = StateReport["workers"][number];
+/** What `status json` answers. */
+export type StatusReport = StatusData;
 
 export const ROOT = resolve(import.meta.dir, "..");
 /** The binary under test: the compiled one unless EINHORN_TEST_BIN names another. */
@@ -206,33 +215,122 @@ export async function runBinary(args: string[], opts: StartOptions & { timeoutMs
   return { code, stdout, stderr };
 }
 
-/** Send one command over the command socket; collect answers until one without `wait: true`. */
-export async function command(sockPath: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Array<Record<string, unknown>>> {
-  const { encodeMessage, decodeLine } = await import("../src/protocol");
-  return new Promise((resolvePromise, reject) => {
-    const answers: Array<Record<string, unknown>> = [];
-    let buf = "";
-    const timer = setTimeout(() => reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(answers)}`)), timeoutMs);
-    Bun.connect({
+export type Answer = Record<string, unknown>;
+
+/**
+ * One command-socket connection, kept open as long as the test wants: the
+ * harness's only command-socket client (command(), ask(), stateJson() and
+ * sendMessage() run on it). Requests are answered in order; a request's
+ * answers run up to the first one without `wait: true`. A connection that
+ * closes or fails rejects every request still waiting, with what it got.
+ * Opened before descriptors run short, it steers a master that accepts no
+ * new connection.
+ */
+export class CommandConnection {
+  private socket: Socket<undefined> | null = null;
+  private buf = "";
+  private readonly decoder = new TextDecoder();
+  private readonly pending: Array<{ cmd: string; answers: Answer[]; done: (a: Answer[]) => void; fail: (e: Error) => void }> = [];
+  private ended = false;
+  private markClosed: () => void = () => {};
+  /** Resolves once the connection is gone (either side closed it, or it failed). */
+  readonly closed = new Promise<void>((r) => { this.markClosed = r; });
+
+  private constructor(private readonly decode: (line: string) => unknown, private readonly encode: (msg: Record<string, unknown>) => string) {}
+
+  static async open(sockPath: string): Promise<CommandConnection> {
+    const { decodeLine, encodeMessage } = await import("../src/protocol");
+    const c = new CommandConnection(decodeLine, (msg) => encodeMessage(msg));
+    c.socket = await Bun.connect({
       unix: sockPath,
       socket: {
-        open(s) { s.write(encodeMessage({ command: cmd, args, id: 1 })); },
-        data(s, d) {
-          buf += d.toString();
-          let nl;
-          while ((nl = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            const msg = decodeLine(line) as Record<string, unknown>;
-            answers.push(msg);
-            if (!msg.wait) { clearTimeout(timer); s.end(); resolvePromise(answers); return; }
-          }
-        },
-        close() { clearTimeout(timer); if (!answers.length || answers[answers.length - 1]!.wait) reject(new Error(`connection closed; answers so far ${JSON.stringify(answers)}`)); },
-        error(_s, e) { clearTimeout(timer); reject(e); },
+        data: (_s, d) => c.onData(d),
+        close: () => c.onEnd(new Error("connection closed")),
+        error: (_s, e) => c.onEnd(e),
       },
-    }).catch((e) => { clearTimeout(timer); reject(e); });
-  });
+    });
+    return c;
+  }
+
+  private onData(d: Uint8Array): void {
+    this.buf += this.decoder.decode(d, { stream: true });
+    for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
+      const msg = this.decode(this.buf.slice(0, nl)) as Answer;
+      this.buf = this.buf.slice(nl + 1);
+      const head = this.pending[0];
+      if (!head) continue;
+      head.answers.push(msg);
+      if (!msg.wait) { this.pending.shift(); head.done(head.answers); }
+    }
+  }
+
+  private onEnd(e: Error): void {
+    this.ended = true;
+    for (const p of this.pending.splice(0)) p.fail(new Error(`${e.message} before the final answer to '${p.cmd}'; answers so far ${JSON.stringify(p.answers)}`));
+    this.markClosed();
+  }
+
+  /** Write one message, framed as Einhorn's clients do (YAML), and wait for nothing: a worker message, or a request whose answers nobody reads. */
+  send(message: Record<string, unknown>): void {
+    this.socket!.write(this.encode(message));
+  }
+
+  /**
+   * Every answer to one request (`id`, when given, goes with it). After a
+   * timeout the answers still due to that request would go to the next one:
+   * a test that goes on after one closes the connection.
+   */
+  askAll(cmd: string, args: string[] = [], timeoutMs = 10_000, id?: number): Promise<Answer[]> {
+    return new Promise((resolvePromise, reject) => {
+      if (this.ended) { reject(new Error(`connection closed before '${cmd}' was sent`)); return; }
+      const entry = {
+        cmd,
+        answers: [] as Answer[],
+        done: (a: Answer[]) => { clearTimeout(timer); resolvePromise(a); },
+        fail: (e: Error) => { clearTimeout(timer); reject(e); },
+      };
+      const timer = setTimeout(() => {
+        const at = this.pending.indexOf(entry);
+        if (at >= 0) this.pending.splice(at, 1);
+        reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(entry.answers)}`));
+      }, timeoutMs);
+      this.pending.push(entry);
+      this.send({ command: cmd, args, ...(id === undefined ? {} : { id }) });
+    });
+  }
+
+  /** The final answer to one request. */
+  async ask(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer> {
+    const answers = await this.askAll(cmd, args, timeoutMs);
+    return answers[answers.length - 1]!;
+  }
+
+  async state(): Promise<StateReport> {
+    return JSON.parse(String((await this.ask("state", ["json"])).message)) as StateReport;
+  }
+
+  /** Close our end (see `closed` for when it is gone). */
+  close(): void {
+    this.socket!.end();
+  }
+}
+
+/** Send one command over a connection of its own; the answers up to the first without `wait: true`. */
+export async function command(sockPath: string, cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Answer[]> {
+  const c = await CommandConnection.open(sockPath);
+  try {
+    return await c.askAll(cmd, args, timeoutMs, 1);
+  } finally {
+    c.close();
+  }
+}
+
+/** Write one message that gets no answer (a worker's `worker:ack`, say) on a connection of its own; resolves once it is closed. */
+export async function sendMessage(sockPath: string, message: Record<string, unknown>): Promise<void> {
+  const c = await CommandConnection.open(sockPath);
+  c.send(message);
+  c.close();
+  await c.closed;
 }
 
 /** The final message text of a command. */
@@ -241,16 +339,28 @@ export async function ask(sockPath: string, cmd: string, args: string[] = []): P
   return String(answers[answers.length - 1]!.message);
 }
 
-export async function stateJson(sockPath: string): Promise<any> {
-  return JSON.parse(await ask(sockPath, "state", ["json"]));
+export async function stateJson(sockPath: string): Promise<StateReport> {
+  return JSON.parse(await ask(sockPath, "state", ["json"])) as StateReport;
+}
+
+/** The port of listener `i` in a state report; throws when it has none (a UNIX listener, or no such listener). */
+export function listenerPort(s: StateReport, i = 0): number {
+  const port = s.listeners[i]?.port;
+  if (typeof port !== "number") throw new Error(`listener ${i} has no port: ${JSON.stringify(s.listeners[i])}`);
+  return port;
+}
+
+export async function statusJson(sockPath: string): Promise<StatusReport> {
+  return JSON.parse(await ask(sockPath, "status", ["json"])) as StatusReport;
 }
 
 /**
  * Connect (TCP, or a UNIX path) and read everything the server sends until it
- * closes. node:net, because Bun.connect reports ECONNRESET when a server
- * writes and closes before the connect callback runs.
+ * closes; over TCP, failing after `timeoutMs` without data when given.
+ * node:net, because Bun.connect reports ECONNRESET when a server writes and
+ * closes before the connect callback runs.
  */
-export async function fetchLine(port: number | string, host = "127.0.0.1"): Promise<string> {
+export async function fetchLine(port: number | string, host = "127.0.0.1", timeoutMs?: number): Promise<string> {
   if (typeof port === "string") {
     // Bun's UNIX-socket clients (Bun.connect and node:net alike) report
     // ECONNRESET from connect when the server writes and closes at once;
@@ -273,9 +383,81 @@ export async function fetchLine(port: number | string, host = "127.0.0.1"): Prom
     let data = "";
     const c = net.createConnection({ host, port });
     c.setEncoding("utf8");
+    if (timeoutMs !== undefined) c.setTimeout(timeoutMs, () => { c.destroy(); rej(new Error(`timeout: nothing more within ${timeoutMs} ms from port ${port}`)); });
     c.on("data", (d: string) => { data += d; });
     c.on("end", () => res(data));
     c.on("error", rej);
+  });
+}
+
+/** A failed request, with its kind: ECONNRESET/EPIPE/EOF (cut off), ECONNREFUSED, TIMEOUT, ... */
+export class RequestError extends Error {
+  constructor(readonly kind: string, message: string) { super(`${kind}: ${message}`); }
+}
+
+export interface HttpReply {
+  status: number;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  /** The body, de-chunked when the answer was chunked. */
+  body: string;
+  /** Every byte the server sent (latin1), head and body as they came. */
+  raw: string;
+}
+
+/** The body of a chunked answer; null while incomplete. */
+function dechunk(data: string): string | null {
+  let out = "";
+  for (let at = 0; ;) {
+    const eol = data.indexOf("\r\n", at);
+    if (eol < 0) return null;
+    const size = parseInt(data.slice(at, eol), 16);
+    if (!Number.isFinite(size)) return null;
+    if (size === 0) return out;
+    if (data.length < eol + 2 + size + 2) return null;
+    out += data.slice(eol + 2, eol + 2 + size);
+    at = eol + 2 + size + 2;
+  }
+}
+
+/**
+ * The one HTTP client of the tests: GET `path` on a fresh TCP connection,
+ * by hand, so one request is one connection accepted by exactly one worker,
+ * no pooled connection outlives the worker that accepted it, and a failure
+ * keeps its kind (RequestError). It asks for `Connection: close` unless
+ * `keepAlive`, when the server must decide to close. Resolves when the
+ * server closes, with a complete answer (all of Content-Length, or the last
+ * chunk); anything less is an EOF failure.
+ */
+export async function httpGet(port: number, opts: { path?: string; host?: string; keepAlive?: boolean; timeoutMs?: number } = {}): Promise<HttpReply> {
+  const { path = "/", host = "127.0.0.1", keepAlive = false, timeoutMs = 15_000 } = opts;
+  const net = await import("node:net");
+  return new Promise((resolvePromise, reject) => {
+    const c = net.createConnection({ host, port });
+    let data = "";
+    const fail = (kind: string, message: string) => { clearTimeout(timer); c.destroy(); reject(new RequestError(kind, message)); };
+    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer to GET ${path} within ${timeoutMs} ms`), timeoutMs);
+    c.setEncoding("latin1");
+    c.on("connect", () => c.write(`GET ${path} HTTP/1.1\r\nHost: ${host.includes(":") ? `[${host}]` : host}\r\n${keepAlive ? "" : "Connection: close\r\n"}\r\n`));
+    c.on("data", (d: string) => { data += d; });
+    c.on("error", (e: NodeJS.ErrnoException) => fail(e.code ?? e.name, e.message));
+    c.on("end", () => {
+      const split = data.indexOf("\r\n\r\n");
+      const status = /^HTTP\/1\.[01] (\d{3}) /.exec(data);
+      if (!status || split < 0) { fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`); return; }
+      const headers: Record<string, string> = {};
+      for (const line of data.slice(0, split).split("\r\n").slice(1)) {
+        const colon = line.indexOf(":");
+        if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      }
+      const rest = data.slice(split + 4);
+      const length = Number(headers["content-length"] ?? NaN);
+      const body = /chunked/i.test(headers["transfer-encoding"] ?? "") ? dechunk(rest) : rest;
+      if (body === null || (Number.isFinite(length) && rest.length < length)) { fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`); return; }
+      clearTimeout(timer);
+      c.destroy();
+      resolvePromise({ status: Number(status[1]), headers, body: Buffer.from(body, "latin1").toString("utf8"), raw: data });
+    });
   });
 }
 

@@ -5,7 +5,7 @@
 // machine's speed.
 import { expect } from "bun:test";
 import { parseWrk } from "../bench/load";
-import { runBinary, stateJson, waitFor, type Master } from "./harness";
+import { runBinary, stateJson, waitFor, type Master, type StateReport } from "./harness";
 
 const WRK = Bun.which("wrk");
 
@@ -29,10 +29,10 @@ export interface LoadReport {
 }
 
 /** Wait until `n` workers of `version` have ACKed (and, with `alone`, no other version is alive). */
-export async function settled(m: Master, n: number, version: number, alone = true, timeoutMs = 60_000): Promise<any> {
+export async function settled(m: Master, n: number, version: number, alone = true, timeoutMs = 60_000): Promise<StateReport> {
   return waitFor(`${n} acked workers of version ${version}${alone ? " and no other" : ""}`, async () => {
     const s = await stateJson(m.sockPath);
-    const ours = s.workers.filter((w: any) => w.version === version && w.acked);
+    const ours = s.workers.filter((w) => w.version === version && w.acked);
     return ours.length === n && (!alone || s.workers.length === n) ? s : null;
   }, timeoutMs);
 }
@@ -44,10 +44,10 @@ export async function settled(m: Master, n: number, version: number, alone = tru
  */
 export async function upgradesUnderLoad(m: Master, url: string, n: number, upgrades = 3, opts: { connections?: number; warmupMs?: number } = {}): Promise<LoadReport> {
   if (!WRK) throw new Error("wrk is not installed (Debian package wrk; .ci/run installs it)");
-  const s0 = await settled(m, n, Math.max(...(await stateJson(m.sockPath)).workers.map((w: any) => w.version)));
+  const s0 = await settled(m, n, Math.max(...(await stateJson(m.sockPath)).workers.map((w) => w.version)));
   const wrk = Bun.spawn([WRK, "-t2", `-c${opts.connections ?? 16}`, "-d600s", "--timeout", "10s", url], { stdout: "pipe", stderr: "pipe" });
   const out = new Response(wrk.stdout).text();
-  const versions: number[] = [s0.workers[0].version];
+  const versions: number[] = [s0.workers[0]!.version];
   try {
     await Bun.sleep(opts.warmupMs ?? 500);
     for (let i = 0; i < upgrades; i++) {

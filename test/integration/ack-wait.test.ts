@@ -2,25 +2,23 @@
 // in the master's log and to the shell waiting on it.
 import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
-import { encodeMessage } from "../../src/protocol";
-import { FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 describe("ACK-wait reports", () => {
   test("the master log and the waiting `einhorn sh -e upgrade` name the unACKed worker with the --ack-timeout hint", async () => {
     const m = startMaster(["-n", "1", "-m", "manual", "--", "sleep", "1000"]);
     const first = await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers[0]);
     // `sleep` cannot ACK: ACK the first worker on its behalf; its successor will never ACK.
-    await new Promise<void>((res) => { const c = net.createConnection(m.sockPath, () => c.end(encodeMessage({ command: "worker:ack", pid: first.pid }))); c.on("close", () => res()); });
-    await waitFor("first worker up", async () => (await stateJson(m.sockPath)).workers[0].acked);
+    await sendMessage(m.sockPath, { command: "worker:ack", pid: first.pid });
+    await waitFor("first worker up", async () => (await stateJson(m.sockPath)).workers[0]!.acked);
     // The shell gives up after 13 s (exit 4), by when one report (at 10 s) is due.
     const r = await runBinary(["sh", "-d", m.sockPath, "--timeout", "13", "-e", "upgrade"], { dir: m.dir, timeoutMs: 30_000 });
     expect(r.code).toBe(4);
     const s = await stateJson(m.sockPath);
-    const fresh = s.workers.find((w: any) => !w.acked);
+    const fresh = s.workers.find((w) => !w.acked);
     expect(fresh).toBeDefined();
-    const report = new RegExp(`Upgrade to version 1 waiting 1\\ds for ACKs: worker ${fresh.pid} \\(index 1, \\d+s\\) not ACKed yet; 0 of 1 new workers up\\. Without --ack-timeout the upgrade waits for ever`);
+    const report = new RegExp(`Upgrade to version 1 waiting 1\\ds for ACKs: worker ${fresh!.pid} \\(index 1, \\d+s\\) not ACKed yet; 0 of 1 new workers up\\. Without --ack-timeout the upgrade waits for ever`);
     expect(r.stdout).toMatch(report);
     expect(r.stdout.match(/waiting \d+s for ACKs/g)).toHaveLength(1);
     expect(m.output()).toMatch(new RegExp(`WARN: ${report.source}`));
@@ -31,7 +29,7 @@ describe("ACK-wait reports", () => {
 async function workersUp(sockPath: string, n: number) {
   return waitFor(`${n} acked worker(s)`, async () => {
     const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -40,18 +38,18 @@ describe("every queued input before any timer", () => {
     const dir = tempDir();
     const m = startMaster(["-n", "4", "--max-unacked", "4", "-m", "manual", "--ack-timeout", "2", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
     const s0 = await workersUp(m.sockPath, 4);
-    const old = new Set(s0.workers.map((w: any) => w.pid));
+    const old = new Set(s0.workers.map((w) => w.pid));
     writeFileSync(join(dir, "hold"), "");
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
     const fresh = await waitFor("the 4 new workers spawned", async () => {
       const s = await stateJson(m.sockPath);
-      const f = s.workers.filter((w: any) => !old.has(w.pid));
+      const f = s.workers.filter((w) => !old.has(w.pid));
       return f.length === 4 ? f : null;
     }, 30_000);
     process.kill(m.pid, "SIGSTOP");
     try {
       rmSync(join(dir, "hold"));
-      await waitFor("4 ACKs sent into the stopped master's socket", () => fresh.every((w: any) => existsSync(join(dir, `${w.pid}.acked`))));
+      await waitFor("4 ACKs sent into the stopped master's socket", () => fresh.every((w) => existsSync(join(dir, `${w.pid}.acked`))));
       await sleep(3500); // well past the ACK timeout (2 s from each spawn)
     } finally {
       process.kill(m.pid, "SIGCONT");

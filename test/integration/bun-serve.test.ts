@@ -5,34 +5,17 @@
 // socket cannot be adopted (a UNIX socket), serve() falls back to node:http
 // and says so.
 import { describe, expect, test } from "bun:test";
-import net from "node:net";
 import { join } from "node:path";
-import { BUN, FIXTURES, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, FIXTURES, httpGet, listenerPort, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "fetch-engine-worker.ts");
-
-/**
- * One HTTP/1.1 request on a fresh connection; resolves with the whole reply
- * once the server closes, rejects on reset/refused. With keepAlive the
- * request does not ask for close: the server must decide to close.
- */
-function request(port: number, path = "/", keepAlive = false, host = "127.0.0.1"): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let data = "";
-    const c = net.createConnection({ host, port });
-    c.on("connect", () => c.write(`GET ${path} HTTP/1.1\r\nHost: t\r\n${keepAlive ? "" : "Connection: close\r\n"}\r\n`));
-    c.on("data", (d) => { data += d.toString(); });
-    c.on("end", () => resolve(data));
-    c.on("error", reject);
-  });
-}
 
 describe("serve({ fetch }) on Bun under einhorn", () => {
   test("uses Bun.serve on the inherited socket", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
-    const reply = await request(s.listeners[0].port);
+    const reply = (await httpGet(listenerPort(s))).raw;
     expect(reply).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nbun pid=\d+$/);
     expect(m.output()).not.toMatch(/instead of Bun\.serve/);
     expect(await stopMaster(m)).toBe(0);
@@ -41,7 +24,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test("an IPv6 socket is adopted too", async () => {
     const m = startMaster(["-b", "[::1]:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
     const s = await settled(m, 1, 0);
-    expect(await request(s.listeners[0].port, "/", false, "::1")).toMatch(/\r\n\r\nbun pid=\d+$/);
+    expect((await httpGet(listenerPort(s), { host: "::1" })).raw).toMatch(/\r\n\r\nbun pid=\d+$/);
     expect(m.output()).not.toMatch(/instead of Bun\.serve/);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -50,7 +33,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test.skipIf(wrkSkip !== "")(`three upgrades under wrk load: no failed request${wrkSkip}`, async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, WORKER]);
     const s = await settled(m, 2, 0);
-    const r = await upgradesUnderLoad(m, `http://127.0.0.1:${s.listeners[0].port}/`, 2);
+    const r = await upgradesUnderLoad(m, `http://127.0.0.1:${listenerPort(s)}/`, 2);
     expectNoFailures(r);
     expect(await stopMaster(m)).toBe(0);
   }, 120_000);
@@ -58,24 +41,24 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
   test("while an old worker drains, new connections go to the new one, none reset; its in-flight request ends with Connection: close", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
     const s0 = await settled(m, 1, 0);
-    const port = s0.listeners[0].port;
-    const old = s0.workers[0].pid;
+    const port = listenerPort(s0);
+    const old = s0.workers[0]!.pid;
     // Long enough to still be running once the upgrade (preflight, exec, a new Bun worker, its ACK) retired it on a loaded machine.
-    const slow = request(port, "/slow?ms=8000", true);
+    const slow = httpGet(port, { path: "/slow?ms=8000", keepAlive: true, timeoutMs: 30_000 }).then((r) => r.raw);
     await m.waitForOutput(new RegExp(`slow-start pid=${old}`));
     // Upgrade without waiting: the new worker ACKs, the old one gets USR2 and drains its slow request.
     const sock = m.sockPath;
     const { runBinary } = await import("../harness");
     const up = runBinary(["sh", "-d", sock, "-e", "upgrade", "--timeout", "60"]);
-    await waitFor("the old worker to be retiring", async () => (await stateJson(sock)).workers.find((w: any) => w.pid === old)?.retiring, 20_000);
+    await waitFor("the old worker to be retiring", async () => (await stateJson(sock)).workers.find((w) => w.pid === old)?.retiring, 20_000);
     const s1 = await stateJson(sock);
-    const fresh = s1.workers.find((w: any) => w.pid !== old).pid;
+    const fresh = s1.workers.find((w) => w.pid !== old)!.pid;
     // 200 connections, 20 at a time, during the drain.
     const replies: string[] = [];
-    for (let i = 0; i < 10; i++) replies.push(...(await Promise.all(Array.from({ length: 20 }, () => request(port)))));
+    for (let i = 0; i < 10; i++) replies.push(...(await Promise.all(Array.from({ length: 20 }, () => httpGet(port).then((r) => r.raw)))));
     expect(replies.every((r) => r.endsWith(`bun pid=${fresh}`))).toBe(true);
     const still = await stateJson(sock);
-    expect(still.workers.map((w: any) => w.pid)).toContain(old); // the drain was still going on
+    expect(still.workers.map((w) => w.pid)).toContain(old); // the drain was still going on
     const slowReply = await slow;
     expect(slowReply).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(slowReply).toMatch(/\r\nconnection: close\r\n/i);

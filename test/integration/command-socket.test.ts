@@ -11,7 +11,7 @@ import { MAX_CONNECTIONS, MAX_PENDING_OUTPUT } from "../../src/master/command-se
 import { COMMANDS, type CommandName } from "../../src/command-registry";
 import { decodeLine, escapeLine, MAX_LINE_BYTES } from "../../src/protocol";
 import {
-  command, FIXTURES, fetchLine, type Master, runBinary, sleep, startMaster, type StartOptions, stateJson, tempDir, waitFor,
+  command, FIXTURES, fetchLine, listenerPort, type Master, runBinary, sleep, startMaster, type StartOptions, stateJson, type StateReport, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -52,7 +52,9 @@ type Answer = Record<string, unknown>;
 
 /**
  * One connection to the command socket, byte for byte: nothing is sent unless
- * asked. Bun.connect rather than node:net, whose sockets drop what the master
+ * asked. These tests check the wire itself (framing, partial and oversized
+ * lines, hostile clients), so they do not use the harness's CommandConnection,
+ * which frames requests and parses answers for them. Bun.connect rather than node:net, whose sockets drop what the master
  * sent when a write fails (EPIPE after "Line too long") or report ECONNRESET
  * from connect when the master answers and hangs up at once ("Too many
  * connections").
@@ -196,13 +198,13 @@ function workerProcs(m: Master): number[] {
 }
 
 /** Wait until state shows `n` acked, non-retiring workers and exactly `n` worker processes exist. */
-async function workersUp(m: Master, n: number, acked = true): Promise<any> {
+async function workersUp(m: Master, n: number, acked = true): Promise<StateReport> {
   return waitFor(`${n} ${acked ? "acked " : ""}workers`, async () => {
     const s = await stateJson(m.sockPath);
-    const live = s.workers.filter((w: any) => !w.retiring && (!acked || w.acked));
+    const live = s.workers.filter((w) => !w.retiring && (!acked || w.acked));
     if (live.length !== n || s.workers.length !== n) return null;
     const procs = workerProcs(m);
-    const pids = s.workers.map((w: any) => w.pid).sort((a: number, b: number) => a - b);
+    const pids = s.workers.map((w) => w.pid).sort((a, b) => a - b);
     return procs.length === n && procs.every((p, i) => p === pids[i]) ? s : null;
   });
 }
@@ -283,29 +285,29 @@ describe("commands", () => {
     expect(s.master.upgrade).toBeNull();
     expect(s.settings).toMatchObject({ number: 2, seconds: 0.05, ack_mode: "timer", ack_seconds: 0 });
     expect(s.listeners).toHaveLength(1);
-    const l = s.listeners[0];
+    const l = s.listeners[0]!;
     expect(l).toMatchObject({ spec: "127.0.0.1:0", family: "inet", path: null, nonblocking: false });
     expect(l.fd).toBeGreaterThanOrEqual(3);
     expect(l.address).toBe(`127.0.0.1:${l.port}`);
-    const pids = s.workers.map((w: any) => w.pid);
-    expect(pids).toContain(Number((await fetchLine(l.port)).split(" ")[0])); // the port is the one the workers serve
-    expect(s.workers.map((w: any) => w.index)).toEqual([0, 1]);
+    const pids = s.workers.map((w) => w.pid);
+    expect(pids).toContain(Number((await fetchLine(listenerPort(s))).split(" ")[0])); // the port is the one the workers serve
+    expect(s.workers.map((w) => w.index)).toEqual([0, 1]);
     for (const w of s.workers) {
       expect(w).toMatchObject({ version: 0, acked: true, retiring: false, signals: [], last_ping: null, index_exits: { total: 0, before_ack: 0 } });
-      expect(new Date(w.spawned_at).toISOString()).toBe(w.spawned_at);
-      expect(new Date(w.acked_at).toISOString()).toBe(w.acked_at);
+      expect(new Date(w.spawned_at!).toISOString()).toBe(w.spawned_at!);
+      expect(new Date(w.acked_at!).toISOString()).toBe(w.acked_at!);
     }
     expect(s.exits).toEqual({});
 
     // A death shows in exits and in the replacement's index_exits.
-    process.kill(pids[1], "SIGKILL");
+    process.kill(pids[1]!, "SIGKILL");
     s = await waitFor("replacement", async () => {
       const t = await workersUp(m, 2);
-      return t.workers.some((w: any) => w.pid === pids[1]) ? null : t;
+      return t.workers.some((w) => w.pid === pids[1]) ? null : t;
     });
     expect(s.exits["1"]).toMatchObject({ total: 1, before_ack: 0, last_code: null, last_signal: "SIGKILL" });
-    expect(new Date(s.exits["1"].last_at).toISOString()).toBe(s.exits["1"].last_at);
-    expect(s.workers[1].index_exits).toEqual({ total: 1, before_ack: 0, unasked: 1 });
+    expect(new Date(s.exits["1"]!.last_at!).toISOString()).toBe(s.exits["1"]!.last_at!);
+    expect(s.workers[1]!.index_exits).toEqual({ total: 1, before_ack: 0, unasked: 1 });
 
     const yamlAnswer = await final(m.sockPath, "state", ["yaml"]);
     expect(yamlAnswer.error).toBeUndefined();
@@ -323,7 +325,7 @@ describe("commands", () => {
     const inc = await final(m.sockPath, "inc");
     expect(inc).toEqual({ message: "Incrementing number of workers from 2 -> 3", request_id: 1 });
     const three = await workersUp(m, 3);
-    for (const w of initial.workers) expect(three.workers.map((x: any) => x.pid)).toContain(w.pid);
+    for (const w of initial.workers) expect(three.workers.map((x) => x.pid)).toContain(w.pid);
 
     expect((await final(m.sockPath, "dec")).message).toBe("Decrementing number of workers from 3 -> 2");
     await workersUp(m, 2);
@@ -345,7 +347,7 @@ describe("commands", () => {
     await sleep(200);
     const after = await workersUp(m, 1);
     expect(after.settings.number).toBe(1);
-    expect(after.workers[0].pid).toBe(one.workers[0].pid);
+    expect(after.workers[0]!.pid).toBe(one.workers[0]!.pid);
   });
 
   test("quieter and louder change what the master logs", async () => {
@@ -395,7 +397,7 @@ describe("commands", () => {
     const sig = scratchDir();
     const m = start(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m, 2);
-    const pids: number[] = s.workers.map((w: any) => w.pid);
+    const pids: number[] = s.workers.map((w) => w.pid);
     await handlersReady(sig, pids);
 
     const a = await final(m.sockPath, "signal", ["HUP"]);
@@ -417,14 +419,14 @@ describe("commands", () => {
     }
     await sleep(200);
     for (const p of pids) expect(signalsSeen(sig, p)).toEqual(["HUP", "HUP", "HUP", "HUP"]);
-    expect((await workersUp(m, 2)).workers.map((w: any) => w.pid)).toEqual(pids);
+    expect((await workersUp(m, 2)).workers.map((w) => w.pid)).toEqual(pids);
   });
 
   test("die: USR2 to every worker, then the master exits 0", async () => {
     const sig = scratchDir();
     const m = start(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m, 2);
-    const pids: number[] = s.workers.map((w: any) => w.pid);
+    const pids: number[] = s.workers.map((w) => w.pid);
     await handlersReady(sig, pids);
 
     for (const args of [["BOGUS"], ["TERM", "KILL"]]) {
@@ -446,7 +448,7 @@ describe("commands", () => {
     const sig = scratchDir();
     const m = start(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m, 2);
-    const pids: number[] = s.workers.map((w: any) => w.pid);
+    const pids: number[] = s.workers.map((w) => w.pid);
     await handlersReady(sig, pids);
     expect((await final(m.sockPath, "die", ["TERM"])).message).toStartWith("Einhorn is going down! Successfully sent TERMs to 2 processes");
     expect(await m.exited).toBe(0);
@@ -490,7 +492,7 @@ describe("commands", () => {
     await sleep(200);
     const after = await workersUp(m, 3);
     expect(after.settings).toEqual(before.settings);
-    expect(after.workers.map((w: any) => w.pid)).toEqual(before.workers.map((w: any) => w.pid));
+    expect(after.workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
   });
 
   test("upgrade, upgrade_fleet and reload answer the requester to the end, and leave a serving master", async () => {
@@ -500,7 +502,7 @@ describe("commands", () => {
     const m = start(["-n", "2", "-m", "0", "-s", "0.05", "--", ...SLEEPER]);
     let s = await workersUp(m, 2);
     for (const cmd of ["reload", "upgrade", "upgrade_fleet"]) {
-      const pidsBefore = s.workers.map((w: any) => w.pid);
+      const pidsBefore = s.workers.map((w) => w.pid);
       const answers = await command(m.sockPath, cmd, [], 20_000);
       const last = answers[answers.length - 1]!;
       for (const a of answers) {
@@ -513,9 +515,9 @@ describe("commands", () => {
       s = await workersUp(m, 2);
       expect(s.master.pid).toBe(m.pid);
       if (last.error === true || cmd === "reload") {
-        expect(s.workers.map((w: any) => w.pid)).toEqual(pidsBefore);
+        expect(s.workers.map((w) => w.pid)).toEqual(pidsBefore);
       } else {
-        expect(s.workers.every((w: any) => w.version === s.master.version)).toBe(true);
+        expect(s.workers.every((w) => w.version === s.master.version)).toBe(true);
         for (const w of s.workers) expect(pidsBefore).not.toContain(w.pid);
       }
     }
@@ -555,8 +557,8 @@ describe("worker messages", () => {
   test("worker:ack for a pid that is not a live worker is ignored and the connection closed without an answer", async () => {
     const m = start(["-n", "1", "-m", "manual", "--", ...SLEEPER]);
     const before = await workersUp(m, 1, false);
-    const pid = before.workers[0].pid;
-    expect(before.workers[0].acked).toBe(false);
+    const pid = before.workers[0]!.pid;
+    expect(before.workers[0]!.acked).toBe(false);
 
     for (const line of [
       '{"command":"worker:ack","pid":1}',
@@ -580,13 +582,14 @@ describe("worker messages", () => {
     expect(await c.closedWithin(3000)).toBe(true);
     expect(c.raw).toBe("");
     const acked = await workersUp(m, 1, true);
-    expect(acked.workers[0].pid).toBe(pid);
+    expect(acked.workers[0]!.pid).toBe(pid);
   });
 
   test("worker:ping with a request_id shows in state's last_ping; no answer", async () => {
     const m = start(["-n", "2", "-m", "0", "--", ...SLEEPER]);
     const s = await workersUp(m, 2);
-    const [w0, w1] = s.workers;
+    const w0 = s.workers[0]!;
+    const w1 = s.workers[1]!;
     const t0 = Date.now();
     for (const [pid, rid] of [[w0.pid, "ping-7"], [w1.pid, 42], [999999999, "stranger"]] as const) {
       const c = await Client.open(m.sockPath);
@@ -595,12 +598,12 @@ describe("worker messages", () => {
       expect(c.raw).toBe("");
     }
     const after = await stateJson(m.sockPath);
-    const byPid = new Map(after.workers.map((w: any) => [w.pid, w]));
-    const p0 = (byPid.get(w0.pid) as any).last_ping;
+    const byPid = new Map(after.workers.map((w) => [w.pid, w]));
+    const p0 = byPid.get(w0.pid)!.last_ping!;
     expect(p0.request_id).toBe("ping-7");
-    expect(Date.parse(p0.at)).toBeGreaterThanOrEqual(t0 - 5);
-    expect(Date.parse(p0.at)).toBeLessThanOrEqual(Date.now());
-    expect((byPid.get(w1.pid) as any).last_ping.request_id).toBe(42);
+    expect(Date.parse(p0.at!)).toBeGreaterThanOrEqual(t0 - 5);
+    expect(Date.parse(p0.at!)).toBeLessThanOrEqual(Date.now());
+    expect(byPid.get(w1.pid)!.last_ping!.request_id).toBe(42);
     expect(after.workers).toHaveLength(2);
   });
 
@@ -618,7 +621,7 @@ describe("worker messages", () => {
       expect(r.fds).toContain(fd);
       expect(r.env.EINHORN_SOCK_PATH).toBe(m.sockPath);
     }
-    expect(s.workers.every((w: any) => w.acked && w.acked_at)).toBe(true);
+    expect(s.workers.every((w) => w.acked && w.acked_at)).toBe(true);
   });
 
   test("without -g the same worker ACKs over EINHORN_SOCK_PATH", async () => {
@@ -747,10 +750,10 @@ describe("Ruby interop", () => {
 
       const state = rb("state");
       expect(state.state_keys).toEqual([":state", ":persistent_descriptors"]);
-      expect(state.worker_pids).toEqual([s0.workers[0].pid]);
+      expect(state.worker_pids).toEqual([s0.workers[0]!.pid]);
 
       // A Ruby worker ACKs in YAML, not JSON.
-      expect(rb("--ack", String(s0.workers[0].pid))).toEqual({ answers: [] });
+      expect(rb("--ack", String(s0.workers[0]!.pid))).toEqual({ answers: [] });
       await workersUp(m, 1, true);
 
       const inc = rb("inc");
@@ -1022,7 +1025,7 @@ describe("hostile clients", () => {
       expect(connections).toBeGreaterThan(50);
 
       const after = await workersUp(m, 2);
-      expect(after.workers.map((w: any) => w.pid)).toEqual(before.workers.map((w: any) => w.pid));
+      expect(after.workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
       expect(after.settings).toEqual(before.settings);
       expect(after.exits).toEqual({});
       // Memory: the storm's garbage may lift RSS for a while (the GC returns
@@ -1106,7 +1109,7 @@ describe("hostile clients", () => {
       c.destroy();
     }
     const after = await workersUp(m, 2);
-    expect(after.workers.map((w: any) => w.pid)).toEqual(before.workers.map((w: any) => w.pid));
+    expect(after.workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
     await fdsBackTo(m, fdBaseline);
   });
 
@@ -1119,7 +1122,7 @@ describe("hostile clients", () => {
     answers.forEach((a, i) => {
       expect(a.request_id).toBe(i);
       expect(a.error).toBeUndefined();
-      expect(JSON.parse(String(a.message)).workers.map((w: any) => w.pid)).toEqual(s.workers.map((w: any) => w.pid));
+      expect((JSON.parse(String(a.message)) as StateReport).workers.map((w) => w.pid)).toEqual(s.workers.map((w) => w.pid));
     });
     for (const c of clients) c.destroy();
   });

@@ -27,7 +27,7 @@ describe("--config", () => {
     writeFileSync(file, config("v1", 2, "command-name: from-file\n"));
     const m = startMaster(["--config", "einhorn.yaml", "-c", "cli"], { dir });
     const sock = join(dir, "einhorn-cli.sock"); // the command line's -c overrides the file's
-    await waitFor("2 workers up", async () => (await stateJson(sock)).workers.filter((w: any) => w.acked).length === 2, 20_000);
+    await waitFor("2 workers up", async () => (await stateJson(sock)).workers.filter((w) => w.acked).length === 2, 20_000);
     const s0 = await stateJson(sock);
     expect(s0.settings.number).toBe(2);
     expect(s0.settings.ack_mode).toBe("manual");
@@ -51,12 +51,12 @@ describe("--config", () => {
     expect(up.stdout).toContain("Upgrade done");
     const s1 = await waitFor("3 new workers", async () => {
       const s = await stateJson(sock);
-      const cur = s.workers.filter((w: any) => w.version === s.master.version && w.acked && !w.retiring);
+      const cur = s.workers.filter((w) => w.version === s.master.version && w.acked && !w.retiring);
       return cur.length === 3 && s.workers.length === 3 ? s : null;
     }, 20_000);
     expect(s1.settings.number).toBe(3);
     for (const w of s1.workers) expect(cmdline(w.pid).slice(-2)).toEqual(["--label", "v2"]);
-    const pids = s1.workers.map((w: any) => w.pid).sort();
+    const pids = s1.workers.map((w) => w.pid).sort();
 
     // Broken files fail the upgrade with the reason; nothing changes.
     const bad: Array<[string, RegExp]> = [
@@ -79,7 +79,7 @@ describe("--config", () => {
     const s2 = await stateJson(sock);
     expect(s2.master.version).toBe(s1.master.version);
     expect(s2.master.reexecs).toBe(s1.master.reexecs);
-    expect(s2.workers.map((w: any) => w.pid).sort()).toEqual(pids);
+    expect(s2.workers.map((w) => w.pid).sort()).toEqual(pids);
     expect(m.output()).toMatch(/ERROR: Upgrade failed: config .*not valid YAML/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 120_000);

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureOtherUser, IS_ROOT, onCleanup, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor, worldWritableDir } from "../harness";
+import { ensureOtherUser, IS_ROOT, onCleanup, removeOtherUser, run, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor, worldWritableDir } from "../harness";
 
 const rootReason = IS_ROOT ? "" : "needs root (useradd/setpriv for a second uid, chown)";
 const skipped = rootReason ? ` (SKIPPED: ${rootReason})` : "";
@@ -43,13 +43,13 @@ async function masterFrom(file: string, dir: string) {
   const m = startMaster(["--config", file], { dir });
   const s = await waitFor("the worker up", async () => {
     const s = await stateJson(m.sockPath);
-    return s.workers.length === 1 && s.workers[0].acked ? s : null;
+    return s.workers.length === 1 && s.workers[0]!.acked ? s : null;
   }, 20_000);
   return { m, s };
 }
 
 /** An upgrade the master refuses in one answer; then it still answers at once, with the same worker running the same program. */
-async function upgradeRefused(m: { sockPath: string }, before: any, reason: RegExp): Promise<void> {
+async function upgradeRefused(m: { sockPath: string }, before: StateReport, reason: RegExp): Promise<void> {
   const t0 = Date.now();
   const r = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { timeoutMs: 10_000 });
   expect(r.stderr).toMatch(reason);
@@ -61,8 +61,8 @@ async function upgradeRefused(m: { sockPath: string }, before: any, reason: RegE
   expect(Date.now() - t1).toBeLessThan(5_000);
   const s = await stateJson(m.sockPath);
   expect(s.master.reexecs).toBe(before.master.reexecs);
-  expect(s.workers.map((w: any) => w.pid)).toEqual(before.workers.map((w: any) => w.pid));
-  expect(cmdline(s.workers[0].pid)).toEqual(["sleep", "1000"]);
+  expect(s.workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
+  expect(cmdline(s.workers[0]!.pid)).toEqual(["sleep", "1000"]);
 }
 
 describe("who may write the config file", () => {

@@ -8,14 +8,14 @@ import * as sock from "../../ffi/socket";
 import { osBytes, osString } from "../../ffi/os-string";
 import { decodeLine } from "../../src/protocol";
 import { join } from "node:path";
-import { BIN, FIXTURES, fetchLine, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, fetchLine, FIXTURES, listenerPort, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
 async function acked(sockPath: string, n: number) {
   return waitFor(`${n} acked workers`, async () => {
     const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -54,13 +54,13 @@ describe("-p with a file that is not a Bun/TypeScript module", () => {
     const m = startMaster(["-m", "manual", "-b", "127.0.0.1:0", "-p", app, "--", ...PY, "--ack", "manual"], { dir });
     await m.waitForOutput(/WARN.*-p .*app\.py is not a Bun\/TypeScript module.*proceeding without preload: workers run 'python3 .*worker\.py --ack manual' as given/);
     const s = await acked(m.sockPath, 1);
-    const port = s.listeners[0].port;
-    expect(await fetchLine(port)).toBe(`${s.workers[0].pid} 0\n`);
+    const port = listenerPort(s);
+    expect(await fetchLine(port)).toBe(`${s.workers[0]!.pid} 0\n`);
     const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
     expect(up.code).toBe(0);
     const after = await acked(m.sockPath, 1);
     expect(after.master.version).toBe(1);
-    expect(after.workers[0].pid).not.toBe(s.workers[0].pid);
+    expect(after.workers[0]!.pid).not.toBe(s.workers[0]!.pid);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -109,21 +109,21 @@ function expectBytesIntact(dir: string, pid: number) {
 }
 
 /**
- * A command over a socket whose path is raw bytes (the harness's clients take
+ * A command over a socket whose path is raw bytes (the harness's client takes
  * paths as text): the answers, until one without `wait`.
  */
-function rawCommand(rawPath: Buffer, command: string, args: string[] = []): Array<Record<string, any>> {
+function rawCommand(rawPath: Buffer, command: string, args: string[] = []): Array<Record<string, unknown>> {
   const fd = sock.socket("unix");
   try {
     sock.connect(fd, { family: "unix", path: osString(rawPath) });
     writeSync(fd, `${JSON.stringify({ command, args })}\n`);
-    const answers: Array<Record<string, any>> = [];
+    const answers: Array<Record<string, unknown>> = [];
     const chunk = Buffer.alloc(1 << 16);
     let buf = "";
     for (;;) {
       let nl;
       while ((nl = buf.indexOf("\n")) >= 0) {
-        const a = decodeLine(buf.slice(0, nl)) as Record<string, any>;
+        const a = decodeLine(buf.slice(0, nl)) as Record<string, unknown>;
         buf = buf.slice(nl + 1);
         answers.push(a);
         if (!a.wait) return answers;
@@ -173,8 +173,8 @@ describe("bytes, not text", () => {
       const m = startMaster(["-m", "manual", "-n", "2", ...flags], { dir, wrap: ["/bin/sh", launcher] });
       // The command socket's path is not UTF-8 either: the workers ACK through it.
       const served = (version: number) => waitFor(`2 acked workers of version ${version}`, () => {
-        const t = JSON.parse(rawCommand(sockPath, "state", ["json"]).at(-1)!.message);
-        return t.workers.length === 2 && t.workers.every((w: any) => w.acked && w.version === version) ? t : null;
+        const t = JSON.parse(String(rawCommand(sockPath, "state", ["json"]).at(-1)!.message)) as StateReport;
+        return t.workers.length === 2 && t.workers.every((w) => w.acked && w.version === version) ? t : null;
       }, 30_000);
       await waitFor("the command socket", () => existsSync(sockPath));
       const first = await served(0);
@@ -242,23 +242,23 @@ describe("state in Einhorn's layout", () => {
     const e = rubyState(m.sockPath);
     expect(Object.keys(e)).toEqual([":state", ":persistent_descriptors"]);
     const st = e[":state"];
-    expect(Object.keys(st[":children"]).sort()).toEqual(j.workers.map((w: any) => `#${w.pid}`).sort());
+    expect(Object.keys(st[":children"]).sort()).toEqual(j.workers.map((w) => `#${w.pid}`).sort());
     for (const w of j.workers) {
       const c = st[":children"][`#${w.pid}`];
       expect(c).toMatchObject({ ":type": ":worker", ":version": 0, ":acked": true, ":index": w.index, ":signaled": { set: [] }, ":last_signaled_at": null });
-      expect(ms(c[":spinup_time"])).toBe(Date.parse(w.spawned_at));
+      expect(ms(c[":spinup_time"])).toBe(Date.parse(w.spawned_at!));
       expect(c[":pinged_at"]).toBeUndefined();
     }
     expect(st[":config"]).toEqual({ ":number": 2, ":backlog": 100, ":seconds": 1, ":max_unacked": j.settings.max_unacked });
     expect(st).toMatchObject({
       ":version": 0, ":upgrading": false, ":respawn": true, ":socket_path": m.sockPath, ":ack_mode": { ":type": ":manual" },
-      ":signal_timeout": 3, ":bind": [["127.0.0.1", 0, ["r"]]], ":bound_ports": [j.listeners[0].port], ":bind_fds": [j.listeners[0].fd],
+      ":signal_timeout": 3, ":bind": [["127.0.0.1", 0, ["r"]]], ":bound_ports": [listenerPort(j)], ":bind_fds": [j.listeners[0]!.fd],
       ":orig_cmd": [...PY, "--ack", "manual", "--signals", sig, "--ignore-usr2"], ":kill_children_on_exit": false, ":command_socket_as_fd": false,
       ":consecutive_deaths_before_ack": 0, ":generation": 0, ":preloaded": false, ":path": null, ":drop_environment_variables": [],
     });
     expect(st[":cmd"][0]).toMatch(/^\/.*python3/);
     // When the last worker was asked for: the newest spawn, a moment before it started.
-    expect(Math.abs(ms(st[":last_spinup"]) - Math.max(...j.workers.map((w: any) => Date.parse(w.spawned_at))))).toBeLessThan(5000);
+    expect(Math.abs(ms(st[":last_spinup"]) - Math.max(...j.workers.map((w) => Date.parse(w.spawned_at!))))).toBeLessThan(5000);
     expect(e[":persistent_descriptors"][0]).toEqual({ ":class": "Einhorn::Event::CommandServer", ":server": expect.any(Number) });
 
     // --signal-timeout, changed at run time, read back where Einhorn keeps it.
@@ -290,7 +290,7 @@ describe("state in Einhorn's layout", () => {
     // A timer ACK does not wait for the program: on a busy machine python may
     // not have set its USR2 handler 0.2 s in, and the upgrade's USR2 would
     // then kill the old worker at once. Upgrade once it is ready.
-    const [first] = (await stateJson(m.sockPath)).workers;
+    const first = (await stateJson(m.sockPath)).workers[0]!;
     await waitFor("the worker's signal handlers in place", () => existsSync(join(sig, `${first.pid}.ready`)));
     const e0 = rubyState(m.sockPath)[":state"];
     expect(e0[":ack_mode"]).toEqual({ ":type": ":timer", ":timeout": 0.2 });
@@ -331,17 +331,17 @@ describe("workers ACKing the way Einhorn's worker library does", () => {
       // Our schema and Einhorn's layout agree on the ping.
       const pinged = await waitFor("pings recorded", async () => {
         const s = await stateJson(m.sockPath);
-        return s.workers.every((w: any) => w.last_ping?.request_id === id) ? s : null;
+        return s.workers.every((w) => w.last_ping?.request_id === id) ? s : null;
       });
       const e = rubyState(m.sockPath)[":state"][":children"];
       for (const w of pinged.workers) {
         expect(e[`#${w.pid}`][":acked"]).toBe(true);
         expect(e[`#${w.pid}`][":pinged_request_id"]).toBe(id);
-        expect(ms(e[`#${w.pid}`][":pinged_at"])).toBe(Date.parse(w.last_ping.at));
+        expect(ms(e[`#${w.pid}`][":pinged_at"])).toBe(Date.parse(w.last_ping!.at!));
       }
       // And they serve.
-      const line = await fetchLine(j.listeners[0].port);
-      expect(j.workers.map((w: any) => `${w.pid} ${w.index}`)).toContain(line.split(" ").slice(0, 2).join(" ").trim());
+      const line = await fetchLine(listenerPort(j));
+      expect(j.workers.map((w) => `${w.pid} ${w.index}`)).toContain(line.split(" ").slice(0, 2).join(" ").trim());
       expect(await stopMaster(m)).toBe(0);
     }, 60_000);
   }
@@ -353,9 +353,9 @@ describe("--drop-env-var", () => {
   async function reportedEnv(rep: string, sockPath: string, version: number): Promise<Record<string, string>> {
     const s = await waitFor(`a worker of version ${version}`, async () => {
       const t = await stateJson(sockPath);
-      return t.workers.length === 1 && t.workers[0].version === version && t.workers[0].acked ? t : null;
+      return t.workers.length === 1 && t.workers[0]!.version === version && t.workers[0]!.acked ? t : null;
     }, 30_000);
-    const f = join(rep, `${s.workers[0].pid}.json`);
+    const f = join(rep, `${s.workers[0]!.pid}.json`);
     return (await waitFor("report", () => existsSync(f) && JSON.parse(readFileSync(f, "utf8")))).env;
   }
 
@@ -389,21 +389,21 @@ describe("-k", () => {
     const RUBY_WORKER = join(FIXTURES, "einhorn_worker.rb");
     const m = startMaster(["-k", "-m", "manual", "-b", "127.0.0.1:0", "--", ruby!, RUBY_WORKER, "env"]);
     const j = await acked(m.sockPath, 1);
-    expect(await fetchLine(j.listeners[0].port)).toBe(`${j.workers[0].pid} 0 USR2\n`);
+    expect(await fetchLine(listenerPort(j))).toBe(`${j.workers[0]!.pid} 0 USR2\n`);
     expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
     const s = await waitFor("the new worker alone", async () => {
       const t = await stateJson(m.sockPath);
-      return t.workers.length === 1 && t.workers[0].version === 1 && t.workers[0].acked ? t : null;
+      return t.workers.length === 1 && t.workers[0]!.version === 1 && t.workers[0]!.acked ? t : null;
     }, 30_000);
-    expect(await fetchLine(j.listeners[0].port)).toBe(`${s.workers[0].pid} ${s.workers[0].index} USR2\n`);
+    expect(await fetchLine(listenerPort(j))).toBe(`${s.workers[0]!.pid} ${s.workers[0]!.index} USR2\n`);
     // The master dies without a word: the worker gets USR2 and leaves.
     m.proc.kill("SIGKILL");
     await m.exited;
-    await waitFor("the worker gone after its parent's death", () => !existsSync(`/proc/${s.workers[0].pid}`) || /\) Z /.test(readFileSync(`/proc/${s.workers[0].pid}/stat`, "latin1")), 15_000);
+    await waitFor("the worker gone after its parent's death", () => !existsSync(`/proc/${s.workers[0]!.pid}`) || /\) Z /.test(readFileSync(`/proc/${s.workers[0]!.pid}/stat`, "latin1")), 15_000);
 
     const plain = startMaster(["-m", "manual", "-b", "127.0.0.1:0", "--", ruby!, RUBY_WORKER, "env"]);
     const p = await acked(plain.sockPath, 1);
-    expect(await fetchLine(p.listeners[0].port)).toBe(`${p.workers[0].pid} 0 none\n`);
+    expect(await fetchLine(listenerPort(p))).toBe(`${p.workers[0]!.pid} 0 none\n`);
     expect(await stopMaster(plain)).toBe(0);
   }, 60_000);
 });

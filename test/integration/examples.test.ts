@@ -1,26 +1,26 @@
 // The programs in examples/ under the compiled master, and on their own.
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { BUN, fetchLine, onCleanup, ROOT, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
+import { BUN, fetchLine, httpGet, listenerPort, type Master, onCleanup, ROOT, startMaster, stateJson, type StateReport, stopMaster, waitFor } from "../harness";
 
 const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
 
-async function allAcked(m: Master, n: number): Promise<any> {
+async function allAcked(m: Master, n: number): Promise<StateReport> {
   return waitFor(`${n} acked workers`, async () => {
     const s = await stateJson(m.sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   });
 }
 
-async function exitRecorded(m: Master, index: number): Promise<any> {
+async function exitRecorded(m: Master, index: number): Promise<StateReport["exits"][string]> {
   return waitFor(`exit of index ${index}`, async () => {
     const s = await stateJson(m.sockPath);
-    return s.exits[String(index)]?.total >= 1 ? s.exits[String(index)] : null;
+    const e = s.exits[String(index)];
+    return e && e.total >= 1 ? e : null;
   });
 }
 
@@ -40,8 +40,8 @@ describe("examples/time-server.ts", () => {
   test("under einhorn: each connection gets the time, from an ACKed worker; USR2 makes it exit 0", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, TIME_SERVER]);
     const s = await allAcked(m, 2);
-    const port = s.listeners[0].port;
-    const pids = new Set(s.workers.map((w: any) => w.pid));
+    const port = listenerPort(s);
+    const pids = new Set(s.workers.map((w) => w.pid));
     for (let i = 0; i < 3; i++) {
       const line = await fetchLine(port);
       const match = TIME_LINE.exec(line);
@@ -49,7 +49,7 @@ describe("examples/time-server.ts", () => {
       expect(pids.has(Number(match![1]))).toBe(true);
       expect(["0", "1"]).toContain(match![2]!);
     }
-    const w = s.workers[0];
+    const w = s.workers[0]!;
     process.kill(w.pid, "SIGUSR2");
     expect((await exitRecorded(m, w.index)).last_code).toBe(0);
     // The other worker still answers on the shared socket.
@@ -69,22 +69,18 @@ describe("examples/http-worker.ts", () => {
   test("under einhorn: serves, and a slow request survives the worker's graceful shutdown", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, HTTP_WORKER]);
     const s = await allAcked(m, 2);
-    const port = s.listeners[0].port;
+    const port = listenerPort(s);
     const hello = await (await fetch(`http://127.0.0.1:${port}/`)).text();
     expect(hello).toMatch(/^Hello from worker \d+ \(index [01]\)\n$/);
     const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { ok: boolean; pid: number };
     expect(health.ok).toBe(true);
-    expect(s.workers.map((w: any) => w.pid)).toContain(health.pid);
+    expect(s.workers.map((w) => w.pid)).toContain(health.pid);
 
-    // A slow request on a raw connection, then USR2 to both workers (either may have taken it).
-    let data = "";
-    const sock = net.connect(port, "127.0.0.1");
-    sock.on("data", (d) => { data += d.toString(); });
-    const closed = new Promise<void>((r) => sock.on("close", () => r()));
-    sock.write("GET /slow?ms=600 HTTP/1.1\r\nHost: t\r\n\r\n");
+    // A slow request on a keep-alive connection, then USR2 to both workers (either may have taken it): the worker closes it.
+    const slow = httpGet(port, { path: "/slow?ms=600", keepAlive: true });
     await Bun.sleep(150);
     for (const w of s.workers) process.kill(w.pid, "SIGUSR2");
-    await closed;
+    const data = (await slow).raw;
     expect(data).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     expect(data).toMatch(/\r\nConnection: close\r\n/i);
     expect(data).toMatch(/slept 600 ms in worker \d+\n$/);

@@ -5,12 +5,12 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseWrk } from "../../bench/load";
-import { BUN, FIXTURES, fetchLine, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 import { needsOnPath } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "worker.py");
 const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter(Boolean);
-const upWorkers = (s: any, version: number) => s.workers.filter((w: any) => w.version === version && w.acked && !w.retiring);
+const upWorkers = (s: StateReport, version: number) => s.workers.filter((w) => w.version === version && w.acked && !w.retiring);
 
 function pythonConfig(args: string[], extra = ""): string {
   return `number: 2
@@ -30,10 +30,10 @@ describe("generations remember what they run", () => {
     writeFileSync(file, pythonConfig(["--ack", "manual", "--label", "v1"]));
     const m = startMaster(["--config", file], { dir });
     const s0 = await waitFor("2 workers up", async () => { const s = await stateJson(m.sockPath); return upWorkers(s, 0).length === 2 ? s : null; }, 20_000);
-    expect(s0.generations.map((g: any) => [g.version, g.live])).toEqual([[0, true]]);
-    expect(s0.generations[0].spec.program).toEqual(["python3", WORKER, "--ack", "manual", "--label", "v1"]);
-    expect(s0.generations[0].spec.env).toBeUndefined(); // values may be secrets: only their number
-    expect(s0.generations[0].spec.env_count).toBeGreaterThan(0);
+    expect(s0.generations.map((g) => [g.version, g.live])).toEqual([[0, true]]);
+    expect(s0.generations[0]!.spec.program).toEqual(["python3", WORKER, "--ack", "manual", "--label", "v1"]);
+    expect("env" in s0.generations[0]!.spec).toBe(false); // values may be secrets: only their number
+    expect(s0.generations[0]!.spec.env_count).toBeGreaterThan(0);
 
     // A release that exits at once: the upgrade fails safe and says which spec stays.
     writeFileSync(file, pythonConfig(["--exit", "1"]));
@@ -43,17 +43,17 @@ describe("generations remember what they run", () => {
     expect(up.stderr).toMatch(/Upgrade failed: 2 new workers in a row exited before they ACKed\. Version 1 is being stopped; version 0 keeps serving\./);
 
     // Kill one old worker: its replacement runs version 0's program, not the failed one.
-    const [victim, survivor] = s0.workers.map((w: any) => w.pid);
+    const [victim, survivor] = s0.workers.map((w) => w.pid) as [number, number];
     process.kill(victim, "SIGKILL");
     const s1 = await waitFor("2 workers of version 0 up again", async () => {
       const s = await stateJson(m.sockPath);
-      return upWorkers(s, 0).length === 2 && !s.workers.some((w: any) => w.pid === victim) ? s : null;
+      return upWorkers(s, 0).length === 2 && !s.workers.some((w) => w.pid === victim) ? s : null;
     }, 20_000);
-    const replacement = s1.workers.find((w: any) => w.pid !== survivor);
+    const replacement = s1.workers.find((w) => w.pid !== survivor)!;
     expect(replacement.version).toBe(0);
     expect(cmdline(replacement.pid).slice(-2)).toEqual(["--label", "v1"]);
     expect(s1.workers).toHaveLength(2);
-    expect(s1.generations.map((g: any) => g.version)).toEqual([0]);
+    expect(s1.generations.map((g) => g.version)).toEqual([0]);
     const status = await runBinary(["sh", "-d", m.sockPath, "-e", "status"], { dir });
     expect(status.stdout).toContain("workers 2/2 up, version 0");
     expect(status.stdout).toMatch(/^generation 0 \(live\): spec [0-9a-f]{12}, 2 workers, USR2 to retire: python3 /m);
@@ -69,7 +69,7 @@ describe("generations remember what they run", () => {
     writeFileSync(file, pythonConfig(args, "retire-signal: USR2\n"));
     const m = startMaster(["--config", file], { dir });
     const s0 = await waitFor("2 workers up", async () => { const s = await stateJson(m.sockPath); return upWorkers(s, 0).length === 2 ? s : null; }, 20_000);
-    const old = s0.workers.map((w: any) => w.pid);
+    const old = s0.workers.map((w) => w.pid);
     await waitFor("handlers of the old workers", () => old.every((p: number) => existsSync(join(sigs, `${p}.ready`))));
 
     writeFileSync(file, pythonConfig(args, "retire-signal: TERM\n"));
@@ -82,16 +82,16 @@ describe("generations remember what they run", () => {
     }, 20_000);
     // The old workers were asked to leave with the signal they were started expecting.
     for (const p of old) expect(readFileSync(join(sigs, `${p}.signals`), "utf8").trim()).toBe("USR2");
-    expect(s1.generations.map((g: any) => [g.version, g.spec.retireSignal])).toEqual([[1, "SIGTERM"]]);
+    expect(s1.generations.map((g) => [g.version, g.spec.retireSignal])).toEqual([[1, "SIGTERM"]]);
 
     // `dec` retires a new worker with the new signal.
-    const fresh = s1.workers.map((w: any) => w.pid);
+    const fresh = s1.workers.map((w) => w.pid);
     await waitFor("handlers of the new workers", () => fresh.every((p: number) => existsSync(join(sigs, `${p}.ready`))));
     const dec = await runBinary(["sh", "-d", m.sockPath, "-e", "dec"], { dir });
     expect(dec.code).toBe(0);
     const gone = await waitFor("one new worker retired", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.length === 1 ? fresh.find((p: number) => !s.workers.some((w: any) => w.pid === p)) : null;
+      return s.workers.length === 1 ? fresh.find((p: number) => !s.workers.some((w) => w.pid === p)) : null;
     }, 20_000);
     expect(readFileSync(join(sigs, `${gone}.signals`), "utf8").trim()).toBe("TERM");
     // And a graceful stop sends the live generation's TERM to the last one.
@@ -120,7 +120,7 @@ describe("-p in the config file is part of the spec", () => {
     writeFileSync(file, conf("a.ts"));
     const m = startMaster(["--config", file], { dir });
     const s0 = await waitFor("2 workers up", async () => { const s = await stateJson(m.sockPath); return upWorkers(s, 0).length === 2 ? s : null; }, 20_000);
-    const port = s0.listeners[0].port;
+    const port = listenerPort(s0);
     await waitFor("module a answers", async () => (await fetchLine(port)) === "module-a\n", 20_000);
 
     writeFileSync(file, conf("b.ts"));
@@ -138,12 +138,12 @@ describe("-p in the config file is part of the spec", () => {
     expect(bad.stderr).toMatch(/Upgrade failed: preflight .*broken\.ts: Expected/);
     // A worker lost now comes back running module b, not the broken one.
     const s1 = await stateJson(m.sockPath);
-    process.kill(s1.workers[0].pid, "SIGKILL");
+    process.kill(s1.workers[0]!.pid, "SIGKILL");
     const s2 = await waitFor("2 workers of version 1 up again", async () => {
       const s = await stateJson(m.sockPath);
-      return upWorkers(s, 1).length === 2 && !s.workers.some((w: any) => w.pid === s1.workers[0].pid) ? s : null;
+      return upWorkers(s, 1).length === 2 && !s.workers.some((w) => w.pid === s1.workers[0]!.pid) ? s : null;
     }, 20_000);
-    expect(s2.generations.map((g: any) => [g.version, g.spec.preload])).toEqual([[1, join(dir, "b.ts")]]);
+    expect(s2.generations.map((g) => [g.version, g.spec.preload])).toEqual([[1, join(dir, "b.ts")]]);
     for (let i = 0; i < 4; i++) expect(await fetchLine(port)).toBe("module-b\n");
     expect(await stopMaster(m)).toBe(0);
   }, 90_000);
@@ -169,11 +169,6 @@ function deploy(root: string, n: number): void {
   renameSync(tmp, join(root, "current"));
 }
 
-async function httpGet(port: number): Promise<string> {
-  const r = await fetch(`http://127.0.0.1:${port}/`);
-  return r.text();
-}
-
 describe("rollback after a bad bake (--upgrade-bake)", () => {
   test(`a release that dies after coming up is rolled back to the previous real path under load; the waiting shell fails${needsOnPath("wrk")}`, async () => {
     if (needsOnPath("wrk")) return;
@@ -194,10 +189,10 @@ program: ${join(root, "current", "server")}
 `);
     const m = startMaster(["--config", file], { dir: root });
     const s0 = await waitFor("2 workers up", async () => { const s = await stateJson(m.sockPath); return upWorkers(s, 0).length === 2 ? s : null; }, 30_000);
-    const port = s0.listeners[0].port as number;
+    const port = listenerPort(s0);
     const metricsPort = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
-    expect(s0.generations[0].spec.programPath).toBe(realpathSync(join(root, "releases", "1", "server")));
-    expect(await httpGet(port)).toStartWith("release=1 ");
+    expect(s0.generations[0]!.spec.programPath).toBe(realpathSync(join(root, "releases", "1", "server")));
+    expect((await httpGet(port)).body).toStartWith("release=1 ");
 
     // Load for the whole story, and a sampler that records who answered.
     const wrk = Bun.spawn(["wrk", "-t2", "-c8", "-d600s", "--timeout", "10s", `http://127.0.0.1:${port}/`], { stdout: "pipe", stderr: "pipe" });
@@ -207,7 +202,7 @@ program: ${join(root, "current", "server")}
     let sampleErrors = 0;
     const sampler = (async () => {
       while (sampling) {
-        try { seen.add((await httpGet(port)).split(" ")[0]!); } catch { sampleErrors++; }
+        try { seen.add((await httpGet(port)).body.split(" ")[0]!); } catch { sampleErrors++; }
         await sleep(20);
       }
     })();
@@ -231,10 +226,10 @@ program: ${join(root, "current", "server")}
         return upWorkers(s, s.master.version).length === 2 && s.workers.length === 2 && !s.master.upgrade ? s : null;
       }, 60_000);
       expect(s1.master.version).toBe(2);
-      const g = s1.generations.find((x: any) => x.version === 2);
+      const g = s1.generations.find((x) => x.version === 2)!;
       expect(g.rollback_of).toBe(0);
       expect(g.spec.programPath).toBe(realpathSync(join(root, "releases", "1", "server")));
-      for (let i = 0; i < 5; i++) expect(await httpGet(port)).toStartWith("release=1 ");
+      for (let i = 0; i < 5; i++) expect((await httpGet(port)).body).toStartWith("release=1 ");
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(/^einhorn_rollbacks_total 1$/m);
       expect(metrics).toMatch(/^einhorn_upgrades_total\{result="rolled_back"\} 1$/m);
@@ -265,8 +260,8 @@ program: ${join(root, "current", "server")}
     expect(r.stdout.trim().split("\n").at(-1)).toContain("Upgrade done: version 1 baked for 2s with 0 unasked exits");
     const s = await stateJson(m.sockPath);
     expect(s.master.bake).toBeNull();
-    expect(s.generations.map((g: any) => g.version)).toEqual([1]);
-    const line = await fetchLine(s.listeners[0].port);
+    expect(s.generations.map((g) => g.version)).toEqual([1]);
+    const line = await fetchLine(listenerPort(s));
     expect(line).toMatch(/^\d+ \d+\n$/);
     expect(await stopMaster(m)).toBe(0);
   }, 60_000);

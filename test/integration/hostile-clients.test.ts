@@ -12,7 +12,7 @@ const PY = ["python3", join(FIXTURES, "worker.py")];
 async function workersUp(sockPath: string, n: number) {
   return waitFor(`${n} acked worker(s)`, async () => {
     const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -69,7 +69,12 @@ describe("config takes known keys only", () => {
   });
 });
 
-/** Connected raw clients (closed at the end of the test). */
+/**
+ * Connected raw clients (closed at the end of the test): blocking descriptors,
+ * not the harness's CommandConnection, since these tests hold hundreds of
+ * connections, write partial or oversized lines and never read, which a
+ * well-behaved client cannot do.
+ */
 function connectMany(path: string, n: number): number[] {
   const fds: number[] = [];
   onCleanup(() => { for (const fd of fds) { try { sock.close(fd); } catch { /* closed */ } } });
@@ -101,7 +106,7 @@ describe("connection floods", () => {
     expect(up.stdout).toContain("Upgrade done");
     expect(up.code).toBe(0);
     const s = await stateJson(m.sockPath);
-    expect(s.workers.filter((w: any) => w.acked && w.version === s.master.version)).toHaveLength(2);
+    expect(s.workers.filter((w) => w.acked && w.version === s.master.version)).toHaveLength(2);
     // Clients that never sent a whole line are closed after FIRST_LINE_TIMEOUT_MS (10 s).
     await waitFor("every idle client closed by the master", () => sock.readableNow(idle).length === idle.length, 30_000, 200);
     expect(await stopMaster(m)).toBe(0);
@@ -138,7 +143,7 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
     let sampling = true;
     const sampler = (async () => { while (sampling) { peak = Math.max(peak, rssMb(m.pid)); await sleep(20); } })();
     try {
-      await abuse(m, s0.workers[0].pid);
+      await abuse(m, s0.workers[0]!.pid);
       // The master still answers.
       expect((await stateJson(m.sockPath)).master.pid).toBe(m.pid);
     } finally {
@@ -159,9 +164,9 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
       }
       const s = await waitFor("the last ping recorded", async () => {
         const st = await stateJson(m.sockPath);
-        return /^\{"a":"y+\.\.\. \(cut from 50008 characters\)$/.test(String(st.workers[0].last_ping?.request_id ?? "")) ? st : null;
+        return /^\{"a":"y+\.\.\. \(cut from 50008 characters\)$/.test(String(st.workers[0]!.last_ping?.request_id ?? "")) ? st : null;
       });
-      expect(JSON.stringify(s.workers[0].last_ping.request_id).length).toBeLessThanOrEqual(260);
+      expect(JSON.stringify(s.workers[0]!.last_ping!.request_id).length).toBeLessThanOrEqual(260);
       expect(m.output()).toContain(`worker:ping from pid ${worker}: request_id of 60002 characters cut to 256`);
       // A request id longer than 256 characters is refused, not echoed.
       const [idFd] = connectMany(m.sockPath, 1);
@@ -216,7 +221,7 @@ describe("input already waiting is handled before a timeout fires", () => {
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
     const fresh = await waitFor("the new worker spawned", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.find((w: any) => w.pid !== s0.workers[0].pid) ?? null;
+      return s.workers.find((w) => w.pid !== s0.workers[0]!.pid) ?? null;
     }, 30_000);
     process.kill(m.pid, "SIGSTOP");
     try {

@@ -4,7 +4,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
 import {
-  BUN, FIXTURES, fetchLine, processesTagged, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BUN, FIXTURES, fetchLine, processesTagged, runBinary, sleep, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -12,7 +12,7 @@ const PY = ["python3", join(FIXTURES, "worker.py")];
 async function workersUp(sock: string, n: number, acked = true) {
   return waitFor(`${n} ${acked ? "acked " : ""}workers`, async () => {
     const s = await stateJson(sock);
-    const ws = s.workers.filter((w: any) => !w.retiring && (!acked || w.acked));
+    const ws = s.workers.filter((w) => !w.retiring && (!acked || w.acked));
     return ws.length === n ? s : null;
   });
 }
@@ -22,8 +22,19 @@ async function handlersReady(dir: string, pids: number[]) {
   await waitFor("signal handlers installed", () => pids.every((p) => existsSync(join(dir, `${p}.ready`))));
 }
 
-function reports(dir: string): any[] {
-  return readdirSync(dir).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")));
+/** What test/fixtures/worker.py --report writes: what the worker got from einhorn. */
+interface WorkerReport {
+  pid: number;
+  pgid: number;
+  env: Record<string, string>;
+  fds: number[];
+  nonblocking: Record<string, boolean>;
+  sigblk: string;
+  sigign: string;
+}
+
+function reports(dir: string): WorkerReport[] {
+  return readdirSync(dir).filter((f) => f.endsWith(".json")).map((f) => JSON.parse(readFileSync(join(dir, f), "utf8")) as WorkerReport);
 }
 
 describe("serving", () => {
@@ -31,12 +42,12 @@ describe("serving", () => {
     const rep = tempDir();
     const m = startMaster(["-n", "3", "-m", "0.2", "-b", "127.0.0.1:0", "--", ...PY, "--report", rep], { env: { PASS_THROUGH: "yes" } });
     const s = await workersUp(m.sockPath, 3);
-    const port = s.listeners[0].port;
-    const fd = s.listeners[0].fd;
+    const port = listenerPort(s);
+    const fd = s.listeners[0]!.fd;
     expect(port).toBeGreaterThan(0);
-    expect(s.workers.map((w: any) => w.index).sort()).toEqual([0, 1, 2]);
+    expect(s.workers.map((w) => w.index).sort()).toEqual([0, 1, 2]);
 
-    const pids = new Set(s.workers.map((w: any) => String(w.pid)));
+    const pids = new Set(s.workers.map((w) => String(w.pid)));
     for (let i = 0; i < 10; i++) expect(pids.has((await fetchLine(port)).split(" ")[0]!)).toBe(true);
 
     const rs = await waitFor("3 worker reports", () => (reports(rep).length === 3 ? reports(rep) : null));
@@ -61,7 +72,7 @@ describe("serving", () => {
     // sleep(1) changes no signal disposition itself, so /proc shows what einhorn gave it.
     const m = startMaster(["-n", "1", "-m", "0", "--", "sleep", "1000"]);
     const s = await workersUp(m.sockPath, 1);
-    const pid = s.workers[0].pid;
+    const pid = s.workers[0]!.pid;
     const status = readFileSync(`/proc/${pid}/status`, "utf8");
     expect(status).toMatch(/^SigBlk:\s+0000000000000000$/m);
     expect(status).toMatch(/^SigIgn:\s+0000000000000000$/m);
@@ -73,7 +84,7 @@ describe("serving", () => {
   test("a TypeScript worker serves on the inherited socket", async () => {
     const m = startMaster(["-n", "2", "-m", "0", "-b", "127.0.0.1:0", "--", BUN, join(FIXTURES, "ts-worker.ts")]);
     const s = await workersUp(m.sockPath, 2);
-    const line = await waitFor("an answer", async () => (await fetchLine(s.listeners[0].port)) || null);
+    const line = await waitFor("an answer", async () => (await fetchLine(listenerPort(s))) || null);
     expect(line).toMatch(/^\d+ [01]\n$/);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -85,17 +96,17 @@ describe("serving", () => {
     writeFileSync(join(dir, "placeholder"), "");
     const m = startMaster(["-b", "[::1]:0,n,reuseport", "-b", `unix:${unixPath},mode=0660`, "-m", "0", "--", ...PY, "--report", rep]);
     const s = await workersUp(m.sockPath, 1);
-    expect(s.listeners.map((l: any) => l.family)).toEqual(["inet6", "unix"]);
-    expect(s.listeners[0].address).toMatch(/^\[::1\]:\d+$/);
+    expect(s.listeners.map((l) => l.family)).toEqual(["inet6", "unix"]);
+    expect(s.listeners[0]!.address).toMatch(/^\[::1\]:\d+$/);
     expect(statSync(unixPath).mode & 0o777).toBe(0o660);
     expect(statSync(m.sockPath).mode & 0o777).toBe(0o600);
-    const [r] = await waitFor("report", () => (reports(rep).length ? reports(rep) : null));
-    expect(r.nonblocking[String(s.listeners[0].fd)]).toBe(true);
-    expect(r.nonblocking[String(s.listeners[1].fd)]).toBe(false);
+    const r = await waitFor("report", () => reports(rep)[0]);
+    expect(r.nonblocking[String(s.listeners[0]!.fd)]).toBe(true);
+    expect(r.nonblocking[String(s.listeners[1]!.fd)]).toBe(false);
     expect(r.env.EINHORN_FD_COUNT).toBe("2");
-    expect(r.env.EINHORN_FD_0).toBe(String(s.listeners[0].fd));
-    expect(r.env.EINHORN_FD_1).toBe(String(s.listeners[1].fd));
-    expect(await fetchLine(s.listeners[0].port, "::1")).toMatch(/^\d+ 0\n$/);
+    expect(r.env.EINHORN_FD_0).toBe(String(s.listeners[0]!.fd));
+    expect(r.env.EINHORN_FD_1).toBe(String(s.listeners[1]!.fd));
+    expect(await fetchLine(listenerPort(s), "::1")).toMatch(/^\d+ 0\n$/);
     const viaUnix = await fetchLine(unixPath);
     expect(viaUnix).toMatch(/^\d+ 0\n$/);
     expect(await stopMaster(m)).toBe(0);
@@ -109,12 +120,12 @@ describe("serving", () => {
       const out = Bun.spawnSync(["ss", "-ltnH", `sport = :${port}`]).stdout.toString().trim().split(/\s+/);
       return Number(out[2]); // State Recv-Q Send-Q: for a listener, Send-Q is the backlog
     };
-    expect(backlog(s.listeners[0].port)).toBe(7);
-    expect(backlog(s.listeners[1].port)).toBe(7);
+    expect(backlog(listenerPort(s))).toBe(7);
+    expect(backlog(listenerPort(s, 1))).toBe(7);
     expect(await stopMaster(m)).toBe(0);
     const d = startMaster(["-b", "127.0.0.1:0", "-m", "0", "--", "sleep", "1000"]);
     const t = await workersUp(d.sockPath, 1);
-    expect(backlog(t.listeners[0].port)).toBe(100);
+    expect(backlog(listenerPort(t))).toBe(100);
     expect(await stopMaster(d)).toBe(0);
   });
 
@@ -143,16 +154,16 @@ describe("keeping workers alive", () => {
   test("a SIGKILLed worker is replaced with the same index", async () => {
     const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "-b", "127.0.0.1:0", "--", ...PY]);
     const s = await workersUp(m.sockPath, 2);
-    const victim = s.workers[0];
+    const victim = s.workers[0]!;
     process.kill(victim.pid, "SIGKILL");
     const after = await waitFor("replacement", async () => {
       const t = await stateJson(m.sockPath);
-      return t.workers.length === 2 && !t.workers.some((w: any) => w.pid === victim.pid) ? t : null;
+      return t.workers.length === 2 && !t.workers.some((w) => w.pid === victim.pid) ? t : null;
     });
-    const replacement = after.workers.find((w: any) => w.index === victim.index);
+    const replacement = after.workers.find((w) => w.index === victim.index);
     expect(replacement).toBeDefined();
-    expect(replacement.pid).not.toBe(victim.pid);
-    expect(after.exits[String(victim.index)].last_signal).toBe("SIGKILL");
+    expect(replacement!.pid).not.toBe(victim.pid);
+    expect(after.exits[String(victim.index)]!.last_signal).toBe("SIGKILL");
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -174,7 +185,7 @@ describe("keeping workers alive", () => {
     const m = startMaster(["-n", "2", "-m", "manual", "--", ...PY, "--ack", "manual"]);
     const s = await workersUp(m.sockPath, 2, true);
     expect(s.settings.ack_mode).toBe("manual");
-    expect(s.workers.every((w: any) => w.acked)).toBe(true);
+    expect(s.workers.every((w) => w.acked)).toBe(true);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -183,7 +194,7 @@ describe("keeping workers alive", () => {
     await workersUp(m.sockPath, 1, false);
     await sleep(300);
     const s = await stateJson(m.sockPath);
-    expect(s.workers[0].acked).toBe(false);
+    expect(s.workers[0]!.acked).toBe(false);
     expect(await stopMaster(m)).toBe(0);
   });
 });
@@ -193,7 +204,7 @@ describe("signals to the master", () => {
     const sig = tempDir();
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
     // No pidfile unless asked (-e), as Einhorn 1.1.1.
     expect(existsSync(join(m.dir, "einhorn.pid"))).toBe(false);
     expect(await stopMaster(m, "SIGINT")).toBe(0);
@@ -207,7 +218,7 @@ describe("signals to the master", () => {
     const sig = tempDir();
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
     for (const w of s.workers) expect(readFileSync(join(sig, `${w.pid}.signals`), "utf8")).toBe("TERM\n");
   });
@@ -216,16 +227,16 @@ describe("signals to the master", () => {
     const sig = tempDir();
     const m = startMaster(["-n", "1", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m.sockPath, 1);
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
     expect(await stopMaster(m, "SIGUSR2")).toBe(0);
-    expect(readFileSync(join(sig, `${s.workers[0].pid}.signals`), "utf8")).toBe("USR2\n");
+    expect(readFileSync(join(sig, `${s.workers[0]!.pid}.signals`), "utf8")).toBe("USR2\n");
   });
 
   test("QUIT passes QUIT to workers and exits at once with status 1, as Einhorn's exit(1)", async () => {
     const sig = tempDir();
     const m = startMaster(["-n", "2", "-m", "0", "--", ...PY, "--ignore-usr2", "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
     expect(await stopMaster(m, "SIGQUIT")).toBe(1);
     for (const w of s.workers) await waitFor(`QUIT at ${w.pid}`, () => existsSync(join(sig, `${w.pid}.signals`)) && readFileSync(join(sig, `${w.pid}.signals`), "utf8") === "QUIT\n");
     await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
@@ -237,12 +248,12 @@ describe("signals to the master", () => {
     m.proc.kill("SIGALRM");
     const s1 = await waitFor("2 acked workers of version 1", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.length === 2 && s.workers.every((w: any) => w.acked && !w.retiring && w.version === 1) ? s : null;
+      return s.workers.length === 2 && s.workers.every((w) => w.acked && !w.retiring && w.version === 1) ? s : null;
     }, 20_000);
     expect(s1.master.pid).toBe(s0.master.pid);
     expect(s1.master.reexecs).toBe(1);
-    const before = new Set(s0.workers.map((w: any) => w.pid));
-    expect(s1.workers.filter((w: any) => before.has(w.pid))).toEqual([]);
+    const before = new Set(s0.workers.map((w) => w.pid));
+    expect(s1.workers.filter((w) => before.has(w.pid))).toEqual([]);
     expect(m.output()).toMatch(/ERROR: Upgrading using SIGALRM is deprecated\. Please switch to SIGHUP\n/);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -251,7 +262,7 @@ describe("signals to the master", () => {
     const sig = tempDir();
     const m = startMaster(["-n", "1", "-m", "0", "-t", "0.5", "--", ...PY, "--ignore-usr2", "--signals", sig]);
     const s = await workersUp(m.sockPath, 1);
-    await handlersReady(sig, [s.workers[0].pid]);
+    await handlersReady(sig, [s.workers[0]!.pid]);
     expect(await stopMaster(m, "SIGINT")).toBe(0);
     expect(m.output()).toMatch(/still alive 0\.5s after SIGUSR2; sending SIGKILL/);
     expect(m.output()).toMatch(/killed by SIGKILL/);
@@ -261,8 +272,8 @@ describe("signals to the master", () => {
     const sig = tempDir();
     const m = startMaster(["-k", "-n", "2", "-m", "0", "--", ...PY, "--signals", sig]);
     const s = await workersUp(m.sockPath, 2);
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
-    await handlersReady(sig, s.workers.map((w: any) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
+    await handlersReady(sig, s.workers.map((w) => w.pid));
     m.proc.kill("SIGKILL");
     await m.exited;
     // Linux may deliver the parent-death signal more than once (once per
@@ -278,8 +289,8 @@ describe("signals to the master", () => {
     const s = await workersUp(m.sockPath, 1);
     m.proc.kill("SIGKILL");
     await m.exited;
-    expect(await fetchLine(s.listeners[0].port)).toBe(`${s.workers[0].pid} 0\n`);
-    process.kill(s.workers[0].pid, "SIGTERM");
+    expect(await fetchLine(listenerPort(s))).toBe(`${s.workers[0]!.pid} 0\n`);
+    process.kill(s.workers[0]!.pid, "SIGTERM");
     await waitFor("orphan gone", () => processesTagged(m.tag).length === 0);
   });
 });
@@ -317,7 +328,7 @@ describe("files and logs", () => {
     expect(readFileSync(`/proc/${m.pid}/comm`, "utf8").trim()).toBe("einhorn: web");
     const nice = (pid: number) => Number(readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ")[16]);
     expect(nice(m.pid)).toBe(5);
-    expect(nice(s.workers[0].pid)).toBe(10);
+    expect(nice(s.workers[0]!.pid)).toBe(10);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -419,7 +430,8 @@ describe("bad input gets one clear line and a documented exit code", () => {
     const rep = tempDir();
     const m = startMaster(["-m", "0", "--", ...PY, "--report", rep], { env: { EINHORN_APP_MODE: "blue", EINHORN_CHILD_INDEX: "99", EINHORN_FD_7: "7" } });
     const s = await waitFor("a worker", async () => ((await stateJson(m.sockPath)).workers.length === 1 ? stateJson(m.sockPath) : null));
-    const r = await waitFor("report", () => existsSync(join(rep, `${s.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s.workers[0].pid}.json`), "utf8")));
+    const file = join(rep, `${s.workers[0]!.pid}.json`);
+    const r = await waitFor("report", () => (existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as WorkerReport) : null));
     expect(r.env.EINHORN_APP_MODE).toBe("blue");
     expect(r.env.EINHORN_CHILD_INDEX).toBe("0");
     expect(r.env.EINHORN_FD_7).toBeUndefined();

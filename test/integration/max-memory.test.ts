@@ -3,23 +3,10 @@
 // with zero failed requests.
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
-import { ask, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, fetchLine, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const WORKER = join(FIXTURES, "memory-worker.py");
-
-function request(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let data = "";
-    const c = net.createConnection({ host: "127.0.0.1", port });
-    c.setEncoding("utf8");
-    c.setTimeout(10_000, () => { c.destroy(); reject(new Error("timeout")); });
-    c.on("data", (d: string) => { data += d; });
-    c.on("end", () => resolve(data));
-    c.on("error", reject);
-  });
-}
 
 describe("--max-memory", () => {
   test("a worker growing past the limit under load is replaced gracefully, once, with zero failed requests", async () => {
@@ -29,10 +16,10 @@ describe("--max-memory", () => {
     const metricsPort = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     const s0 = await waitFor("2 workers up", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.filter((w: any) => w.acked).length === 2 ? s : null;
+      return s.workers.filter((w) => w.acked).length === 2 ? s : null;
     }, 20_000);
-    const big = s0.workers.find((w: any) => w.index === 0);
-    const small = s0.workers.find((w: any) => w.index === 1);
+    const big = s0.workers.find((w) => w.index === 0)!;
+    const small = s0.workers.find((w) => w.index === 1)!;
 
     // Load: 4 clients in a loop until told to stop.
     let running = true;
@@ -42,7 +29,7 @@ describe("--max-memory", () => {
     const client = async () => {
       while (running) {
         try {
-          const line = await request(port);
+          const line = await fetchLine(port, "127.0.0.1", 10_000);
           if (!/^\d+ \d+\n$/.test(line)) failures.push(`bad answer ${JSON.stringify(line)}`);
           else { ok++; answeredBy.add(line.split(" ")[0]!); }
         } catch (e) {
@@ -54,7 +41,7 @@ describe("--max-memory", () => {
     await waitFor("load flowing", () => ok > 50, 20_000);
 
     // Past its first 10 s: a worker over the limit sooner is taken as too big by nature (see the test below).
-    await sleep(Math.max(0, Date.parse(big.spawned_at) + 10_500 - Date.now()));
+    await sleep(Math.max(0, Date.parse(big.spawned_at!) + 10_500 - Date.now()));
     writeFileSync(join(dir, "grow"), "");
     const log = await m.waitForOutput(new RegExp(`WARN: Replacing worker ${big.pid} \\(index 0\\): RSS [\\d.]+M above --max-memory 60\\.0M for 3 checks in a row; its successor starts first, then it is retired \\(SIGUSR2\\)`), 30_000);
     expect(log).toBeTruthy();
@@ -76,8 +63,8 @@ describe("--max-memory", () => {
     expect(out).toMatch(new RegExp(`===> Worker ${big.pid} \\(index 0\\) exited with status 0`));
     const s1 = await stateJson(m.sockPath);
     expect(s1.workers).toHaveLength(2);
-    expect(s1.workers.map((w: any) => w.pid)).toContain(small.pid);
-    expect(s1.workers.map((w: any) => w.pid)).not.toContain(big.pid);
+    expect(s1.workers.map((w) => w.pid)).toContain(small.pid);
+    expect(s1.workers.map((w) => w.pid)).not.toContain(big.pid);
     // Once only: the successor does not grow, nothing else is replaced.
     await sleep(4000);
     expect(m.output().match(/WARN: Replacing worker/g)).toHaveLength(1);
@@ -97,15 +84,15 @@ describe("--max-memory", () => {
     const m = startMaster(["--max-memory", "60M", "-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "--", "python3", WORKER, "--grow", "120"], { dir });
     const s0 = await waitFor("2 workers up", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.filter((w: any) => w.acked).length === 2 ? s : null;
+      return s.workers.filter((w) => w.acked).length === 2 ? s : null;
     }, 20_000);
-    const big = s0.workers.find((w: any) => w.index === 0);
+    const big = s0.workers.find((w) => w.index === 0)!;
     await m.waitForOutput(new RegExp(`WARN: Worker ${big.pid} \\(index 0, version 0\\) is over the limit [\\d.]+s after its start: RSS [\\d.]+M above --max-memory 60\\.0M for 3 checks in a row\\. That looks like the program's normal size, so version 0's workers are not replaced for memory`), 20_000);
     await sleep(8000);
     const out = m.output();
     expect(out.match(/is over the limit/g)).toHaveLength(1);
     expect(out).not.toContain("Replacing worker");
-    expect((await stateJson(m.sockPath)).workers.map((w: any) => w.pid)).toContain(big.pid);
+    expect((await stateJson(m.sockPath)).workers.map((w) => w.pid)).toContain(big.pid);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, ROOT, startMaster, stopMaster, tempDir } from "../harness";
+import { BUN, listenerPort, ROOT, startMaster, stopMaster, tempDir } from "../harness";
 import { NODE, npmProject, type NpmProject } from "../npm-project";
 import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
@@ -27,7 +27,7 @@ afterAll(() => project?.remove());
 async function recipe(args: string[], body: RegExp) {
   const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0", ...args], { cwd: project.dir, dir: tempDir() });
   const s = await settled(m, 2, 0);
-  const url = `http://127.0.0.1:${s.listeners[0].port}/`;
+  const url = `http://127.0.0.1:${listenerPort(s)}/`;
   expect(await (await fetch(url)).text()).toMatch(body);
   const r = await upgradesUnderLoad(m, url, 2);
   expectNoFailures(r);

@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { ROOT, startMaster, stopMaster, tempDir } from "../harness";
+import { listenerPort, ROOT, startMaster, stopMaster, tempDir } from "../harness";
 import { expectNoFailures, needsOnPath, settled, upgradesUnderLoad } from "../upgrade-under-load";
 
 const RECIPES = join(ROOT, "examples", "recipes");
@@ -30,7 +30,7 @@ function recipeDir(...files: string[]): string {
 async function recipe(args: string[], dir: string, body: RegExp, port?: number) {
   const m = startMaster(args, { cwd: dir, dir });
   const s = await settled(m, 2, 0);
-  const p = port ?? s.listeners[0].port;
+  const p = port ?? listenerPort(s);
   const url = `http://127.0.0.1:${p}/`;
   expect(await (await fetch(url)).text()).toMatch(body);
   const r = await upgradesUnderLoad(m, url, 2);

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { cLibraryForInterpreter, elfInterpreterOfFile } from "../../ffi/c-library";
 import { RELEASE_TARGETS, type ReleaseTarget } from "../../scripts/compile";
 import { NPM_PLATFORMS, releaseFileName } from "../../scripts/release";
-import { BIN, onCleanup, ROOT, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, onCleanup, ROOT, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const VERSION = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version as string;
 const TARGETS = Object.keys(RELEASE_TARGETS) as ReleaseTarget[];
@@ -159,7 +159,7 @@ describe("the arm64 binary under qemu-user-static", () => {
     await m.waitForOutput(/Worker \d+ \(index 1\) is up/, 60_000);
     const state = await stateJson(m.sockPath);
     expect(state.master.pid).toBe(m.pid);
-    const port = state.listeners[0].port as number;
+    const port = listenerPort(state);
     const servedBy = async (want: Set<number>) => {
       const seen = new Set<number>();
       await waitFor(`answers from workers ${[...want].join(", ")}`, async () => {
@@ -170,7 +170,7 @@ describe("the arm64 binary under qemu-user-static", () => {
       }, 30_000, 5);
       expect([...seen].every((p) => want.has(p))).toBe(true);
     };
-    const oldPids = new Set<number>(state.workers.map((w: { pid: number }) => w.pid));
+    const oldPids = new Set(state.workers.map((w) => w.pid));
     expect(oldPids.size).toBe(2);
     await servedBy(oldPids);
 

@@ -6,12 +6,8 @@
 // traffic goes to 127.0.0.1, and the whole file runs well under 90 s.
 import { describe, expect, test } from "bun:test";
 import { chownSync, existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
 import { join } from "node:path";
-import { decodeLine, encodeMessage } from "../../src/protocol";
-import {
-  BUN, command, FIXTURES, fetchLine, type Master, processesTagged, ROOT, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
-} from "../harness";
+import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, type Master, processesTagged, type RequestError, ROOT, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -105,107 +101,16 @@ function logLines(m: Master): LogLine[] {
  * Exactly `n` workers, every one ACKed and not retiring, all of the current
  * version, no upgrade rolling and `number` set to `n`: a pool at rest.
  */
-async function settled(sock: string, n: number, timeoutMs = 20_000, everyMs = 50): Promise<any> {
+async function settled(sock: string, n: number, timeoutMs = 20_000, everyMs = 50): Promise<StateReport> {
   return waitFor(`${n} settled workers`, async () => {
     const s = await stateJson(sock);
     const ok = s.settings.number === n && s.master.upgrade === null && s.workers.length === n
-      && s.workers.every((w: any) => w.acked && !w.retiring && w.version === s.master.version);
+      && s.workers.every((w) => w.acked && !w.retiring && w.version === s.master.version);
     return ok ? s : null;
   }, timeoutMs, everyMs);
 }
 
-/**
- * One command connection kept open. Under descriptor pressure a new
- * connection may not be accepted, so a test opens this one beforehand and
- * steers the master through it. Requests are answered in order; a request's
- * answers run up to the first one without `wait: true`.
- */
-class CommandConnection {
-  private readonly sock: net.Socket;
-  private buf = "";
-  private readonly pending: Array<{ answers: Array<Record<string, unknown>>; done: (a: Array<Record<string, unknown>>) => void }> = [];
-  /** Whether the master has answered anything on this connection yet. */
-  answeredOnce = false;
-
-  constructor(path: string) {
-    this.sock = net.createConnection(path);
-    this.sock.setEncoding("utf8");
-    this.sock.on("data", (d: string) => {
-      this.buf += d;
-      for (let nl = this.buf.indexOf("\n"); nl >= 0; nl = this.buf.indexOf("\n")) {
-        const msg = decodeLine(this.buf.slice(0, nl)) as Record<string, unknown>;
-        this.buf = this.buf.slice(nl + 1);
-        this.answeredOnce = true;
-        const head = this.pending[0];
-        if (!head) continue;
-        head.answers.push(msg);
-        if (!msg.wait) { this.pending.shift(); head.done(head.answers); }
-      }
-    });
-    this.sock.on("error", () => { /* seen as a missing answer */ });
-  }
-
-  /** Every answer to one request. */
-  askAll(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Array<Record<string, unknown>>> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms`)), timeoutMs);
-      this.pending.push({ answers: [], done: (a) => { clearTimeout(timer); resolve(a); } });
-      this.sock.write(encodeMessage({ command: cmd, args }));
-    });
-  }
-
-  /** The final answer to one request. */
-  async ask(cmd: string, args: string[] = [], timeoutMs = 10_000): Promise<Record<string, unknown>> {
-    const answers = await this.askAll(cmd, args, timeoutMs);
-    return answers[answers.length - 1]!;
-  }
-
-  async state(): Promise<any> {
-    return JSON.parse(String((await this.ask("state", ["json"])).message));
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
-
 // --- load ----------------------------------------------------------------------------------
-
-/** A failure with its kind: ECONNRESET/EPIPE/EOF (cut off), ECONNREFUSED, TIMEOUT, ... */
-class RequestError extends Error {
-  constructor(readonly kind: string, message: string) { super(message); }
-}
-
-/**
- * GET / on a fresh connection (Connection: close), so every request is one
- * TCP connection accepted by exactly one worker, and a failure belongs to
- * that worker alone. node:net rather than fetch: no pooled connection
- * outlives the worker it was accepted by, and the error kind stays visible.
- */
-function httpGet(port: number, timeoutMs: number): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const c = net.createConnection({ host: "127.0.0.1", port });
-    let data = "";
-    const fail = (kind: string, message: string) => { clearTimeout(timer); c.destroy(); reject(new RequestError(kind, message)); };
-    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer within ${timeoutMs} ms`), timeoutMs);
-    c.setEncoding("latin1");
-    c.on("connect", () => c.write("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
-    c.on("data", (d: string) => { data += d; });
-    c.on("error", (e: NodeJS.ErrnoException) => fail(e.code ?? e.name, e.message));
-    c.on("end", () => {
-      const head = /^HTTP\/1\.1 (\d{3}) /.exec(data);
-      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(data)?.[1] ?? NaN);
-      const body = data.slice(data.indexOf("\r\n\r\n") + 4);
-      if (!head || data.indexOf("\r\n\r\n") < 0 || (Number.isFinite(length) && Buffer.byteLength(body, "latin1") < length)) {
-        fail("EOF", `connection closed after ${data.length} bytes, without a complete answer`);
-        return;
-      }
-      clearTimeout(timer);
-      c.destroy();
-      resolve({ status: Number(head[1]), body });
-    });
-  });
-}
 
 /** mulberry32: a small seeded PRNG, so a failing chaos run can be replayed by its seed. */
 function seededRandom(seed: number): () => number {
@@ -235,7 +140,7 @@ describe("chaos", () => {
       let number = 3;
       const m = startMaster(["--log-format", "json", "-n", String(number), "-m", "manual", "-s", "0.2", "-b", "127.0.0.1:0", "--", BUN, HTTP_WORKER], { cwd: ROOT });
       const s0 = await settled(m.sockPath, number, 30_000);
-      const port = s0.listeners[0].port;
+      const port = listenerPort(s0);
       // The workers' ACK connections are closed by now; what is left is the
       // master at rest: stdio, its event loop, the lock, the listening and
       // command sockets.
@@ -252,7 +157,7 @@ describe("chaos", () => {
         while (loadOn && sent < MAX_REQUESTS) {
           sent++;
           try {
-            const r = await httpGet(port, 15_000);
+            const r = await httpGet(port, { timeoutMs: 15_000 });
             if (r.status === 200 && r.body.startsWith("Hello from worker")) ok++;
             else wrongAnswers.push(`${r.status}: ${r.body.slice(0, 80)}`);
           } catch (e) {
@@ -284,9 +189,9 @@ describe("chaos", () => {
         if (action === "dec" && number <= MIN_WORKERS) action = "inc";
 
         if (action === "kill") {
-          const live = (await stateJson(m.sockPath)).workers.filter((w: any) => running(w.pid));
+          const live = (await stateJson(m.sockPath)).workers.filter((w) => running(w.pid));
           if (!live.length) { steps.push("kill: no live worker"); continue; }
-          const victim = live[Math.floor(victimPick * live.length)];
+          const victim = live[Math.floor(victimPick * live.length)]!;
           const at = Date.now(); // before the signal: its victims' failures come after it
           try {
             process.kill(victim.pid, "SIGKILL");
@@ -358,7 +263,7 @@ describe("chaos", () => {
         const c = childrenOf(m.pid);
         return c.zombies.length === 0 ? c : null;
       }, 3_000);
-      expect(children.live.sort((a, b) => a - b)).toEqual(end.workers.map((w: any) => w.pid).sort((a: number, b: number) => a - b));
+      expect(children.live.sort((a, b) => a - b)).toEqual(end.workers.map((w) => w.pid).sort((a: number, b: number) => a - b));
 
       // Descriptors: back to the baseline, give or take a command connection
       // of ours the master has not seen close yet.
@@ -435,14 +340,14 @@ describe("crash loop", () => {
     expect(inARow(crashes(m))).toEqual(["1", "2", "3", "4", "5", "6", "7"]);
     const looping = await stateJson(m.sockPath);
     // Seven in a row, unless the eighth worker has already ACKed and reset it.
-    const eighthUp = looping.workers.some((w: any) => w.acked);
+    const eighthUp = looping.workers.some((w) => w.acked);
     expect(looping.master.consecutive_deaths).toBe(eighthUp ? 0 : 7);
     expect(looping.exits["0"]).toMatchObject({ total: 7, before_ack: 7, last_code: 3 });
 
     // An ACKing worker resets the counter.
     const up = await waitFor("the serving worker's ACK", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.length === 1 && s.workers[0].acked ? s : null;
+      return s.workers.length === 1 && s.workers[0]!.acked ? s : null;
     }, 15_000);
     expect(up.master.consecutive_deaths).toBe(0);
     expectBackoff(launchTimes(m), crashTimes(m), 6, 1, 7);
@@ -451,7 +356,7 @@ describe("crash loop", () => {
     writeFileSync(mode, "crash");
     const before = launchTimes(m).length;
     const killedAt = Date.now();
-    process.kill(up.workers[0].pid, "SIGKILL"); // it had ACKed: a kill, not a death before ACK
+    process.kill(up.workers[0]!.pid, "SIGKILL"); // it had ACKed: a kill, not a death before ACK
     await waitFor("4 more launches", () => launchTimes(m).length >= before + 4, 10_000, 10);
     const again = launchTimes(m);
     // The replacement for a worker that was up starts at once.
@@ -473,8 +378,8 @@ describe("master death", () => {
     const sig = tempDir();
     const m = startMaster(["-k", "-n", "3", "-m", "manual", "-b", "127.0.0.1:0", "--", ...PY, "--ack", "manual", "--signals", sig]);
     const s = await settled(m.sockPath, 3);
-    const port = s.listeners[0].port;
-    const pids: number[] = s.workers.map((w: any) => w.pid);
+    const port = listenerPort(s);
+    const pids: number[] = s.workers.map((w) => w.pid);
     await waitFor("signal handlers installed", () => pids.every((p) => existsSync(join(sig, `${p}.ready`))));
     for (let i = 0; i < 6; i++) {
       const [pid] = (await fetchLine(port)).split(" ");
@@ -495,8 +400,8 @@ describe("master death", () => {
   test("SIGKILL without -k: the workers keep serving on the socket", async () => {
     const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "--", ...PY, "--ack", "manual"]);
     const s = await settled(m.sockPath, 2);
-    const port = s.listeners[0].port;
-    const pids: number[] = s.workers.map((w: any) => w.pid);
+    const port = listenerPort(s);
+    const pids: number[] = s.workers.map((w) => w.pid);
 
     m.proc.kill("SIGKILL");
     await m.exited;
@@ -572,7 +477,7 @@ describe("resource limits", () => {
     expect(pressed.settings.number).toBe(4);
     expect(pressed.workers.length).toBeGreaterThanOrEqual(2);
     expect(pressed.workers.length).toBeLessThan(4);
-    expect(pressed.workers.every((w: any) => w.acked)).toBe(true);
+    expect(pressed.workers.every((w) => w.acked)).toBe(true);
     expect(pressed.master.consecutive_deaths).toBeGreaterThanOrEqual(5);
 
     // An upgrade cannot start its preflight: it fails safe, naming EAGAIN.
@@ -583,7 +488,7 @@ describe("resource limits", () => {
     const after = await stateJson(m.sockPath);
     expect(after.master.version).toBe(0);
     expect(after.master.reexecs).toBe(0);
-    expect(after.workers.map((w: any) => w.pid)).toEqual(pressed.workers.map((w: any) => w.pid));
+    expect(after.workers.map((w) => w.pid)).toEqual(pressed.workers.map((w) => w.pid));
 
     // Pressure away, one way: fewer workers wanted, so no more attempts.
     await command(m.sockPath, "set_workers", ["2"]);
@@ -607,7 +512,7 @@ describe("resource limits", () => {
     // spawn needs two at once for the socketpair.
     const m = startMaster(["--log-format", "json", "-g", "-n", "2", "-m", "0", "-s", "0.1", "--", "sleep", "100000"]);
     await settled(m.sockPath, 2);
-    const conn = new CommandConnection(m.sockPath);
+    const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
@@ -636,7 +541,7 @@ describe("resource limits", () => {
     expect(pressed.settings.number).toBe(12);
     expect(pressed.workers.length).toBeGreaterThanOrEqual(2);
     expect(pressed.workers.length).toBeLessThan(12);
-    expect(pressed.workers.every((w: any) => w.acked)).toBe(true);
+    expect(pressed.workers.every((w) => w.acked)).toBe(true);
 
     // An upgrade under this pressure either fails safe, or gets through: the
     // preflight reads its output through a descriptor it already has, and the
@@ -648,18 +553,18 @@ describe("resource limits", () => {
       expect(String(upgrade.message)).toMatch(/^Upgrade failed: .*Nothing was changed; the current workers keep serving\.$/);
       expect(after.master.version).toBe(0);
       expect(after.master.reexecs).toBe(0);
-      expect(after.workers.map((w: any) => w.pid)).toEqual(pressed.workers.map((w: any) => w.pid));
+      expect(after.workers.map((w) => w.pid)).toEqual(pressed.workers.map((w) => w.pid));
     } else {
       expect(upgrade.message).toBe("Upgrade done");
       expect(after.master.reexecs).toBe(1);
-      expect(after.workers.filter((w: any) => w.version === after.master.version && w.acked)).toHaveLength(12);
+      expect(after.workers.filter((w) => w.version === after.master.version && w.acked)).toHaveLength(12);
     }
 
     // Pressure away: dec back to what fits; the extra workers leave and free their descriptors.
     expect((await conn.ask("set_workers", ["2"])).error).toBeUndefined();
     const calm = await waitFor("2 workers", async () => {
       const s = await conn.state();
-      return s.workers.length === 2 && s.workers.every((w: any) => w.acked && !w.retiring) ? s : null;
+      return s.workers.length === 2 && s.workers.every((w) => w.acked && !w.retiring) ? s : null;
     });
     expect(calm.settings.number).toBe(2);
     const quiet = failures(m).length;
@@ -682,7 +587,7 @@ describe("resource limits", () => {
   test("RLIMIT_NOFILE: short of descriptors, the master stops accepting command connections (logged, no spinning) and serves the waiting ones once descriptors are back", async () => {
     const m = startMaster(["--log-format", "json", "-n", "1", "-m", "0", "--", "sleep", "100000"]);
     await settled(m.sockPath, 1);
-    const held = new CommandConnection(m.sockPath);
+    const held = await CommandConnection.open(m.sockPath);
     await held.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
@@ -690,7 +595,7 @@ describe("resource limits", () => {
     prlimit(m.pid, "nofile", Math.max(...fdNumbers(m.pid)) + 1 + 2, hard);
     await waitFor("the warning", () => logLines(m).some((l) => l.level === "warn" && /EMFILE/.test(l.message) && /not accepting command connections/.test(l.message)), 5_000);
 
-    const extra = Array.from({ length: 5 }, () => new CommandConnection(m.sockPath));
+    const extra = await Promise.all(Array.from({ length: 5 }, () => CommandConnection.open(m.sockPath)));
     const answered = extra.map((c) => c.ask("ehlo", [], 20_000).then(() => true, () => false));
     const cpu0 = cpuSeconds(m.pid);
     const wall0 = performance.now();
@@ -723,7 +628,7 @@ describe("resource limits", () => {
   test("RLIMIT_NOFILE: an upgrade with one descriptor to spare reads its preflight through it and still completes or fails safe naming EMFILE", async () => {
     const m = startMaster(["--log-format", "json", "-n", "1", "-m", "0", "--", "sleep", "100000"]);
     const s0 = await settled(m.sockPath, 1);
-    const conn = new CommandConnection(m.sockPath);
+    const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
     await sleep(100);
     const hard = hardLimit(m.pid, "Max open files");
@@ -736,7 +641,7 @@ describe("resource limits", () => {
       // Failing is fine if it is safe and says why.
       expect(String(answer.message)).toMatch(/^Upgrade failed: .*EMFILE.*Nothing was changed; the current workers keep serving\.$/);
       expect(after.master.reexecs).toBe(0);
-      expect(after.workers.map((w: any) => w.pid)).toEqual(s0.workers.map((w: any) => w.pid));
+      expect(after.workers.map((w) => w.pid)).toEqual(s0.workers.map((w) => w.pid));
     } else {
       expect(answer.message).toBe("Upgrade done");
       expect(after.master.reexecs).toBe(1);
@@ -779,24 +684,24 @@ describe("scale", () => {
     const m = startMaster(["-n", String(N), "-m", "0", "--max-unacked", String(N), "--", "sleep", "100000"]);
     // Polled slowly: each answer describes 1000 workers.
     const s0 = await settled(m.sockPath, N, 40_000, 250);
-    const indexes = s0.workers.map((w: any) => w.index).sort((a: number, b: number) => a - b);
+    const indexes = s0.workers.map((w) => w.index).sort((a: number, b: number) => a - b);
     expect(indexes).toEqual(Array.from({ length: N }, (_, i) => i));
-    const oldPids = new Set<number>(s0.workers.map((w: any) => w.pid));
+    const oldPids = new Set<number>(s0.workers.map((w) => w.pid));
     expect(oldPids.size).toBe(N);
 
     const answers = await command(m.sockPath, "upgrade", [], 60_000);
     expect(answers[answers.length - 1]!.message).toBe("Upgrade done");
     const s1 = await settled(m.sockPath, N, 30_000, 250);
     expect(s1.master.version).toBe(1);
-    expect(s1.workers.every((w: any) => w.version === 1)).toBe(true);
-    expect(s1.workers.filter((w: any) => oldPids.has(w.pid))).toEqual([]);
-    expect(new Set(s1.workers.map((w: any) => w.pid)).size).toBe(N);
-    expect(new Set(s1.workers.map((w: any) => w.index)).size).toBe(N);
+    expect(s1.workers.every((w) => w.version === 1)).toBe(true);
+    expect(s1.workers.filter((w) => oldPids.has(w.pid))).toEqual([]);
+    expect(new Set(s1.workers.map((w) => w.pid)).size).toBe(N);
+    expect(new Set(s1.workers.map((w) => w.index)).size).toBe(N);
     await waitFor("the old workers reaped", () => childrenOf(m.pid).live.length === N, 10_000, 100);
 
     expect(await stopMaster(m, "SIGINT", 30_000)).toBe(0);
     const stopped = [...m.output().matchAll(/===> Worker (\d+) \(index \d+\) killed by SIGUSR2/g)].map((x) => Number(x[1]));
-    const newPids: number[] = s1.workers.map((w: any) => w.pid);
+    const newPids: number[] = s1.workers.map((w) => w.pid);
     const stoppedSet = new Set(stopped);
     expect(newPids.filter((p) => !stoppedSet.has(p))).toEqual([]);
     expect(m.output()).toMatch(/Last worker is gone; exiting/);

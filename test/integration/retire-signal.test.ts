@@ -23,7 +23,7 @@ const sh = (sock: string, script: string) => runBinary(["sh", "-d", sock, "-e", 
 async function serving(sock: string, n: number, version: number) {
   return waitFor(`${n} acked workers of version ${version}`, async () => {
     const s = await stateJson(sock);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked && w.version === version) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked && w.version === version) ? s : null;
   }, 20_000);
 }
 
@@ -51,7 +51,7 @@ describe("--retire-signal TERM", () => {
     const s0 = await serving(m.sockPath, 1, 0);
     const r = await sh(m.sockPath, "die");
     expect(r.stdout + r.stderr).toMatch(/Successfully sent TERMs to 1 processes/);
-    await m.waitForOutput(new RegExp(`worker ${s0.workers[0].pid} got TERM, leaving`));
+    await m.waitForOutput(new RegExp(`worker ${s0.workers[0]!.pid} got TERM, leaving`));
     expect(await m.exited).toBe(0);
   });
 });
@@ -61,8 +61,8 @@ test("without --retire-signal, such a worker ignores the upgrade's USR2 and stay
   const m = startMaster(["-n", "1", "-m", "0.2", "--", termOnlyWorker(dir)], { dir });
   const s0 = await serving(m.sockPath, 1, 0);
   expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
-  await m.waitForOutput(new RegExp(`worker ${s0.workers[0].pid} got USR2, ignoring it`));
+  await m.waitForOutput(new RegExp(`worker ${s0.workers[0]!.pid} got USR2, ignoring it`));
   const s1 = await stateJson(m.sockPath);
-  expect(s1.workers.map((w: any) => w.pid)).toContain(s0.workers[0].pid);
+  expect(s1.workers.map((w) => w.pid)).toContain(s0.workers[0]!.pid);
   expect(await stopMaster(m, "SIGTERM")).toBe(0);
 });

@@ -8,7 +8,7 @@ import { BIN, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, wai
 async function oneWorker(sock: string) {
   return waitFor("one acked worker", async () => {
     const s = await stateJson(sock);
-    return s.workers.length === 1 && s.workers[0].acked ? s : null;
+    return s.workers.length === 1 && s.workers[0]!.acked ? s : null;
   });
 }
 
@@ -35,7 +35,7 @@ describe("the master keeps its workers accounted for", () => {
     const s = await oneWorker(m.sockPath);
     await sleep(500);
     const later = await stateJson(m.sockPath);
-    expect(later.workers.map((w: any) => w.pid)).toEqual([s.workers[0].pid]);
+    expect(later.workers.map((w) => w.pid)).toEqual([s.workers[0]!.pid]);
     expect(m.output()).toMatch(/ERROR: Worker setpriority pid \d+ nice -5: EACCES/);
     expect(m.output().match(/===> Launched/g)).toHaveLength(1);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);

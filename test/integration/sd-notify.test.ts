@@ -70,7 +70,7 @@ describe("sd_notify", () => {
     const sd = await receiver(addr);
     const m = startMaster(["-n", "2", "-m", "manual", "--", "python3", WORKER], { dir, env: { NOTIFY_SOCKET: addr, WATCHDOG_USEC: "30000000" } });
     const s = await waitFor("2 workers", async () => { const st = await stateJson(m.sockPath); return st.workers.length === 2 ? st : null; });
-    const [a, b] = s.workers.map((w: any) => w.pid as number);
+    const [a, b] = s.workers.map((w) => w.pid as number);
     for (const pid of [a!, b!]) {
       const env = await waitFor(`worker ${pid}'s environment`, () => { const e = environOf(pid); return e.EINHORN_MASTER_PID ? e : null; });
       expect(env.NOTIFY_SOCKET).toBeUndefined();
@@ -183,7 +183,7 @@ describe("sd_notify", () => {
     const m = startMaster(["-n", "1", "-m", "0.1", "--pass-notify-socket", "--", "python3", WORKER], { dir, env: { NOTIFY_SOCKET: addr, WATCHDOG_USEC: "400000" } });
     await sd.waitLine(/^READY=1$/);
     const s = await stateJson(m.sockPath);
-    const env = environOf(s.workers[0].pid);
+    const env = environOf(s.workers[0]!.pid);
     expect(env.NOTIFY_SOCKET).toBe(addr);
     expect(env.WATCHDOG_USEC).toBeUndefined();
     await sd.waitLine(/^WATCHDOG=1$/);
@@ -204,12 +204,12 @@ describe("sd_notify", () => {
     const dir = tempDir();
     const m = startMaster(["-n", "1", "-m", "0.1", "--", "python3", WORKER], { dir, env: { NOTIFY_SOCKET: "vsock:2:9999" } });
     await m.waitForOutput(/NOTIFY_SOCKET is 'vsock:2:9999', which is neither an absolute path nor an @abstract name; not notifying systemd/);
-    await waitFor("a worker up", async () => (await stateJson(m.sockPath)).workers.some((w: any) => w.acked));
+    await waitFor("a worker up", async () => (await stateJson(m.sockPath)).workers.some((w) => w.acked));
     const gone = join(dir, "no-such-socket");
     expect(await stopMaster(m)).toBe(0);
     const m2 = startMaster(["-n", "1", "-m", "0.1", "--", "python3", WORKER], { dir, env: { NOTIFY_SOCKET: gone } });
     await m2.waitForOutput(/Could not notify systemd at .*no-such-socket: sendto .*: ENOENT \(No such file or directory\)/);
-    await waitFor("a worker up", async () => (await stateJson(m2.sockPath)).workers.some((w: any) => w.acked));
+    await waitFor("a worker up", async () => (await stateJson(m2.sockPath)).workers.some((w) => w.acked));
     expect(await stopMaster(m2)).toBe(0);
     expect(m2.output().match(/Could not notify systemd/g)).toHaveLength(1);
     expect(m2.output()).not.toContain("    at ");

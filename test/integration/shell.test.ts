@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { decodeLine, encodeMessage } from "../../src/protocol";
-import { BIN, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, onCleanup, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
 
 const SLEEPER = ["-n", "1", "-m", "0", "--", "sleep", "1000"];
 
@@ -15,9 +15,9 @@ async function masterWithWorker(dir?: string) {
   const m = startMaster(SLEEPER, dir ? { dir } : {});
   const s = await waitFor("one acked worker", async () => {
     const st = await stateJson(m.sockPath);
-    return st.workers.length === 1 && st.workers[0].acked ? st : null;
+    return st.workers.length === 1 && st.workers[0]!.acked ? st : null;
   });
-  return { m, pid: s.workers[0].pid as number };
+  return { m, pid: s.workers[0]!.pid as number };
 }
 
 /** `einhorn sh ARGS` to completion; HOME is the test's dir so no history leaks into the real one. */
@@ -71,9 +71,9 @@ describe("einhorn sh -e against a real master", () => {
     const r = await sh(["-d", m.sockPath, "-e", "state yaml"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    const state = parseYaml(r.stdout);
+    const state = parseYaml(r.stdout) as StateReport;
     expect(state.master.pid).toBe(m.pid);
-    expect(state.workers.map((w: any) => w.pid)).toEqual([pid]);
+    expect(state.workers.map((w) => w.pid)).toEqual([pid]);
     expect(await stopMaster(m)).toBe(0);
   });
 

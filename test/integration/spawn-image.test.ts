@@ -10,7 +10,7 @@ import { BIN, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } 
 async function oneWorker(sockPath: string, not: number[] = []) {
   return waitFor(`one acked worker other than ${not.join(", ") || "none"}`, async () => {
     const s = await stateJson(sockPath);
-    const w = s.workers.filter((x: any) => x.acked && !not.includes(x.pid));
+    const w = s.workers.filter((x) => x.acked && !not.includes(x.pid));
     return w.length === 1 && s.workers.length === 1 ? w[0] : null;
   }, 20_000);
 }

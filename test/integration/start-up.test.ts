@@ -18,7 +18,7 @@ afterAll(() => removeOtherUser());
 async function workersUp(sockPath: string, n: number) {
   return waitFor(`${n} acked worker(s) at ${sockPath}`, async () => {
     const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   }, 20_000);
 }
 
@@ -213,7 +213,7 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
     const outer = startMaster(["-m", "1", "--", BIN, "-d", inner, "-m", "0", "-n", "2", "--", ...PY], { dir });
     const s = await workersUp(inner, 2);
     const o = await workersUp(outer.sockPath, 1);
-    expect(s.master.pid).toBe(o.workers[0].pid);
+    expect(s.master.pid).toBe(o.workers[0]!.pid);
     expect(await stopMaster(outer, "SIGINT", 20_000)).toBe(0);
     await waitFor("every process gone", () => processesTagged(outer.tag).length === 0);
     expect(existsSync(inner)).toBe(false);

@@ -1,9 +1,7 @@
 // `status` and `status json` against a live master with real workers: one
 // spinning on a core, one asleep, one killed and replaced.
 import { describe, expect, test } from "bun:test";
-import net from "node:net";
-import { encodeMessage } from "../../src/protocol";
-import { ask, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { ask, CommandConnection, runBinary, sendMessage, startMaster, stateJson, statusJson, stopMaster, waitFor } from "../harness";
 
 // Index 0 spins (a CPU hog), the others sleep.
 const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while :; do :; done; else exec sleep 1000; fi'];
@@ -11,21 +9,21 @@ const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while
 describe("status", () => {
   test("a table with every column, plausible CPU and RSS, restarts and last exit per index", async () => {
     const m = startMaster(["-n", "3", "-m", "0.2", "-b", "127.0.0.1:0", "--", ...HOG_OR_SLEEP]);
-    await waitFor("3 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w: any) => w.acked).length === 3, 20_000);
+    await waitFor("3 workers up", async () => (await stateJson(m.sockPath)).workers.filter((w) => w.acked).length === 3, 20_000);
     const before = await stateJson(m.sockPath);
-    const victim = before.workers.find((w: any) => w.index === 2);
+    const victim = before.workers.find((w) => w.index === 2)!;
     process.kill(victim.pid, "SIGKILL");
     await waitFor("index 2 replaced and up", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.some((w: any) => w.index === 2 && w.pid !== victim.pid && w.acked);
+      return s.workers.some((w) => w.index === 2 && w.pid !== victim.pid && w.acked);
     }, 20_000);
     // Let the hog accumulate CPU time, then read twice: the second reading is the rate between the two.
     await ask(m.sockPath, "status", ["json"]);
     // The reading that showed it is the one checked: on a busy machine the
     // hog's share between two readings varies, and a later one may dip.
     const d = await waitFor("the hog to show CPU use", async () => {
-      const r = JSON.parse(await ask(m.sockPath, "status", ["json"]));
-      return r.workers.find((w: any) => w.index === 0).cpu_percent > 10 ? r : null;
+      const r = await statusJson(m.sockPath);
+      return (r.workers.find((w) => w.index === 0)?.cpu_percent ?? 0) > 10 ? r : null;
     }, 20_000, 500);
     expect(d.schema).toBe("einhorn.status/1");
     expect(d.master.pid).toBe(m.pid);
@@ -35,7 +33,7 @@ describe("status", () => {
     expect(d.master.sockets[0]).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(d.master.workers_up).toBe(3);
     expect(d.master.upgrade).toBeNull();
-    const byIndex = Object.fromEntries(d.workers.map((w: any) => [w.index, w]));
+    const byIndex = Object.fromEntries(d.workers.map((w) => [w.index, w]));
     expect(Object.keys(byIndex).sort()).toEqual(["0", "1", "2"]);
     for (const w of d.workers) {
       expect(w.state).toBe("up");
@@ -43,13 +41,13 @@ describe("status", () => {
       expect(w.rss_bytes).toBeLessThan(200 * 1024 * 1024);
       expect(w.uptime_seconds).toBeGreaterThanOrEqual(0);
     }
-    expect(byIndex[0].cpu_percent).toBeGreaterThan(10);
-    expect(byIndex[0].cpu_percent).toBeLessThanOrEqual(205);
-    expect(byIndex[1].cpu_percent).toBeLessThan(5);
-    expect(byIndex[2].restarts).toBe(1);
-    expect(byIndex[2].last_exit).toMatchObject({ code: null, signal: "SIGKILL" });
-    expect(byIndex[1].restarts).toBe(0);
-    expect(byIndex[1].last_exit).toBeNull();
+    expect(byIndex[0]!.cpu_percent).toBeGreaterThan(10);
+    expect(byIndex[0]!.cpu_percent).toBeLessThanOrEqual(205);
+    expect(byIndex[1]!.cpu_percent).toBeLessThan(5);
+    expect(byIndex[2]!.restarts).toBe(1);
+    expect(byIndex[2]!.last_exit).toMatchObject({ code: null, signal: "SIGKILL" });
+    expect(byIndex[1]!.restarts).toBe(0);
+    expect(byIndex[1]!.last_exit).toBeNull();
 
     // The table, through the real shell.
     const r = await runBinary(["sh", "-d", m.sockPath, "-e", "status"], { dir: m.dir });
@@ -64,7 +62,7 @@ describe("status", () => {
     expect(head).toBeGreaterThan(0);
     const rows = lines.slice(head + 1, head + 4);
     expect(lines[head + 4]).toBe("");
-    expect(rows[2]).toMatch(new RegExp(`^ +${byIndex[2].pid} +2 +0 up +\\d+s +\\d+\\.\\d +[\\d.]+[KM] +1 KILL, \\d+s ago$`));
+    expect(rows[2]).toMatch(new RegExp(`^ +${byIndex[2]!.pid} +2 +0 up +\\d+s +\\d+\\.\\d +[\\d.]+[KM] +1 KILL, \\d+s ago$`));
     expect(rows[0]).toMatch(/ 0 -$/);
 
     const bad = await runBinary(["sh", "-d", m.sockPath, "-e", "status yaml"], { dir: m.dir });
@@ -79,18 +77,19 @@ describe("status", () => {
     await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1);
     const s = await stateJson(m.sockPath);
     // `sleep` cannot ACK: ACK the first worker on its behalf, as a worker library would.
-    await new Promise<void>((res) => { const c = net.createConnection(m.sockPath, () => { c.end(encodeMessage({ command: "worker:ack", pid: s.workers[0].pid })); }); c.on("close", () => res()); });
-    await waitFor("first worker acked", async () => (await stateJson(m.sockPath)).workers[0].acked);
-    const up = net.createConnection(m.sockPath, () => up.write(encodeMessage({ command: "upgrade", args: [], id: 1 })));
-    up.on("error", () => {});
+    await sendMessage(m.sockPath, { command: "worker:ack", pid: s.workers[0]!.pid });
+    await waitFor("first worker acked", async () => (await stateJson(m.sockPath)).workers[0]!.acked);
+    // Its answers are not read: the connection stays open while the upgrade waits.
+    const up = await CommandConnection.open(m.sockPath);
+    up.send({ command: "upgrade", args: [], id: 1 });
     await waitFor("upgrade under way with a new worker", async () => {
-      const d = JSON.parse(await ask(m.sockPath, "status", ["json"]));
+      const d = await statusJson(m.sockPath);
       return d.master.upgrade && d.master.upgrade.waiting_for_ack.length === 1 ? d : null;
     }, 60_000, 100);
     const text = await ask(m.sockPath, "status");
     expect(text).toMatch(/upgrade: smooth, version 0 -> 1, 0\/1 new up, running \d+s; waiting for ACKs from \d+/);
     expect(text).toMatch(/ starting /);
-    up.destroy();
+    up.close();
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, 60_000);
 
@@ -98,7 +97,7 @@ describe("status", () => {
     const m = startMaster(["-n", "4", "-m", "0", "--max-unacked", "4", "--", "sleep", "1000"]);
     const upAll = () => waitFor("4 workers up, none retiring", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.length === 4 && s.workers.every((w: any) => w.acked && !w.retiring) ? s : null;
+      return s.workers.length === 4 && s.workers.every((w) => w.acked && !w.retiring) ? s : null;
     }, 30_000);
     await upAll();
     for (let i = 0; i < 2; i++) {
@@ -107,18 +106,18 @@ describe("status", () => {
       await upAll();
     }
     const before = await upAll();
-    const victim = before.workers[before.workers.length - 1];
+    const victim = before.workers[before.workers.length - 1]!;
     process.kill(victim.pid, "SIGKILL");
     await waitFor("the crash replaced", async () => {
       const s = await stateJson(m.sockPath);
-      return s.workers.length === 4 && !s.workers.some((w: any) => w.pid === victim.pid) && s.workers.every((w: any) => w.acked);
+      return s.workers.length === 4 && !s.workers.some((w) => w.pid === victim.pid) && s.workers.every((w) => w.acked);
     }, 30_000);
-    const d = JSON.parse(await ask(m.sockPath, "status", ["json"]));
+    const d = await statusJson(m.sockPath);
     expect(d.master.exits).toEqual({ unasked: 1, asked: { upgrade: 8, dec: 0, max_memory: 0, stop: 0, signal: 0 } });
-    expect(d.workers.reduce((n: number, w: any) => n + w.restarts, 0)).toBeLessThanOrEqual(1);
+    expect(d.workers.reduce((n, w) => n + w.restarts, 0)).toBeLessThanOrEqual(1);
     expect(d.recent_exits).toHaveLength(9);
     expect(d.recent_exits[0]).toMatchObject({ pid: victim.pid, index: victim.index, generation: 2, code: null, signal: "SIGKILL", asked: false, reason: null, acked: true });
-    expect(d.recent_exits.slice(1).every((r: any) => r.asked && r.reason === "upgrade")).toBe(true);
+    expect(d.recent_exits.slice(1).every((r) => r.asked && r.reason === "upgrade")).toBe(true);
     const r = await runBinary(["sh", "-d", m.sockPath, "-e", "status"], { dir: m.dir });
     expect(r.stdout).toContain("exits: 1 unasked (the restarts); asked: 8 upgrade");
     expect(r.stdout).toMatch(new RegExp(`pid ${victim.pid}  index ${victim.index}  generation 2  killed by KILL  UNASKED`));

@@ -246,14 +246,14 @@ describe("einhorn systemd-unit", () => {
     // They really agree, and an edit of the file reaches the workers at the next reload.
     const sock = join(dir, "web.sock");
     const m = startMaster(inTestDir(start, sock).slice(1), { dir });
-    const first = await waitFor("the worker up", async () => (await stateJson(sock)).workers.find((w: { acked: boolean }) => w.acked), 20_000);
+    const first = await waitFor("the worker up", async () => (await stateJson(sock)).workers.find((w) => w.acked), 20_000);
     writeFileSync(file, readFileSync(file, "utf8").replace("'1000'", "'1001'"));
     const up = await runBinary(inTestDir(reload, sock).slice(1), { dir });
     expect(up.stdout).toContain("Upgrade done");
     expect(up.code).toBe(0);
-    const after = (await stateJson(sock)).workers.filter((w: { pid: number }) => w.pid !== first.pid);
+    const after = (await stateJson(sock)).workers.filter((w) => w.pid !== first.pid);
     expect(after).toHaveLength(1);
-    expect(readFileSync(`/proc/${after[0].pid}/cmdline`, "utf8").split("\0")).toContain("1001");
+    expect(readFileSync(`/proc/${after[0]!.pid}/cmdline`, "utf8").split("\0")).toContain("1001");
     expect(await stopMaster(m, "SIGUSR2")).toBe(0);
 
     // A program on the unit's command line would override the file for good: refused.

@@ -6,7 +6,7 @@ import { accessSync, constants as fsConstants, copyFileSync, existsSync, mkdtemp
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
-  BIN, FIXTURES, fetchLine, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor,
+  BIN, FIXTURES, fetchLine, listenerPort, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor,
 } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
@@ -32,12 +32,12 @@ function sh(sock: string, script: string) {
 async function serving(sock: string, n: number, version?: number) {
   return waitFor(`${n} acked workers${version === undefined ? "" : ` of version ${version}`}`, async () => {
     const s = await stateJson(sock);
-    const ok = s.workers.length === n && s.workers.every((w: any) => w.acked && !w.retiring && (version === undefined || w.version === version));
+    const ok = s.workers.length === n && s.workers.every((w) => w.acked && !w.retiring && (version === undefined || w.version === version));
     return ok ? s : null;
   }, 20_000);
 }
 
-const pids = (s: any): number[] => s.workers.map((w: any) => w.pid).sort();
+const pids = (s: StateReport): number[] => s.workers.map((w) => w.pid).sort();
 
 /** The first line a stream gives. */
 async function firstLine(stream: ReadableStream<Uint8Array>): Promise<string> {
@@ -85,7 +85,7 @@ describe("smooth upgrade", () => {
     writeFileSync(join(dir, "mode"), "v1");
     const m = startMaster(["-n", "3", "-m", "manual", "-b", "127.0.0.1:0", "--", VERSIONED], { dir, bin });
     const s0 = await serving(m.sockPath, 3);
-    const port = s0.listeners[0].port;
+    const port = listenerPort(s0);
     expect(await fetchLine(port)).toMatch(/ v1\n$/);
     expect(s0.einhorn_version).not.toContain("next");
     const inodeBefore = statSync(`/proc/${m.pid}/exe`).ino;
@@ -109,7 +109,7 @@ describe("smooth upgrade", () => {
     expect(s1.master.reexecs).toBe(1);
     expect(s1.einhorn_version).toBe("0.1.0+next");
     expect(statSync(`/proc/${m.pid}/exe`).ino).not.toBe(inodeBefore);
-    expect(s1.listeners[0].port).toBe(port);
+    expect(listenerPort(s1)).toBe(port);
     for (const p of pids(s0)) expect(pids(s1)).not.toContain(p);
     for (let i = 0; i < 5; i++) expect(await fetchLine(port)).toMatch(/ v2\n$/);
     expect(await stopMaster(m)).toBe(0);
@@ -156,7 +156,7 @@ describe("fleet upgrade and reload", () => {
     expect(r.stdout.split("\n")[0]).toBe("Upgrading fleet, as commanded");
     const log = m.output().slice(m.output().indexOf("Starting fleet upgrade"));
     const lastLaunch = log.lastIndexOf("===> Launched");
-    const firstOldExit = Math.min(...s0.workers.map((w: any) => log.indexOf(`===> Worker ${w.pid} `)).filter((i: number) => i >= 0));
+    const firstOldExit = Math.min(...s0.workers.map((w) => log.indexOf(`===> Worker ${w.pid} `)).filter((i: number) => i >= 0));
     expect(lastLaunch).toBeGreaterThan(0);
     expect(firstOldExit).toBeGreaterThan(lastLaunch);
     await serving(m.sockPath, 3, 1);
@@ -200,7 +200,7 @@ async function killWorkerWhileWrapperRuns() {
   const wrapper = `sh -c 'case " $* " in *" --upgrade-check "*) ;; *) sleep 600;; esac; exec "$0" "$@"' ${BIN}`;
   const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--reexec-as", wrapper, "--", ...PY]);
   const s0 = await serving(m.sockPath, 2);
-  const victim = s0.workers[0];
+  const victim = s0.workers[0]!;
   // Timer-ACKed at once, a worker may still be a launcher (pyenv's python3
   // shim is a bash script that forks helpers): killed then, it would leave
   // helpers behind in its process group, which keep its pid taken.
@@ -219,12 +219,12 @@ describe("re-exec details", () => {
     const m = startMaster(["-n", "1", "-m", "0", "--reexec-as", `${NEXT_BIN}`, "--drop-env-var", "TEST_DROP", "--", ...PY, "--report", rep],
       { env: { TEST_KEEP: "kept", TEST_DROP: "dropped" } });
     const s0 = await serving(m.sockPath, 1);
-    const first = await waitFor("first report", () => existsSync(join(rep, `${s0.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s0.workers[0].pid}.json`), "utf8")));
+    const first = await waitFor("first report", () => existsSync(join(rep, `${s0.workers[0]!.pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s0.workers[0]!.pid}.json`), "utf8")));
     expect(first.env.TEST_DROP).toBe("dropped");
     expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
     const s1 = await serving(m.sockPath, 1, 1);
     expect(s1.einhorn_version).toBe("0.1.0+next");
-    const second = await waitFor("second report", () => existsSync(join(rep, `${s1.workers[0].pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s1.workers[0].pid}.json`), "utf8")));
+    const second = await waitFor("second report", () => existsSync(join(rep, `${s1.workers[0]!.pid}.json`)) && JSON.parse(readFileSync(join(rep, `${s1.workers[0]!.pid}.json`), "utf8")));
     expect(second.env.TEST_KEEP).toBe("kept");
     expect(second.env.TEST_DROP).toBeUndefined();
     const environ = readFileSync(`/proc/${m.pid}/environ`, "latin1").split("\0");
@@ -236,7 +236,7 @@ describe("re-exec details", () => {
   test("a worker that dies during the re-exec is reaped and replaced; a signal sent during it is not lost", async () => {
     const m = startMaster(["-n", "2", "-m", "0", "-s", "0.1", "--", ...PY]);
     const s0 = await serving(m.sockPath, 2);
-    const victim = s0.workers[0];
+    const victim = s0.workers[0]!;
     // Kill a worker and TERM the master the moment the preflight passed, which
     // is just before the execve: both land in or around the exec window.
     const shell = Bun.spawn([BIN, "sh", "-d", m.sockPath, "-e", "upgrade"], { stdout: "pipe", stderr: "pipe" });
@@ -288,7 +288,7 @@ describe("re-exec details", () => {
     try {
       const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\/metrics/))[1]);
       const s0 = await serving(m.sockPath, 1);
-      await m.waitForOutput(new RegExp(`tick-${s0.workers[0].pid}`));
+      await m.waitForOutput(new RegExp(`tick-${s0.workers[0]!.pid}`));
       expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
       const s1 = await serving(m.sockPath, 1, 1);
       expect(s1.master.pid).toBe(m.pid);
@@ -297,7 +297,7 @@ describe("re-exec details", () => {
       const r = await fetch(`http://127.0.0.1:${port}/metrics`);
       expect(r.status).toBe(200);
       expect(await r.text()).toContain("einhorn_master_reexecs_total 1");
-      await m.waitForOutput(new RegExp(`tick-${s1.workers[0].pid}`));
+      await m.waitForOutput(new RegExp(`tick-${s1.workers[0]!.pid}`));
       expect(m.output()).not.toContain("did not survive the re-exec");
       expect(m.output()).not.toContain("could not be kept across the re-exec");
       expect(await stopMaster(m, "SIGTERM")).toBe(0);
@@ -405,14 +405,14 @@ describe("upgrades that fail safe", () => {
     const s1 = await serving(m.sockPath, 3, 0);
     expect(pids(s1)).toEqual(pids(s0));
     expect(s1.master.upgrade).toBeNull();
-    expect(await fetchLine(s1.listeners[0].port)).toMatch(/ v1\n$/);
+    expect(await fetchLine(listenerPort(s1))).toMatch(/ v1\n$/);
 
     writeFileSync(join(dir, "mode"), "v3");
     const again = await sh(m.sockPath, "upgrade");
     expect(again.code).toBe(0);
     const s2 = await serving(m.sockPath, 3);
     expect(s2.master.version).toBeGreaterThan(1); // the failed generation's number is not reused
-    expect(await fetchLine(s2.listeners[0].port)).toMatch(/ v3\n$/);
+    expect(await fetchLine(listenerPort(s2))).toMatch(/ v3\n$/);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -457,7 +457,7 @@ describe("upgrades that fail safe", () => {
     expect(r.stderr).toContain("cannot continue from the state this master would hand over: the handed-over state has schema 99; this einhorn reads up to 1");
     // What the master passed is its handoff: its state (these workers), its configuration, no descriptors of clients.
     const passed = JSON.parse(readFileSync(join(dir, "passed.json"), "utf8"));
-    expect(passed.state.workers.map((w: any) => w.pid).sort()).toEqual(pids(s0));
+    expect(passed.state.workers.map((w: { pid: number }) => w.pid).sort()).toEqual(pids(s0));
     expect(passed.config.program).toEqual(PY);
     expect(passed.pending.kind).toBe("upgrade");
     expect(passed.connections).toEqual([]);

@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
-import { BIN, BUN, FIXTURES, onCleanup, startMaster, stateJson, stopMaster, waitFor, type Master } from "../harness";
+import { BIN, BUN, FIXTURES, listenerPort, type Master, onCleanup, startMaster, stateJson, type StateReport, stopMaster, waitFor } from "../harness";
 
 const HTTP_WORKER = join(FIXTURES, "http-worker.ts");
 const ACK_WORKER = join(FIXTURES, "ack-worker.ts");
@@ -14,18 +14,33 @@ beforeAll(() => {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build it first (bun scripts/build.ts, or bun run test)`);
 });
 
-async function allAcked(m: Master, n: number): Promise<any> {
+async function allAcked(m: Master, n: number): Promise<StateReport> {
   return waitFor(`${n} acked workers`, async () => {
     const s = await stateJson(m.sockPath);
-    return s.workers.length === n && s.workers.every((w: any) => w.acked) ? s : null;
+    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
   });
 }
 
-function reports(m: Master): any[] {
-  return [...m.output().matchAll(/^report (.*)$/gm)].map((x) => JSON.parse(x[1]!));
+/** The line test/fixtures/ack-worker.ts prints once it has ACKed. */
+interface AckReport {
+  pid: number;
+  isWorker: boolean;
+  index: number | null;
+  fds: number[];
+  sockFd: number | null;
+  sockFdClosedAfterAck: boolean | null;
+  acked: boolean;
 }
 
-/** A raw HTTP/1.1 connection keeping everything it receives. */
+function reports(m: Master): AckReport[] {
+  return [...m.output().matchAll(/^report (.*)$/gm)].map((x) => JSON.parse(x[1]!) as AckReport);
+}
+
+/**
+ * A raw HTTP/1.1 connection keeping everything it receives. Not the harness's
+ * httpGet: the drain test reads an idle keep-alive connection while it is
+ * still open, then watches the worker close it.
+ */
 function connect(port: number) {
   const sock = net.connect(port, "127.0.0.1");
   const c = { sock, data: "", ended: null as unknown as Promise<void> };
@@ -38,8 +53,8 @@ describe("serve() under einhorn", () => {
   test("both workers serve real HTTP on the shared socket, and ACK when listening", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "2", "--", BUN, HTTP_WORKER]);
     const s = await allAcked(m, 2);
-    const port = s.listeners[0].port;
-    const byIndex = new Map<number, number>(s.workers.map((w: any) => [w.index, w.pid]));
+    const port = listenerPort(s);
+    const byIndex = new Map<number, number>(s.workers.map((w) => [w.index, w.pid]));
 
     // While one worker's event loop is held by /busy, only the other can accept.
     const first = fetch(`http://127.0.0.1:${port}/busy?ms=400`, { headers: { connection: "close" } }).then((r) => r.text());
@@ -62,8 +77,8 @@ describe("serve() under einhorn", () => {
   test("SIGUSR2 during a slow request: it completes with Connection: close, idle keep-alive is closed, the worker exits 0", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "1", "--", BUN, HTTP_WORKER]);
     const s = await allAcked(m, 1);
-    const port = s.listeners[0].port;
-    const pid = s.workers[0].pid;
+    const port = listenerPort(s);
+    const pid = s.workers[0]!.pid;
 
     const idle = connect(port);
     idle.sock.write("GET / HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -86,14 +101,14 @@ describe("serve() under einhorn", () => {
 
     const after = await waitFor("the worker's exit recorded", async () => {
       const st = await stateJson(m.sockPath);
-      return st.exits["0"]?.total >= 1 ? st : null;
+      return (st.exits["0"]?.total ?? 0) >= 1 ? st : null;
     });
-    expect(after.exits["0"].last_code).toBe(0);
-    expect(after.exits["0"].last_signal).toBe(null);
+    expect(after.exits["0"]!.last_code).toBe(0);
+    expect(after.exits["0"]!.last_signal).toBe(null);
     // The master replaces it; the replacement serves on the same socket.
     const again = await allAcked(m, 1);
-    expect(again.workers[0].pid).not.toBe(pid);
-    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(`pid=${again.workers[0].pid} index=0`);
+    expect(again.workers[0]!.pid).not.toBe(pid);
+    expect(await (await fetch(`http://127.0.0.1:${port}/`)).text()).toBe(`pid=${again.workers[0]!.pid} index=0`);
     expect(await stopMaster(m)).toBe(0);
   });
 
@@ -116,14 +131,14 @@ describe("ack() and ping() under einhorn", () => {
     const s = await allAcked(m, 2);
     await waitFor("two reports", () => reports(m).length === 2);
     for (const r of reports(m)) {
-      expect(r).toMatchObject({ isWorker: true, acked: true, sockFd: null, fds: [s.listeners[0].fd] });
+      expect(r).toMatchObject({ isWorker: true, acked: true, sockFd: null, fds: [s.listeners[0]!.fd] });
     }
     expect(reports(m).map((r) => r.index).sort()).toEqual([0, 1]);
     const pinged = await waitFor("pings recorded", async () => {
       const st = await stateJson(m.sockPath);
-      return st.workers.every((w: any) => w.last_ping) ? st : null;
+      return st.workers.every((w) => w.last_ping) ? st : null;
     });
-    for (const w of pinged.workers) expect(w.last_ping.request_id).toBe("ping-42");
+    for (const w of pinged.workers) expect(w.last_ping!.request_id).toBe("ping-42");
     expect(m.output()).not.toMatch(/ignoring/);
     expect(await stopMaster(m)).toBe(0);
     expect(m.output().match(/^bye pid=/gm)?.length).toBe(2);
@@ -135,12 +150,12 @@ describe("ack() and ping() under einhorn", () => {
     await waitFor("two reports", () => reports(m).length === 2);
     for (const r of reports(m)) {
       expect(typeof r.sockFd).toBe("number");
-      expect(r).toMatchObject({ acked: true, sockFdClosedAfterAck: true, fds: s.listeners.map((l: any) => l.fd) });
+      expect(r).toMatchObject({ acked: true, sockFdClosedAfterAck: true, fds: s.listeners.map((l) => l.fd) });
     }
     // The descriptor is single-use: the ping after the ACK went over the path.
     const pinged = await waitFor("pings recorded", async () => {
       const st = await stateJson(m.sockPath);
-      return st.workers.every((w: any) => w.last_ping?.request_id === "via-path") ? st : null;
+      return st.workers.every((w) => w.last_ping?.request_id === "via-path") ? st : null;
     });
     expect(pinged.workers.length).toBe(2);
     expect(await stopMaster(m)).toBe(0);

@@ -4,7 +4,7 @@
 // Every request must succeed. The longer run is bench/ (upgrade under load).
 import { expect, test } from "bun:test";
 import { join } from "node:path";
-import { BUN, command, ROOT, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { BUN, command, ROOT, startMaster, listenerPort, stateJson, stopMaster, waitFor } from "../harness";
 
 const UPGRADES = 20;
 const CLIENTS = 8;
@@ -13,9 +13,9 @@ test(`no failed request across ${UPGRADES} consecutive upgrades under load`, asy
   const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "--", BUN, join(ROOT, "examples", "http-worker.ts")], { cwd: ROOT });
   const s = await waitFor("2 acked workers", async () => {
     const st = await stateJson(m.sockPath);
-    return st.workers.filter((w: any) => w.acked).length === 2 ? st : null;
+    return st.workers.filter((w) => w.acked).length === 2 ? st : null;
   }, 20_000);
-  const url = `http://127.0.0.1:${s.listeners[0].port}/`;
+  const url = `http://127.0.0.1:${listenerPort(s)}/`;
 
   let running = true;
   let ok = 0;

@@ -3,10 +3,10 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import http from "node:http";
 import https from "node:https";
-import net from "node:net";
 import { bind, close, getsockname, listen as listenFd, socket } from "../../ffi/socket";
 import { resetGracefulShutdownForTests } from "../../src/worker/graceful-shutdown";
 import { listen, type ListeningServer } from "../../src/worker/listen";
+import { httpGet } from "../harness";
 
 const open: ListeningServer[] = [];
 afterEach(async () => {
@@ -18,15 +18,6 @@ async function start(server: http.Server, opts: Parameters<typeof listen>[1] = {
   const l = await listen(server, { port: 0, hostname: "127.0.0.1", exitOnShutdown: false, ...opts });
   open.push(l);
   return l;
-}
-
-function rawGet(port: number, path: string): { sock: net.Socket; data: () => string; ended: Promise<void> } {
-  let data = "";
-  const sock = net.connect(port, "127.0.0.1");
-  sock.on("data", (d) => { data += d.toString(); });
-  const ended = new Promise<void>((r) => { sock.on("close", () => r()); sock.on("error", () => {}); });
-  sock.write(`GET ${path} HTTP/1.1\r\nHost: t\r\n\r\n`);
-  return { sock, data: () => data, ended };
 }
 
 describe("listen(server)", () => {
@@ -72,13 +63,14 @@ describe("listen(server)", () => {
       else res.end("quick");
     });
     const l = await start(server, { idleCloseMs: 50 });
-    const c = rawGet(l.port!, "/slow");
+    // Keep-alive: the server decides to close, as it drains.
+    const slow = httpGet(l.port!, { path: "/slow", keepAlive: true });
     await Bun.sleep(50);
     const done = l.shutdown();
-    await c.ended;
-    expect(c.data()).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
-    expect(c.data()).toMatch(/\r\nConnection: close\r\n/i);
-    expect(c.data()).toEndWith("slow done");
+    const data = (await slow).raw;
+    expect(data).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(data).toMatch(/\r\nConnection: close\r\n/i);
+    expect(data).toEndWith("slow done");
     await done;
     expect(l.connectionCount()).toBe(0);
     await expect(fetch(`http://127.0.0.1:${l.port}/`)).rejects.toThrow();

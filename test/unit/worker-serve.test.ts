@@ -21,7 +21,11 @@ async function start(opts: ServeOptions): Promise<WorkerServer> {
   return s;
 }
 
-/** A raw HTTP/1.1 client connection that keeps everything it receives. */
+/**
+ * A raw HTTP/1.1 client connection that keeps everything it receives. Not the
+ * harness's httpGet (one request per connection): these tests send several
+ * requests on one keep-alive connection, pipelined or one after another.
+ */
 class Conn {
   sock: net.Socket;
   data = "";
