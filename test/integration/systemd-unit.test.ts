@@ -68,16 +68,21 @@ function verify(dir: string, files: string[]): { code: number; stderr: string } 
   return { code: r.exitCode ?? -1, stderr: r.stderr.toString() + r.stdout.toString() };
 }
 
+/** Write the units into `dir` and have `systemd-analyze verify` accept them, silently. */
+function expectVerified(dir: string, units: Record<string, string>): void {
+  for (const [name, text] of Object.entries(units)) writeFileSync(join(dir, name), text);
+  const v = verify(dir, Object.keys(units));
+  expect(v.stderr).toBe("");
+  expect(v.code).toBe(0);
+}
+
 describe("einhorn systemd-unit", () => {
   test("a service unit that systemd-analyze verify accepts, hardened, whose ExecStart and ExecReload work", async () => {
     const dir = tempDir();
     const r = await runBinary(["systemd-unit", "--user", "www-data", "--name", "web", "--drain", "20", "--", "-n", "1", "-m", "0", "-b", "127.0.0.1:0", "--", "sleep", "1000"], { dir });
     expect(r.code).toBe(0);
     const unit = r.stdout;
-    writeFileSync(join(dir, "web.service"), unit);
-    const v = verify(dir, ["web.service"]);
-    expect(v.stderr).toBe("");
-    expect(v.code).toBe(0);
+    expectVerified(dir, { "web.service": unit });
     const line = (key: string) => unit.split("\n").find((l) => l.startsWith(`${key}=`))?.slice(key.length + 1);
     expect(line("User")).toBe("www-data");
     expect(line("KillSignal")).toBe("SIGUSR2");
@@ -123,11 +128,7 @@ describe("einhorn systemd-unit", () => {
     const r = await runBinary(["systemd-unit", "--socket", "--user", "www-data", "--", "-c", "api", "-n", "2", "-b", "127.0.0.1:8080", "-b", "[::1]:9090,n", "-b", "unix:/run/api.sock", "--", "sleep", "1000"], { dir });
     expect(r.code).toBe(0);
     const [service, socket] = r.stdout.split("# ---- api.socket ----\n");
-    writeFileSync(join(dir, "api.service"), service!);
-    writeFileSync(join(dir, "api.socket"), socket!);
-    const v = verify(dir, ["api.service", "api.socket"]);
-    expect(v.stderr).toBe("");
-    expect(v.code).toBe(0);
+    expectVerified(dir, { "api.service": service!, "api.socket": socket! });
     expect(socket).toContain("ListenStream=127.0.0.1:8080\nListenStream=[::1]:9090\nListenStream=/run/api.sock\n");
     expect(socket).toContain("Service=api.service");
     expect(service).toContain("Requires=api.socket");
@@ -138,10 +139,7 @@ describe("einhorn systemd-unit", () => {
     const dir = tempDir();
     const r = await runBinary(["systemd-unit", "--user", "www-data", "--name", "dog", "--watchdog", "20", "--", "-n", "2", "--pass-notify-socket", "--", "sleep", "1000"], { dir });
     expect(r.code).toBe(0);
-    writeFileSync(join(dir, "dog.service"), r.stdout);
-    const v = verify(dir, ["dog.service"]);
-    expect(v.stderr).toBe("");
-    expect(v.code).toBe(0);
+    expectVerified(dir, { "dog.service": r.stdout });
     expect(r.stdout).toContain("\nType=notify\nNotifyAccess=all\nWatchdogSec=20\n");
     expect(r.stdout).toMatch(/^ExecStart=.* --number 2 --pass-notify-socket -- \S+\/sleep 1000$/m);
   });
@@ -231,10 +229,7 @@ describe("einhorn systemd-unit", () => {
     const r = await runBinary(["systemd-unit", "--user", "www-data", "--name", "web", "--", "--config", "web.yaml"], { dir });
     expect(r.code).toBe(0);
     const unit = r.stdout;
-    writeFileSync(join(dir, "web.service"), unit);
-    const v = verify(dir, ["web.service"]);
-    expect(v.stderr).toBe("");
-    expect(v.code).toBe(0);
+    expectVerified(dir, { "web.service": unit });
     const d = systemdDump(dir, { "web.service": unit }, "web.service");
     const start = d.exec("ExecStart");
     const reload = d.exec("ExecReload");
@@ -272,11 +267,7 @@ describe("einhorn systemd-unit", () => {
     expect(service).toMatch(new RegExp(`ExecStart=\\S+ --config ${join(dir, "api.yaml")} --command-name api --log-format plain --socket-path /run/einhorn-api/einhorn-api.sock --bind systemd:0 --bind systemd:1\n`));
     // The file's -t is the master's, so the unit does not override it.
     expect(service).toContain("# stop drains: USR2 to every worker, SIGKILL after 10s (-t).\n");
-    writeFileSync(join(dir, "api.service"), service!);
-    writeFileSync(join(dir, "api.socket"), socket!);
-    const v = verify(dir, ["api.service", "api.socket"]);
-    expect(v.stderr).toBe("");
-    expect(v.code).toBe(0);
+    expectVerified(dir, { "api.service": service!, "api.socket": socket! });
   });
 
   test("a path the unit's sandbox hides gets a warning naming the setting; the unit is still printed", async () => {
