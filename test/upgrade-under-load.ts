@@ -11,12 +11,12 @@ const WRK = Bun.which("wrk");
 
 /**
  * For a test's title: "" when every command is on PATH, else why the test is
- * skipped (so a run without them says what it did not check). .ci/run
- * installs them from Debian.
+ * skipped (so a run without them says what it did not check). `npm test`
+ * installs them from Debian first (scripts/system-tools.ts).
  */
 export function needsOnPath(...commands: Array<string | null>): string {
   const missing = commands.filter((c): c is string => c !== null && Bun.which(c) === null);
-  return missing.length ? ` (SKIPPED: needs ${missing.join(" and ")} on PATH; .ci/run installs them)` : "";
+  return missing.length ? ` (SKIPPED: needs ${missing.join(" and ")} on PATH; npm test installs them (scripts/system-tools.ts))` : "";
 }
 
 export interface LoadReport {
@@ -43,7 +43,7 @@ export async function settled(m: Master, n: number, version: number, alone = tru
  * expectNoFailures).
  */
 export async function upgradesUnderLoad(m: Master, url: string, n: number, upgrades = 3, opts: { connections?: number; warmupMs?: number } = {}): Promise<LoadReport> {
-  if (!WRK) throw new Error("wrk is not installed (Debian package wrk; .ci/run installs it)");
+  if (!WRK) throw new Error("wrk is not installed (Debian package wrk; npm test installs it (scripts/system-tools.ts))");
   const s0 = await settled(m, n, Math.max(...(await stateJson(m.sockPath)).workers.map((w) => w.version)));
   const wrk = Bun.spawn([WRK, "-t2", `-c${opts.connections ?? 16}`, "-d600s", "--timeout", "10s", url], { stdout: "pipe", stderr: "pipe" });
   const out = new Response(wrk.stdout).text();

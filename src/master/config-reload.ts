@@ -11,7 +11,7 @@
 //   next master image and the workers it starts; listed for people.
 // The command line still overrides the file, as at start.
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { type Defaults, type MasterConfig, parseMasterArgs } from "../config/master-args";
 import { OPTIONS, type Reload } from "../config/options";
 import type { ValueKind } from "../config/value-kinds";
@@ -76,7 +76,6 @@ export function rereadConfig(old: MasterConfig, defaults: Defaults = {}): Config
   if (next.pidfile === null && old.pidfile !== null && old.pidfile === oldDefaultPidfile(old, defaults)) next = { ...next, pidfile: old.pidfile };
   // -p was resolved to an absolute path at start; a file that names it the same way is not a change.
   if (old.preload && next.preload && !same(old.preload, next.preload)) {
-    const { resolve } = require("node:path") as typeof import("node:path");
     if (resolve(next.preload) === old.preload) next = { ...next, preload: old.preload };
   }
   for (const { name, get } of FIXED) {

@@ -17,7 +17,7 @@ function parserPython(): string {
     const r = Bun.spawnSync([py, "-c", "import prometheus_client.parser"], { stderr: "ignore" });
     if (r.exitCode === 0) return py;
   }
-  throw new Error("no python3 with prometheus_client: apt-get install python3-prometheus-client (.ci/run installs it)");
+  throw new Error("no python3 with prometheus_client: apt-get install python3-prometheus-client (npm test installs it (scripts/system-tools.ts))");
 }
 
 const PARSE = `
@@ -219,7 +219,7 @@ describe("--metrics", () => {
 
   test("a real Prometheus (Debian's) scrapes a master through 3 upgrades, a crash and a rollback: its API has the exit and rollback series, and no pid label", async () => {
     const prometheus = Bun.which("prometheus");
-    if (!prometheus) throw new Error("no prometheus: apt-get install prometheus (.ci/run installs it)");
+    if (!prometheus) throw new Error("no prometheus: apt-get install prometheus (npm test installs it (scripts/system-tools.ts))");
     const dir = tempDir();
     writeFileSync(join(dir, "mode"), "serve");
     const port = freeTcpPort();
@@ -283,7 +283,7 @@ describe("--metrics", () => {
 
   test("across 20 upgrades and a crash the number of series stays flat, and promtool check metrics finds nothing", async () => {
     const promtool = Bun.which("promtool");
-    if (!promtool) throw new Error("no promtool: apt-get install prometheus (.ci/run installs it)");
+    if (!promtool) throw new Error("no promtool: apt-get install prometheus (npm test installs it (scripts/system-tools.ts))");
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "2", "-m", "0", "--max-unacked", "2", "--", "sleep", "1000"]);
     const port = Number((await m.waitForOutput(/Serving metrics on http:\/\/127\.0\.0\.1:(\d+)\//))[1]);
     const settled = (generation: number) => waitFor(`generation ${generation} alone and up`, async () => {

@@ -117,7 +117,7 @@ describe("npm run release", () => {
       expect(r.code).toBe(0);
     }
     if (!qemuReady) {
-      if (process.env.CI) throw new Error(`qemu-user-static and Debian's arm64 C library are not installed (${QEMU}, ${ARM64_SYSROOT}); .ci/run installs them`);
+      if (process.env.CI) throw new Error(`qemu-user-static and Debian's arm64 C library are not installed (${QEMU}, ${ARM64_SYSROOT}); npm test installs them (scripts/system-tools.ts)`);
       console.error("skipped the arm64 --version: qemu-user-static or libc6-arm64-cross missing");
       return;
     }
@@ -146,7 +146,7 @@ describe("the arm64 binary under qemu-user-static", () => {
   // qemu with --reexec-as. (Its start-up re-exec to block signals cannot go
   // through qemu and is skipped with a warning.)
   test.skipIf(!qemuReady && !process.env.CI)("--version, a master with two workers serving HTTP, one upgrade, a clean stop", async () => {
-    if (!qemuReady) throw new Error(`qemu-user-static and Debian's arm64 C library are not installed (${QEMU}, ${ARM64_SYSROOT}); .ci/run installs them`);
+    if (!qemuReady) throw new Error(`qemu-user-static and Debian's arm64 C library are not installed (${QEMU}, ${ARM64_SYSROOT}); npm test installs them (scripts/system-tools.ts)`);
     const bin = join(out, releaseFileName(VERSION, "linux-arm64"));
     const qemu = [QEMU, "-L", ARM64_SYSROOT];
     const dir = tempDir();

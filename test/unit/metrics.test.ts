@@ -91,10 +91,10 @@ describe("metrics", () => {
   });
 });
 
-/** Debian's promtool (the prometheus package; .ci/run installs it). */
+/** Debian's promtool (the prometheus package; npm test installs it (scripts/system-tools.ts)). */
 function promtool(): string {
   const p = Bun.which("promtool");
-  if (!p) throw new Error("no promtool: apt-get install prometheus (.ci/run installs it)");
+  if (!p) throw new Error("no promtool: apt-get install prometheus (npm test installs it (scripts/system-tools.ts))");
   return p;
 }
 
