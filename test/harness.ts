@@ -343,6 +343,18 @@ export async function stateJson(sockPath: string): Promise<StateReport> {
   return JSON.parse(await ask(sockPath, "state", ["json"])) as StateReport;
 }
 
+/**
+ * Wait until exactly `n` workers are alive and every one has ACKed (all of
+ * generation `version`, when given); the state at that moment.
+ */
+export async function ackedWorkers(sockPath: string, n: number, version?: number, timeoutMs = 20_000): Promise<StateReport> {
+  const of = version === undefined ? "" : ` of version ${version}`;
+  return waitFor(`${n} acked worker(s)${of} at ${sockPath}`, async () => {
+    const s = await stateJson(sockPath);
+    return s.workers.length === n && s.workers.every((w) => w.acked && (version === undefined || w.version === version)) ? s : null;
+  }, timeoutMs);
+}
+
 /** The port of listener `i` in a state report; throws when it has none (a UNIX listener, or no such listener). */
 export function listenerPort(s: StateReport, i = 0): number {
   const port = s.listeners[i]?.port;

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ackedWorkers, FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 describe("ACK-wait reports", () => {
   test("the master log and the waiting `einhorn sh -e upgrade` name the unACKed worker with the --ack-timeout hint", async () => {
@@ -26,18 +26,12 @@ describe("ACK-wait reports", () => {
   }, 60_000);
 });
 
-async function workersUp(sockPath: string, n: number) {
-  return waitFor(`${n} acked worker(s)`, async () => {
-    const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
-  }, 20_000);
-}
 
 describe("every queued input before any timer", () => {
   test("4 new workers' ACKs queued while the master is stopped (SIGSTOP) past --ack-timeout: all are handled, the upgrade succeeds", async () => {
     const dir = tempDir();
     const m = startMaster(["-n", "4", "--max-unacked", "4", "-m", "manual", "--ack-timeout", "2", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
-    const s0 = await workersUp(m.sockPath, 4);
+    const s0 = await ackedWorkers(m.sockPath, 4);
     const old = new Set(s0.workers.map((w) => w.pid));
     writeFileSync(join(dir, "hold"), "");
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });

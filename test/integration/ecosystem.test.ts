@@ -5,18 +5,12 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import { fetchLine, FIXTURES, processesTagged, ROOT, runBinary, sleep, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ackedWorkers, fetchLine, FIXTURES, listenerPort, processesTagged, ROOT, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 /** PATH without node_modules/.bin: proves the workers need no Bun of their own. */
 const PLAIN_PATH = "/usr/local/bin:/usr/bin:/bin";
 
-async function acked(sockPath: string, n: number, version?: number) {
-  return waitFor(`${n} acked workers`, async () => {
-    const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w) => w.acked && (version === undefined || w.version === version)) ? s : null;
-  }, 20_000);
-}
 
 const PRELOAD_OK = `
 export function einhorn_main() {
@@ -32,7 +26,7 @@ describe("preload (-p)", () => {
     writeFileSync(join(dir, "app.ts"), PRELOAD_OK);
     writeFileSync(join(dir, "tag"), "one");
     const m = startMaster(["-n", "2", "-m", "0.2", "-b", "127.0.0.1:0", "-p", "app.ts", "--", "x", "y"], { dir, env: { PATH: PLAIN_PATH } });
-    const s = await acked(m.sockPath, 2);
+    const s = await ackedWorkers(m.sockPath, 2);
     expect(await fetchLine(listenerPort(s))).toBe("one x,y\n");
     expect(m.output()).toContain(`starting 2 worker(s) of: preload ${join(dir, "app.ts")} x y`);
     expect(await stopMaster(m)).toBe(0);
@@ -64,7 +58,7 @@ describe("preload (-p)", () => {
     writeFileSync(join(dir, "app.ts"), PRELOAD_OK);
     writeFileSync(join(dir, "tag"), "one");
     const m = startMaster(["-n", "1", "-m", "0.1", "-b", "127.0.0.1:0", "-p", "app.ts"], { dir });
-    const s0 = await acked(m.sockPath, 1);
+    const s0 = await ackedWorkers(m.sockPath, 1);
     // -m 0.1 ACKs on a timer: on a loaded machine that can come before the
     // worker has imported app.ts, and breaking the file then breaks the worker
     // itself. An answer means einhorn_main ran, so the module is loaded.
@@ -80,7 +74,7 @@ describe("preload (-p)", () => {
     writeFileSync(join(dir, "tag"), "two");
     const good = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"]);
     expect(good.code).toBe(0);
-    await acked(m.sockPath, 1, 1);
+    await ackedWorkers(m.sockPath, 1, 1);
     expect(await fetchLine(listenerPort(s0))).toBe("two \n");
     expect(await stopMaster(m)).toBe(0);
   });
@@ -89,7 +83,7 @@ describe("preload (-p)", () => {
 describe("systemd's socket protocol", () => {
   test("--listen-fds: a worker that checks LISTEN_PID gets its sockets at 3, 4 with their names, -g fd after them", async () => {
     const m = startMaster(["--listen-fds", "-g", "-n", "2", "-b", "127.0.0.1:0,name=time", "-b", "127.0.0.1:0", "-m", "0.3", "--", "python3", join(ROOT, "examples", "listen-fds-worker.py")]);
-    const s = await acked(m.sockPath, 2);
+    const s = await ackedWorkers(m.sockPath, 2);
     const line = await fetchLine(listenerPort(s));
     expect(line).toMatch(/^time \d{4}-\d\d-\d\dT[\d:]+ from pid \d+\n$/);
     expect(s.workers.map((w) => String(w.pid))).toContain(line.trim().split(" ").at(-1)!);
@@ -115,7 +109,7 @@ describe("systemd's socket protocol", () => {
         wrap: ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=web:api exec "$@"', "sh"],
         extraFds: [a, b],
       });
-      const s = await acked(m.sockPath, 1);
+      const s = await ackedWorkers(m.sockPath, 1);
       expect(s.listeners.map((l) => l.port)).toEqual([portB, portA]);
       expect(s.listeners.map((l) => l.spec)).toEqual(["systemd:api", "systemd:0"]);
       expect(await fetchLine(portA)).toMatch(/^\d+ 0\n$/);
@@ -160,7 +154,7 @@ describe("running under others", () => {
 
   test("-k keeps the worker's sockets (the exec helper passes them on)", async () => {
     const m = startMaster(["-k", "-n", "1", "-m", "0", "-b", "127.0.0.1:0", "--", ...PY]);
-    const s = await acked(m.sockPath, 1);
+    const s = await ackedWorkers(m.sockPath, 1);
     expect(await fetchLine(listenerPort(s))).toBe(`${s.workers[0]!.pid} 0\n`);
     expect(await stopMaster(m)).toBe(0);
   });
@@ -169,7 +163,7 @@ describe("running under others", () => {
 describe("examples", () => {
   test("examples/preload-app.ts serves HTTP through serve() with manual ACKs", async () => {
     const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0", "-p", join(ROOT, "examples", "preload-app.ts"), "--", "--greeting", "hi"], { cwd: ROOT });
-    const s = await acked(m.sockPath, 2);
+    const s = await ackedWorkers(m.sockPath, 2);
     const res = await fetch(`http://127.0.0.1:${listenerPort(s)}/`);
     expect(await res.text()).toMatch(/^hi from preloaded worker \d+\n$/);
     expect(await stopMaster(m)).toBe(0);
@@ -177,12 +171,12 @@ describe("examples", () => {
 
   test("examples/python-worker.py ACKs with the raw JSON line and drains on upgrade", async () => {
     const m = startMaster(["-n", "2", "-m", "manual", "-b", "127.0.0.1:0,n", "--", "python3", join(ROOT, "examples", "python-worker.py")], { cwd: ROOT });
-    const s = await acked(m.sockPath, 2);
+    const s = await ackedWorkers(m.sockPath, 2);
     const url = `http://127.0.0.1:${listenerPort(s)}/`;
     expect(await (await fetch(url)).text()).toMatch(/^Hello from python worker \d+ \(index [01]\)\n$/);
     const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"]);
     expect(up.code).toBe(0);
-    await acked(m.sockPath, 2, 1);
+    await ackedWorkers(m.sockPath, 2, 1);
     expect((await fetch(url)).status).toBe(200);
     expect(await stopMaster(m)).toBe(0);
   });

@@ -5,21 +5,15 @@ import { existsSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } 
 import { REPLY_FORMAT_KEY } from "../../src/protocol";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import { command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ackedWorkers, command, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
-async function workersUp(sockPath: string, n: number) {
-  return waitFor(`${n} acked worker(s)`, async () => {
-    const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
-  }, 20_000);
-}
 
 describe("die with a signal workers ignore by default", () => {
   test("die WINCH, CHLD, URG and CONT are refused; the master keeps running and still upgrades", async () => {
     const m = startMaster(["-m", "0", "--", ...PY]);
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     for (const sig of ["WINCH", "CHLD", "URG", "CONT", "SIGCONT", "28"]) {
       const r = await runBinary(["sh", "-d", m.sockPath, "-e", `die ${sig}`]);
       expect(r.code).toBe(1);
@@ -35,7 +29,7 @@ describe("die with a signal workers ignore by default", () => {
   test("-t escalates to SIGKILL after any die signal, even one the workers ignore (USR1)", async () => {
     // The worker ignores USR1 (an ignored disposition survives exec).
     const m = startMaster(["-m", "0", "-t", "1", "--", "sh", "-c", "trap '' USR1; exec sleep 1000"]);
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     const r = await runBinary(["sh", "-d", m.sockPath, "-e", "die USR1"]);
     expect(r.code).toBe(0);
     const code = await Promise.race([m.exited, Bun.sleep(20_000).then(() => "still running 20 s after die USR1 with -t 1")]);
@@ -47,7 +41,7 @@ describe("die with a signal workers ignore by default", () => {
 describe("config takes known keys only", () => {
   test("constructor, toString, __proto__ and friends are unknown settings, answered with the list; no internal error", async () => {
     const m = startMaster(["-m", "0", "--", ...PY]);
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     const known = "Known settings: number, seconds, signal_timeout, max_unacked, max_upgrade_additional, ack_timeout, upgrade_max_deaths, upgrade_bake";
     for (const [arg, key] of [
       ["constructor=1", "constructor"], ["toString=2", "toString"], ["__proto__=3", "__proto__"], ["hasOwnProperty=1", "hasOwnProperty"],
@@ -64,7 +58,7 @@ describe("config takes known keys only", () => {
     expect(s.master.pid).toBe(m.pid);
     expect(m.output()).not.toContain("Command failed unexpectedly");
     expect((await command(m.sockPath, "config", ["number=2"]))[0]!.message).toBe("Config updated: number=2");
-    await workersUp(m.sockPath, 2);
+    await ackedWorkers(m.sockPath, 2);
     expect(await stopMaster(m)).toBe(0);
   });
 });
@@ -98,7 +92,7 @@ function writeAll(fd: number, data: Buffer): boolean {
 describe("connection floods", () => {
   test("511 idle clients do not lock out the ACKs of an upgrade; clients silent for 10 s are closed", async () => {
     const m = startMaster(["-m", "manual", "-n", "2", "--", ...PY, "--ack", "manual"]);
-    await workersUp(m.sockPath, 2);
+    await ackedWorkers(m.sockPath, 2);
     const idle = connectMany(m.sockPath, 511);
     // The upgrade's own shell is connection 512: every new worker's ACK arrives over the limit.
     const up = await runBinary(["sh", "-d", m.sockPath, "--timeout", "40", "-e", "upgrade"], { timeoutMs: 45_000 });
@@ -114,7 +108,7 @@ describe("connection floods", () => {
 
   test("at the limit, a new client takes the place of a silent one; sessions that spoke are kept", async () => {
     const m = startMaster(["-m", "0", "--", ...PY]);
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     const talkers = connectMany(m.sockPath, 12);
     for (const fd of talkers) writeAll(fd, Buffer.from('{"command":"ehlo","user":"x","id":1}\n'));
     await waitFor("the sessions greeted", () => sock.readableNow(talkers).length === talkers.length);
@@ -136,7 +130,7 @@ describe("bounded client data: each abuse against a fresh master keeps its RSS w
   /** Start a master, measure its idle RSS, run `abuse` while sampling RSS, and check the peak (a bound on memory the issue asks for; generous, not a speed figure). */
   async function withinTwiceIdle(abuse: (m: ReturnType<typeof startMaster>, worker: number) => Promise<void>): Promise<void> {
     const m = startMaster(["-m", "0", "--", "sleep", "1000"]);
-    const s0 = await workersUp(m.sockPath, 1);
+    const s0 = await ackedWorkers(m.sockPath, 1);
     await sleep(1500);
     const idle = rssMb(m.pid);
     let peak = idle;
@@ -216,7 +210,7 @@ describe("input already waiting is handled before a timeout fires", () => {
   test("a master stopped (SIGSTOP) past --ack-timeout while the new worker's ACK waits in its socket: the upgrade succeeds", async () => {
     const dir = tempDir();
     const m = startMaster(["-m", "manual", "--ack-timeout", "2", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
-    const s0 = await workersUp(m.sockPath, 1);
+    const s0 = await ackedWorkers(m.sockPath, 1);
     writeFileSync(join(dir, "hold"), "");
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
     const fresh = await waitFor("the new worker spawned", async () => {
@@ -245,7 +239,7 @@ describe("the first-line timeout is for new clients only", () => {
   test("a shell waiting on an upgrade that rolls out for longer than 10 s keeps its connection across the master's re-exec", async () => {
     const dir = tempDir();
     const m = startMaster(["-m", "manual", "--", "python3", join(FIXTURES, "held-ack-worker.py"), dir]);
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     writeFileSync(join(dir, "hold"), "");
     const upgrade = runBinary(["sh", "-d", m.sockPath, "--timeout", "50", "-e", "upgrade"], { timeoutMs: 55_000 });
     await m.waitForOutput(/re-executed as einhorn/, 20_000);

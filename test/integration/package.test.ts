@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BUN, httpGet, listenerPort, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { ackedWorkers, BUN, httpGet, listenerPort, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
 import { NODE, NPM, npmProject, type NpmProject } from "../npm-project";
 
 let packDir = "";
@@ -32,17 +32,11 @@ afterAll(() => {
 
 const USER_IMPORT = 'import { ack, listen, serve, socketFd, onGracefulShutdown } from "einhorn/worker";';
 
-async function acked(sock: string, n: number, version: number) {
-  return waitFor(`${n} acked workers of version ${version}`, async () => {
-    const s = await stateJson(sock);
-    return s.workers.length === n && s.workers.every((w) => w.acked && w.version === version) ? s : null;
-  }, 30_000);
-}
 
 /** Start the master on a worker program, check it answers, upgrade once, check the new generation answers, stop. */
 async function underEinhorn(program: string[], cwd: string, expectBody: RegExp) {
   const m = startMaster(["-b", "127.0.0.1:0", "-n", "2", "-m", "manual", "--", ...program], { cwd });
-  const s0 = await acked(m.sockPath, 2, 0);
+  const s0 = await ackedWorkers(m.sockPath, 2, 0, 30_000);
   const port = listenerPort(s0);
   const pids0 = new Set(s0.workers.map((w) => String(w.pid)));
   const body = (await httpGet(port)).body;
@@ -50,7 +44,7 @@ async function underEinhorn(program: string[], cwd: string, expectBody: RegExp) 
   expect(pids0.has(expectBody.exec(body)![1]!)).toBe(true);
   const up = await runBinary(["sh", "-d", m.sockPath, "-e", "upgrade", "--timeout", "60"]);
   expect(up.code).toBe(0);
-  const s1 = await acked(m.sockPath, 2, 1);
+  const s1 = await ackedWorkers(m.sockPath, 2, 1, 30_000);
   await waitFor("old workers gone", async () => (await stateJson(m.sockPath)).workers.every((w) => w.version === 1));
   const after = (await httpGet(port)).body;
   expect(s1.workers.map((w) => String(w.pid))).toContain(expectBody.exec(after)![1]!);

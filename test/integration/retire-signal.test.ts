@@ -3,7 +3,7 @@
 // else to it (here: ignored), TERM makes it leave.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ackedWorkers, runBinary, startMaster, stateJson, stopMaster, tempDir } from "../harness";
 import { writeFileSync } from "node:fs";
 
 /** A worker that logs every signal it gets and leaves only on TERM. */
@@ -20,21 +20,15 @@ function termOnlyWorker(dir: string): string {
 
 const sh = (sock: string, script: string) => runBinary(["sh", "-d", sock, "-e", script, "--timeout", "60"]);
 
-async function serving(sock: string, n: number, version: number) {
-  return waitFor(`${n} acked workers of version ${version}`, async () => {
-    const s = await stateJson(sock);
-    return s.workers.length === n && s.workers.every((w) => w.acked && w.version === version) ? s : null;
-  }, 20_000);
-}
 
 describe("--retire-signal TERM", () => {
   test("upgrade: old workers get TERM (not USR2) and leave; graceful stop (INT) sends TERM too", async () => {
     const dir = tempDir();
     const m = startMaster(["-n", "2", "-m", "0.2", "--retire-signal", "TERM", "--", termOnlyWorker(dir)], { dir });
-    const s0 = await serving(m.sockPath, 2, 0);
+    const s0 = await ackedWorkers(m.sockPath, 2, 0);
     const r = await sh(m.sockPath, "upgrade");
     expect(r.code).toBe(0);
-    await serving(m.sockPath, 2, 1);
+    await ackedWorkers(m.sockPath, 2, 1);
     for (const w of s0.workers) {
       await m.waitForOutput(new RegExp(`worker ${w.pid} got TERM, leaving`));
       await m.waitForOutput(new RegExp(`Worker ${w.pid} \\(index \\d+\\) exited with status 0`));
@@ -48,7 +42,7 @@ describe("--retire-signal TERM", () => {
   test("die without a signal name sends the retire signal", async () => {
     const dir = tempDir();
     const m = startMaster(["-n", "1", "-m", "0.2", "--retire-signal", "TERM", "--", termOnlyWorker(dir)], { dir });
-    const s0 = await serving(m.sockPath, 1, 0);
+    const s0 = await ackedWorkers(m.sockPath, 1, 0);
     const r = await sh(m.sockPath, "die");
     expect(r.stdout + r.stderr).toMatch(/Successfully sent TERMs to 1 processes/);
     await m.waitForOutput(new RegExp(`worker ${s0.workers[0]!.pid} got TERM, leaving`));
@@ -59,7 +53,7 @@ describe("--retire-signal TERM", () => {
 test("without --retire-signal, such a worker ignores the upgrade's USR2 and stays (the problem the option solves)", async () => {
   const dir = tempDir();
   const m = startMaster(["-n", "1", "-m", "0.2", "--", termOnlyWorker(dir)], { dir });
-  const s0 = await serving(m.sockPath, 1, 0);
+  const s0 = await ackedWorkers(m.sockPath, 1, 0);
   expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
   await m.waitForOutput(new RegExp(`worker ${s0.workers[0]!.pid} got USR2, ignoring it`));
   const s1 = await stateJson(m.sockPath);

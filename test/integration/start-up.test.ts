@@ -5,22 +5,13 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor,
-  worldWritableDir,
-} from "../harness";
+import { ackedWorkers, BIN, ensureOtherUser, FIXTURES, IS_ROOT, onCleanup, processesTagged, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor, worldWritableDir } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 const rootReason = IS_ROOT ? "" : "needs root (useradd/setpriv for a second uid, mount for a tmpfs)";
 
 afterAll(() => removeOtherUser());
 
-async function workersUp(sockPath: string, n: number) {
-  return waitFor(`${n} acked worker(s) at ${sockPath}`, async () => {
-    const s = await stateJson(sockPath);
-    return s.workers.length === n && s.workers.every((w) => w.acked) ? s : null;
-  }, 20_000);
-}
 
 /** A master started while another process holds its lockfile (as a master creating its command socket does, briefly), waiting for it. */
 async function masterWaitingForLock() {
@@ -75,7 +66,7 @@ describe("pidfile and lockfile planted by another local user", () => {
     const dir = worldWritableDir();
     run([...other.as, "sh", "-c", `echo theirs > ${join(dir, "einhorn.pid")}`]);
     const m = startMaster(["-m", "0", "--", "sleep", "1000"], { dir });
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     expect(readFileSync(join(dir, "einhorn.pid"), "utf8")).toBe("theirs\n");
     expect(await stopMaster(m)).toBe(0);
     expect(readdirSync(dir)).toEqual(["einhorn.pid"]);
@@ -85,7 +76,7 @@ describe("pidfile and lockfile planted by another local user", () => {
     const dir = tempDir();
     writeFileSync(join(dir, "einhorn.pid"), "99999999\n");
     const m = startMaster(["-e", join(dir, "einhorn.pid"), "-m", "0", "--", "sleep", "1000"], { dir });
-    await workersUp(m.sockPath, 1);
+    await ackedWorkers(m.sockPath, 1);
     expect(readFileSync(join(dir, "einhorn.pid"), "utf8")).toBe(`${m.pid}\n`);
     expect(await stopMaster(m)).toBe(0);
     expect(existsSync(join(dir, "einhorn.pid"))).toBe(false);
@@ -194,9 +185,9 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
   test("two masters with different -d run side by side; a third on a -d in use is refused, and the first keeps its socket", async () => {
     const dir = tempDir();
     const a = startMaster(["-m", "0", "--", ...PY], { dir });
-    await workersUp(a.sockPath, 1);
+    await ackedWorkers(a.sockPath, 1);
     const b = startMaster(["-m", "0", "-d", join(dir, "b.sock"), "--", ...PY], { dir });
-    await workersUp(join(dir, "b.sock"), 1);
+    await ackedWorkers(join(dir, "b.sock"), 1);
     const c = await runBinary(["-m", "0", "--", ...PY], { dir });
     expect(c.code).toBe(1);
     expect(c.stderr).toBe(`einhorn: another einhorn master (pid ${a.pid}) is serving the command socket ${a.sockPath}; give this master its own with -d PATH (or -c NAME), or stop the other one first\n`);
@@ -211,8 +202,8 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
     const dir = tempDir();
     const inner = join(dir, "inner.sock");
     const outer = startMaster(["-m", "1", "--", BIN, "-d", inner, "-m", "0", "-n", "2", "--", ...PY], { dir });
-    const s = await workersUp(inner, 2);
-    const o = await workersUp(outer.sockPath, 1);
+    const s = await ackedWorkers(inner, 2);
+    const o = await ackedWorkers(outer.sockPath, 1);
     expect(s.master.pid).toBe(o.workers[0]!.pid);
     expect(await stopMaster(outer, "SIGINT", 20_000)).toBe(0);
     await waitFor("every process gone", () => processesTagged(outer.tag).length === 0);
