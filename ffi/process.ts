@@ -219,14 +219,15 @@ export function umask(mask: number): number {
 }
 
 /**
- * Everything in a file from offset 0, read through `fd` itself with pread
- * (no new descriptor: it works when none is left, and leaves the offset alone).
+ * Everything in a file from offset 0 (at most `limit` bytes), read through
+ * `fd` itself with pread (no new descriptor: it works when none is left, and
+ * leaves the offset alone).
  */
-export function readAll(fd: number): Buffer {
+export function readAll(fd: number, limit = Number.POSITIVE_INFINITY): Buffer {
   const chunks: Buffer[] = [];
   let pos = 0;
-  for (;;) {
-    const buf = Buffer.alloc(64 * 1024);
+  while (pos < limit) {
+    const buf = Buffer.alloc(Math.min(64 * 1024, limit - pos));
     const n = readSync(fd, buf, 0, buf.length, pos);
     if (n <= 0) break;
     chunks.push(buf.subarray(0, n));

@@ -5,7 +5,7 @@
 // repeatable option. The file becomes the same option table the command line
 // is split into (master-args.ts), so every check and message is the
 // command line's, and the command line overrides the file key by key.
-import { fstatSync, readSync, type Stats } from "node:fs";
+import { fstatSync, type Stats } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { SysError } from "../../ffi/errno";
 import { fileKind, octalMode, ownerProblem, resolveTrusted, UntrustedPath, writableBy } from "../file-trust";
@@ -92,7 +92,7 @@ export function readConfigFile(path: string, options: OptionShape[], uid?: numbe
     const st = fstatSync(fd);
     if (st.dev !== found.st.dev || st.ino !== found.st.ino) fail("it was replaced while einhorn was reading it; try again");
     checkFile(st);
-    buf = readBounded(fd, MAX_CONFIG_BYTES + 1);
+    buf = libc().readAll(fd, MAX_CONFIG_BYTES + 1);
   } catch (e) {
     if (e instanceof ConfigFileError) throw e;
     fail(`cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
@@ -102,20 +102,6 @@ export function readConfigFile(path: string, options: OptionShape[], uid?: numbe
   // It grew after fstat: still no more than the limit is ever held.
   if (buf!.length > MAX_CONFIG_BYTES) fail(`more than ${MAX_CONFIG_BYTES} bytes; a config file may have at most ${MAX_CONFIG_BYTES}`);
   return parseConfigText(buf!.toString("utf8"), path, options);
-}
-
-/** Up to `limit` bytes of `fd` from its start. */
-function readBounded(fd: number, limit: number): Buffer {
-  const buf = Buffer.alloc(Math.min(limit, 64 * 1024));
-  const chunks: Buffer[] = [];
-  let total = 0;
-  while (total < limit) {
-    const n = readSync(fd, buf, 0, Math.min(buf.length, limit - total), total);
-    if (n <= 0) break;
-    chunks.push(Buffer.from(buf.subarray(0, n)));
-    total += n;
-  }
-  return Buffer.concat(chunks);
 }
 
 /** A value as JSON on one line, cut short: a refusal quotes what was given, not a whole file of it. */
