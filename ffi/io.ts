@@ -8,12 +8,10 @@ import { fstatSync } from "node:fs";
 import { ptr } from "bun:ffi";
 import { check, lastErrno, strerror, sym } from "./libc";
 import { Errno, SysError } from "./errno";
-import { O_CLOEXEC, O_NONBLOCK } from "./process";
+import { O_CLOEXEC, O_NOCTTY, O_NONBLOCK } from "./process";
+import { MSG_DONTWAIT, MSG_NOSIGNAL } from "./socket";
 
 const O_WRONLY = 1;
-const O_NOCTTY = 0o400;
-const MSG_DONTWAIT = 0x40;
-const MSG_NOSIGNAL = 0x4000;
 const EAGAIN = Errno.EAGAIN!;
 const EINTR = Errno.EINTR!;
 
