@@ -51,11 +51,11 @@ export function writableBy(mode: number): string | null {
 export const octalMode = (mode: number) => (mode & 0o7777).toString(8).padStart(4, "0");
 
 /** The owners einhorn running as `uid` trusts, in words: "root" or "root or uid 1000". */
-export function trustedOwners(uid: number): string {
+function trustedOwners(uid: number): string {
   return uid === 0 ? "root" : `root or uid ${uid}`;
 }
 
-export const isTrustedOwner = (owner: number, uid: number) => owner === 0 || owner === uid;
+const isTrustedOwner = (owner: number, uid: number) => owner === 0 || owner === uid;
 
 /** Why a file or entry owned by `owner` is not trusted by einhorn running as `uid`, or null. */
 export function ownerProblem(owner: number, uid: number): string | null {

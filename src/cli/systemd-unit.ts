@@ -294,7 +294,7 @@ function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: str
   let bindsPut = false;
   for (const [long, values] of raw) {
     if (long === "config" || long === "socket-path") continue;
-    if (long === "bind" && unit.socket) {
+    if (unit.socket && optionByLong(long)?.unit === "socket-unit") {
       if (!bindsPut) socketBinds();
       bindsPut = true;
       continue;

@@ -36,8 +36,7 @@ export type Reload = "fixed" | "master" | "worker" | "setting" | "once";
  * How `einhorn systemd-unit` carries the option into ExecStart=: as given;
  * with --socket, by handing the address to a systemd socket unit; or not at
  * all (refused: it has no place in a unit's command line). systemd-unit.ts
- * still keeps its own lists of flags and refused options; its rewrite (on
- * another branch) is to read this instead.
+ * reads it (with each option's value kind, for the flags written bare).
  */
 export type UnitRendering = "as-given" | "socket-unit" | "refused";
 

@@ -236,10 +236,6 @@ export class SdNotifier {
     this.transport = r.target ? (transport ?? datagramSend)(r.target.socket) : null;
   }
 
-  get enabled(): boolean {
-    return this.target !== null;
-  }
-
   /** What crosses the execve: what systemd was told. */
   toJSON(): SdNotifyDoc {
     return { ...this.doc };

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { BIN, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 import { execWord, listItem, pathValue, settingValue, userOrGroupValue } from "../../src/cli/systemd-unit";
 
-/** Split an ExecStart= value back into words (the subset of systemd's quoting systemdWord writes). */
+/** Split an ExecStart= value back into words (the subset of systemd's quoting execWord writes). */
 function systemdWords(line: string): string[] {
   const words: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
