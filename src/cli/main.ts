@@ -12,6 +12,7 @@ import { osArgs, osEnviron } from "../../ffi/os-string";
 import { writeOutSync } from "./stdio";
 import { CLibraryError } from "../../ffi/c-library";
 import { ENV } from "../protocol-env";
+import { parseTimeouts, type Timeouts, TIMEOUTS_ENV, TimeoutsError } from "../config/timeouts";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -39,6 +40,16 @@ function bootstrapSignalMask(argv: string[], env: Record<string, string>, keepFd
   } catch (e) {
     // Carry on in this image: signals may then be lost during the first re-exec only.
     process.stderr.write(`einhorn: warning: could not re-execute to set the signal mask: ${(e as Error).message}\n`);
+  }
+}
+
+/** EINHORN_TIMEOUTS (src/config/timeouts.ts); a bad value is a usage error, as a bad flag is. */
+function readTimeouts(env: Record<string, string | undefined>): Timeouts {
+  try {
+    return parseTimeouts(env[TIMEOUTS_ENV]);
+  } catch (e) {
+    if (e instanceof TimeoutsError) fail(e.message, 2);
+    throw e;
   }
 }
 
@@ -128,7 +139,8 @@ async function resume(argv: string[], config: MasterConfig): Promise<void> {
   } catch (e) {
     fail(`cannot continue from the state on fd ${stateFd}: ${(e as Error).message}`, 1);
   }
-  const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env: osEnviron() });
+  const env = osEnviron();
+  const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env, timeouts: readTimeouts(env) });
   await master.resume(doc);
 }
 
@@ -165,6 +177,7 @@ async function start(argv: string[], config: MasterConfig): Promise<void> {
   const { Master } = await import("../master/master");
   // The environment as bytes (osEnviron): values that are not UTF-8 reach the workers intact.
   const env = osEnviron();
+  const timeouts = readTimeouts(env);
   bootstrapSignalMask(argv, env);
   try {
     if (!config.preload) resolveProgram(config.program[0]!, env.PATH);
@@ -173,7 +186,7 @@ async function start(argv: string[], config: MasterConfig): Promise<void> {
     // Sockets from systemd socket activation; the LISTEN_* variables are consumed here.
     const systemd = takeSystemdSockets(env, getpid());
     for (const k of Object.keys(process.env)) if (!(k in env) && k.startsWith("LISTEN_")) delete process.env[k];
-    const master = new Master({ config, selfCommand: selfCommand(), env, systemd });
+    const master = new Master({ config, selfCommand: selfCommand(), env, systemd, timeouts });
     if (postload) master.log.warn(postload);
     await master.start();
   } catch (e) {

@@ -46,8 +46,13 @@ export type Event =
    */
   | { type: "upgrade"; mode: UpgradeMode; spec?: WorkerSpec }
   | { type: "settings"; patch: Partial<Settings> }
-  /** Replace this worker gracefully: its successor first, then the retiring signal (--max-memory). */
-  | { type: "replace"; pid: number; reason: string }
+  /**
+   * Replace this worker gracefully: its successor first, then the retiring
+   * signal (--max-memory). A worker younger than `youngSeconds` (default
+   * YOUNG_OVER_LIMIT_SECONDS; the shell passes EINHORN_TIMEOUTS's
+   * max-memory-young) is taken as the program's normal size instead.
+   */
+  | { type: "replace"; pid: number; reason: string; youngSeconds?: number }
   // --- the master's own lifecycle: upgrade / reload requests, preflight, exec, resume
   /** A signal to the master (CHLD excepted: the shell reaps). */
   | { type: "signal"; signal: SignalName }
@@ -576,7 +581,7 @@ class Step {
         s.settings = { ...s.settings, ...e.patch };
         break;
       case "replace":
-        this.startReplacement(e.pid, e.reason);
+        this.startReplacement(e.pid, e.reason, e.youngSeconds ?? YOUNG_OVER_LIMIT_SECONDS);
         break;
       case "signal":
         this.onSignal(e.signal);
@@ -729,7 +734,7 @@ class Step {
     this.retire(w, "max_memory");
   }
 
-  startReplacement(pid: number, reason: string): void {
+  startReplacement(pid: number, reason: string, youngSeconds: number): void {
     const s = this.s;
     const w = findWorker(s, pid);
     const gen = w ? s.generations[String(w.version)] : undefined;
@@ -744,7 +749,7 @@ class Step {
       : null;
     if (why) { this.log("debug", `Not replacing worker ${pid}: ${why}`); return; }
     const age = (this.now - w!.spawnedAt) / 1000;
-    if (age < YOUNG_OVER_LIMIT_SECONDS && gen) {
+    if (age < youngSeconds && gen) {
       // Its normal size, not a leak: a successor would be as big. Said once, with the size and the limit (in `reason`).
       gen.overLimitAtStart = { pid, at: this.now, reason };
       this.log("warn", `Worker ${pid} (index ${w!.index}, version ${w!.version}) is over the limit ${age.toFixed(1)}s after its start: ${reason}. `

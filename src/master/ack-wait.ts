@@ -1,18 +1,16 @@
 // No silent waits: while an upgrade waits for new workers to ACK, say every
-// ACK_WAIT_REPORT_MS which ones, for how long, and what would end the wait.
+// so often (the ack-wait-report timeout, src/config/timeouts.ts) which ones, for how long, and what would end the wait.
 // The master logs the report and sends it to every shell waiting on the
 // upgrade (as a `wait: true` progress answer).
 import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
-
-const ACK_WAIT_REPORT_MS = 10_000;
 
 /** Remembers when it last reported, per upgrade; `check` once a second or so. */
 export class AckWaitReporter {
   private upgradeStartedAt: number | null = null;
   private lastAt = 0;
 
-  constructor(private readonly everyMs = ACK_WAIT_REPORT_MS) {}
+  constructor(private readonly everyMs: number) {}
 
   /** The report due at `now`, or null. */
   check(s: State, now: number): string | null {

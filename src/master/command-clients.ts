@@ -7,6 +7,7 @@ import * as sock from "../../ffi/socket";
 import type { State } from "../core/state";
 import type { Event, ReexecKind, UpgradeMode } from "../core/step";
 import type { Logger } from "../logging";
+import type { Timeouts } from "../config/timeouts";
 import { einhornVersionLabel } from "../version";
 import { CommandServer, type Connection } from "./command-server";
 import { type CommandContext, handleLine } from "./commands";
@@ -34,6 +35,7 @@ export interface ClientsView {
   listeners(): Listener[];
   /** How many times this master re-executed itself. */
   reexecs(): number;
+  timeouts: Pick<Timeouts, "command-first-line" | "command-partial-line">;
 }
 
 export class CommandClients {
@@ -63,7 +65,7 @@ export class CommandClients {
       isWorker: (pid) => this.v.started() && this.v.state().workers.some((w) => w.pid === pid),
       onClose: (conn) => this.waiters.drop(conn),
       log: (level, message) => this.v.log[level](message),
-    });
+    }, { firstLineMs: this.v.timeouts["command-first-line"], partialLineMs: this.v.timeouts["command-partial-line"] });
     this.server.listenFd(fd);
   }
 

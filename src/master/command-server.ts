@@ -34,10 +34,14 @@ function descriptorHeadroom(): number {
  * upgrade (docs/security.md, "Limits").
  */
 export const MAX_CONNECTIONS = 512;
-/** A connection that has not sent a whole line this long after connecting is closed. */
-export const FIRST_LINE_TIMEOUT_MS = 10_000;
-/** A partial line older than this is dropped with its connection (a client that went silent mid-line). */
-export const PARTIAL_LINE_TIMEOUT_MS = 10_000;
+/**
+ * How long a client may stay silent: a connection that has not sent a whole
+ * line `firstLineMs` after connecting is closed, and so is one whose partial
+ * line is older than `partialLineMs` (a client that went silent mid-line).
+ * The values are the command-first-line and command-partial-line timeouts
+ * (src/config/timeouts.ts).
+ */
+export interface SilenceLimits { firstLineMs: number; partialLineMs: number }
 /** Output queued for one client that does not read; past this it is disconnected. */
 export const MAX_PENDING_OUTPUT = 4 * 1024 * 1024;
 /** Output queued for all clients together; past this the client with the most queued is disconnected. */
@@ -227,11 +231,12 @@ export class Connection {
     return result;
   }
 
-  /** Silent too long: no whole line within FIRST_LINE_TIMEOUT_MS of connecting, or a partial line older than PARTIAL_LINE_TIMEOUT_MS. */
+  /** Silent too long (see SilenceLimits): the reason, or null. */
   stale(now: number): string | null {
     if (this.worker) return null;
-    if (!this.sentLine && now - this.openedAt > FIRST_LINE_TIMEOUT_MS) return `sent no whole line within ${FIRST_LINE_TIMEOUT_MS / 1000}s of connecting`;
-    if (this.partialSince !== null && now - this.partialSince > PARTIAL_LINE_TIMEOUT_MS) return `left a line unfinished for ${PARTIAL_LINE_TIMEOUT_MS / 1000}s`;
+    const { firstLineMs, partialLineMs } = this.server.limits;
+    if (!this.sentLine && now - this.openedAt > firstLineMs) return `sent no whole line within ${firstLineMs / 1000}s of connecting`;
+    if (this.partialSince !== null && now - this.partialSince > partialLineMs) return `left a line unfinished for ${partialLineMs / 1000}s`;
     return null;
   }
 }
@@ -250,7 +255,7 @@ export class CommandServer {
   private sweep: ReturnType<typeof setInterval> | null = null;
   private readonly myUid = geteuid();
 
-  constructor(private readonly handlers: CommandHandlers) {}
+  constructor(private readonly handlers: CommandHandlers, readonly limits: SilenceLimits) {}
 
   log(level: "debug" | "info" | "warn" | "error", message: string): void {
     this.handlers.log(level, message);

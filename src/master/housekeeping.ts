@@ -9,6 +9,7 @@ import { AckWaitReporter } from "./ack-wait";
 import type { MasterConfig } from "./config";
 import { MemoryGuard } from "./memory-guard";
 import type { Cancel, Os } from "./os";
+import type { Timeouts } from "../config/timeouts";
 import { readProc } from "./proc-stats";
 
 /** A lost SIGCHLD would leave a dead worker unreplaced; this cheap poll is the safety net. */
@@ -27,14 +28,17 @@ export interface HousekeepingView {
   os: Pick<Os, "every" | "now">;
   log: Pick<Logger, "warn">;
   config: Pick<MasterConfig, "maxMemory">;
+  timeouts: Pick<Timeouts, "ack-wait-report" | "max-memory-young">;
 }
 
 export class Housekeeping {
   private timers: Cancel[] = [];
-  private readonly ackWait = new AckWaitReporter();
+  private readonly ackWait: AckWaitReporter;
   private memoryGuard: MemoryGuard | null = null;
 
-  constructor(private readonly v: HousekeepingView) {}
+  constructor(private readonly v: HousekeepingView) {
+    this.ackWait = new AckWaitReporter(v.timeouts["ack-wait-report"]);
+  }
 
   /** Arm the timers (once the master has its state and signals). */
   start(): void {
@@ -58,7 +62,7 @@ export class Housekeeping {
     if (this.v.config.maxMemory) {
       this.memoryGuard ??= new MemoryGuard(this.v.config.maxMemory);
       const replace = this.memoryGuard.check(this.v.state(), (pid) => readProc(pid)?.rssBytes ?? null);
-      if (replace) this.v.dispatch({ type: "replace", pid: replace.pid, reason: replace.reason });
+      if (replace) this.v.dispatch({ type: "replace", pid: replace.pid, reason: replace.reason, youngSeconds: this.v.timeouts["max-memory-young"] / 1000 });
     }
   }
 }

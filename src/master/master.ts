@@ -18,6 +18,7 @@ import type { MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "../config/bind-spec";
+import { defaultTimeouts, describeChangedTimeouts, TIMEOUTS_ENV, type Timeouts } from "../config/timeouts";
 import { type Handoff, readHandoff, validateHandoff as validateHandoffDoc } from "./handoff";
 import type { SystemdSockets } from "./systemd";
 import { CommandClients } from "./command-clients";
@@ -49,6 +50,8 @@ export interface MasterOptions {
   systemd?: SystemdSockets | null;
   /** The operating system (tests pass a scripted one); default: the real one. */
   os?: Os;
+  /** The master's safety timeouts (EINHORN_TIMEOUTS, src/config/timeouts.ts); default: production's. */
+  timeouts?: Timeouts;
 }
 
 /** Read and check the handoff document on `fd` (a master continuing after its own execve). */
@@ -86,9 +89,11 @@ export class Master implements Host {
   private readonly launch: WorkerLaunch;
   /** sd_notify (sd-notify.ts): does nothing unless systemd set NOTIFY_SOCKET. */
   private readonly sdNotify: SdNotifier;
+  private readonly timeouts: Timeouts;
 
   constructor(private readonly opts: MasterOptions) {
     this.cfg = opts.config;
+    this.timeouts = opts.timeouts ?? defaultTimeouts();
     this.capture = this.makeCapture();
     this.log = createLogger("master", this.cfg.logFormat, this.cfg.verbosity, this.capture?.logWrite);
     this.os = opts.os ?? systemOs(this.log);
@@ -115,6 +120,7 @@ export class Master implements Host {
       path: opts.env.PATH,
       listeners: () => this.listeners,
       reexecs: () => this.reexecs,
+      timeouts: this.timeouts,
     });
     this.housekeeping = new Housekeeping({
       state: () => this.state,
@@ -125,6 +131,7 @@ export class Master implements Host {
       os: this.os,
       log: this.log,
       config: this.cfg,
+      timeouts: this.timeouts,
     });
   }
 
@@ -244,6 +251,8 @@ export class Master implements Host {
       throw new StartError(`cannot set up the master's signal handling: ${fsErrorText(e)}`, 1, { cause: e });
     }
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
+    const changed = describeChangedTimeouts(this.timeouts);
+    if (changed) this.log.warn(`Safety timeouts changed by ${TIMEOUTS_ENV}: ${changed} (see docs/operations.md)`);
     this.dispatch({ type: "start" });
   }
 
@@ -325,7 +334,7 @@ export class Master implements Host {
       this.metricsServer = new MetricsServer(this.metricsFd, {
         metrics: () => this.renderMetrics(),
         health: () => health(this.state),
-      }, (level, m) => this.log[level](m));
+      }, (level, m) => this.log[level](m), { headMs: this.timeouts["metrics-head"], answerMs: this.timeouts["metrics-answer"] });
       this.metricsServer.start();
     }
     if (cfg.commandName) {

@@ -3,9 +3,10 @@
 // connection and closes. Every connection is bounded in time, size and
 // number, so a slow or hostile client costs the master a few kilobytes, never
 // its event loop:
-// - a request head must arrive whole within HEAD_TIMEOUT_MS and be at most
-//   MAX_HEAD_BYTES;
-// - an answer the client does not read within LIFETIME_MS is abandoned;
+// - a request head must arrive whole within `headMs` (the metrics-head
+//   timeout, src/config/timeouts.ts) and be at most MAX_HEAD_BYTES;
+// - an answer the client does not read within `answerMs` (metrics-answer)
+//   is abandoned;
 // - at most MAX_CONNECTIONS at once: a new one past that closes the oldest
 //   connection that has not sent its request yet (so idle connections cannot
 //   lock scrapers out), or is itself closed when every slot is answering.
@@ -15,8 +16,6 @@ import type { Socket, TCPSocketListener } from "bun";
 import { dupCloexec, setNonblocking } from "../../ffi/socket";
 
 const MAX_HEAD_BYTES = 8 * 1024;
-const HEAD_TIMEOUT_MS = 5_000;
-const LIFETIME_MS = 15_000;
 const MAX_CONNECTIONS = 64;
 
 /**
@@ -64,7 +63,12 @@ export class MetricsServer {
   /** Open connections, oldest first. */
   private readonly conns = new Set<Socket<Conn>>();
 
-  constructor(readonly fd: number, private readonly routes: MetricsRoutes, private readonly log: (level: "debug" | "warn", m: string) => void) {}
+  constructor(
+    readonly fd: number,
+    private readonly routes: MetricsRoutes,
+    private readonly log: (level: "debug" | "warn", m: string) => void,
+    private readonly limits: { headMs: number; answerMs: number },
+  ) {}
 
   start(): void {
     setNonblocking(this.fd, true);
@@ -98,7 +102,7 @@ export class MetricsServer {
       if (victim === s) return;
     }
     // One timer per connection: first the head deadline, then the lifetime.
-    c.timer = setTimeout(() => s.terminate(), HEAD_TIMEOUT_MS);
+    c.timer = setTimeout(() => s.terminate(), this.limits.headMs);
   }
 
   private onData(s: Socket<Conn>, d: Buffer): void {
@@ -131,7 +135,7 @@ export class MetricsServer {
     c.done = true;
     c.head = [];
     if (c.timer) clearTimeout(c.timer);
-    c.timer = setTimeout(() => s.terminate(), LIFETIME_MS);
+    c.timer = setTimeout(() => s.terminate(), this.limits.answerMs);
     const body = Buffer.from(a.body);
     const head = `HTTP/1.1 ${a.status} ${REASON[a.status] ?? "Status"}\r\nContent-Type: ${a.contentType ?? "text/plain; charset=utf-8"}\r\nContent-Length: ${body.length}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n`;
     c.out = a.head ? Buffer.from(head) : Buffer.concat([Buffer.from(head), body]);

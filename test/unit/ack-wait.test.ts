@@ -1,6 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { DEFAULT_SETTINGS, initialState } from "../../src/core/state";
 import { AckWaitReporter } from "../../src/master/ack-wait";
+import { defaultTimeouts } from "../../src/config/timeouts";
+
+/** The production period (src/config/timeouts.ts), which the messages below assume. */
+const EVERY = defaultTimeouts()["ack-wait-report"];
 
 const T0 = 1_000_000;
 
@@ -19,7 +23,7 @@ function upgrading(ackTimeout: number | null = null) {
 
 describe("ACK-wait reports", () => {
   test("every 10 s while new workers have not ACKed, naming them, their wait and the --ack-timeout hint", () => {
-    const r = new AckWaitReporter();
+    const r = new AckWaitReporter(EVERY);
     const s = upgrading();
     expect(r.check(s, T0 + 9_999)).toBeNull();
     const msg = r.check(s, T0 + 10_000)!;
@@ -30,12 +34,12 @@ describe("ACK-wait reports", () => {
   });
 
   test("with --ack-timeout the hint says what will happen", () => {
-    const r = new AckWaitReporter();
+    const r = new AckWaitReporter(EVERY);
     expect(r.check(upgrading(300), T0 + 10_000)).toContain("With --ack-timeout 300s, a worker not ACKed 300s after it started fails the upgrade.");
   });
 
   test("silent once everything ACKed, outside an upgrade, and restarted by a new upgrade", () => {
-    const r = new AckWaitReporter();
+    const r = new AckWaitReporter(EVERY);
     const s = upgrading();
     s.workers[2]!.ackedAt = T0 + 500;
     expect(r.check(s, T0 + 10_000)).toBeNull();
@@ -48,7 +52,7 @@ describe("ACK-wait reports", () => {
   });
 
   test("a spawn in flight counts as waiting", () => {
-    const r = new AckWaitReporter();
+    const r = new AckWaitReporter(EVERY);
     const s = upgrading();
     s.workers.pop();
     s.pending = [{ spawnId: 1, index: 2, version: 1 }];

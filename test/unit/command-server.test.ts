@@ -1,12 +1,18 @@
 // Line framing of the command socket's transport, without a socket: what a
 // Connection makes of the bytes it is fed.
 import { describe, expect, test } from "bun:test";
-import { Connection, FIRST_LINE_TIMEOUT_MS, MAX_TOTAL_PARTIAL_INPUT, PARTIAL_LINE_TIMEOUT_MS } from "../../src/master/command-server";
+import { Connection, MAX_TOTAL_PARTIAL_INPUT } from "../../src/master/command-server";
+import { defaultTimeouts } from "../../src/config/timeouts";
 import { MAX_LINE_BYTES } from "../../src/protocol";
+
+/** The production silence limits (src/config/timeouts.ts). */
+const FIRST_LINE_TIMEOUT_MS = defaultTimeouts()["command-first-line"];
+const PARTIAL_LINE_TIMEOUT_MS = defaultTimeouts()["command-partial-line"];
 
 /** A stand-in for the CommandServer's budget bookkeeping (shared by the connections made with it). */
 function fakeServer() {
   return {
+    limits: { firstLineMs: FIRST_LINE_TIMEOUT_MS, partialLineMs: PARTIAL_LINE_TIMEOUT_MS },
     partialBytes: 0,
     output: 0,
     log: () => {},

@@ -153,6 +153,18 @@ describe("--max-memory backs off and gives up on a program too big from its star
     d.send({ type: "upgrade", mode: "fleet" }, 10);
     expect(d.s.generations["1"]!.overLimitAtStart).toBeUndefined();
   });
+
+  test("the young window is the event's youngSeconds when given (EINHORN_TIMEOUTS's max-memory-young): 4 s old is past a 3 s window", () => {
+    const young = new Drive(2);
+    const [a] = young.up() as [number, number];
+    young.send({ type: "replace", pid: a, reason: "r", youngSeconds: 5 }, 4000);
+    expect(young.s.replacement).toBeNull();
+    expect(young.s.generations["0"]!.overLimitAtStart).toMatchObject({ pid: a });
+    const old = new Drive(2);
+    const [b] = old.up() as [number, number];
+    old.send({ type: "replace", pid: b, reason: "r", youngSeconds: 3 }, 4000);
+    expect(old.s.replacement).toEqual({ pid: b, reason: "r" });
+  });
 });
 
 describe("MemoryGuard", () => {

@@ -6,6 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { DEFAULT_SETTINGS, initialState, type State } from "../../src/core/state";
 import type { Effect, Event, ReexecKind } from "../../src/core/step";
 import { Housekeeping } from "../../src/master/housekeeping";
+import { defaultTimeouts } from "../../src/config/timeouts";
 import type { ExecRequest, Host } from "../../src/master/interpreter";
 import { Interpreter } from "../../src/master/interpreter";
 import type { Os } from "../../src/master/os";
@@ -51,6 +52,7 @@ function setUp() {
     os: c.os,
     log: { warn: (m) => seen.warnings.push(m) },
     config: { maxMemory: null },
+    timeouts: defaultTimeouts(),
   });
   loop.dispatch({ type: "start" });
   loop.dispatch({ type: "ack", pid: 500 });
