@@ -21,6 +21,7 @@
 // Each test file still gets its own process state (`--parallel` implies
 // `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
 // running side by side share nothing but the machine.
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ensureSystemTools } from "./system-tools";
 
@@ -29,8 +30,16 @@ const BUN = process.execPath;
 const TIMINGS = "test/timings.json";
 /** The file that must run alone (see above), relative to the project root; also the first phase's ignore pattern. */
 const ALONE = "test/integration/signals.test.ts";
-/** Generous per-test limit: under two CPU hogs an integration test can take 4x its quiet time. */
-const TIMEOUT = ["--timeout", "60000"];
+/**
+ * The per-test limit for tests that set none: 60 s on a quiet machine, a
+ * last resort against a hang. Under load an integration test takes several
+ * times its quiet time, so the limit is scaled like the harness's bounds
+ * (test/harness.ts, loadFactor and within): by the load average per core
+ * when the run starts, and at least doubled for a whole run, whose load
+ * changes as files come and go. EINHORN_TEST_SUITE tells the harness so.
+ */
+const LOAD = Math.min(10, Math.max(1, Number(readFileSync("/proc/loadavg", "latin1").split(" ")[0]) / (navigator.hardwareConcurrency || 1) || 1));
+const TIMEOUT = ["--timeout", String(Math.round(60_000 * Math.max(2, LOAD)))];
 /**
  * The fast tier, for iterating on the core, the master, the command socket
  * and upgrades: every unit and ffi test, and the integration files that run
@@ -48,7 +57,7 @@ const FAST = [
 function run(label: string, argv: string[]): number {
   const t0 = performance.now();
   console.log(`\n== ${label}: ${argv.slice(1).join(" ")}`);
-  const r = Bun.spawnSync(argv, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
+  const r = Bun.spawnSync(argv, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"], env: { ...process.env, EINHORN_TEST_SUITE: "1" } });
   const code = r.exitCode ?? 1;
   console.log(`== ${label}: ${code === 0 ? "passed" : `FAILED (exit ${code})`} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   return code;

@@ -4,7 +4,7 @@
 // EINHORN_TEST_TAG; after a test, any live process carrying this test's tag
 // is a leak: it is killed and the test fails.
 import { expect } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Socket, Subprocess } from "bun";
@@ -29,8 +29,69 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * How many times slower than on a quiet machine things run here right now:
+ * the larger of the load average per core and how much longer a short
+ * busy loop takes in wall time than in this process's CPU time (its share
+ * of a core), between 1 and 10. Measured when asked, at most once a second
+ * (a measurement costs 20 ms of CPU).
+ *
+ * Why: a wait in a test is on an event (waitFor, waitForOutput, an answer),
+ * and its bound is a last resort against a hang. A bound that holds on a
+ * quiet machine fails under load (the suite also runs beside other
+ * sessions' suites, and its acceptance run is beside four busy loops), so
+ * every bound in the harness is `bound(ms)`: ms on a quiet machine, more on
+ * a busy one. EINHORN_TEST_LOAD=N fixes the factor (N >= 1) instead.
+ */
+export function loadFactor(): number {
+  if (FIXED_LOAD >= 1) return FIXED_LOAD;
+  const now = performance.now();
+  if (measuredLoad && now - measuredLoad.at < 1_000) return measuredLoad.factor;
+  const cpus = navigator.hardwareConcurrency || 1;
+  let perCore = 1;
+  try { perCore = Number(readFileSync("/proc/loadavg", "latin1").split(" ")[0]) / cpus; } catch { /* no /proc */ }
+  const cpu0 = process.cpuUsage();
+  const wall0 = performance.now();
+  while (performance.now() - wall0 < 20) { /* spin: how much of a core do we get? */ }
+  const cpu = process.cpuUsage(cpu0);
+  const cpuMs = (cpu.user + cpu.system) / 1000;
+  const share = cpuMs > 0 ? (performance.now() - wall0) / cpuMs : 1;
+  const factor = Math.min(10, Math.max(1, perCore || 1, share));
+  measuredLoad = { at: performance.now(), factor: Math.round(factor * 10) / 10 };
+  return measuredLoad.factor;
+}
+let measuredLoad: { at: number; factor: number } | null = null;
+// Read once and taken out of the environment: the masters and workers the
+// tests start inherit it, and some tests compare a worker's environment
+// with exactly what einhorn and the test put there.
+const FIXED_LOAD = Number(process.env.EINHORN_TEST_LOAD);
+const SUITE_RUN = process.env.EINHORN_TEST_SUITE === "1";
+delete process.env.EINHORN_TEST_LOAD;
+delete process.env.EINHORN_TEST_SUITE;
+
+/** A last-resort bound of `ms` on a quiet machine, scaled by the load factor measured now. */
+export function bound(ms: number): number {
+  return Math.round(ms * loadFactor());
+}
+
+/**
+ * A per-test time limit for bun test (`test(name, fn, within(60_000))`):
+ * `ms` scaled by the load factor when the file starts, and at least twice
+ * `ms` when the whole suite runs (scripts/test.ts sets EINHORN_TEST_SUITE),
+ * since the bounds inside a test grow with the load as it runs.
+ */
+export function within(ms: number): number {
+  return Math.round(ms * Math.max(loadFactor(), SUITE_RUN ? 2 : 1));
+}
+
+/**
+ * Poll `fn` until it returns something (not undefined, null or false). The
+ * bound is `timeoutMs` on a quiet machine; past it, the wait goes on while
+ * the load factor measured then says the machine is slow enough to explain
+ * it (up to `timeoutMs` × the factor).
+ */
 export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeoutMs = 10_000, everyMs = 25): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
+  const start = Date.now();
   let last: unknown;
   for (;;) {
     try {
@@ -39,7 +100,10 @@ export async function waitFor<T>(what: string, fn: () => T | Promise<T>, timeout
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${last}` : ""}`);
+    const waited = Date.now() - start;
+    if (waited > timeoutMs && waited > bound(timeoutMs)) {
+      throw new Error(`timed out after ${waited} ms (a bound of ${timeoutMs} ms at load factor ${loadFactor()}) waiting for ${what}${last ? `: ${last}` : ""}`);
+    }
     await sleep(everyMs);
   }
 }
@@ -178,7 +242,7 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
     // (workers get TERM too), then SIGKILL; the leak check runs after this.
     if (code === null) {
       proc.kill("SIGTERM");
-      const t = setTimeout(() => proc.kill("SIGKILL"), 3000);
+      const t = setTimeout(() => proc.kill("SIGKILL"), bound(3000));
       await exited;
       clearTimeout(t);
     }
@@ -190,11 +254,12 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
 export async function stopMaster(m: Master, signal: NodeJS.Signals = "SIGINT", timeoutMs = 10_000): Promise<number> {
   if (m.exitCode() !== null) return m.exitCode()!;
   m.proc.kill(signal);
+  const limit = bound(timeoutMs);
   const t = setTimeout(() => {
     // Say why before the evidence goes: what the master last logged.
-    console.log(`master ${m.pid} did not exit within ${timeoutMs} ms of ${signal}; killing it. Its last output:\n${m.output().slice(-4000)}\nIts processes:\n${describeProcesses(m.tag, m.pid)}`);
+    console.log(`master ${m.pid} did not exit within ${limit} ms of ${signal} (load factor ${loadFactor()}); killing it. Its last output:\n${m.output().slice(-4000)}\nIts processes:\n${describeProcesses(m.tag, m.pid)}`);
     m.proc.kill("SIGKILL");
-  }, timeoutMs);
+  }, limit);
   const code = await m.exited;
   clearTimeout(t);
   return code;
@@ -209,7 +274,7 @@ export async function runBinary(args: string[], opts: StartOptions & { timeoutMs
     cwd: opts.cwd ?? dir,
     env: { ...process.env, TMPDIR: dir, EINHORN_TEST_TAG: tag, ...opts.env },
     stdin: "ignore", stdout: "pipe", stderr: "pipe",
-    timeout: opts.timeoutMs ?? 15_000,
+    timeout: bound(opts.timeoutMs ?? 15_000),
   });
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { code, stdout, stderr };
@@ -283,6 +348,7 @@ export class CommandConnection {
   askAll(cmd: string, args: string[] = [], timeoutMs = 10_000, id?: number): Promise<Answer[]> {
     return new Promise((resolvePromise, reject) => {
       if (this.ended) { reject(new Error(`connection closed before '${cmd}' was sent`)); return; }
+      const limit = bound(timeoutMs);
       const entry = {
         cmd,
         answers: [] as Answer[],
@@ -292,8 +358,8 @@ export class CommandConnection {
       const timer = setTimeout(() => {
         const at = this.pending.indexOf(entry);
         if (at >= 0) this.pending.splice(at, 1);
-        reject(new Error(`no final answer to '${cmd}' within ${timeoutMs} ms; got ${JSON.stringify(entry.answers)}`));
-      }, timeoutMs);
+        reject(new Error(`no final answer to '${cmd}' within ${limit} ms (load factor ${loadFactor()}); got ${JSON.stringify(entry.answers)}`));
+      }, limit);
       this.pending.push(entry);
       this.send({ command: cmd, args, ...(id === undefined ? {} : { id }) });
     });
@@ -395,7 +461,10 @@ export async function fetchLine(port: number | string, host = "127.0.0.1", timeo
     let data = "";
     const c = net.createConnection({ host, port });
     c.setEncoding("utf8");
-    if (timeoutMs !== undefined) c.setTimeout(timeoutMs, () => { c.destroy(); rej(new Error(`timeout: nothing more within ${timeoutMs} ms from port ${port}`)); });
+    if (timeoutMs !== undefined) {
+      const limit = bound(timeoutMs);
+      c.setTimeout(limit, () => { c.destroy(); rej(new Error(`timeout: nothing more within ${limit} ms from port ${port}`)); });
+    }
     c.on("data", (d: string) => { data += d; });
     c.on("end", () => res(data));
     c.on("error", rej);
@@ -448,7 +517,8 @@ export async function httpGet(port: number, opts: { path?: string; host?: string
     const c = net.createConnection({ host, port });
     let data = "";
     const fail = (kind: string, message: string) => { clearTimeout(timer); c.destroy(); reject(new RequestError(kind, message)); };
-    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer to GET ${path} within ${timeoutMs} ms`), timeoutMs);
+    const limit = bound(timeoutMs);
+    const timer = setTimeout(() => fail("TIMEOUT", `no complete answer to GET ${path} within ${limit} ms`), limit);
     c.setEncoding("latin1");
     c.on("connect", () => c.write(`GET ${path} HTTP/1.1\r\nHost: ${host.includes(":") ? `[${host}]` : host}\r\n${keepAlive ? "" : "Connection: close\r\n"}\r\n`));
     c.on("data", (d: string) => { data += d; });
@@ -474,10 +544,61 @@ export async function httpGet(port: number, opts: { path?: string; host?: string
 }
 
 /**
- * Run this test's cleanups, then fail it if any process it started is still
- * alive. Registered for every test file by test/setup.ts (bunfig preload): a
- * hook registered here would only apply to the first file that imports this
- * module, since a module is evaluated once per `bun test` process.
+ * The temp directory of this test file's process: test/setup.ts makes one
+ * per file and points TMPDIR at it before any test runs, so that everything
+ * a test, a master or a worker puts in "the temp directory" lands in one
+ * place that belongs to this file alone, even with files running side by
+ * side. The leak check below reads it; test/setup.ts removes it last.
+ */
+let fileTmp: string | null = null;
+export function setFileTempDir(dir: string): void {
+  fileTmp = dir;
+}
+
+/** Sockets this process has open, by the kernel's name ("socket:[inode]"). */
+function openSockets(): Set<string> {
+  const out = new Set<string>();
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (target.startsWith("socket:")) out.add(target);
+    } catch { /* closed while listing */ }
+  }
+  return out;
+}
+
+/** Live (not zombie) children of this process. */
+function liveChildren(): Set<number> {
+  const out = new Set<number>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "latin1");
+      const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (after[0] !== "Z" && Number(after[1]) === process.pid) out.add(Number(entry));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** What was there before the test: what the leak check compares against. */
+let before: { sockets: Set<string>; children: Set<number>; tmp: Set<string> } | null = null;
+
+/** Registered before every test by test/setup.ts. */
+export function snapshotResources(): void {
+  before = { sockets: openSockets(), children: liveChildren(), tmp: new Set(fileTmp ? readdirSync(fileTmp) : []) };
+}
+
+/**
+ * Run this test's cleanups, then fail it for anything it left behind: a
+ * process it started (any process carrying its EINHORN_TEST_TAG, or a child
+ * of this process) still alive, a socket this process opened still open, an
+ * entry it made in the file's temp directory (test/setup.ts) or a tempDir()
+ * still there. What is found is also removed (killed, closed), so one leaky
+ * test does not fail the next. Registered for every test file by
+ * test/setup.ts (bunfig preload): a hook registered here would only apply
+ * to the first file that imports this module, since a module is evaluated
+ * once per `bun test` process.
  */
 export async function cleanupAndCheckLeaks(): Promise<void> {
   for (const fn of cleanups.splice(0).reverse()) {
@@ -487,14 +608,41 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
   for (const tag of tagsInUse) {
     // A worker the master just signalled may take a moment to go.
     let pids = processesTagged(tag);
-    const deadline = Date.now() + 3000;
+    const deadline = Date.now() + bound(3000);
     while (pids.length && Date.now() < deadline) { await sleep(50); pids = processesTagged(tag); }
     for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
     leaked.push(...pids);
   }
   tagsInUse.clear();
+  const was = before;
+  before = null;
+  const children: string[] = [];
+  const sockets: string[] = [];
+  const tmpEntries: string[] = [];
+  if (was) {
+    // A child or a socket being closed may take a moment (an exit to reap, a close to run on the event loop).
+    const deadline = Date.now() + bound(1000);
+    const newChildren = () => [...liveChildren()].filter((p) => !was.children.has(p));
+    const newSockets = () => [...openSockets()].filter((s) => !was.sockets.has(s));
+    while ((newChildren().length || newSockets().length) && Date.now() < deadline) await sleep(25);
+    for (const pid of newChildren()) {
+      children.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").join(" ").trim().slice(0, 100)}`);
+      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+    }
+    sockets.push(...newSockets());
+    if (fileTmp) {
+      for (const name of readdirSync(fileTmp)) {
+        if (was.tmp.has(name)) continue;
+        tmpEntries.push(name);
+        rmSync(join(fileTmp, name), { recursive: true, force: true });
+      }
+    }
+  }
   expect(leaked, "processes left running by this test").toEqual([]);
+  expect(children, "child processes of the test left running").toEqual([]);
   expect(sweepTempDirs(), "temp dirs left behind by this test").toEqual([]);
+  expect(tmpEntries, "files left in the temp directory by this test").toEqual([]);
+  expect(sockets, "sockets the test left open").toEqual([]);
 }
 
 /** Whether the tests run as root (second-uid, tmpfs and ownership cases need it). */

@@ -65,6 +65,7 @@ describe("sockets", () => {
   test("errors carry syscall, errno, code and a readable message naming the address", () => {
     const a = sock.socket("inet");
     const b = sock.socket("inet");
+    const c = sock.socket("inet");
     try {
       sock.bind(a, { family: "inet", host: "127.0.0.1", port: 0 });
       sock.listen(a, 1);
@@ -75,12 +76,13 @@ describe("sockets", () => {
       const e = err as SysError;
       expect([e.syscall, e.errno, e.code]).toEqual(["bind", Errno.EADDRINUSE!, "EADDRINUSE"]);
       expect(e.message).toBe(`bind 127.0.0.1:${port}: EADDRINUSE (Address already in use)`);
-      expect(() => sock.bind(sock.socket("inet"), { family: "inet", host: "192.0.2.1", port: 80 })).toThrow(/^bind 192\.0\.2\.1:80: EADDRNOTAVAIL/);
+      expect(() => sock.bind(c, { family: "inet", host: "192.0.2.1", port: 80 })).toThrow(/^bind 192\.0\.2\.1:80: EADDRNOTAVAIL/);
       expect(() => sock.close(987654)).toThrow(/^close 987654: EBADF \(Bad file descriptor\)$/);
       expect(errnoName(99999)).toBe("E99999");
     } finally {
       sock.close(a);
       sock.close(b);
+      sock.close(c);
     }
   });
 

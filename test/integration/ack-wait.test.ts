@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ackedWorkers, FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ackedWorkers, FIXTURES, runBinary, sendMessage, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 describe("ACK-wait reports", () => {
   test("the master log and the waiting `einhorn sh -e upgrade` name the unACKed worker with the --ack-timeout hint", async () => {
@@ -23,7 +23,7 @@ describe("ACK-wait reports", () => {
     expect(r.stdout.match(/waiting \d+s for ACKs/g)).toHaveLength(1);
     expect(m.output()).toMatch(new RegExp(`WARN: ${report.source}`));
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });
 
 
@@ -53,5 +53,5 @@ describe("every queued input before any timer", () => {
     expect(r.stdout).toContain("Upgrade done");
     expect(r.code).toBe(0);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });

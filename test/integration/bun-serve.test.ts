@@ -6,7 +6,7 @@
 // and says so.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { BUN, FIXTURES, httpGet, listenerPort, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, FIXTURES, httpGet, listenerPort, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "fetch-engine-worker.ts");
@@ -36,7 +36,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     const r = await upgradesUnderLoad(m, `http://127.0.0.1:${listenerPort(s)}/`, 2);
     expectNoFailures(r);
     expect(await stopMaster(m)).toBe(0);
-  }, 120_000);
+  }, within(120_000));
 
   test("while an old worker drains, new connections go to the new one, none reset; its in-flight request ends with Connection: close", async () => {
     const m = startMaster(["-b", "127.0.0.1:0", "-m", "manual", "-n", "1", "--", BUN, WORKER]);
@@ -65,7 +65,7 @@ describe("serve({ fetch }) on Bun under einhorn", () => {
     expect(slowReply).toEndWith(`bun pid=${old}`);
     expect((await up).code).toBe(0);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("on a UNIX socket it falls back to node:http, says why, and serves", async () => {
     const dir = tempDir();

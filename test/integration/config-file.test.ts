@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { FIXTURES, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { FIXTURES, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const WORKER = join(FIXTURES, "worker.py");
 
@@ -82,7 +82,7 @@ describe("--config", () => {
     expect(s2.workers.map((w) => w.pid).sort()).toEqual(pids);
     expect(m.output()).toMatch(/ERROR: Upgrade failed: config .*not valid YAML/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 120_000);
+  }, within(120_000));
 
   test("pidfile: in the file writes one; without it (and without -e) no pidfile is written, as Einhorn 1.1.1", async () => {
     const dir = tempDir();
@@ -99,7 +99,7 @@ describe("--config", () => {
     expect(readFileSync(join(dir, "master.pid"), "utf8")).toBe(`${m.pid}\n`);
     expect(await stopMaster(m)).toBe(0);
     expect(readdirSync(dir).sort()).toEqual(["einhorn.yaml"]);
-  }, 60_000);
+  }, within(60_000));
 
   test("a bad file at start is a usage error naming the file and line", async () => {
     const dir = tempDir();

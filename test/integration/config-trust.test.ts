@@ -6,9 +6,8 @@
 // refused at once, in one line, and never stall the master.
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureOtherUser, IS_ROOT, onCleanup, removeOtherUser, run, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor, worldWritableDir } from "../harness";
+import { ensureOtherUser, IS_ROOT, removeOtherUser, run, runBinary, startMaster, stateJson, stopMaster, tempDir, type StateReport, waitFor, within, worldWritableDir } from "../harness";
 
 const rootReason = IS_ROOT ? "" : "needs root (useradd/setpriv for a second uid, chown)";
 const skipped = rootReason ? ` (SKIPPED: ${rootReason})` : "";
@@ -80,7 +79,7 @@ describe("who may write the config file", () => {
     expect(readFileSync(file, "utf8")).toContain("2000");
     await upgradeRefused(m, s, new RegExp(`^einhorn sh: upgrade: Upgrade failed: config ${file}: owned by uid ${other.uid}, not by root, which runs einhorn, so that user could change what einhorn runs; chown it to root\\. Nothing was changed`));
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a file group or others may write is refused, at start and at upgrade", async () => {
     const { dir, file } = configIn();
@@ -94,7 +93,7 @@ describe("who may write the config file", () => {
     chmodSync(file, 0o666);
     await upgradeRefused(m, s, /^einhorn sh: upgrade: Upgrade failed: config .*einhorn\.yaml: writable by group and others \(mode 0666\); chmod g-w,o-w it\. Nothing was changed/);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a directory on the way that others may write (not sticky) is refused, however safe what is below it", async () => {
     const open = worldWritableDir();
@@ -119,13 +118,14 @@ describe("who may write the config file", () => {
     expect(await refusedAtStart(file, dir)).toBe(`einhorn: config ${file}: directory ${theirs} on the way to it is owned by uid ${other.uid}, not by root, which runs einhorn, so that user could replace what is in it; chown it to root\n`);
   });
 
-  test.skipIf(!IS_ROOT)(`in a sticky directory (/tmp) the master's own file is used; another user's file, or a link another user planted there, is not${skipped}`, async () => {
+  test.skipIf(!IS_ROOT)(`in a sticky directory (as /tmp is) the master's own file is used; another user's file, or a link another user planted there, is not${skipped}`, async () => {
     const other = ensureOtherUser()!;
-    const tmp = tmpdir();
-    const mine = join(tmp, `einhorn-config-${process.pid}-mine.yaml`);
-    const theirs = join(tmp, `einhorn-config-${process.pid}-theirs.yaml`);
-    const link = join(tmp, `einhorn-config-${process.pid}-link.yaml`);
-    onCleanup(() => { for (const p of [mine, theirs, link]) rmSync(p, { force: true }); });
+    // A directory made like /tmp (root's, mode 1777), inside this test's own temp dir.
+    const tmp = tempDir();
+    chmodSync(tmp, 0o1777);
+    const mine = join(tmp, "einhorn-config-mine.yaml");
+    const theirs = join(tmp, "einhorn-config-theirs.yaml");
+    const link = join(tmp, "einhorn-config-link.yaml");
     const mode = Bun.spawnSync(["stat", "-c", "%a %u", tmp], { stdout: "pipe" }).stdout.toString().trim();
     expect(mode).toBe("1777 0");
 
@@ -139,7 +139,7 @@ describe("who may write the config file", () => {
     // A link to the master's own good file, but the link is theirs: they can point it anywhere.
     run([...other.as, "ln", "-s", mine, link]);
     expect(await refusedAtStart(link, dir)).toBe(`einhorn: config ${link}: the symbolic link ${link} in the shared directory ${tmp} (mode 1777) is owned by uid ${other.uid}, not by root, which runs einhorn; use a path only root can change\n`);
-  }, 60_000);
+  }, within(60_000));
 });
 
 describe("nothing in the config file can block or exhaust the master", () => {
@@ -154,7 +154,7 @@ describe("nothing in the config file can block or exhaust the master", () => {
     run(["mkfifo", "-m", "644", file]);
     await upgradeRefused(m, s, /^einhorn sh: upgrade: Upgrade failed: config .*einhorn\.yaml: it is a FIFO \(named pipe\); a config file must be a regular file\. Nothing was changed/);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a symbolic link to /dev/zero is refused without reading it", async () => {
     const dir = tempDir();

@@ -8,7 +8,7 @@ import * as sock from "../../ffi/socket";
 import { osBytes, osString } from "../../ffi/os-string";
 import { decodeLine } from "../../src/protocol";
 import { join } from "node:path";
-import { BIN, fetchLine, FIXTURES, listenerPort, runBinary, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, fetchLine, FIXTURES, listenerPort, runBinary, startMaster, stateJson, stopMaster, tempDir, type StateReport, waitFor, within } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
@@ -210,7 +210,7 @@ describe("bytes, not text", () => {
       expect(await stopMaster(m)).toBe(0);
       expect(existsSync(pidfile)).toBe(false);
       expect(existsSync(sockPath)).toBe(false);
-    }, 90_000);
+    }, within(90_000));
   }
 });
 
@@ -280,7 +280,7 @@ describe("state in Einhorn's layout", () => {
     expect(ms(retired[":last_signaled_at"])).toBeGreaterThanOrEqual(before - 1000);
     // These workers ignore USR2; TERM ends them.
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test.skipIf(!ruby)(`Einhorn's own --signal-timeout test: after an upgrade one child is signaled; past the timeout it is gone${NO_RUBY}`, async () => {
     // Einhorn's test waits 2 s; 4 s leaves room to read the state on a busy machine.
@@ -310,7 +310,7 @@ describe("state in Einhorn's layout", () => {
     }, 20_000);
     expect((Object.values(later[":children"]) as any[]).filter((c) => c[":signaled"].set.length > 0)).toHaveLength(0);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });
 
 // --- workers that ACK like Einhorn's library (item 7) -------------------------------
@@ -343,7 +343,7 @@ describe("workers ACKing the way Einhorn's worker library does", () => {
       const line = await fetchLine(listenerPort(j));
       expect(j.workers.map((w) => `${w.pid} ${w.index}`)).toContain(line.split(" ").slice(0, 2).join(" ").trim());
       expect(await stopMaster(m)).toBe(0);
-    }, 60_000);
+    }, within(60_000));
   }
 });
 
@@ -366,7 +366,7 @@ describe("--drop-env-var", () => {
     expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
     expect((await reportedEnv(rep, m.sockPath, 1)).TEST_VAR).toBeUndefined();
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("with --reexec-as, the re-exec command line sets the new environment and dropped names stay dropped", async () => {
     const rep = tempDir();
@@ -379,7 +379,7 @@ describe("--drop-env-var", () => {
     expect(next.TEST_VAR1).toBeUndefined();
     expect(next.TEST_VAR2).toBe("b");
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });
 
 // --- -k, as Einhorn's own pdeathsig test checks it ---------------------------------------
@@ -405,5 +405,5 @@ describe("-k", () => {
     const p = await acked(plain.sockPath, 1);
     expect(await fetchLine(listenerPort(p))).toBe(`${p.workers[0]!.pid} 0 none\n`);
     expect(await stopMaster(plain)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });

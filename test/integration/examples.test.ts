@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { BUN, fetchLine, httpGet, listenerPort, type Master, onCleanup, ROOT, startMaster, stateJson, type StateReport, stopMaster, waitFor } from "../harness";
+import { BUN, fetchLine, httpGet, listenerPort, onCleanup, ROOT, startMaster, stateJson, stopMaster, type Master, type StateReport, waitFor, within } from "../harness";
 
 const TIME_SERVER = join(ROOT, "examples", "time-server.ts");
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -117,5 +117,5 @@ describe("the README's quick start", () => {
     expect(out).toMatch(/workers [1-3]\/3 up/);
     expect(out).toContain("Upgrade done");
     expect({ code, err: err.split("\n").filter((l) => / (ERROR|WARN): /.test(l)) }).toEqual({ code: 0, err: [] });
-  }, 90_000);
+  }, within(90_000));
 });

@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseWrk } from "../../bench/load";
-import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, type StateReport, waitFor, within } from "../harness";
 import { needsOnPath } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "worker.py");
@@ -58,7 +58,7 @@ describe("generations remember what they run", () => {
     expect(status.stdout).toContain("workers 2/2 up, version 0");
     expect(status.stdout).toMatch(/^generation 0 \(live\): spec [0-9a-f]{12}, 2 workers, USR2 to retire: python3 /m);
     expect(await stopMaster(m)).toBe(0);
-  }, 90_000);
+  }, within(90_000));
 
   test("--retire-signal changed in the file: the upgrade reports it and the new generation's workers are retired with it", async () => {
     const dir = tempDir();
@@ -98,7 +98,7 @@ describe("generations remember what they run", () => {
     const last = fresh.find((p: number) => p !== gone);
     expect(await stopMaster(m)).toBe(0);
     expect(readFileSync(join(sigs, `${last}.signals`), "utf8").trim()).toBe("TERM");
-  }, 90_000);
+  }, within(90_000));
 });
 
 /** A preload module answering `TAG` on every connection (the module's own name for TAG). */
@@ -245,7 +245,7 @@ program: ${join(root, "current", "server")}
     // Release 3 was never run: `current` moved, but every spawn used a recorded real path.
     expect([...seen].sort()).toEqual(["release=1", "release=2"]);
     expect(await stopMaster(m)).toBe(0);
-  }, 180_000);
+  }, within(180_000));
 
   test("a quiet bake ends the upgrade after its window: the shell waits through it and exits 0", async () => {
     const dir = tempDir();
@@ -264,5 +264,5 @@ program: ${join(root, "current", "server")}
     const line = await fetchLine(listenerPort(s));
     expect(line).toMatch(/^\d+ \d+\n$/);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });

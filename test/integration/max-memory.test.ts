@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ask, fetchLine, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, fetchLine, FIXTURES, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const WORKER = join(FIXTURES, "memory-worker.py");
 
@@ -76,7 +76,7 @@ describe("--max-memory", () => {
     expect(metrics).toContain('einhorn_worker_retirements_total{reason="max_memory"} 1\n');
     expect(await ask(m.sockPath, "status")).toContain("workers 2/2 up");
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 120_000);
+  }, within(120_000));
 
   test("a worker over the limit from its start is reported once, with its size and the limit, and not replaced for ever", async () => {
     const dir = tempDir();
@@ -94,7 +94,7 @@ describe("--max-memory", () => {
     expect(out).not.toContain("Replacing worker");
     expect((await stateJson(m.sockPath)).workers.map((w) => w.pid)).toContain(big.pid);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("bad sizes are usage errors", async () => {
     for (const bad of ["lots", "0", "12X", "100"]) {

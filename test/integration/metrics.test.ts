@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import net from "node:net";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { ask, command, FIXTURES, httpGet, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, command, FIXTURES, httpGet, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const CRASH_OR_SERVE = join(FIXTURES, "crash-or-serve.sh");
 
@@ -126,7 +126,7 @@ describe("--metrics", () => {
     expect((await httpGet(port, { path: "/healthz" })).status).toBe(200);
     expect((await httpGet(port, { path: "/nope" })).status).toBe(404);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 120_000);
+  }, within(120_000));
 
   test("a slow or hostile scraper cannot stall the master or lock other scrapers out", async () => {
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
@@ -170,7 +170,7 @@ describe("--metrics", () => {
     await waitFor("the half request closed", () => halfClosed, 15_000);
     for (const s of socks) s.destroy();
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a request head over 8 KiB gets 431 however it arrives: whole in one write or in pieces", async () => {
     const m = startMaster(["--metrics", "127.0.0.1:0", "-n", "1", "-m", "0", "--", "sleep", "1000"]);
@@ -279,7 +279,7 @@ describe("--metrics", () => {
     for (const s of memory) expect(Object.keys(s.metric).sort()).toEqual(["__name__", "generation", "index", "instance", "job"]);
     expect(await scalar("process_open_fds")).toBeGreaterThan(3);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 180_000);
+  }, within(180_000));
 
   test("across 20 upgrades and a crash the number of series stays flat, and promtool check metrics finds nothing", async () => {
     const promtool = Bun.which("promtool");
@@ -312,5 +312,5 @@ describe("--metrics", () => {
     expect(`${check.stdout}${check.stderr}`.trim()).toBe("");
     expect(check.exitCode).toBe(0);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 180_000);
+  }, within(180_000));
 });

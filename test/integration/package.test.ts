@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ackedWorkers, BUN, httpGet, listenerPort, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor } from "../harness";
+import { ackedWorkers, BUN, httpGet, listenerPort, ROOT, runBinary, startMaster, stateJson, stopMaster, waitFor, within } from "../harness";
 import { NODE, NPM, npmProject, type NpmProject } from "../npm-project";
 
 let packDir = "";
@@ -23,7 +23,7 @@ beforeAll(async () => {
   tarball = join(packDir, readdirSync(packDir).find((f) => f.endsWith(".tgz"))!);
   // @types/node and typescript only to typecheck a user's program against our .d.ts files.
   [nodeProject, bunProject] = await Promise.all([npmProject([tarball, "@types/node@20", "typescript@5"]), npmProject([tarball], "einhorn-bun-", "bun")]);
-}, 180_000);
+}, within(180_000));
 afterAll(() => {
   nodeProject?.remove();
   bunProject?.remove();
@@ -102,7 +102,7 @@ describe("Node", () => {
     const r = Bun.spawnSync([NODE!, join(nodeProject.dir, "node_modules/typescript/bin/tsc"), "-p", nodeProject.dir], { cwd: nodeProject.dir });
     expect(r.stdout.toString() + r.stderr.toString()).toBe("");
     expect(r.exitCode).toBe(0);
-  }, 240_000); // tsc alone took over 60 s beside two CPU hogs and other suites
+  }, within(240_000)); // tsc alone took over 60 s beside two CPU hogs and other suites
 
   test("listen(http.createServer(...)) under einhorn: serves, ACKs, survives an upgrade, drains on USR2", async () => {
     await workerUnderEinhorn(nodeProject.dir, NODE!, "worker.mjs", [
@@ -159,7 +159,7 @@ describe("TypeScript 5, 6 and 7 with the defaults of `tsc --init`", () => {
     } finally {
       for (const p of projects) p.remove();
     }
-  }, 400_000);
+  }, within(400_000));
 });
 
 describe("Node, https", () => {

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, listenerPort, ROOT, startMaster, stopMaster, tempDir } from "../harness";
+import { BUN, listenerPort, ROOT, startMaster, stopMaster, tempDir, within } from "../harness";
 import { NODE, npmProject, type NpmProject } from "../npm-project";
 import { expectNoFailures, settled, needsOnPath, upgradesUnderLoad } from "../upgrade-under-load";
 
@@ -21,7 +21,7 @@ beforeAll(async () => {
   project = await npmProject(["express@5", "fastify@5", "koa@2", "hono@4", "@hono/node-server@1"]);
   symlinkSync(ROOT, join(project.dir, "node_modules", "einhorn"));
   for (const f of readdirSync(RECIPES)) copyFileSync(join(RECIPES, f), join(project.dir, f));
-}, 180_000);
+}, within(180_000));
 afterAll(() => project?.remove());
 
 async function recipe(args: string[], body: RegExp) {

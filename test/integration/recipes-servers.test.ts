@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freeTcpPort } from "../free-port";
-import { listenerPort, ROOT, startMaster, stopMaster, tempDir } from "../harness";
+import { listenerPort, ROOT, startMaster, stopMaster, tempDir, within } from "../harness";
 import { expectNoFailures, needsOnPath, settled, upgradesUnderLoad } from "../upgrade-under-load";
 
 const RECIPES = join(ROOT, "examples", "recipes");
@@ -49,13 +49,13 @@ describe("servers from Debian under einhorn", () => {
     const dir = recipeDir("wsgi_app.py");
     await recipe(["-n", "2", "-m", "2", "--retire-signal", "TERM", "-b", "127.0.0.1:0", "--",
       "sh", "-c", 'exec gunicorn --bind "fd://$EINHORN_FD_0" --workers 2 wsgi_app:app'], dir, /^hello from gunicorn, worker \d+\/\d+\n$/);
-  }, 120_000);
+  }, within(120_000));
 
   const uvicornSkip = needsOnPath("wrk", "uvicorn");
   test.skipIf(uvicornSkip !== "")(`uvicorn on EINHORN_FD_0 (Config(fd=...), as --fd), draining on USR2${uvicornSkip}`, async () => {
     const dir = recipeDir("asgi_app.py");
     await recipe(["-n", "2", "-m", "2", "-b", "127.0.0.1:0", "--", uvicornPython(), "asgi_app.py"], dir, /^hello from uvicorn, worker \d+\n$/);
-  }, 120_000);
+  }, within(120_000));
 
   const pumaSkip = needsOnPath("wrk", "puma");
   test.skipIf(pumaSkip !== "")(`puma with --listen-fds, --retire-signal QUIT (handled in config.ru)${pumaSkip}`, async () => {
@@ -63,5 +63,5 @@ describe("servers from Debian under einhorn", () => {
     const port = freeTcpPort();
     await recipe(["-n", "2", "-m", "2", "--retire-signal", "QUIT", "--listen-fds", "-b", `127.0.0.1:${port}`, "--",
       "puma", "-b", `tcp://127.0.0.1:${port}`, "config.ru"], dir, /^hello from puma, worker \d+\n$/, port);
-  }, 120_000);
+  }, within(120_000));
 });

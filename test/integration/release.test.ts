@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { cLibraryForInterpreter, elfInterpreterOfFile } from "../../ffi/c-library";
 import { RELEASE_TARGETS, type ReleaseTarget } from "../../scripts/compile";
 import { NPM_PLATFORMS, releaseFileName } from "../../scripts/release";
-import { BIN, onCleanup, ROOT, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, listenerPort, onCleanup, ROOT, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const VERSION = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version as string;
 const TARGETS = Object.keys(RELEASE_TARGETS) as ReleaseTarget[];
@@ -47,7 +47,7 @@ beforeAll(() => {
   buildSeconds = (performance.now() - t0) / 1000;
   if (r.code !== 0) throw new Error(`npm run release failed (${r.code}):\n${r.stdout}\n${r.stderr}`);
   console.error(`release set built in ${buildSeconds.toFixed(1)} s`);
-}, 600_000);
+}, within(600_000));
 
 afterAll(() => {
   if (out) rmSync(out, { recursive: true, force: true });
@@ -193,7 +193,7 @@ describe("the arm64 binary under qemu-user-static", () => {
     // A clean stop: workers drain, the master exits 0 (the leak check then finds no process left).
     expect(await stopMaster(m, "SIGINT", 60_000)).toBe(0);
     expect(m.output()).toContain("Exiting with status 0");
-  }, 180_000);
+  }, within(180_000));
 });
 
 describe("npm packages", () => {
@@ -240,7 +240,7 @@ describe("npm packages", () => {
     expect(bunAdd.code).toBe(0);
     const bv = run(["einhorn", "--version"], { cwd: work, env: { PATH: `${join(bunHome, "bin")}:${process.env.PATH}` } });
     expect(bv.stdout).toBe(`einhorn ${VERSION} (${NPM_PLATFORMS[platform].binary})\n`);
-  }, 600_000);
+  }, within(600_000));
 });
 
 describe("a fresh clone", () => {
@@ -261,7 +261,7 @@ describe("a fresh clone", () => {
     expect(run(["git", "status", "--porcelain"], { cwd: clone }).stdout).toBe("");
     expect(run(["git", "ls-files", "node_modules", "dist"], { cwd: clone }).stdout).toBe("");
     console.error(`fresh clone: git clone ${((tClone - t0) / 1000).toFixed(1)} s, npm ci && npm run build ${((tBuilt - tClone) / 1000).toFixed(1)} s`);
-  }, 600_000);
+  }, within(600_000));
 });
 
 describe("C library detection at start-up", () => {

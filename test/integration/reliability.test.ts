@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { chownSync, existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, type Master, processesTagged, type RequestError, ROOT, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor } from "../harness";
+import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, processesTagged, ROOT, sleep, startMaster, stateJson, stopMaster, tempDir, type Master, type RequestError, type StateReport, waitFor, within } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -279,7 +279,7 @@ describe("chaos", () => {
       console.error(`chaos test failed with seed ${seed}; replay with EINHORN_CHAOS_SEED=${seed}`);
       throw e;
     }
-  }, 80_000);
+  }, within(80_000));
 });
 
 // --- 2. crash loop ---------------------------------------------------------------------------
@@ -368,7 +368,7 @@ describe("crash loop", () => {
 
     console.log(`crash loop: gaps ${gapsFrom(times, 0, 6).map((g) => g.toFixed(3)).join(", ")} s; after the reset ${gapsFrom(again, before, 3).map((g) => g.toFixed(3)).join(", ")} s; master CPU ${(cpuFraction * 100).toFixed(1)}% of one core`);
     expect(await stopMaster(m)).toBe(0);
-  }, 40_000);
+  }, within(40_000));
 });
 
 // --- 3. the master's death -----------------------------------------------------------------
@@ -504,7 +504,7 @@ describe("resource limits", () => {
     expect(recovered.master.consecutive_deaths).toBe(0);
     console.log(`nproc: ${failures(m).length} failed spawns, next tries ${nextTry.join(", ")} s; master CPU ${(cpuFraction * 100).toFixed(1)}% of one core`);
     expect(await stopMaster(m)).toBe(0);
-  }, 40_000);
+  }, within(40_000));
 
   test.skipIf(!!noPrlimit)(`RLIMIT_NOFILE: socketpair EMFILE for -g workers is logged and retried with backoff; the master keeps answering and recovers after dec${noPrlimit ? ` (SKIPPED: ${noPrlimit})` : ""}`, async () => {
     // -g: each worker costs the master one descriptor (its end of the
@@ -577,7 +577,7 @@ describe("resource limits", () => {
     await settled(m.sockPath, 5);
     console.log(`nofile: ${fails.length} failed spawns under a limit of ${limit} descriptors, next tries ${nextTry.join(", ")} s; master CPU ${(cpuFraction * 100).toFixed(1)}% of one core`);
     expect(await stopMaster(m)).toBe(0);
-  }, 40_000);
+  }, within(40_000));
 
   // Found by this suite: with the descriptors exhausted, accept(2) on the
   // command socket failed with EMFILE and Bun's accept loop retried at once,
@@ -706,5 +706,5 @@ describe("scale", () => {
     expect(newPids.filter((p) => !stoppedSet.has(p))).toEqual([]);
     expect(m.output()).toMatch(/Last worker is gone; exiting/);
     expect(processesTagged(m.tag)).toEqual([]);
-  }, 90_000);
+  }, within(90_000));
 });

@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { monotonicMicros } from "../../ffi/clock";
 import * as sock from "../../ffi/socket";
-import { ask, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const WORKER = join(FIXTURES, "worker.py");
 const VERSIONED = join(FIXTURES, "versioned-worker.sh");
@@ -89,7 +89,7 @@ describe("sd_notify", () => {
     await sd.waitLine(/^STATUS=2\/2 workers up, version 0$/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
     expect(sd.states()).toEqual(["READY=1", "STOPPING=1"]);
-  }, 60_000);
+  }, within(60_000));
 
   test("an upgrade: RELOADING=1 with MONOTONIC_USEC=, MAINPID= after the re-exec, READY=1 once up; the watchdog keeps pinging across it", async () => {
     const dir = tempDir();
@@ -117,7 +117,7 @@ describe("sd_notify", () => {
     const gaps = pings.slice(1).map((t, i) => t - pings[i]!);
     expect(Math.max(...gaps)).toBeLessThan(2.0);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a failed upgrade: READY=1 again, and STATUS= says it failed", async () => {
     const dir = tempDir();
@@ -133,7 +133,7 @@ describe("sd_notify", () => {
     expect(sd.states()).toEqual(["READY=1", "RELOADING=1", expect.stringMatching(/^MONOTONIC_USEC=\d+$/), `MAINPID=${m.pid}`, "READY=1"]);
     expect(failed.line).toMatch(/; last crash: index 1 \(pid \d+\) exited with status 1 at \d\d:\d\d:\d\d UTC$/);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("a rolled-back upgrade: READY=1 when the new generation is up, STATUS= while it bakes, RELOADING=1/READY=1 around the rollback", async () => {
     const dir = tempDir();
@@ -155,7 +155,7 @@ describe("sd_notify", () => {
     await sd.waitLine(/^STATUS=2\/2 workers up, version 2; Upgrade to version 1 rolled back: 2 of its workers exited unasked within [\d.]+s of it coming up; last crash: index \d \(pid \d+\) killed by SIGKILL at /, rolling.t);
     expect(sd.states().filter((l) => !l.startsWith("MONOTONIC_USEC="))).toEqual(["READY=1", "RELOADING=1", `MAINPID=${m.pid}`, "READY=1", "RELOADING=1", "READY=1"]);
     expect(await stopMaster(m)).toBe(0);
-  }, 90_000);
+  }, within(90_000));
 
   test("STATUS= at most once a second, and the last state is what stays", async () => {
     const dir = tempDir();
@@ -174,7 +174,7 @@ describe("sd_notify", () => {
     // how late the receiver gets to run on a loaded machine.
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThan(0.8);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("an abstract NOTIFY_SOCKET; WATCHDOG=1 stops while the master is stopped; --pass-notify-socket hands NOTIFY_SOCKET (only) to workers", async () => {
     const dir = tempDir();
@@ -198,7 +198,7 @@ describe("sd_notify", () => {
     expect(pings.filter((t) => t > stopped + 0.3 && t < resumed)).toEqual([]);
     expect(pings.filter((t) => t < stopped).length).toBeGreaterThanOrEqual(1);
     expect(await stopMaster(m)).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("without NOTIFY_SOCKET nothing is sent and nothing is said; a NOTIFY_SOCKET that cannot be used is one warning line", async () => {
     const dir = tempDir();
@@ -213,5 +213,5 @@ describe("sd_notify", () => {
     expect(await stopMaster(m2)).toBe(0);
     expect(m2.output().match(/Could not notify systemd/g)).toHaveLength(1);
     expect(m2.output()).not.toContain("    at ");
-  }, 60_000);
+  }, within(60_000));
 });

@@ -1,7 +1,7 @@
 // `status` and `status json` against a live master with real workers: one
 // spinning on a core, one asleep, one killed and replaced.
 import { describe, expect, test } from "bun:test";
-import { ask, CommandConnection, runBinary, sendMessage, startMaster, stateJson, statusJson, stopMaster, waitFor } from "../harness";
+import { ask, CommandConnection, runBinary, sendMessage, startMaster, stateJson, statusJson, stopMaster, waitFor, within } from "../harness";
 
 // Index 0 spins (a CPU hog), the others sleep.
 const HOG_OR_SLEEP = ["sh", "-c", 'if [ "$EINHORN_CHILD_INDEX" = 0 ]; then while :; do :; done; else exec sleep 1000; fi'];
@@ -69,7 +69,7 @@ describe("status", () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain("status takes 'json' or nothing");
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("during an upgrade the header names it and the workers not yet ACKed", async () => {
     // Manual ACK and a worker that never ACKs: the upgrade waits.
@@ -91,7 +91,7 @@ describe("status", () => {
     expect(text).toMatch(/ starting /);
     up.close();
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("after 2 upgrades and a kill -9 with -n 4: retirements are not restarts, and the crash stays in recent exits whatever index follows it", async () => {
     const m = startMaster(["-n", "4", "-m", "0", "--max-unacked", "4", "--", "sleep", "1000"]);
@@ -124,5 +124,5 @@ describe("status", () => {
     const s = await stateJson(m.sockPath);
     expect(s.recent_exits).toHaveLength(9);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 90_000);
+  }, within(90_000));
 });

@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, onCleanup, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 import { execWord, listItem, pathValue, settingValue, userOrGroupValue } from "../../src/cli/systemd-unit";
 
 /** Split an ExecStart= value back into words (the subset of systemd's quoting execWord writes). */
@@ -121,7 +121,7 @@ describe("einhorn systemd-unit", () => {
     const score = /Overall exposure level for web\.service: ([\d.]+)/.exec(sec.stdout.toString() + sec.stderr.toString());
     expect(score).not.toBeNull();
     expect(Number(score![1])).toBeLessThanOrEqual(3.0);
-  }, 60_000);
+  }, within(60_000));
 
   test("--socket: a socket unit with the -b addresses, taken by the service with -b systemd:N", async () => {
     const dir = tempDir();
@@ -255,7 +255,7 @@ describe("einhorn systemd-unit", () => {
     const p = await runBinary(["systemd-unit", "--", "--config", "web.yaml", "--", "/bin/sleep", "5"], { dir });
     expect(p.code).toBe(2);
     expect(p.stderr).toContain("with --config, the program goes in the file");
-  }, 60_000);
+  }, within(60_000));
 
   test("--config with --socket: the file's -b addresses go to the socket unit, the command line takes them from systemd", async () => {
     const dir = tempDir();

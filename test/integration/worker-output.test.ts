@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants as fsc, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const CHATTY = join(FIXTURES, "chatty-worker.py");
 const ISO = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
@@ -30,7 +30,7 @@ describe("log timestamps", () => {
       expect(o.time).toMatch(new RegExp(`^${ISO}$`));
     }
     for (const m of [a, b, c]) expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });
 
 describe("--worker-output", () => {
@@ -111,7 +111,7 @@ describe("--worker-output", () => {
     for (let b = 0; b < BURSTS; b++) expect(m.output()).toMatch(new RegExp(`^${ISO} \\[WORKER ${w.pid} #0\\] err ${w.pid} ${b}$`, "m"));
     expect(m.output().match(/Reload done/g)?.length ?? 0).toBeGreaterThanOrEqual(0);
     expect(m.output().match(/re-executed as einhorn/g)).toHaveLength(2);
-  }, 120_000);
+  }, within(120_000));
 
   test("json: one object per line with pid, index and stream; unfinished last line and over-long lines", async () => {
     const script = 'printf "%s\\n" "plain \\"quoted\\" ü"; head -c 70000 /dev/zero | tr "\\0" y; echo; echo oops >&2; printf tail; exec sleep 1000';
@@ -133,7 +133,7 @@ describe("--worker-output", () => {
     process.kill(w.pid, "SIGKILL");
     await waitFor("the unfinished last line", () => objs().some((o) => o.message === "tail" && o.pid === w.pid));
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 
   test("prefix: a worker cannot forge the master's lines: CR, ESC and OSC sequences, BEL, C1 and bidi controls are shown escaped", async () => {
     // CR back to the line's start then a forged master line; an OSC title ended by BEL; CSI erase-line;
@@ -151,5 +151,5 @@ describe("--worker-output", () => {
     // Nothing the worker wrote reached the output raw.
     expect(out).not.toMatch(/[\r\x07\x1b\x9b\u202e]/);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
-  }, 60_000);
+  }, within(60_000));
 });

@@ -8,14 +8,17 @@ import { bind, close, connect, getsockname, listen, socket, socketpair } from ".
 import { childIndexFrom, isWorkerEnv, readWorkerEnv, type Env } from "../../src/worker/env";
 import { EinhornWorkerError } from "../../src/worker/errors";
 import { checkListeningFd, launcherHint, socketFdFrom, socketFdsFrom, whatIsWrong } from "../../src/worker/sockets";
+import { onCleanup } from "../harness";
 
 const dir = mkdtempSync(join(tmpdir(), "einhorn-worker-env-"));
-const toClose: number[] = [];
-afterAll(() => {
-  for (const fd of toClose) { try { close(fd); } catch { /* already closed */ } }
-  rmSync(dir, { recursive: true, force: true });
-});
-const keep = (fd: number) => { toClose.push(fd); return fd; };
+let made = 0;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** A descriptor the test made: closed when the test ends (the harness's leak check counts sockets left open). */
+const keep = (fd: number) => {
+  made++;
+  onCleanup(() => { try { close(fd); } catch { /* already closed */ } });
+  return fd;
+};
 
 function listeningTcp(): number {
   const fd = keep(socket("inet"));
@@ -25,18 +28,18 @@ function listeningTcp(): number {
 }
 function listeningUnix(): number {
   const fd = keep(socket("unix"));
-  bind(fd, { family: "unix", path: join(dir, `l${toClose.length}.sock`) });
+  bind(fd, { family: "unix", path: join(dir, `l${made}.sock`) });
   listen(fd, 8);
   return fd;
 }
 function fifo(): number {
-  const path = join(dir, `fifo${toClose.length}`);
+  const path = join(dir, `fifo${made}`);
   const r = Bun.spawnSync(["mkfifo", path]);
   if (r.exitCode !== 0) throw new Error("mkfifo failed");
   return keep(openSync(path, "r+"));
 }
 function regularFile(): number {
-  const path = join(dir, `file${toClose.length}`);
+  const path = join(dir, `file${made}`);
   writeFileSync(path, "x");
   return keep(openSync(path, "w"));
 }
