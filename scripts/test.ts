@@ -21,7 +21,8 @@
 // Each test file still gets its own process state (`--parallel` implies
 // `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
 // running side by side share nothing but the machine.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import { ensureSystemTools } from "./system-tools";
 
@@ -72,6 +73,12 @@ const started = performance.now();
 if (ensureSystemTools({ install: true }) !== 0) process.exit(1);
 if (run("build", [BUN, "scripts/build.ts"]) !== 0) process.exit(1);
 
+// The temp directory before the run: every test file works in a directory
+// of its own inside it (test/setup.ts), so anything new here afterwards was
+// left by a test writing outside its own, and fails the run.
+const TMP = tmpdir();
+const tmpBefore = new Set(readdirSync(TMP));
+
 const codes: number[] = [];
 if (fast) {
   codes.push(run("fast tier, two files at a time", [BUN, "test", ...TIMEOUT, "--parallel=2", ...FAST]));
@@ -83,6 +90,11 @@ if (fast) {
     `--timings=${TIMINGS}`, ...(update ? ["--update-timings"] : []),
   ]));
   codes.push(run("signals acceptance test, alone", [BUN, "test", ...TIMEOUT, ALONE]));
+}
+const leftInTmp = readdirSync(TMP).filter((name) => !tmpBefore.has(name));
+if (leftInTmp.length > 0) {
+  console.log(`\n== left in ${TMP} by the run (a test wrote outside its own temp dir): ${leftInTmp.join(" ")}`);
+  codes.push(1);
 }
 const failed = codes.some((c) => c !== 0);
 console.log(`\n== all: ${failed ? "FAILED" : "passed"} in ${((performance.now() - started) / 1000).toFixed(0)} s`);

@@ -75,6 +75,18 @@ export function bound(ms: number): number {
 }
 
 /**
+ * A window in which something must not happen (no respawn, no second
+ * report, no log line), or in which the master is left to settle before a
+ * figure is read. There is no event to wait on, so this is the one wait on
+ * the clock: `ms` on a quiet machine, scaled by the load factor (on a slow
+ * machine the same window holds fewer of the master's ticks). Pacing inside
+ * a test (a client's think time, a sampler's period) stays a plain sleep().
+ */
+export function quietFor(ms: number): Promise<void> {
+  return sleep(bound(ms));
+}
+
+/**
  * A per-test time limit for bun test (`test(name, fn, within(60_000))`):
  * `ms` scaled by the load factor when the file starts, and at least twice
  * `ms` when the whole suite runs (scripts/test.ts sets EINHORN_TEST_SUITE),

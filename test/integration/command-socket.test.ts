@@ -10,9 +10,7 @@ import { parse as parseYaml } from "yaml";
 import { MAX_CONNECTIONS, MAX_PENDING_OUTPUT } from "../../src/master/command-server";
 import { COMMANDS, type CommandName } from "../../src/command-registry";
 import { decodeLine, escapeLine, MAX_LINE_BYTES } from "../../src/protocol";
-import {
-  command, FIXTURES, fetchLine, listenerPort, type Master, runBinary, sleep, startMaster, type StartOptions, stateJson, type StateReport, tempDir, waitFor,
-} from "../harness";
+import { command, fetchLine, FIXTURES, listenerPort, type Master, quietFor, runBinary, sleep, startMaster, type StartOptions, stateJson, type StateReport, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
@@ -344,7 +342,7 @@ describe("commands", () => {
       expect(a.error).toBe(true);
       expect(a.message).toStartWith("set_workers takes one whole number from 1 to 1000, got ");
     }
-    await sleep(200);
+    await quietFor(200);
     const after = await workersUp(m, 1);
     expect(after.settings.number).toBe(1);
     expect(after.workers[0]!.pid).toBe(one.workers[0]!.pid);
@@ -366,7 +364,7 @@ describe("commands", () => {
     await m.waitForOutput(/DEBUG: Received command "quieter"/);
     let mark = m.output().length;
     await final(m.sockPath, "help");
-    await sleep(200);
+    await quietFor(200);
     expect(m.output().slice(mark)).not.toContain("DEBUG:");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)");
     expect((await final(m.sockPath, "quieter")).message).toBe("Verbosity set to 2 (0 debug, 1 info, 2 errors only)"); // stays at 2
@@ -377,7 +375,7 @@ describe("commands", () => {
     await final(m.sockPath, "inc");
     await workersUp(m, 2);
     await (await Client.open(m.sockPath)).send('{"command":"worker:ack","pid":1}\n');
-    await sleep(300);
+    await quietFor(300);
     expect(m.output().slice(mark)).toBe("");
 
     expect((await final(m.sockPath, "louder")).message).toBe("Verbosity set to 1 (0 debug, 1 info, 2 errors only)");
@@ -417,7 +415,7 @@ describe("commands", () => {
       expect(bad.error).toBe(true);
       expect(String(bad.message).length).toBeGreaterThan(10);
     }
-    await sleep(200);
+    await quietFor(200);
     for (const p of pids) expect(signalsSeen(sig, p)).toEqual(["HUP", "HUP", "HUP", "HUP"]);
     expect((await workersUp(m, 2)).workers.map((w) => w.pid)).toEqual(pids);
   });
@@ -433,7 +431,7 @@ describe("commands", () => {
       const bad = await final(m.sockPath, "die", args);
       expect(bad.error).toBe(true);
     }
-    await sleep(100);
+    await quietFor(100);
     expect(m.exitCode()).toBeNull();
 
     const a = await final(m.sockPath, "die");
@@ -489,7 +487,7 @@ describe("commands", () => {
       expect(r.error).toBe(true);
       expect(String(r.message)).toMatch(re);
     }
-    await sleep(200);
+    await quietFor(200);
     const after = await workersUp(m, 3);
     expect(after.settings).toEqual(before.settings);
     expect(after.workers.map((w) => w.pid)).toEqual(before.workers.map((w) => w.pid));
@@ -573,7 +571,7 @@ describe("worker messages", () => {
       expect(await c.closedWithin(3000)).toBe(true);
       expect(c.raw).toBe("");
     }
-    await sleep(100);
+    await quietFor(100);
     expect(await stateJson(m.sockPath)).toEqual(before);
 
     // The real pid, as a string the way some libraries send it, is ACKed.

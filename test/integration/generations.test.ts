@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseWrk } from "../../bench/load";
-import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, type StateReport, waitFor, within } from "../harness";
+import { BUN, fetchLine, FIXTURES, httpGet, listenerPort, quietFor, runBinary, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor, within } from "../harness";
 import { needsOnPath } from "../upgrade-under-load";
 
 const WORKER = join(FIXTURES, "worker.py");
@@ -207,7 +207,7 @@ program: ${join(root, "current", "server")}
       }
     })();
     try {
-      await sleep(500);
+      await quietFor(500);
       deploy(root, 2);
       const shell = runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir: root, timeoutMs: 120_000 });
       // During the bake, `current` moves on again: neither the bad generation's

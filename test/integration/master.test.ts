@@ -3,9 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as sock from "../../ffi/socket";
-import {
-  BUN, FIXTURES, fetchLine, processesTagged, runBinary, sleep, startMaster, listenerPort, stateJson, stopMaster, tempDir, waitFor,
-} from "../harness";
+import { BUN, fetchLine, FIXTURES, listenerPort, processesTagged, quietFor, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 
@@ -192,7 +190,7 @@ describe("keeping workers alive", () => {
   test("manual mode without an ACK leaves workers unacked", async () => {
     const m = startMaster(["-n", "1", "-m", "manual", "--", ...PY]);
     await workersUp(m.sockPath, 1, false);
-    await sleep(300);
+    await quietFor(300);
     const s = await stateJson(m.sockPath);
     expect(s.workers[0]!.acked).toBe(false);
     expect(await stopMaster(m)).toBe(0);

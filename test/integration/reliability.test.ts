@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { chownSync, existsSync, readdirSync, readFileSync, realpathSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, processesTagged, ROOT, sleep, startMaster, stateJson, stopMaster, tempDir, type Master, type RequestError, type StateReport, waitFor, within } from "../harness";
+import { BUN, command, CommandConnection, fetchLine, FIXTURES, httpGet, listenerPort, type Master, processesTagged, quietFor, type RequestError, ROOT, sleep, startMaster, stateJson, type StateReport, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const PY = ["python3", join(FIXTURES, "worker.py")];
 const HTTP_WORKER = join(ROOT, "examples", "http-worker.ts");
@@ -144,7 +144,7 @@ describe("chaos", () => {
       // The workers' ACK connections are closed by now; what is left is the
       // master at rest: stdio, its event loop, the lock, the listening and
       // command sockets.
-      await sleep(300);
+      await quietFor(300);
       const fdBaseline = fdCount(m.pid);
 
       // Load: CLIENTS loops, one request at a time each.
@@ -405,7 +405,7 @@ describe("master death", () => {
 
     m.proc.kill("SIGKILL");
     await m.exited;
-    await sleep(300);
+    await quietFor(300);
     for (let i = 0; i < 10; i++) {
       const line = await fetchLine(port);
       expect(line).toMatch(/^\d+ [01]\n$/);
@@ -493,7 +493,7 @@ describe("resource limits", () => {
     // Pressure away, one way: fewer workers wanted, so no more attempts.
     await command(m.sockPath, "set_workers", ["2"]);
     const settledCount = failures(m).length;
-    await sleep(1_000);
+    await quietFor(1_000);
     expect(failures(m).length).toBe(settledCount);
     await settled(m.sockPath, 2);
 
@@ -514,7 +514,7 @@ describe("resource limits", () => {
     await settled(m.sockPath, 2);
     const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
-    await sleep(100);
+    await quietFor(100);
     const hard = hardLimit(m.pid, "Max open files");
     // Four descriptor numbers left: three more workers, then socketpair fails.
     const limit = Math.max(...fdNumbers(m.pid)) + 1 + 4;
@@ -568,7 +568,7 @@ describe("resource limits", () => {
     });
     expect(calm.settings.number).toBe(2);
     const quiet = failures(m).length;
-    await sleep(500);
+    await quietFor(500);
     expect(failures(m).length).toBe(quiet);
     conn.close();
     // New command connections are served again, and with the limit back, growth works.
@@ -589,7 +589,7 @@ describe("resource limits", () => {
     await settled(m.sockPath, 1);
     const held = await CommandConnection.open(m.sockPath);
     await held.ask("ehlo");
-    await sleep(100);
+    await quietFor(100);
     const hard = hardLimit(m.pid, "Max open files");
     // Two descriptor numbers left: below the master's reserve.
     prlimit(m.pid, "nofile", Math.max(...fdNumbers(m.pid)) + 1 + 2, hard);
@@ -630,7 +630,7 @@ describe("resource limits", () => {
     const s0 = await settled(m.sockPath, 1);
     const conn = await CommandConnection.open(m.sockPath);
     await conn.ask("ehlo");
-    await sleep(100);
+    await quietFor(100);
     const hard = hardLimit(m.pid, "Max open files");
     // One descriptor number left: enough for the preflight's output memfd only.
     prlimit(m.pid, "nofile", Math.max(...fdNumbers(m.pid)) + 1 + 1, hard);

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
+import { BIN, quietFor, runBinary, startMaster, stateJson, stopMaster, tempDir, waitFor } from "../harness";
 
 async function oneWorker(sock: string) {
   return waitFor("one acked worker", async () => {
@@ -33,7 +33,7 @@ describe("the master keeps its workers accounted for", () => {
       dir, wrap: process.getuid?.() === 0 ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [],
     });
     const s = await oneWorker(m.sockPath);
-    await sleep(500);
+    await quietFor(500);
     const later = await stateJson(m.sockPath);
     expect(later.workers.map((w) => w.pid)).toEqual([s.workers[0]!.pid]);
     expect(m.output()).toMatch(/ERROR: Worker setpriority pid \d+ nice -5: EACCES/);

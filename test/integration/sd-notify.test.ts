@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { monotonicMicros } from "../../ffi/clock";
 import * as sock from "../../ffi/socket";
-import { ask, FIXTURES, onCleanup, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
+import { ask, FIXTURES, onCleanup, quietFor, runBinary, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const WORKER = join(FIXTURES, "worker.py");
 const VERSIONED = join(FIXTURES, "versioned-worker.sh");
@@ -79,7 +79,7 @@ describe("sd_notify", () => {
     }
     ackFor(m.sockPath, a!);
     await sd.waitLine(/^STATUS=Starting: 1\/2 workers up, version 0$/);
-    await sleep(300);
+    await quietFor(300);
     expect(sd.states()).toEqual([]);
     expect(sd.statuses().map((x) => x.text)).toEqual(["Starting: 0/2 workers up, version 0", "Starting: 1/2 workers up, version 0"]);
     const lastAck = now();

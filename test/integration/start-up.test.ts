@@ -211,3 +211,17 @@ describe("several masters on one host (Einhorn takes its lock only while creatin
     expect(existsSync(outer.sockPath)).toBe(false);
   });
 });
+
+describe("EINHORN_TIMEOUTS (docs/operations.md)", () => {
+  test("a bad value stops the start with one usage line (exit 2) naming the entry and what is allowed; nothing is left", async () => {
+    for (const [value, says] of [
+      ["command-first-line=soon", "EINHORN_TIMEOUTS: 'command-first-line=soon': the value must be a number of seconds above 0 and at most 86400, like command-first-line=10"],
+      ["first-line=1", "EINHORN_TIMEOUTS: 'first-line=1' names no timeout einhorn has; the settable ones are command-first-line, command-partial-line, metrics-head, metrics-answer, ack-wait-report, max-memory-young (NAME=SECONDS, comma-separated)"],
+    ]) {
+      const dir = tempDir();
+      const r = await runBinary(["-b", "127.0.0.1:0", "--", "sleep", "1000"], { dir, env: { EINHORN_TIMEOUTS: value! } });
+      expect({ code: r.code, stderr: r.stderr, stdout: r.stdout }).toEqual({ code: 2, stderr: `einhorn: ${says}\n`, stdout: "" });
+      expect(readdirSync(dir)).toEqual([]);
+    }
+  });
+});

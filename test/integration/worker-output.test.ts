@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants as fsc, existsSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ask, FIXTURES, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
+import { ask, FIXTURES, quietFor, sleep, startMaster, stateJson, stopMaster, tempDir, waitFor, within } from "../harness";
 
 const CHATTY = join(FIXTURES, "chatty-worker.py");
 const ISO = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
@@ -82,7 +82,7 @@ describe("--worker-output", () => {
     await waitFor("the final lines", () => existsSync(join(dir, `${w.pid}.done`)), 30_000);
     const TOTAL = BURSTS * LINES + 100;
     await waitFor("the final lines through the master", () => received.includes(` seq ${w.pid} ${TOTAL - 1} `), 30_000);
-    await sleep(300);
+    await quietFor(300);
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
     await Promise.race([reader, sleep(5000)]);
     reading = false;
