@@ -219,11 +219,27 @@ describe("bytes, not text", () => {
 const ruby = Bun.which("ruby");
 const NO_RUBY = ruby ? "" : " (SKIPPED: ruby is not installed; apt-get install ruby)";
 
+/** One child in Einhorn's state, as einhorn_state.rb prints it (Ruby symbols as ":name" keys, a Set as { set: [...] }). */
+interface RubyChild {
+  ":signaled": { set: string[] };
+  ":last_signaled_at": RubyTime | null;
+  ":spinup_time": RubyTime;
+  ":version": number;
+  [key: string]: unknown;
+}
+/** A Ruby Time, as einhorn_state.rb prints it. */
+interface RubyTime { time: string }
+/** What these tests read of Einhorn's state by name; the other keys are there too, compared as plain values. */
+interface RubyStateDump {
+  ":state": { ":children": Record<string, RubyChild>; ":version": number; ":cmd": string[]; ":last_spinup": RubyTime; [key: string]: unknown };
+  ":persistent_descriptors": unknown[];
+}
+
 /** `state` as Einhorn's users load it, with the Ruby classes made visible (see einhorn_state.rb). */
-function rubyState(sockPath: string): any {
+function rubyState(sockPath: string): RubyStateDump {
   const r = Bun.spawnSync([ruby!, join(FIXTURES, "einhorn_state.rb"), sockPath], { timeout: 15_000 });
   if (r.exitCode !== 0) throw new Error(`einhorn_state.rb exited ${r.exitCode}: ${r.stderr.toString()}`);
-  return JSON.parse(r.stdout.toString());
+  return JSON.parse(r.stdout.toString()) as RubyStateDump;
 }
 
 const ms = (t: { time: string }) => Date.parse(t.time);
@@ -244,7 +260,7 @@ describe("state in Einhorn's layout", () => {
     const st = e[":state"];
     expect(Object.keys(st[":children"]).sort()).toEqual(j.workers.map((w) => `#${w.pid}`).sort());
     for (const w of j.workers) {
-      const c = st[":children"][`#${w.pid}`];
+      const c = st[":children"][`#${w.pid}`]!;
       expect(c).toMatchObject({ ":type": ":worker", ":version": 0, ":acked": true, ":index": w.index, ":signaled": { set: [] }, ":last_signaled_at": null });
       expect(ms(c[":spinup_time"])).toBe(Date.parse(w.spawned_at!));
       expect(c[":pinged_at"]).toBeUndefined();
@@ -273,11 +289,11 @@ describe("state in Einhorn's layout", () => {
     const before = Date.now();
     expect((await sh(m.sockPath, "dec")).code).toBe(0);
     const retired = await waitFor("one worker signaled", () => {
-      const kids = Object.values(rubyState(m.sockPath)[":state"][":children"]) as any[];
+      const kids = Object.values(rubyState(m.sockPath)[":state"][":children"]);
       return kids.find((c) => c[":signaled"].set.length > 0) ?? null;
     });
     expect(retired[":signaled"]).toEqual({ set: ["USR2"] });
-    expect(ms(retired[":last_signaled_at"])).toBeGreaterThanOrEqual(before - 1000);
+    expect(ms(retired[":last_signaled_at"]!)).toBeGreaterThanOrEqual(before - 1000);
     // These workers ignore USR2; TERM ends them.
     expect(await stopMaster(m, "SIGTERM")).toBe(0);
   }, within(60_000));
@@ -297,18 +313,18 @@ describe("state in Einhorn's layout", () => {
     expect(e0[":signal_timeout"]).toBe(4);
     expect((await sh(m.sockPath, "upgrade")).code).toBe(0);
     const during = rubyState(m.sockPath)[":state"];
-    const kids = Object.values(during[":children"]) as any[];
+    const kids = Object.values(during[":children"]);
     expect(kids).toHaveLength(2);
     const signaled = kids.filter((c) => c[":signaled"].set.length > 0);
     expect(signaled).toHaveLength(1);
-    expect(signaled[0][":signaled"].set).toContain("USR2");
-    expect(signaled[0][":version"]).toBe(0);
+    expect(signaled[0]![":signaled"].set).toContain("USR2");
+    expect(signaled[0]![":version"]).toBe(0);
     expect(during[":version"]).toBe(1);
     const later = await waitFor("the old child killed after the timeout", () => {
       const s = rubyState(m.sockPath)[":state"];
       return Object.keys(s[":children"]).length === 1 ? s : null;
     }, 20_000);
-    expect((Object.values(later[":children"]) as any[]).filter((c) => c[":signaled"].set.length > 0)).toHaveLength(0);
+    expect(Object.values(later[":children"]).filter((c) => c[":signaled"].set.length > 0)).toHaveLength(0);
     expect(await stopMaster(m)).toBe(0);
   }, within(60_000));
 });
@@ -335,9 +351,10 @@ describe("workers ACKing the way Einhorn's worker library does", () => {
       });
       const e = rubyState(m.sockPath)[":state"][":children"];
       for (const w of pinged.workers) {
-        expect(e[`#${w.pid}`][":acked"]).toBe(true);
-        expect(e[`#${w.pid}`][":pinged_request_id"]).toBe(id);
-        expect(ms(e[`#${w.pid}`][":pinged_at"])).toBe(Date.parse(w.last_ping!.at!));
+        const child = e[`#${w.pid}`]!;
+        expect(child[":acked"]).toBe(true);
+        expect(child[":pinged_request_id"]).toBe(id);
+        expect(ms(child[":pinged_at"] as RubyTime)).toBe(Date.parse(w.last_ping!.at!));
       }
       // And they serve.
       const line = await fetchLine(listenerPort(j));
