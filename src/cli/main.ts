@@ -94,11 +94,11 @@ async function upgradeCheck(config: MasterConfig): Promise<void> {
     // The document the master would hand over: read it as this binary
     // would after the exec, so one it cannot continue from fails the
     // upgrade now, while the old master still runs (not after its execve).
-    const { upgradeConfig } = await import("../master/config");
+    const { handedConfig } = await import("../master/config");
     try {
       if (!/^\d+$/.test(docFd)) throw new Error(`${ENV.UPGRADE_CHECK_STATE_FD} is '${docFd}', not a descriptor number`);
       const doc = validateHandoff(readHandoff(Number(docFd)));
-      upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+      handedConfig(doc);
     } catch (e) {
       fail(`cannot continue from the state this master would hand over: ${(e as Error).message}`, 1);
     }
@@ -131,16 +131,16 @@ async function resume(argv: string[], config: MasterConfig): Promise<void> {
   const { handedFds } = require("../master/handoff") as typeof import("../master/handoff");
   bootstrapSignalMask(argv, osEnviron(), [stateFd, ...handedFds(doc)]);
   close(stateFd);
-  const { upgradeConfig } = require("../master/config") as typeof import("../master/config");
-  let handedConfig;
+  const { handedConfig } = require("../master/config") as typeof import("../master/config");
+  let handed;
   try {
     // Options this einhorn has and the writer did not know get their defaults.
-    handedConfig = upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
+    handed = handedConfig(doc);
   } catch (e) {
     fail(`cannot continue from the state on fd ${stateFd}: ${(e as Error).message}`, 1);
   }
   const env = osEnviron();
-  const master = new Master({ config: handedConfig, selfCommand: selfCommand(), env, timeouts: readTimeouts(env) });
+  const master = new Master({ config: handed, selfCommand: selfCommand(), env, timeouts: readTimeouts(env) });
   await master.resume(doc);
 }
 

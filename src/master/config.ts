@@ -4,6 +4,7 @@
 // option that image did not know set to its default, and refuses a newer one.
 import { parseSignal } from "../signal-names";
 import type { MasterConfig } from "../config/master-config";
+import { parseMasterArgs } from "../config/master-args";
 
 export type { MasterConfig } from "../config/master-config";
 
@@ -34,4 +35,13 @@ export function upgradeConfig(doc: unknown, schema: number, defaults: MasterConf
     commandLine: d.commandLine ?? (d.configFile ? ["--config", d.configFile] : defaults.commandLine),
     withStateFd: null, upgradeCheck: false, version: false, help: false,
   };
+}
+
+/**
+ * The configuration a handoff document carries, as this einhorn reads it
+ * (upgradeConfig, with this einhorn's defaults): what a resumed image runs
+ * with, and what an upgrade's preflight checks it could run with.
+ */
+export function handedConfig(doc: { config: unknown; configSchema: number }): MasterConfig {
+  return upgradeConfig(doc.config, doc.configSchema, parseMasterArgs(["--", "true"]));
 }
