@@ -23,8 +23,7 @@ import { userInfo } from "node:os";
 import { isIP } from "node:net";
 import { basename, join, resolve } from "node:path";
 import type { BindSpec } from "../config/bind-spec";
-import { readConfigFile } from "../config/config-file";
-import { type MasterConfig, parseMasterArgs, splitArgv, UsageError } from "../config/master-args";
+import { readMasterArgs, UsageError } from "../config/master-args";
 import { flagName, OPTIONS, optionByLong } from "../config/options";
 import { resolveProgram } from "../master/spawner";
 import { selfCommand } from "./self";
@@ -237,14 +236,12 @@ interface ExecArg { value: string; what: string }
 
 function generateUnits(unit: UnitOptions, masterArgv: string[], env: { self: string[]; cwd: string; user: string; uid: number; pathVar?: string }): GeneratedUnits {
   const cwd = env.cwd;
-  const cfg: MasterConfig = parseMasterArgs(masterArgv, { tmpdir: "/run/einhorn", cwd });
-  const { raw, program: cmdProgram } = splitArgv(masterArgv);
+  // The file's own settings come with the rest, from the one read the master's parser makes of it.
+  const { config: cfg, cmdRaw: raw, cmdProgram, fileRaw } = readMasterArgs(masterArgv, { tmpdir: "/run/einhorn", cwd });
   for (const bad of REFUSED_IN_UNIT) {
     if (raw.has(bad)) throw new UsageError(`--${bad} has no place in a unit's command line`);
   }
   const configFile = cfg.configFile;
-  // What the config file itself sets, read through the same parser the master uses.
-  const fileRaw = configFile ? readConfigFile(configFile, OPTIONS).raw : new Map<string, string[]>();
   const given = (long: string) => raw.has(long) || fileRaw.has(long);
   if (configFile) {
     // The master re-reads the file at every upgrade; a program on the unit's command line would override it for good.
@@ -441,8 +438,7 @@ export function runSystemdUnit(argv: string[]): number {
     if (u.socket) process.stdout.write(`# ---- ${u.name}.socket ----\n${u.socket}`);
     return 0;
   } catch (e) {
-    // ConfigFileError: the file changed between the master's parser reading it and the unit generator's second look.
-    if (e instanceof UsageError || (e as Error).name === "StartError" || (e as Error).name === "ConfigFileError") {
+    if (e instanceof UsageError || (e as Error).name === "StartError") {
       process.stderr.write(`einhorn systemd-unit: ${(e as Error).message}\n`);
       return 2;
     }

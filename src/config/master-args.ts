@@ -85,9 +85,28 @@ export interface Defaults { tmpdir?: string; cpus?: number; cwd?: string }
  * list), and the program comes from the command line if it names one.
  */
 export function parseMasterArgs(argv: string[], defaults: Defaults = {}): MasterConfig {
+  return readMasterArgs(argv, defaults).config;
+}
+
+/**
+ * What parseMasterArgs reads, kept apart by where each value came from: the
+ * command line's options and program, and the --config file's options (for
+ * `systemd-unit`, which must know which setting the file makes). The file is
+ * read once, here.
+ */
+export interface MasterArgs {
+  config: MasterConfig;
+  cmdRaw: RawOptions;
+  cmdProgram: string[];
+  /** Empty without --config. */
+  fileRaw: RawOptions;
+}
+
+export function readMasterArgs(argv: string[], defaults: Defaults = {}): MasterArgs {
   const split = splitArgv(argv);
   const file = split.raw.get("config")?.at(-1);
-  if (file === undefined) return { ...buildConfig(split.raw, split.program, defaults), configFile: null, commandLine: argv };
+  const fromCmd = (config: MasterConfig, fileRaw: RawOptions): MasterArgs => ({ config, cmdRaw: split.raw, cmdProgram: split.program, fileRaw });
+  if (file === undefined) return fromCmd({ ...buildConfig(split.raw, split.program, defaults), configFile: null, commandLine: argv }, new Map());
   const path = configPath(file, defaults.cwd);
   let content;
   try {
@@ -106,7 +125,7 @@ export function parseMasterArgs(argv: string[], defaults: Defaults = {}): Master
   const merged = new Map(content.raw);
   for (const [k, v] of split.raw) merged.set(k, v);
   merged.set("config", [path]);
-  return { ...buildConfig(merged, split.program.length ? split.program : content.program, defaults), configFile: path, commandLine: argv };
+  return fromCmd({ ...buildConfig(merged, split.program.length ? split.program : content.program, defaults), configFile: path, commandLine: argv }, content.raw);
 }
 
 /** Each option's field from its values, or its default; counted flags add up within their kind's bounds. */
