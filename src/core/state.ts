@@ -98,6 +98,17 @@ export const RECENT_EXITS = 20;
 /** Every exit since the master started, unasked ones apart and asked ones by reason. */
 export interface ExitTotals { unasked: number; asked: Record<RetireReason, number> }
 
+/**
+ * The worker exit the core recorded in the step from `before` to `after`, or
+ * null. The core decides once whether an exit was asked for (and why) and
+ * whether the worker had ACKed; what reports exits (metrics, sd_notify's
+ * STATUS=) reads that record instead of deciding again.
+ */
+export function exitThisStep(before: State, after: State): ExitRecord | null {
+  const total = (t: ExitTotals) => Object.values(t.asked).reduce((a, b) => a + b, t.unasked);
+  return total(after.exitTotals) > total(before.exitTotals) ? after.recentExits.at(-1) ?? null : null;
+}
+
 export const noExitTotals = (): ExitTotals => ({ unasked: 0, asked: { upgrade: 0, dec: 0, max_memory: 0, stop: 0, signal: 0 } });
 
 export interface Upgrade {

@@ -4,7 +4,7 @@
 // monitoring; they cross the master's re-exec in the handoff (toJSON/restore)
 // so a scrape after an upgrade continues the same series.
 import { isAcked, isRetiring } from "../core/pool";
-import { RETIRE_REASONS, type State } from "../core/state";
+import { exitThisStep, RETIRE_REASONS, type State } from "../core/state";
 import type { SignalName } from "../signal-names";
 import type { Effect, Event } from "../core/step";
 
@@ -129,14 +129,12 @@ export class Metrics {
     // (A rollback's rollout is counted as the rollback it is, in upgrades{result="rolled_back"}.)
     if (after.upgrade && !after.upgrade.rollback && (!before.upgrade || before.upgrade.startedAt !== after.upgrade.startedAt || before.version !== after.version)) this.upgradesStarted++;
     if (e.type === "spawn-failed") this.spawnFailures++;
-    if (e.type === "exited" || e.type === "vanished") {
-      const w = before.workers.find((x) => x.pid === e.pid);
-      if (w) {
-        const cause: ExitCause = isRetiring(w) || before.stopping ? "retired" : isAcked(w) ? "died" : "died_before_ack";
-        const key = e.type === "exited" ? exitKey(cause, e.signal, e.code) : exitKey(cause, "unknown", "unknown");
-        this.exits[key] = (this.exits[key] ?? 0) + 1;
-        if (cause !== "retired") this.restarts++;
-      }
+    const exit = exitThisStep(before, after);
+    if (exit) {
+      const cause: ExitCause = exit.asked !== null ? "retired" : exit.acked ? "died" : "died_before_ack";
+      const key = exit.vanished ? exitKey(cause, "unknown", "unknown") : exitKey(cause, exit.signal, exit.code);
+      this.exits[key] = (this.exits[key] ?? 0) + 1;
+      if (cause !== "retired") this.restarts++;
     }
     // ACKs: workers that were not ACKed before this step and are now.
     const wasUnacked = new Set(before.workers.filter((w) => w.ackedAt === null).map((w) => w.pid));

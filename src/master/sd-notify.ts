@@ -37,8 +37,8 @@
 import { monotonicMicros } from "../../ffi/clock";
 import { SysError } from "../../ffi/errno";
 import { close, MSG_DONTWAIT, MSG_NOSIGNAL, sendto, unixDatagramSocket } from "../../ffi/socket";
-import { ackedCurrentCount, isRetiring } from "../core/pool";
-import type { State } from "../core/state";
+import { ackedCurrentCount } from "../core/pool";
+import { type ExitRecord, exitThisStep, type State } from "../core/state";
 import type { Effect, Event } from "../core/step";
 import { ENV } from "../protocol-env";
 import type { Cancel, Os } from "./os";
@@ -142,10 +142,10 @@ export function statusText(s: State, doc: Pick<SdNotifyDoc, "ready" | "lastCrash
 }
 
 /** How a worker's exit reads in STATUS=. */
-function exitHow(e: Extract<Event, { type: "exited" | "vanished" }>): string {
-  if (e.type === "vanished") return "vanished";
-  if (e.signal) return `killed by ${e.signal}`;
-  return e.code === null ? "killed by a signal" : `exited with status ${e.code}`;
+function exitHow(r: ExitRecord): string {
+  if (r.vanished) return "vanished";
+  if (r.signal) return `killed by ${r.signal}`;
+  return r.code === null ? "killed by a signal" : `exited with status ${r.code}`;
 }
 
 /**
@@ -154,10 +154,8 @@ function exitHow(e: Extract<Event, { type: "exited" | "vanished" }>): string {
  */
 export function remember(doc: SdNotifyDoc, e: Event, before: State, after: State, effects: Effect[], now: number): SdNotifyDoc {
   let { lastCrash, note } = doc;
-  if (e.type === "exited" || e.type === "vanished") {
-    const w = before.workers.find((x) => x.pid === e.pid);
-    if (w && !before.stopping && !isRetiring(w)) lastCrash = { index: w.index, pid: w.pid, how: exitHow(e), at: now };
-  }
+  const exit = exitThisStep(before, after);
+  if (exit && exit.asked === null) lastCrash = { index: exit.index, pid: exit.pid, how: exitHow(exit), at: now };
   // A new request: the last one's outcome is history.
   if (!before.reexec && after.reexec) note = null;
   for (const fx of effects) {

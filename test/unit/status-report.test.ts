@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { initialState, DEFAULT_SETTINGS, RECENT_EXITS, upgradeState } from "../../src/core/state";
+import { DEFAULT_SETTINGS, exitThisStep, initialState, RECENT_EXITS, upgradeState } from "../../src/core/state";
 import { ready } from "../core-sim";
 import { buildStatus, renderStatus, STATUS_WIDTH, type Readings } from "../../src/master/status-report";
 import { CpuMeter, formatBytes, formatDuration } from "../../src/master/proc-stats";
@@ -139,5 +139,26 @@ describe("status after incidents: restarts are unasked exits, recent exits keep 
     expect(old.recentExits).toEqual([]);
     expect(old.exitTotals.unasked).toBe(0);
     expect(old.exits["0"]!.unasked).toBe(30);
+  });
+});
+
+describe("exitThisStep: the one record of an exit that metrics and sd_notify read", () => {
+  test("a crash gives its record (unasked, ACKed); an exit during a stop says so; a step without an exit, or a stray pid, gives null", () => {
+    const sim = ready(2, {}, T0);
+    const [a, b] = sim.pids() as [number, number];
+    let before = sim.state;
+    sim.exit(a, sim.now + 100, null, "SIGKILL");
+    expect(exitThisStep(before, sim.state)).toMatchObject({ pid: a, asked: null, acked: true, signal: "SIGKILL", code: null });
+    before = sim.state;
+    sim.tick(sim.now + 10);
+    expect(exitThisStep(before, sim.state)).toBeNull();
+    before = sim.state;
+    sim.exit(4242, sim.now + 10, 0);
+    expect(exitThisStep(before, sim.state)).toBeNull();
+    // USR2 to the master is Einhorn's graceful stop.
+    sim.send({ type: "signal", signal: "SIGUSR2" }, sim.now + 10);
+    before = sim.state;
+    sim.exit(b, sim.now + 10, 0);
+    expect(exitThisStep(before, sim.state)).toMatchObject({ pid: b, asked: "stop", code: 0, acked: true });
   });
 });
