@@ -31,7 +31,7 @@ import { nonblockingWriter } from "../../ffi/io";
 import { LineSink } from "./line-sink";
 import { OutputCapture } from "./worker-output";
 import { health, Metrics, renderMetrics } from "./metrics";
-import { isLoopbackHost, MetricsServer } from "./metrics-server";
+import { isLoopbackAddress, MetricsServer } from "./metrics-server";
 import { masterFds, readProc, uptimeSeconds } from "./proc-stats";
 import { SignalSource } from "./signal-source";
 import { type ExecRequest, type Host, Interpreter } from "./interpreter";
@@ -359,8 +359,7 @@ export class Master implements Host {
     this.metricsFd = l.fd;
     const where = formatSockAddr(l.bound);
     this.log.info(`Serving metrics on http://${where}/metrics and health on http://${where}/healthz`);
-    const host = parseBindSpec(hostPort).address;
-    if (host.kind === "tcp" && !isLoopbackHost(host.host) && !this.cfg.metricsAllowRemote) {
+    if (!isLoopbackAddress(l.bound) && !this.cfg.metricsAllowRemote) {
       this.log.warn(`--metrics ${hostPort} is reachable from other hosts and /metrics needs no credentials to read; bind 127.0.0.1 or [::1], or pass --metrics-allow-remote if this is meant`);
     }
   }

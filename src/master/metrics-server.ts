@@ -13,19 +13,25 @@
 // The listening descriptor is the master's own (not Bun's), so it crosses the
 // master's re-exec like the worker sockets do and the port never closes.
 import type { Socket, TCPSocketListener } from "bun";
+import type { SockAddr } from "../../ffi/sockaddr";
 import { dupCloexec, setNonblocking } from "../../ffi/socket";
 
 const MAX_HEAD_BYTES = 8 * 1024;
 const MAX_CONNECTIONS = 64;
 
 /**
- * Whether a --metrics host is reachable from this machine only. /metrics
- * needs no credentials, so anything else is warned about at start unless
- * --metrics-allow-remote says it is meant.
+ * Whether a --metrics listener, by the address it is bound to, is reachable
+ * from this machine only. /metrics needs no credentials, so anything else is
+ * warned about at start unless --metrics-allow-remote says it is meant. The
+ * bound address, not the text given: a name that resolved to a loopback
+ * address is loopback, and 0.0.0.0 or :: is every address.
  */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\.\d+\.\d+\.\d+$/.test(h);
+export function isLoopbackAddress(a: SockAddr): boolean {
+  if (a.family === "unix") return true;
+  if (a.family === "inet") return a.host.startsWith("127.");
+  const h = a.host.toLowerCase();
+  // An IPv4-mapped loopback address, as the kernel gives it back (::ffff:7f00:1) or as written (::ffff:127.0.0.1).
+  return h === "::1" || /^::ffff:(127\.|7f[0-9a-f]{2}:)/.test(h);
 }
 
 export interface HttpAnswer { status: number; body: string; contentType?: string }

@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { step, type Event } from "../../src/core/step";
 import { DEFAULT_SETTINGS, initialState, type State } from "../../src/core/state";
 import { health, Metrics, renderMetrics } from "../../src/master/metrics";
-import { answer, PROMETHEUS_TEXT } from "../../src/master/metrics-server";
+import { answer, isLoopbackAddress, PROMETHEUS_TEXT } from "../../src/master/metrics-server";
 
 function drive(events: Array<[Event, number]>, number = 2): { m: Metrics; s: State } {
   const m = new Metrics();
@@ -165,5 +165,22 @@ describe("metrics by Prometheus' conventions", () => {
     // An older writer's document: the type no longer describes it.
     m.restore({ schema: 1, exits: { retired: 4, died: 2, died_before_ack: 0 } } as unknown as Parameters<Metrics["restore"]>[0]);
     expect(m.exits).toEqual({ "retired\0unknown\0unknown": 4, "died\0unknown\0unknown": 2, "died_before_ack\0unknown\0unknown": 0 });
+  });
+});
+
+describe("isLoopbackAddress: the --metrics warning reads the address the listener is bound to", () => {
+  test.each([
+    [{ family: "inet", host: "127.0.0.1", port: 9100 }, true],
+    [{ family: "inet", host: "127.3.2.1", port: 9100 }, true],
+    [{ family: "inet6", host: "::1", port: 9100 }, true],
+    [{ family: "inet6", host: "::ffff:7f00:1", port: 9100 }, true],
+    [{ family: "inet6", host: "::ffff:127.0.0.1", port: 9100 }, true],
+    [{ family: "unix", path: "/run/einhorn/metrics.sock" }, true],
+    [{ family: "inet", host: "0.0.0.0", port: 9100 }, false],
+    [{ family: "inet", host: "10.1.2.3", port: 9100 }, false],
+    [{ family: "inet6", host: "::", port: 9100 }, false],
+    [{ family: "inet6", host: "::ffff:a01:203", port: 9100 }, false],
+  ] as const)("%j -> %p", (a, loopback) => {
+    expect(isLoopbackAddress(a)).toBe(loopback);
   });
 });
