@@ -73,15 +73,24 @@ export class LineSplitter {
   }
 }
 
+/** What goes before a prefixed line: `[WORKER pid #index] `, ` +]` for a partial line, and with `stamps` a UTC ISO 8601 time in front. */
+function prefixTag(w: { pid: number; index: number }, partial: boolean, stamps: boolean, now: Date): Buffer {
+  return Buffer.from(`${stamps ? `${now.toISOString()} ` : ""}[WORKER ${w.pid} #${w.index}${partial ? " +" : ""}] `);
+}
+
+/** Where a line's text ends: a CRLF line ending loses its CR. */
+const textEnd = (line: Buffer): number => (line.length && line[line.length - 1] === 13 ? line.length - 1 : line.length);
+
+const NEWLINE = Buffer.from("\n");
+
 /** One captured line as the master writes it. `stamps`: put a UTC ISO 8601 time in front (text). */
 export function formatLine(mode: "prefix" | "json", w: { pid: number; index: number }, stream: StreamName, line: Buffer, partial: boolean, stamps: boolean, now: Date): Buffer {
-  const text = line.toString("utf8").replace(/\r$/, "");
   if (mode === "json") {
-    const o: Record<string, unknown> = { time: now.toISOString(), role: "worker", pid: w.pid, index: w.index, stream, message: text };
+    const o: Record<string, unknown> = { time: now.toISOString(), role: "worker", pid: w.pid, index: w.index, stream, message: line.toString("utf8", 0, textEnd(line)) };
     if (partial) o.partial = true;
     return Buffer.from(`${JSON.stringify(o)}\n`);
   }
-  return Buffer.from(`${stamps ? `${now.toISOString()} ` : ""}[WORKER ${w.pid} #${w.index}${partial ? " +" : ""}] ${terminalSafe(text)}\n`);
+  return Buffer.concat([prefixTag(w, partial, stamps, now), prefixBody(line, textEnd(line)), NEWLINE]);
 }
 
 /**
@@ -202,11 +211,10 @@ export class WorkerOutput {
       this.o.sinks[r.stream].push(Buffer.concat(lines.map((l) => formatLine("json", r, r.stream, l.line, l.partial, this.o.stamps, now))), false, lines.length);
       return;
     }
-    const head = `${this.o.stamps ? `${now.toISOString()} ` : ""}[WORKER ${r.pid} #${r.index}`;
-    const plainTag = Buffer.from(`${head}] `);
-    const partTag = Buffer.from(`${head} +] `);
-    // A CRLF line ending loses its CR, as in formatLine.
-    const bodies = lines.map((l) => prefixBody(l.line, l.line.length && l.line[l.line.length - 1] === 13 ? l.line.length - 1 : l.line.length));
+    // formatLine's prefixed lines, laid out in one buffer for the whole chunk.
+    const plainTag = prefixTag(r, false, this.o.stamps, now);
+    const partTag = prefixTag(r, true, this.o.stamps, now);
+    const bodies = lines.map((l) => prefixBody(l.line, textEnd(l.line)));
     let size = 0;
     lines.forEach((l, i) => { size += (l.partial ? partTag : plainTag).length + bodies[i]!.length + 1; });
     const out = Buffer.allocUnsafe(size);
