@@ -21,9 +21,9 @@
 // Each test file still gets its own process state (`--parallel` implies
 // `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
 // running side by side share nothing but the machine.
-import { readdirSync, readFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { ensureSystemTools } from "./system-tools";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -55,10 +55,13 @@ const FAST = [
     "shell", "start-up", "robustness", "spawn-image", "worker", "worker-output", "systemd-unit"].map((f) => `test/integration/${f}.test.ts`),
 ];
 
+/** The run's own temp directory (see below), once made. */
+let runTmp: string | null = null;
+
 function run(label: string, argv: string[]): number {
   const t0 = performance.now();
   console.log(`\n== ${label}: ${argv.slice(1).join(" ")}`);
-  const r = Bun.spawnSync(argv, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"], env: { ...process.env, EINHORN_TEST_SUITE: "1" } });
+  const r = Bun.spawnSync(argv, { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"], env: { ...process.env, EINHORN_TEST_SUITE: "1", ...(runTmp ? { TMPDIR: runTmp } : {}) } });
   const code = r.exitCode ?? 1;
   console.log(`== ${label}: ${code === 0 ? "passed" : `FAILED (exit ${code})`} in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   return code;
@@ -73,11 +76,16 @@ const started = performance.now();
 if (ensureSystemTools({ install: true }) !== 0) process.exit(1);
 if (run("build", [BUN, "scripts/build.ts"]) !== 0) process.exit(1);
 
-// The temp directory before the run: every test file works in a directory
-// of its own inside it (test/setup.ts), so anything new here afterwards was
-// left by a test writing outside its own, and fails the run.
+// The run's own temp directory: TMPDIR for every test process, each of which
+// works in a directory of its own inside it (test/setup.ts). Anything left
+// in it afterwards was left by a test and fails the run, whatever else runs
+// on the machine. The shared temp directory is compared too, but only
+// reported: other programs (another run of the suite, say) write there.
 const TMP = tmpdir();
 const tmpBefore = new Set(readdirSync(TMP));
+const RUN_TMP = mkdtempSync(join(TMP, "einhorn-suite-"));
+chmodSync(RUN_TMP, 0o755); // tests acting as a second uid reach directories inside it
+runTmp = RUN_TMP;
 
 const codes: number[] = [];
 if (fast) {
@@ -91,11 +99,14 @@ if (fast) {
   ]));
   codes.push(run("signals acceptance test, alone", [BUN, "test", ...TIMEOUT, ALONE]));
 }
-const leftInTmp = readdirSync(TMP).filter((name) => !tmpBefore.has(name));
-if (leftInTmp.length > 0) {
-  console.log(`\n== left in ${TMP} by the run (a test wrote outside its own temp dir): ${leftInTmp.join(" ")}`);
+const leftInRun = readdirSync(RUN_TMP);
+rmSync(RUN_TMP, { recursive: true, force: true });
+if (leftInRun.length > 0) {
+  console.log(`\n== FAILED: left in the run's temp directory by its tests: ${leftInRun.join(" ")}`);
   codes.push(1);
 }
+const newInTmp = readdirSync(TMP).filter((name) => !tmpBefore.has(name));
+if (newInTmp.length > 0) console.log(`\n== new in ${TMP} since the run started (by the tests, or by anything else on this machine): ${newInTmp.join(" ")}`);
 const failed = codes.some((c) => c !== 0);
 console.log(`\n== all: ${failed ? "FAILED" : "passed"} in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 process.exit(failed ? 1 : 0);
