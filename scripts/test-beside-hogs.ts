@@ -38,7 +38,9 @@ function cpuTicks(): { busy: number; all: number } {
 
 const hogs = Array.from({ length: HOGS }, () => Bun.spawn(["sh", "-c", "while :; do :; done"], { stdio: ["ignore", "ignore", "ignore"] }));
 const stopHogs = () => { for (const h of hogs) h.kill("SIGKILL"); };
-for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => { stopHogs(); process.exit(130); });
+/** The suite run in progress: stopped with this script (Ctrl-C reaches the whole process group anyway; `kill` reaches only this process). */
+let current: Bun.Subprocess | null = null;
+for (const sig of ["SIGINT", "SIGTERM"] as const) process.on(sig, () => { stopHogs(); current?.kill("SIGINT"); process.exit(130); });
 
 interface RunRecord { run: number; passed: boolean; exitCode: number; seconds: number; loadAverage1mAtEnd: number; coresBusy: number; summary: string[] }
 const runs: RunRecord[] = [];
@@ -46,8 +48,12 @@ console.log(`${HOGS} busy loops on ${cpus().length} cores; ${RUNS} runs of the w
 for (let i = 1; i <= RUNS; i++) {
   const t0 = performance.now();
   const c0 = cpuTicks();
-  const r = Bun.spawnSync([process.execPath, "scripts/test.ts"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  const out = r.stdout.toString() + r.stderr.toString();
+  const p = Bun.spawn([process.execPath, "scripts/test.ts"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  current = p;
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  current = null;
+  const r = { exitCode };
+  const out = stdout + stderr;
   const c1 = cpuTicks();
   const rec: RunRecord = {
     run: i,
