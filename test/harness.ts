@@ -180,7 +180,7 @@ export function describeProcesses(tag: string, masterPid: number): string {
     const st = read(`${base}/status`);
     if (!st) return `${pid}: gone`;
     const cmd = read(`${base}/cmdline`).split("\0").join(" ").trim().slice(0, 120);
-    return `${pid}: ${field(st, "State")} wchan=${read(`${base}/wchan`) || "?"} SigPnd=${field(st, "SigPnd")} ShdPnd=${field(st, "ShdPnd")} SigBlk=${field(st, "SigBlk")} ${cmd}`;
+    return `${pid}: ${field(st, "State")} PPid=${field(st, "PPid")} wchan=${read(`${base}/wchan`) || "?"} SigPnd=${field(st, "SigPnd")} ShdPnd=${field(st, "ShdPnd")} SigBlk=${field(st, "SigBlk")} ${cmd}`;
   };
   const pids = new Set([masterPid, ...processesTagged(tag)]);
   const rows = [...pids].map((pid) => line(pid, `/proc/${pid}`));
@@ -616,14 +616,20 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
   for (const fn of cleanups.splice(0).reverse()) {
     try { await fn(); } catch { /* keep cleaning */ }
   }
-  const leaked: number[] = [];
+  const leaked: string[] = [];
   for (const tag of tagsInUse) {
     // A worker the master just signalled may take a moment to go.
     let pids = processesTagged(tag);
     const deadline = Date.now() + bound(3000);
     while (pids.length && Date.now() < deadline) { await sleep(50); pids = processesTagged(tag); }
-    for (const pid of pids) { try { process.kill(pid, "SIGKILL"); } catch { /* gone */ } }
-    leaked.push(...pids);
+    for (const pid of pids) {
+      // Say what it was before it goes: its parent, state and command line.
+      const stat = (() => { try { return readFileSync(`/proc/${pid}/stat`, "latin1"); } catch { return ""; } })();
+      const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const cmd = (() => { try { return readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").join(" ").trim().slice(0, 120); } catch { return "?"; } })();
+      leaked.push(`${pid} (parent ${after[1] ?? "?"}, state ${after[0] ?? "?"}) ${cmd}`);
+      try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
+    }
   }
   tagsInUse.clear();
   const was = before;

@@ -102,7 +102,9 @@ export type Effect =
   /** Hand over and execve the next image (at a moment when no signal is in flight); report failure with `exec-failed`. */
   | { type: "exec"; pending: { kind: ReexecKind; mode: UpgradeMode | null; requestedAt: number } }
   /** Forget an `exec` not yet performed (a stop came first). */
-  | { type: "cancel-exec" };
+  | { type: "cancel-exec" }
+  /** End a preflight still running (a stop came first): its verdict is not wanted, and the master must not leave it behind. */
+  | { type: "cancel-preflight" };
 
 export interface StepResult { state: State; effects: Effect[]; wakeAt: number | null }
 
@@ -695,7 +697,7 @@ class Step {
     const r = this.s.reexec;
     if (!r) return;
     this.s.reexec = null;
-    if (r.phase === "exec") this.fx.push({ type: "cancel-exec" });
+    this.fx.push({ type: r.phase === "exec" ? "cancel-exec" : "cancel-preflight" });
     const message = `${r.kind === "upgrade" ? "Upgrade" : "Reload"} abandoned: the master is stopping (${sig})`;
     this.log("info", message);
     this.fx.push({ type: "notify", kind: r.kind, message, final: true, error: true });

@@ -45,6 +45,8 @@ export interface Host {
   exec(pending: ExecRequest): void;
   /** Forget an exec not yet performed. */
   cancelExec(): void;
+  /** Kill a preflight still running; its verdict is dropped. */
+  cancelPreflight(): void;
   /** Is client input waiting to be read? (see onWake) */
   inputWaiting(): boolean;
   /** Every step, before its effects run (metrics). */
@@ -182,6 +184,9 @@ export class Interpreter {
         break;
       case "cancel-exec":
         this.host.cancelExec();
+        break;
+      case "cancel-preflight":
+        this.host.cancelPreflight();
         break;
       case "exit":
         this.exit(fx.code);

@@ -440,6 +440,10 @@ export class Master implements Host {
     this.reexec.cancelExec();
   }
 
+  cancelPreflight(): void {
+    this.reexec.cancelPreflight();
+  }
+
   private installSignals(): void {
     this.signals = new SignalSource(this.log, (sig) => this.onSignal(sig));
     this.signals.start();

@@ -53,8 +53,12 @@ export function judgePreflight(cmd: string[], status: ExitStatus, output: string
   return { ok: true, detail: `new einhorn ${info.einhorn}` };
 }
 
-/** Start the preflight; `done` is called once, on a later event-loop turn, with the verdict. */
-export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): void {
+/**
+ * Start the preflight; `done` is called once, on a later event-loop turn,
+ * with the verdict. Returns `cancel`: kill the preflight (SIGKILL) and never
+ * call `done`; its exit is still collected, and its descriptors closed.
+ */
+export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) => void): () => void {
   const { cmd, env, os } = opts;
   const timeoutMs = opts.timeoutMs ?? PREFLIGHT_TIMEOUT_MS;
   let out = -1;
@@ -81,9 +85,11 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
   } catch (e) {
     if (out >= 0) { try { close(out); } catch { /* already closed */ } }
     if (doc >= 0) { try { close(doc); } catch { /* already closed */ } }
-    os.after(0, () => done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }));
-    return;
+    let dropped = false;
+    os.after(0, () => { if (!dropped) done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }); });
+    return () => { dropped = true; };
   }
+  let cancelled = false;
   const outFd = out;
   const docFd = doc;
   const finish = (r: PreflightResult) => {
@@ -92,7 +98,7 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
     try { close(outFd); } catch { /* already closed */ }
     if (docFd >= 0) { try { close(docFd); } catch { /* already closed */ } }
     // Leave the reaper's loop before acting: the re-exec must not run inside it.
-    os.after(0, () => done(r));
+    os.after(0, () => { if (!cancelled) done(r); });
   };
   const cancelTimer = os.after(timeoutMs, () => {
     os.kill(pid, "SIGKILL");
@@ -105,4 +111,10 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
     try { text = readAll(outFd).toString("utf8"); } catch (e) { text = `(could not read the preflight's output: ${(e as Error).message})`; }
     finish(judgePreflight(cmd, status, text));
   });
+  return () => {
+    if (cancelled) return;
+    cancelled = true;
+    cancelTimer();
+    os.kill(pid, "SIGKILL");
+  };
 }

@@ -107,7 +107,10 @@ export class Reexec {
    * image's command with --upgrade-check (preflight.ts).
    */
   runPreflight(kind: ReexecKind): void {
-    const done = (r: PreflightResult) => this.v.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
+    const done = (r: PreflightResult) => {
+      this.stopPreflight = null;
+      this.v.dispatch(r.ok ? { type: "preflight-done", ok: true, detail: r.detail } : { type: "preflight-done", ok: false, reason: r.reason });
+    };
     let changes: string[];
     try {
       changes = this.nextConfig.reread();
@@ -124,7 +127,7 @@ export class Reexec {
     const pending: NonNullable<Handoff["pending"]> = r?.kind === "reload"
       ? { kind: "reload", requestedAt: r.requestedAt }
       : { kind: "upgrade", mode: r?.mode ?? "smooth", requestedAt: r?.requestedAt ?? this.v.os.now() };
-    startPreflight({
+    this.stopPreflight = startPreflight({
       cmd: this.reexecCommand(),
       env: this.restoredEnv(),
       // The module the next generation will run: the re-read configuration's.
@@ -160,6 +163,15 @@ export class Reexec {
   /** The `cancel-exec` effect: an exec not yet performed is not. */
   cancelExec(): void {
     this.v.cancelDrained();
+  }
+
+  /** Ends the preflight in progress, if any (see cancelPreflight). */
+  private stopPreflight: (() => void) | null = null;
+
+  /** The `cancel-preflight` effect: a stop came while the preflight ran; it is killed, not left behind by the master. */
+  cancelPreflight(): void {
+    this.stopPreflight?.();
+    this.stopPreflight = null;
   }
 
   /** The handoff document, as the next image will read it (the capture is added at the exec). */

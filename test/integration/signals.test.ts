@@ -4,7 +4,7 @@
 // image between its execve and its signalfd, is exactly what this catches).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Subprocess } from "bun";
-import { command, processesTagged, sleep, startMaster, stateJson, stopMaster, type Master, waitFor, within } from "../harness";
+import { command, describeProcesses, processesTagged, sleep, startMaster, stateJson, stopMaster, type Master, waitFor, within } from "../harness";
 
 let hogs: Subprocess[] = [];
 beforeAll(() => {
@@ -73,7 +73,12 @@ describe("signals during repeated re-execs, both cores busy", () => {
             failures.push(`round ${i}: exit ${code}, ${count(m, `Received ${sig}`)} 'Received ${sig}'\n${m.output()}`);
             if (code === null) await stopMaster(m, "SIGKILL");
           }
-          await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+          try {
+            await waitFor("workers gone", () => processesTagged(m.tag).length === 0);
+          } catch (e) {
+            // What is left, and what the master said, before the leak check kills it.
+            throw new Error(`round ${i} (seed ${seed}): ${(e as Error).message}\nLeft:\n${describeProcesses(m.tag, m.pid)}\nThe master's output:\n${m.output()}`);
+          }
         }
       };
       await Promise.all(Array.from({ length: lanes }, (_, i) => lane(i)));

@@ -393,6 +393,28 @@ describe("re-exec details", () => {
 });
 
 describe("upgrades that fail safe", () => {
+  test("TERM while the preflight runs: the preflight is killed at once, not left running while the workers drain; exit 0, nothing left behind", async () => {
+    const dir = tempDir();
+    // The next image's command, as --reexec-as gives it: its preflight (the
+    // --upgrade-check run) hangs, as a slow or wedged binary would.
+    const next = join(dir, "next-einhorn");
+    writeFileSync(next, `#!/bin/sh\ncase " $* " in *" --upgrade-check "*) : > "${dir}/preflight-started"; exec sleep 600;; esac\nexec "${BIN}" "$@"\n`, { mode: 0o755 });
+    // A worker that drains until the test lets it go: the master is still running meanwhile.
+    const worker = ["sh", "-c", `trap 'while [ ! -e "${dir}/release" ]; do sleep 0.05; done; exit 0' TERM; while :; do sleep 0.05; done`];
+    const m = startMaster(["-m", "0", `--reexec-as=${next}`, "--", ...worker], { dir });
+    await waitFor("a worker", async () => (await stateJson(m.sockPath)).workers.length === 1);
+    const shell = runBinary(["sh", "-d", m.sockPath, "-e", "upgrade"], { dir });
+    await waitFor("the preflight started", () => existsSync(join(dir, "preflight-started")));
+    const preflight = await waitFor("the preflight's pid", () => processesTagged(m.tag).find((pid) => /^sleep\x00600\x00/.test(readFileSync(`/proc/${pid}/cmdline`, "latin1"))));
+    m.proc.kill("SIGTERM");
+    await waitFor("the preflight gone", () => !processesTagged(m.tag).includes(preflight));
+    expect(m.exitCode()).toBeNull();
+    expect(m.output()).toContain("Upgrade abandoned: the master is stopping (SIGTERM)");
+    writeFileSync(join(dir, "release"), "");
+    expect(await m.exited).toBe(0);
+    expect((await shell).code).toBe(1);
+  });
+
   test("a new version that exits at once: the upgrade fails with a reason, old workers keep serving, a later upgrade works", async () => {
     const dir = tempDir();
     writeFileSync(join(dir, "mode"), "v1");

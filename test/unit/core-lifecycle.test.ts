@@ -138,7 +138,7 @@ describe("lifecycle: signals in every phase", () => {
   ];
   for (const [phase, before] of phases) {
     for (const [signal, workerSignal] of [["TERM", "SIGTERM"], ["INT", "SIGUSR2"], ["USR2", "SIGUSR2"]] as const) {
-      test(`${signal} ${phase}: every worker gets ${workerSignal}; an upgrade or reload under way is abandoned (an exec cancelled)`, () => {
+      test(`${signal} ${phase}: every worker gets ${workerSignal}; an upgrade or reload under way is abandoned (a preflight killed, an exec cancelled)`, () => {
         const s0 = run(atRest(), before).state;
         const r = run(s0, [sig(signal)]);
         expect(logs(r.effects)[0]).toBe(`Received SIG${signal}`);
@@ -149,18 +149,19 @@ describe("lifecycle: signals in every phase", () => {
         expect(r.state.reexec).toBeNull();
         const life = lifecycle(r.effects);
         if (phase === "at rest") expect(life).toEqual([]);
-        if (phase === "during the preflight") expect(life).toEqual([notify("upgrade", `Upgrade abandoned: the master is stopping (${workerSignal})`, true, true)]);
+        if (phase === "during the preflight") expect(life).toEqual([{ type: "cancel-preflight" }, notify("upgrade", `Upgrade abandoned: the master is stopping (${workerSignal})`, true, true)]);
         if (phase === "during the exec") expect(life).toEqual([{ type: "cancel-exec" }, notify("upgrade", `Upgrade abandoned: the master is stopping (${workerSignal})`, true, true)]);
         if (phase === "during a rollout") expect(life).toEqual([{ type: "upgrade-finished", ok: false, message: `Upgrade abandoned: the master is stopping (${workerSignal})` }]);
         // A preflight result arriving after the stop changes nothing.
         expect(lifecycle(run(r.state, [passed]).effects)).toEqual([]);
       });
     }
-    test(`QUIT ${phase}: QUIT to every worker, the exec (if any) cancelled, exit at once with status 1 (as Einhorn)`, () => {
+    test(`QUIT ${phase}: QUIT to every worker, the preflight or exec (if any) cancelled, exit at once with status 1 (as Einhorn)`, () => {
       const r = run(run(atRest(), before).state, [sig("QUIT")]);
       const life = lifecycle(r.effects);
       expect(life.at(-1)).toEqual({ type: "exit", code: 1 });
       expect(life.some((f) => f.type === "cancel-exec")).toBe(phase === "during the exec");
+      expect(life.some((f) => f.type === "cancel-preflight")).toBe(phase === "during the preflight");
     });
   }
 

@@ -34,6 +34,7 @@ class WorkersHost implements Host {
   runPreflight(_kind: ReexecKind): void {}
   exec(_pending: ExecRequest): void {}
   cancelExec(): void {}
+  cancelPreflight(): void {}
   inputWaiting(): boolean { return false; }
   observe(_e: Event, _before: State, _after: State, _effects: Effect[], _now: number): void {}
   leave(_code: number): void {}

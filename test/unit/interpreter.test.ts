@@ -85,6 +85,7 @@ class RecordingHost implements Host {
   runPreflight(kind: ReexecKind): void { this.calls.push(`preflight ${kind}`); }
   exec(pending: ExecRequest): void { this.calls.push(`exec ${pending.kind}`); }
   cancelExec(): void { this.calls.push("cancel-exec"); }
+  cancelPreflight(): void { this.calls.push("cancel-preflight"); }
   inputWaiting(): boolean {
     if (this.inputs > 0) { this.inputs--; return true; }
     return false;

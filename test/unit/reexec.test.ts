@@ -78,7 +78,7 @@ function cloexec(fd: number): boolean {
   return (parseInt(flags, 8) & 0o2000000) !== 0;
 }
 
-/** The Master's part of the Host on this path: runPreflight, exec and cancelExec go to the Reexec; the rest is recorded. */
+/** The Master's part of the Host on this path: runPreflight, exec, cancelExec and cancelPreflight go to the Reexec; the rest is recorded. */
 class ReexecHost implements Host {
   reexec!: Reexec;
   nextPid = 500;
@@ -93,6 +93,7 @@ class ReexecHost implements Host {
   runPreflight(kind: ReexecKind): void { this.reexec.runPreflight(kind); }
   exec(pending: ExecRequest): void { this.reexec.exec(pending); }
   cancelExec(): void { this.reexec.cancelExec(); }
+  cancelPreflight(): void { this.reexec.cancelPreflight(); }
   inputWaiting(): boolean { return false; }
   observe(e: Event, _before: State, _after: State, _effects: Effect[], _now: number): void { this.observed.push(e.type); }
   leave(): void {}
