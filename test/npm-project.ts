@@ -25,7 +25,7 @@ export async function npmProject(specs: string[], prefix = "einhorn-npm-", insta
   writeFileSync(join(dir, "package.json"), JSON.stringify({ name: "einhorn-test-app", version: "1.0.0", private: true, type: "module" }, null, 2));
   if (specs.length) {
     const cmd = installer === "bun" ? [process.execPath, "add", ...specs] : [NPM!, "install", "--no-audit", "--no-fund", "--loglevel=error", ...specs];
-    const p = Bun.spawn(cmd, { cwd: dir, stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_BE_BUN: "1", NODE_DISABLE_COMPILE_CACHE: "1" } });
+    const p = Bun.spawn(cmd, { cwd: dir, stdout: "pipe", stderr: "pipe", env: { ...process.env, BUN_BE_BUN: "1" } });
     const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
     if (code !== 0) {
       rmSync(dir, { recursive: true, force: true });

@@ -17,6 +17,22 @@ const fileTmp = mkdtempSync(join(tmpdir(), "einhorn-test-file-"));
 chmodSync(fileTmp, 0o755);
 process.env.TMPDIR = fileTmp;
 setFileTempDir(fileTmp);
+// Node (npm included) keeps a module compile cache in the temp directory;
+// it is Node's, not anything of einhorn's, so the tests run Node without it
+// rather than count it as a leftover.
+process.env.NODE_DISABLE_COMPILE_CACHE = "1";
+
+// Bun.spawn and Bun.spawnSync called without `env` pass the environment the
+// process started with, not process.env as changed since (Bun 1.4.4;
+// node:child_process passes process.env): a test's npm or python would still
+// see the run's TMPDIR, not this file's. Every process a test starts gets
+// process.env unless the test gives an environment itself.
+for (const name of ["spawn", "spawnSync"] as const) {
+  const original = Bun[name] as unknown as (...args: unknown[]) => unknown;
+  const withEnv = (o: unknown) => (o && typeof o === "object" && "env" in o ? o : { ...(o as object | undefined), env: process.env });
+  (Bun as unknown as Record<string, unknown>)[name] = (...args: unknown[]) =>
+    Array.isArray(args[0]) ? original(args[0], withEnv(args[1])) : original(withEnv(args[0]));
+}
 
 beforeEach(snapshotResources);
 afterEach(cleanupAndCheckLeaks);

@@ -25,13 +25,8 @@ const qemuReady = existsSync(QEMU) && existsSync(join(ARM64_SYSROOT, "lib", "lib
 let out = "";
 let buildSeconds = 0;
 
-/**
- * Run a command to completion. Node's module compile cache is off for it: npm
- * (a Node program) would otherwise leave node-compile-cache/ in the temp
- * directory, which the harness's leak check rightly counts.
- */
 function run(cmd: string[], opts: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {}) {
-  const r = Bun.spawnSync(cmd, { cwd: opts.cwd, env: { ...process.env, NODE_DISABLE_COMPILE_CACHE: "1", ...opts.env }, stdout: "pipe", stderr: "pipe", timeout: opts.timeoutMs ?? 120_000 });
+  const r = Bun.spawnSync(cmd, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdout: "pipe", stderr: "pipe", timeout: opts.timeoutMs ?? 120_000 });
   return { code: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
