@@ -236,8 +236,10 @@ export function startMaster(args: string[], opts: StartOptions = {}): Master {
   };
   const pumps = Promise.all([opts.stdoutFd === undefined ? pump(proc.stdout) : Promise.resolve(), pump(proc.stderr)]);
   // Output pipes may stay open after the master exits (orphaned workers hold
-  // them); give the readers a moment, not forever.
-  const exited = proc.exited.then(async (c) => { await Promise.race([pumps.catch(() => {}), sleep(300)]); code = c; return c; });
+  // them); give the readers a moment (scaled by load), not forever. The
+  // readers go on after that: a test that needs a worker's last words waits
+  // for them in output().
+  const exited = proc.exited.then(async (c) => { await Promise.race([pumps.catch(() => {}), sleep(bound(300))]); code = c; return c; });
   const m: Master = {
     proc,
     pid: proc.pid,

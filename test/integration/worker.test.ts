@@ -141,7 +141,8 @@ describe("ack() and ping() under einhorn", () => {
     for (const w of pinged.workers) expect(w.last_ping!.request_id).toBe("ping-42");
     expect(m.output()).not.toMatch(/ignoring/);
     expect(await stopMaster(m)).toBe(0);
-    expect(m.output().match(/^bye pid=/gm)?.length).toBe(2);
+    // Both workers' last line, read from the pipe they share with the master, however late it is read.
+    await waitFor("both workers' goodbye", () => m.output().match(/^bye pid=/gm)?.length === 2);
   });
 
   test("with -g the ACK goes over EINHORN_SOCK_FD, which is closed afterwards", async () => {
