@@ -43,7 +43,12 @@ export const SYSTEM_TOOLS: SystemTool[] = [
 function present(t: SystemTool): boolean {
   const p = t.probe;
   if ("command" in p) return Bun.which(p.command) !== null;
-  if ("dpkg" in p) return Bun.spawnSync(["dpkg", "-s", p.dpkg], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
+  if ("dpkg" in p) {
+    // Installed, not only known: `dpkg -s` also succeeds for a package removed
+    // with its configuration files kept (status "rc"), whose programs are gone.
+    const r = Bun.spawnSync(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", p.dpkg], { stdout: "pipe", stderr: "ignore" });
+    return r.exitCode === 0 && r.stdout.toString().startsWith("ii");
+  }
   if (!existsSync("/usr/bin/python3")) return false;
   return Bun.spawnSync(["/usr/bin/python3", "-c", `import ${p.python}`], { stdout: "ignore", stderr: "ignore" }).exitCode === 0;
 }
