@@ -52,13 +52,12 @@ for (let i = 1; i <= RUNS; i++) {
   current = p;
   const [stdout, stderr, exitCode] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   current = null;
-  const r = { exitCode };
   const out = stdout + stderr;
   const c1 = cpuTicks();
   const rec: RunRecord = {
     run: i,
-    passed: r.exitCode === 0,
-    exitCode: r.exitCode ?? 1,
+    passed: exitCode === 0,
+    exitCode,
     seconds: Math.round((performance.now() - t0) / 1000),
     loadAverage1mAtEnd: loadavg()[0]!,
     coresBusy: Math.round(((c1.busy - c0.busy) / Math.max(1, c1.all - c0.all)) * 1000) / 10,

@@ -21,9 +21,10 @@
 // Each test file still gets its own process state (`--parallel` implies
 // `--isolate`), its own temp dirs, ports and leak check (test/setup.ts): files
 // running side by side share nothing but the machine.
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { loadAveragePerCore } from "../test/load";
 import { ensureSystemTools } from "./system-tools";
 
 const ROOT = resolve(import.meta.dir, "..");
@@ -39,8 +40,7 @@ const ALONE = "test/integration/signals.test.ts";
  * when the run starts, and at least doubled for a whole run, whose load
  * changes as files come and go. EINHORN_TEST_SUITE tells the harness so.
  */
-const LOAD = Math.min(10, Math.max(1, Number(readFileSync("/proc/loadavg", "latin1").split(" ")[0]) / (navigator.hardwareConcurrency || 1) || 1));
-const TIMEOUT = ["--timeout", String(Math.round(60_000 * Math.max(2, LOAD)))];
+const TIMEOUT = ["--timeout", String(Math.round(60_000 * Math.max(2, loadAveragePerCore())))];
 /**
  * The fast tier, for iterating on the core, the master, the command socket
  * and upgrades: every unit and ffi test, and the integration files that run

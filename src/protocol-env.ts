@@ -26,6 +26,8 @@ export const ENV = {
   NOTIFY_SOCKET: "NOTIFY_SOCKET",
   WATCHDOG_USEC: "WATCHDOG_USEC",
   WATCHDOG_PID: "WATCHDOG_PID",
+  /** The master's safety timeouts, set for tests or troubleshooting (src/config/timeouts.ts). Passed through to workers like any operator variable. */
+  TIMEOUTS: "EINHORN_TIMEOUTS",
 } as const;
 
 /**

@@ -11,6 +11,7 @@ import type { Socket, Subprocess } from "bun";
 // Types only: the harness must not load master code.
 import type { buildStateReport } from "../src/master/state-report";
 import type { StatusData } from "../src/master/status-report";
+import { loadAveragePerCore, MAX_LOAD_FACTOR } from "./load";
 
 /** What `state json` answers, as the master's own report builder types it. */
 export type StateReport = ReturnType<typeof buildStateReport>;
@@ -47,16 +48,13 @@ export function loadFactor(): number {
   if (FIXED_LOAD >= 1) return FIXED_LOAD;
   const now = performance.now();
   if (measuredLoad && now - measuredLoad.at < 1_000) return measuredLoad.factor;
-  const cpus = navigator.hardwareConcurrency || 1;
-  let perCore = 1;
-  try { perCore = Number(readFileSync("/proc/loadavg", "latin1").split(" ")[0]) / cpus; } catch { /* no /proc */ }
   const cpu0 = process.cpuUsage();
   const wall0 = performance.now();
   while (performance.now() - wall0 < 20) { /* spin: how much of a core do we get? */ }
   const cpu = process.cpuUsage(cpu0);
   const cpuMs = (cpu.user + cpu.system) / 1000;
   const share = cpuMs > 0 ? (performance.now() - wall0) / cpuMs : 1;
-  const factor = Math.min(10, Math.max(1, perCore || 1, share));
+  const factor = Math.min(MAX_LOAD_FACTOR, Math.max(loadAveragePerCore(), share));
   measuredLoad = { at: performance.now(), factor: Math.round(factor * 10) / 10 };
   return measuredLoad.factor;
 }
@@ -174,20 +172,22 @@ export function processesTagged(tag: string): number[] {
  * a hang under load can be told apart from a lost signal or a slow child.
  */
 export function describeProcesses(tag: string, masterPid: number): string {
-  const field = (status: string, name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim() ?? "?";
-  const read = (path: string) => { try { return readFileSync(path, "latin1"); } catch { return ""; } };
-  const line = (pid: number | string, base: string) => {
-    const st = read(`${base}/status`);
-    if (!st) return `${pid}: gone`;
-    const cmd = read(`${base}/cmdline`).split("\0").join(" ").trim().slice(0, 120);
-    return `${pid}: ${field(st, "State")} PPid=${field(st, "PPid")} wchan=${read(`${base}/wchan`) || "?"} SigPnd=${field(st, "SigPnd")} ShdPnd=${field(st, "ShdPnd")} SigBlk=${field(st, "SigBlk")} ${cmd}`;
-  };
   const pids = new Set([masterPid, ...processesTagged(tag)]);
-  const rows = [...pids].map((pid) => line(pid, `/proc/${pid}`));
+  const rows = [...pids].map((pid) => processLine(pid));
   try {
-    for (const tid of readdirSync(`/proc/${masterPid}/task`)) rows.push(`  thread ${line(tid, `/proc/${masterPid}/task/${tid}`)}`);
+    for (const tid of readdirSync(`/proc/${masterPid}/task`)) rows.push(`  thread ${processLine(tid, `/proc/${masterPid}/task/${tid}`)}`);
   } catch { /* the master is gone */ }
   return rows.join("\n");
+}
+
+/** One process (or thread, by its /proc directory) in one line: state, parent, what it waits in, its signals, its command line. */
+function processLine(pid: number | string, base = `/proc/${pid}`): string {
+  const field = (status: string, name: string) => new RegExp(`^${name}:\\s*(.*)$`, "m").exec(status)?.[1]?.trim() ?? "?";
+  const read = (path: string) => { try { return readFileSync(path, "latin1"); } catch { return ""; } };
+  const st = read(`${base}/status`);
+  if (!st) return `${pid}: gone`;
+  const cmd = read(`${base}/cmdline`).split("\0").join(" ").trim().slice(0, 120);
+  return `${pid}: ${field(st, "State")} PPid=${field(st, "PPid")} wchan=${read(`${base}/wchan`) || "?"} SigPnd=${field(st, "SigPnd")} ShdPnd=${field(st, "ShdPnd")} SigBlk=${field(st, "SigBlk")} ${cmd}`;
 }
 
 export interface Master {
@@ -625,11 +625,8 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
     const deadline = Date.now() + bound(3000);
     while (pids.length && Date.now() < deadline) { await sleep(50); pids = processesTagged(tag); }
     for (const pid of pids) {
-      // Say what it was before it goes: its parent, state and command line.
-      const stat = (() => { try { return readFileSync(`/proc/${pid}/stat`, "latin1"); } catch { return ""; } })();
-      const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      const cmd = (() => { try { return readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").join(" ").trim().slice(0, 120); } catch { return "?"; } })();
-      leaked.push(`${pid} (parent ${after[1] ?? "?"}, state ${after[0] ?? "?"}) ${cmd}`);
+      // Say what it was before it goes.
+      leaked.push(processLine(pid));
       try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
     }
   }
@@ -646,7 +643,7 @@ export async function cleanupAndCheckLeaks(): Promise<void> {
     const newSockets = () => [...openSockets()].filter((s) => !was.sockets.has(s));
     while ((newChildren().length || newSockets().length) && Date.now() < deadline) await sleep(25);
     for (const pid of newChildren()) {
-      children.push(`${pid} ${readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").join(" ").trim().slice(0, 100)}`);
+      children.push(processLine(pid));
       try { process.kill(pid, "SIGKILL"); } catch { /* gone */ }
     }
     sockets.push(...newSockets());

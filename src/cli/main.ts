@@ -12,7 +12,7 @@ import { osArgs, osEnviron } from "../../ffi/os-string";
 import { writeOutSync } from "./stdio";
 import { CLibraryError } from "../../ffi/c-library";
 import { ENV } from "../protocol-env";
-import { parseTimeouts, type Timeouts, TIMEOUTS_ENV, TimeoutsError } from "../config/timeouts";
+import { parseTimeouts, type Timeouts, TimeoutsError } from "../config/timeouts";
 
 /**
  * A master's runtime threads must start with the signals it handles blocked
@@ -46,7 +46,7 @@ function bootstrapSignalMask(argv: string[], env: Record<string, string>, keepFd
 /** EINHORN_TIMEOUTS (src/config/timeouts.ts); a bad value is a usage error, as a bad flag is. */
 function readTimeouts(env: Record<string, string | undefined>): Timeouts {
   try {
-    return parseTimeouts(env[TIMEOUTS_ENV]);
+    return parseTimeouts(env[ENV.TIMEOUTS]);
   } catch (e) {
     if (e instanceof TimeoutsError) fail(e.message, 2);
     throw e;

@@ -16,8 +16,7 @@
 // what is allowed. A master that re-executes itself keeps its environment,
 // so the next image reads the same values.
 import { YOUNG_OVER_LIMIT_SECONDS } from "../core/pool";
-
-export const TIMEOUTS_ENV = "EINHORN_TIMEOUTS";
+import { ENV } from "../protocol-env";
 
 interface TimeoutSpec {
   /** Seconds, the production value. */
@@ -69,11 +68,11 @@ export function parseTimeouts(text: string | undefined): Timeouts {
     const name = (eq < 0 ? entry : entry.slice(0, eq)).trim();
     const value = eq < 0 ? "" : entry.slice(eq + 1).trim();
     if (!(NAMES as string[]).includes(name)) {
-      throw new TimeoutsError(`${TIMEOUTS_ENV}: '${entry}' names no timeout einhorn has; the settable ones are ${NAMES.join(", ")} (NAME=SECONDS, comma-separated)`);
+      throw new TimeoutsError(`${ENV.TIMEOUTS}: '${entry}' names no timeout einhorn has; the settable ones are ${NAMES.join(", ")} (NAME=SECONDS, comma-separated)`);
     }
     const seconds = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
     if (!(seconds > 0 && seconds <= MAX_SECONDS)) {
-      throw new TimeoutsError(`${TIMEOUTS_ENV}: '${entry}': the value must be a number of seconds above 0 and at most ${MAX_SECONDS}, like ${name}=${TIMEOUTS[name as TimeoutName].seconds}`);
+      throw new TimeoutsError(`${ENV.TIMEOUTS}: '${entry}': the value must be a number of seconds above 0 and at most ${MAX_SECONDS}, like ${name}=${TIMEOUTS[name as TimeoutName].seconds}`);
     }
     out[name as TimeoutName] = Math.round(seconds * 1000);
   }

@@ -1,7 +1,8 @@
 // No silent waits: while an upgrade waits for new workers to ACK, say every
-// so often (the ack-wait-report timeout, src/config/timeouts.ts) which ones, for how long, and what would end the wait.
-// The master logs the report and sends it to every shell waiting on the
-// upgrade (as a `wait: true` progress answer).
+// so often (the ack-wait-report timeout, src/config/timeouts.ts) which ones,
+// for how long, and what would end the wait. The master logs the report and
+// sends it to every shell waiting on the upgrade (as a `wait: true` progress
+// answer).
 import { isAcked, isRetiring } from "../core/pool";
 import type { State } from "../core/state";
 

@@ -18,7 +18,8 @@ import type { MasterConfig } from "./config";
 import { createLogger, type Logger } from "../logging";
 import { einhornVersionLabel } from "../version";
 import { parseBindSpec } from "../config/bind-spec";
-import { defaultTimeouts, describeChangedTimeouts, TIMEOUTS_ENV, type Timeouts } from "../config/timeouts";
+import { defaultTimeouts, describeChangedTimeouts, type Timeouts } from "../config/timeouts";
+import { ENV } from "../protocol-env";
 import { type Handoff, readHandoff, validateHandoff as validateHandoffDoc } from "./handoff";
 import type { SystemdSockets } from "./systemd";
 import { CommandClients } from "./command-clients";
@@ -252,7 +253,7 @@ export class Master implements Host {
     }
     this.log.info(`Master ${this.pid} starting ${cfg.number} worker(s) of: ${cfg.preload ? `preload ${cfg.preload} ` : ""}${cfg.program.join(" ")}`);
     const changed = describeChangedTimeouts(this.timeouts);
-    if (changed) this.log.warn(`Safety timeouts changed by ${TIMEOUTS_ENV}: ${changed} (see docs/operations.md)`);
+    if (changed) this.log.warn(`Safety timeouts changed by ${ENV.TIMEOUTS}: ${changed} (see docs/operations.md)`);
     this.dispatch({ type: "start" });
   }
 

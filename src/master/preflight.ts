@@ -64,6 +64,8 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
   let out = -1;
   let doc = -1;
   let pid: number;
+  /** Set by the returned cancel: `done` is never called after it. */
+  let cancelled = false;
   try {
     if (cmd.length === 0) throw new Error("no command to run");
     const file = resolveProgram(cmd[0]!, env.PATH);
@@ -85,11 +87,9 @@ export function runPreflight(opts: PreflightOptions, done: (r: PreflightResult) 
   } catch (e) {
     if (out >= 0) { try { close(out); } catch { /* already closed */ } }
     if (doc >= 0) { try { close(doc); } catch { /* already closed */ } }
-    let dropped = false;
-    os.after(0, () => { if (!dropped) done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }); });
-    return () => { dropped = true; };
+    os.after(0, () => { if (!cancelled) done({ ok: false, reason: `preflight could not start ${cmd.join(" ")}: ${(e as Error).message}` }); });
+    return () => { cancelled = true; };
   }
-  let cancelled = false;
   const outFd = out;
   const docFd = doc;
   const finish = (r: PreflightResult) => {
